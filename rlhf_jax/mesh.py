@@ -1,0 +1,141 @@
+"""Meshes and the one place where logical axis names meet mesh axes.
+
+Model code names logical axes only (`embed`, `heads`, `batch`, ...). The two tables below
+map them to the mesh axes `data`, `fsdp` and `tensor`: TRAIN_RULES shards parameters over
+fsdp and tensor (ZeRO-3 style, gathered per layer by XLA); SAMPLE_RULES keeps parameters
+whole on the fsdp axis so a decode step needs no all-gather. Everything here is a no-op
+without a mesh, so the same model code runs on one CPU and on a pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+# Parameter axes: embed, vocab, heads, kv_heads, head_dim, mlp.
+# Activation axes: batch, length, act_embed, act_heads, act_kv_heads, act_mlp, act_vocab
+# (kept apart from parameter axes so that `embed` -> fsdp never collides with the batch).
+TRAIN_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+SAMPLE_RULES: Rules = tuple((name, None if name == "embed" else axes) for name, axes in TRAIN_RULES)
+
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("rlhf_jax_mesh", default=None)
+
+
+def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh; one entry may be -1 for all remaining devices."""
+    devices = list(devices if devices is not None else jax.devices())
+    shape = list(shape)
+    if len(shape) != 3:
+        raise ValueError(f"mesh shape {tuple(shape)}: expected 3 entries for axes {MESH_AXES}")
+    if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"mesh shape {tuple(shape)}: entries must be positive, with at most one -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if len(devices) % known:
+            raise ValueError(f"mesh shape {tuple(shape)}: {len(devices)} devices not divisible by {known}")
+        shape[shape.index(-1)] = len(devices) // known
+    if math.prod(shape) != len(devices):
+        raise ValueError(f"mesh shape {tuple(shape)} needs {math.prod(shape)} devices, have {len(devices)}")
+    grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_to_spec(axes: Sequence[str | None], rules: Rules, shape: Sequence[int] | None = None, mesh=None):
+    """PartitionSpec for logical `axes`. A mesh axis is used at most once per array, and,
+    given `shape` and `mesh`, a dim that the mesh axes do not divide stays replicated."""
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for i, name in enumerate(axes):
+        target = table.get(name) if name is not None else None
+        names = (target,) if isinstance(target, str) else tuple(target or ())
+        names = tuple(n for n in names if n not in used)
+        if names and shape is not None and mesh is not None:
+            size = math.prod(mesh.shape[n] for n in names)
+            if shape[i] % size:
+                names = ()
+        used.update(names)
+        spec.append(names[0] if len(names) == 1 else (names or None))
+    return PartitionSpec(*spec)
+
+
+def tree_shardings(axes_tree, shapes_tree, mesh: Mesh, rules: Rules):
+    """NamedShardings for a pytree of logical-axes tuples (leaves) and matching shapes."""
+    is_axes = lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)  # noqa: E731
+    return jax.tree.map(
+        lambda axes, sds: NamedSharding(mesh, logical_to_spec(axes, rules, sds.shape, mesh)),
+        axes_tree,
+        shapes_tree,
+        is_leaf=is_axes,
+    )
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None, rules: Rules = TRAIN_RULES) -> Iterator[None]:
+    """Activate `mesh` and `rules` for `shard` while tracing (a jit traced outside keeps no constraints)."""
+    token = _ACTIVE.set((mesh, rules) if mesh is not None else None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_mesh() -> tuple[Mesh, Rules] | None:
+    return _ACTIVE.get()
+
+
+def shard(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+    """Constrain an activation's sharding by logical axes; identity without an active mesh."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    spec = logical_to_spec(axes, rules, x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def batch_sharding(mesh: Mesh | None, rules: Rules = TRAIN_RULES, ndim: int = 2):
+    """Sharding of a [B, ...] host batch: the batch over the data axes, the rest replicated."""
+    if mesh is None:
+        return None
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """`jax.distributed.initialize` when the run spans processes; call before any other JAX call.
+
+    On a TPU pod the arguments are discovered; on GPU hosts or CPU tests pass all three.
+    A single process without a coordinator does nothing.
+    """
+    if coordinator_address is None and num_processes in (None, 1):
+        return
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )

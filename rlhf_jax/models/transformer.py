@@ -1,0 +1,203 @@
+"""The decoder-only transformer (Flax NNX) and `Model`, which runs it as pure functions.
+
+A model is split once into a static `graphdef` and a `params` pytree (nested dicts of
+float32 arrays); every call merges them inside the traced function, so policy, reference,
+reward and value models are just parameter pytrees that jit can donate and Orbax can save.
+
+Positions come from the padding mask (position = number of real tokens before), so a
+left-padded row gives exactly the logits of the same row unpadded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.layers import INIT_STD, Block, Norm, param, rope_tables
+
+HEADS = ("lm", "scalar")
+
+
+class Transformer(nnx.Module):
+    """Token embedding, blocks, final norm and a head: `lm` (vocabulary logits) or
+    `scalar` (one score per token: a reward model read at the last token, or a critic)."""
+
+    def __init__(self, cfg: ModelConfig, head: str = "lm", *, rngs: nnx.Rngs):
+        if head not in HEADS:
+            raise ValueError(f"head={head!r}: expected one of {HEADS}")
+        self.cfg, self.head = cfg, head
+        self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
+        self.pos_embed = param(rngs, (cfg.max_positions, cfg.d_model), (None, "embed")) if not cfg.uses_rope else None
+        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = Norm(cfg)
+        untied = head == "lm" and not cfg.tie_embeddings
+        self.lm_head = param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab")) if untied else None
+        self.score = param(rngs, (cfg.d_model, 1), ("embed", None)) if head == "scalar" else None
+
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, index=0, embeds_BxTxD=None):
+        """Final hidden states [B, T, D] and the updated KV cache (a list, one dict per layer).
+
+        With a cache, this call's keys/values are written at slots [index, index + T) and
+        `mask_BxTxS` spans all S cache slots. `embeds_BxTxD`, if given, replaces the token
+        embedding lookup (soft prompts; gradients with respect to the inputs).
+        """
+        dtype = jnp.dtype(self.cfg.dtype)
+        if embeds_BxTxD is None:
+            embeds_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
+        x = embeds_BxTxD.astype(dtype)
+        rope = None
+        if self.cfg.uses_rope:
+            rope = rope_tables(self.cfg, positions_BxT)
+        else:
+            x = x + jnp.take(self.pos_embed[...], positions_BxT, axis=0).astype(dtype)
+        x = mesh_lib.shard(x, ("batch", "length", "act_embed"))
+        new_cache = []
+        for i, block in enumerate(self.layers):
+            x, layer_cache = block(x, rope, mask_BxTxS, None if cache is None else cache[i], index)
+            new_cache.append(layer_cache)
+        return self.final_norm(x), (new_cache if cache is not None else None)
+
+    def readout(self, hidden_BxTxD):
+        """LM head logits [B, T, V] (float32), or scalar scores [B, T] for the scalar head."""
+        if self.head == "scalar":
+            return jnp.einsum("btd,d->bt", hidden_BxTxD, self.score[...][:, 0].astype(hidden_BxTxD.dtype)).astype(
+                jnp.float32
+            )
+        w_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+        logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, w_DxV.astype(hidden_BxTxD.dtype))
+        return mesh_lib.shard(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
+
+
+# ----------------------------------------------------------------------------- pure API
+
+
+def positions_from_mask(mask_BxT):
+    """Position of each token = number of real tokens before it (0 for left padding)."""
+    return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def causal_mask(mask_BxT):
+    """[B, T, T] boolean: query t sees key s iff s <= t and s is a real token."""
+    T = mask_BxT.shape[-1]
+    causal_TxT = jnp.tril(jnp.ones((T, T), bool))
+    return causal_TxT[None] & mask_BxT.astype(bool)[:, None, :]
+
+
+def gather_logps(logits_BxTxV, targets_BxT):
+    """log softmax(logits)[target] in float32, without materialising the log-softmax."""
+    logits = logits_BxTxV.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A transformer as pure functions of its params pytree.
+
+    `token_logps` uses the token-aligned convention: logps_BxT[:, t] = log pi(x_t | x_<t),
+    0 where x_t or x_{t-1} is padding (so position 0 is always 0). A completion mask
+    therefore applies to it directly.
+    """
+
+    cfg: ModelConfig
+    head: str
+    graphdef: Any
+
+    def module(self, params) -> Transformer:
+        return nnx.merge(self.graphdef, params)
+
+    def hidden(self, params, tokens_BxT, mask_BxT):
+        hidden, _ = self.module(params)(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
+        return hidden
+
+    def logits(self, params, tokens_BxT, mask_BxT):
+        """Vocabulary logits [B, T, V] in float32 (lm head)."""
+        module = self.module(params)
+        hidden, _ = module(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
+        return module.readout(hidden)
+
+    def token_logps(self, params, tokens_BxT, mask_BxT, temperature: float = 1.0):
+        """logps_BxT[:, t] = log softmax(logits_{t-1} / temperature)[x_t], float32."""
+        logits = self.logits(params, tokens_BxT, mask_BxT)[:, :-1] / temperature
+        logps = gather_logps(logits, tokens_BxT[:, 1:])
+        valid = mask_BxT[:, 1:].astype(bool) & mask_BxT[:, :-1].astype(bool)
+        logps = jnp.where(valid, logps, 0.0)
+        return jnp.pad(logps, ((0, 0), (1, 0)))
+
+    def values(self, params, tokens_BxT, mask_BxT):
+        """Per-token scalar scores [B, T] (scalar head: a critic's values), 0 at padding."""
+        module = self.module(params)
+        hidden, _ = module(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
+        return jnp.where(mask_BxT.astype(bool), module.readout(hidden), 0.0)
+
+    def rewards(self, params, tokens_BxT, mask_BxT):
+        """Score at each row's last real token [B] (scalar head: a reward model)."""
+        values = self.values(params, tokens_BxT, mask_BxT)
+        T = mask_BxT.shape[-1]
+        last_B = T - 1 - jnp.argmax(mask_BxT[:, ::-1].astype(bool), axis=-1)
+        return jnp.take_along_axis(values, last_B[:, None], axis=-1)[:, 0]
+
+
+def _metadata(state, key: str):
+    is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    return nnx.to_pure_dict(jax.tree.map(lambda v: v.get_metadata()[key], state, is_leaf=is_var))
+
+
+def abstract_model(cfg: ModelConfig, head: str = "lm") -> tuple[Model, Any, Any]:
+    """(Model, params as ShapeDtypeStructs, logical axes per param) without allocating."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, head, rngs=nnx.Rngs(0))))
+    return Model(cfg, head, graphdef), nnx.to_pure_dict(state), _metadata(state, "logical_axes")
+
+
+def param_shardings(cfg: ModelConfig, head: str, mesh, rules=mesh_lib.TRAIN_RULES):
+    """NamedShardings of the params pytree on `mesh` under `rules` (None without a mesh)."""
+    if mesh is None:
+        return None
+    _, shapes, axes = abstract_model(cfg, head)
+    return mesh_lib.tree_shardings(axes, shapes, mesh, rules)
+
+
+def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rules=mesh_lib.TRAIN_RULES):
+    """A freshly initialised (Model, params): weights ~ N(0, 0.02^2), biases 0, norm scales 1.
+
+    Values are drawn on the host, one generator per parameter seeded by (seed, its path), so
+    they do not depend on the mesh, and each is placed straight into its sharding. (Drawing
+    them with jax.random inside jit costs seconds of compilation even for a tiny model.)
+    """
+    model, shapes, axes = abstract_model(cfg, head)
+    _, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, head, rngs=nnx.Rngs(0))))
+    inits = _metadata(state, "init")
+    shardings = mesh_lib.tree_shardings(axes, shapes, mesh, rules) if mesh is not None else None
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    kinds = treedef.flatten_up_to(inits)
+    placements = treedef.flatten_up_to(shardings) if shardings is not None else [None] * len(flat)
+    leaves = []
+    for (path, sds), kind, sharding in zip(flat, kinds, placements, strict=True):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        value = _host_init(kind, sds.shape, seed, name)
+        if sharding is None:
+            leaves.append(jax.device_put(value))
+        else:
+            leaves.append(jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx]))
+    return model, jax.tree.unflatten(treedef, leaves)
+
+
+def _host_init(kind: str, shape, seed: int, name: str) -> np.ndarray:
+    if kind == "zeros":
+        return np.zeros(shape, np.float32)
+    if kind == "ones":
+        return np.ones(shape, np.float32)
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return (INIT_STD * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+
+
+def count_params(params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,106 @@
+"""Properties of the transformer: causality, padding invariance, log-probs, full-size shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.presets import preset
+from rlhf_jax.models.transformer import abstract_model, causal_mask, count_params, init_model, positions_from_mask
+
+TINY = {
+    "gpt2": ModelConfig(family="gpt2", vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_positions=32),
+    "gpt_neox": ModelConfig(
+        family="gpt_neox", vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, rotary_pct=0.25
+    ),
+    "llama": ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64),
+    "qwen2": ModelConfig(family="qwen2", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1, d_ff=64),
+}
+
+
+@pytest.mark.parametrize("family", TINY)
+def test_causality_gradient_of_earlier_logits_wrt_later_inputs_is_zero(family):
+    model, params = init_model(TINY[family], seed=1)
+    tokens = jnp.arange(8)[None] % 64
+    mask = jnp.ones_like(tokens)
+    module = model.module(params)
+    embeds = jnp.take(params["embed"], tokens, axis=0)
+    t = 3
+
+    def logits_at_t(embeds_1xTxD):
+        hidden, _ = module(tokens, positions_from_mask(mask), causal_mask(mask), embeds_BxTxD=embeds_1xTxD)
+        return module.readout(hidden)[0, t].sum()
+
+    grad_TxD = jax.jit(jax.grad(logits_at_t))(embeds)[0]
+    assert np.abs(grad_TxD[t + 1 :]).max() == 0.0
+    assert np.abs(grad_TxD[: t + 1]).max() > 0.0
+
+
+@pytest.mark.parametrize("family", TINY)
+def test_left_padding_does_not_change_real_token_logits(family):
+    model, params = init_model(TINY[family], seed=2)
+    logits = jax.jit(model.logits)
+    row = jnp.array([[5, 9, 17, 33, 2]])
+    alone = logits(params, row, jnp.ones_like(row))
+    padded = jnp.concatenate([jnp.zeros((1, 3), int), row], axis=1)
+    mask = jnp.concatenate([jnp.zeros((1, 3), int), jnp.ones_like(row)], axis=1)
+    np.testing.assert_allclose(logits(params, padded, mask)[:, 3:], alone, atol=1e-5)
+
+
+def test_token_logps_are_the_log_softmax_of_the_previous_position():
+    model, params = init_model(TINY["llama"], seed=3)
+    tokens = jnp.array([[0, 0, 7, 8, 9], [4, 5, 6, 7, 8]])
+    mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    logps = jax.jit(model.token_logps)(params, tokens, mask)
+    logits = np.asarray(jax.jit(model.logits)(params, tokens, mask), np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    assert logps.dtype == jnp.float32
+    np.testing.assert_allclose(logps[1, 3], log_softmax[1, 2, 7], atol=1e-5)
+    np.testing.assert_allclose(logps[0, 4], log_softmax[0, 3, 9], atol=1e-5)
+    # no prediction for the first token, nor for the first real token after padding
+    assert logps[1, 0] == 0 and logps[0, 2] == 0 and logps[0, 0] == 0
+    # temperature T divides the logits
+    hot = jax.jit(model.token_logps, static_argnums=3)(params, tokens, mask, 2.0)
+    scaled = log_softmax_np(logits[1, 2] / 2.0)
+    np.testing.assert_allclose(hot[1, 3], scaled[7], atol=1e-5)
+
+
+def log_softmax_np(x):
+    return x - np.log(np.exp(x - x.max()).sum()) - x.max()
+
+
+def test_reward_reads_the_last_real_token_and_values_are_zero_at_padding():
+    model, params = init_model(TINY["gpt2"], head="scalar", seed=4)
+    row = jnp.array([[5, 9, 17]])
+    alone = jax.jit(model.values)(params, row, jnp.ones_like(row))
+    tokens = jnp.array([[0, 5, 9, 17], [5, 9, 17, 0]])
+    mask = jnp.array([[0, 1, 1, 1], [1, 1, 1, 0]])  # left and right padding
+    rewards = jax.jit(model.rewards)(params, tokens, mask)
+    np.testing.assert_allclose(rewards, [alone[0, 2], alone[0, 2]], atol=1e-5)
+    values = jax.jit(model.values)(params, tokens, mask)
+    assert values[0, 0] == 0 and values[1, 3] == 0
+
+
+@pytest.mark.parametrize(
+    "name,published",
+    [("pythia-1b", 1_011_781_632), ("pythia-6.9b", 6_857_302_016), ("llama-7b", 6_738_415_616)],
+)
+def test_full_size_parameter_counts_equal_the_published_ones(name, published):
+    model, shapes, axes = abstract_model(preset(name))
+    assert count_params(shapes) == published
+    out = jax.eval_shape(model.logits, shapes, jax.ShapeDtypeStruct((2, 16), jnp.int32), jnp.ones((2, 16), jnp.int32))
+    assert out.shape == (2, 16, preset(name).vocab_size)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="family"):
+        ModelConfig(family="bert", vocab_size=8, d_model=8, n_layers=1, n_heads=2, d_ff=8)
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        ModelConfig(family="llama", vocab_size=8, d_model=8, n_layers=1, n_heads=4, n_kv_heads=3, d_ff=8)
+    with pytest.raises(ValueError, match="d_model"):
+        ModelConfig(family="llama", vocab_size=8, d_model=10, n_layers=1, n_heads=4, d_ff=8)
+    with pytest.raises(ValueError, match="vocab_size"):
+        ModelConfig(family="gpt2", vocab_size=0, d_model=8, n_layers=1, n_heads=2, d_ff=8)
+    with pytest.raises(ValueError, match="head"):
+        init_model(TINY["gpt2"], head="classifier")
