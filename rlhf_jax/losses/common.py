@@ -1,0 +1,77 @@
+"""Masked reductions and input checks shared by the losses."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def masked_sum(x, mask, axis=None):
+    return jnp.sum(jnp.where(mask.astype(bool), x, 0.0), axis=axis)
+
+
+def masked_mean(x, mask, axis=None):
+    """sum(x * mask) / max(sum(mask), 1): an empty mask gives 0, not NaN."""
+    return masked_sum(x, mask, axis) / jnp.maximum(jnp.sum(mask.astype(jnp.float32), axis=axis), 1.0)
+
+
+def masked_var(x, mask, unbiased: bool = True):
+    mean = masked_mean(x, mask)
+    n = jnp.sum(mask.astype(jnp.float32))
+    var = masked_sum(jnp.square(x - mean), mask) / jnp.maximum(n - (1.0 if unbiased else 0.0), 1.0)
+    return var
+
+
+def whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
+    """(x - mean) / std over the masked entries (mean kept if not shift_mean); 0 outside."""
+    mean = masked_mean(x, mask)
+    out = (x - mean) * jax.lax.rsqrt(masked_var(x, mask) + eps)
+    if not shift_mean:
+        out = out + mean
+    return jnp.where(mask.astype(bool), out, 0.0)
+
+
+def sequence_sum(logps_BxT, mask_BxT):
+    """Per-row sum of token values over the mask: log pi(y|x) from token log-probs."""
+    return masked_sum(logps_BxT, mask_BxT, axis=-1)
+
+
+def sequence_mean(logps_BxT, mask_BxT):
+    """Per-row length-normalised sum (1/|y|) sum_t over the mask."""
+    return masked_mean(logps_BxT, mask_BxT, axis=-1)
+
+
+def is_concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def check_same_shape(what: str, **arrays) -> None:
+    """Raise naming the fields if the arrays' shapes disagree (works under jit: shapes are static)."""
+    shapes = {name: tuple(jnp.shape(a)) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        listing = ", ".join(f"{name}{shape}" for name, shape in shapes.items())
+        raise ValueError(f"{what}: shapes disagree: {listing}")
+
+
+def check_nonempty_rows(what: str, field: str, mask_BxT) -> None:
+    """Raise naming the rows with an empty mask (only when values are concrete, i.e. eager)."""
+    if not is_concrete(mask_BxT):
+        return
+    lengths = np.asarray(mask_BxT).astype(bool).sum(-1)
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(f"{what}: {field} is empty in rows {empty[:10].tolist()}")
+
+
+def check_labels(what: str, field: str, labels, n_classes: int, ignore: int | None = None) -> None:
+    """Raise naming the field and offending values if labels fall outside [0, n_classes)."""
+    if not is_concrete(labels):
+        return
+    arr = np.asarray(labels)
+    valid = (arr >= 0) & (arr < n_classes)
+    if ignore is not None:
+        valid |= arr == ignore
+    if not valid.all():
+        bad = np.unique(arr[~valid])[:10].tolist()
+        raise ValueError(f"{what}: {field} has values {bad} outside the classes 0..{n_classes - 1}")

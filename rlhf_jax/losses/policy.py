@@ -1,0 +1,200 @@
+"""Policy-gradient losses of online RLHF over a pre-sampled `Rollout`.
+
+Objectives (pure, on log-probs; minimised):
+    REINFORCE / RLOO / GRPO / ReMax   -mean_i A_i log pi(y_i|x_i)
+      with a sequence ratio rho_i = pi(y_i|x_i) / pi_old(y_i|x_i) when a batch is reused:
+                                      -mean_i min(rho_i A_i, clip(rho_i, 1 - eps, 1 + eps) A_i)
+    PPO (per token)                   -mean_t min(f_t A_t, clip(f_t, 1 - eps, 1 + eps) A_t),
+                                      f_t = pi(y_t|s_t) / pi_old(y_t|s_t)   (RLOO paper eq. 5)
+    value (clipped)                   (1/2) mean_t max((V_t - G_t)^2, (V_old + clip(V_t - V_old, +-eps_v) - G_t)^2)
+    Vanilla PG                        -mean_t A_t log pi(y_t|s_t)  (no ratio, no clipping)
+    RAFT                              -mean over the best-of-k completions' tokens of log pi(y_t|s_t)
+Token means run over every completion token of the batch. An optional KL loss term
+beta_loss * mean_t kl_t(pi, pi_ref) (k1/k2/k3) replaces or complements the KL in the reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rlhf_jax.losses.common import check_same_shape, masked_mean, sequence_sum
+from rlhf_jax.rollout import KL_ESTIMATORS, Rollout, check_group, kl_per_token
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLossConfig:
+    """clip_eps: REINFORCE/RLOO sequence-ratio clip (None = plain REINFORCE, valid for one
+    update per batch); ppo_clip: PPO's epsilon; value_clip: critic clip (None = unclipped);
+    vf_coef / ent_coef: weights of the value loss and the entropy bonus; kl_loss_coef with
+    kl_estimator: KL to the reference as a loss term; temperature: the sampling one."""
+
+    clip_eps: float | None = None
+    ppo_clip: float = 0.2
+    value_clip: float | None = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0
+    kl_loss_coef: float = 0.0
+    kl_estimator: str = "k3"
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        for name in ("ppo_clip", "vf_coef", "ent_coef", "kl_loss_coef", "temperature"):
+            if getattr(self, name) < 0 or (name == "temperature" and self.temperature == 0):
+                raise ValueError(f"PolicyLossConfig.{name}={getattr(self, name)}: must be positive")
+        if self.clip_eps is not None and self.clip_eps <= 0:
+            raise ValueError(f"PolicyLossConfig.clip_eps={self.clip_eps}: must be positive or None")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"PolicyLossConfig.kl_estimator={self.kl_estimator!r}: one of {KL_ESTIMATORS}")
+
+
+# ----------------------------------------------------------------------------- objectives
+
+
+def reinforce_objective(seq_logps_B, advantages_B, old_seq_logps_B=None, clip_eps=None):
+    """-mean(A log pi(y|x)); with clip_eps, the clipped sequence-ratio surrogate."""
+    check_same_shape("reinforce_objective", seq_logps=seq_logps_B, advantages=advantages_B)
+    adv = jax.lax.stop_gradient(advantages_B)
+    metrics = {"advantage_mean": adv.mean(), "advantage_std": adv.std()}
+    if clip_eps is None:
+        return -jnp.mean(adv * seq_logps_B), metrics
+    ratio_B = jnp.exp(seq_logps_B - jax.lax.stop_gradient(old_seq_logps_B))
+    clipped = jnp.clip(ratio_B, 1 - clip_eps, 1 + clip_eps)
+    loss = -jnp.mean(jnp.minimum(ratio_B * adv, clipped * adv))
+    metrics.update(ratio_mean=ratio_B.mean(), clip_frac=jnp.mean(jnp.abs(ratio_B - 1) > clip_eps))
+    return loss, metrics
+
+
+def ppo_objective(logps_BxT, old_logps_BxT, advantages_BxT, mask_BxT, clip_eps: float):
+    """Clipped per-token surrogate; metrics: clip fraction, approximate KL, ratio stats."""
+    check_same_shape("ppo_objective", logps=logps_BxT, old_logps=old_logps_BxT, advantages=advantages_BxT)
+    adv = jax.lax.stop_gradient(advantages_BxT)
+    log_ratio = logps_BxT - jax.lax.stop_gradient(old_logps_BxT)
+    ratio = jnp.exp(log_ratio)
+    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    loss = -masked_mean(surrogate, mask_BxT)
+    m = mask_BxT.astype(bool)
+    metrics = {
+        "clip_frac": masked_mean((jnp.abs(ratio - 1) > clip_eps).astype(jnp.float32), mask_BxT),
+        "approx_kl": masked_mean(jnp.expm1(-log_ratio) + log_ratio, mask_BxT),  # k3 of pi_old || pi
+        "ratio_mean": masked_mean(ratio, mask_BxT),
+        "ratio_max": jnp.max(jnp.where(m, ratio, -jnp.inf)),
+        "ratio_min": jnp.min(jnp.where(m, ratio, jnp.inf)),
+        "advantage_mean": masked_mean(adv, mask_BxT),
+    }
+    return loss, metrics
+
+
+def value_objective(values_BxT, old_values_BxT, returns_BxT, mask_BxT, clip: float | None):
+    """(1/2) mean_t of the squared error, or its clipped maximum (PPO's value clipping)."""
+    check_same_shape("value_objective", values=values_BxT, old_values=old_values_BxT, returns=returns_BxT)
+    ret = jax.lax.stop_gradient(returns_BxT)
+    err = jnp.square(values_BxT - ret)
+    if clip is None:
+        return 0.5 * masked_mean(err, mask_BxT), {"value_clip_frac": jnp.zeros(())}
+    old = jax.lax.stop_gradient(old_values_BxT)
+    clipped = old + jnp.clip(values_BxT - old, -clip, clip)
+    err_clipped = jnp.square(clipped - ret)
+    frac = masked_mean((err_clipped > err).astype(jnp.float32), mask_BxT)
+    return 0.5 * masked_mean(jnp.maximum(err, err_clipped), mask_BxT), {"value_clip_frac": frac}
+
+
+def vanilla_pg_objective(logps_BxT, advantages_BxT, mask_BxT):
+    """-mean_t A_t log pi(y_t|s_t): no ratio, no clipping."""
+    check_same_shape("vanilla_pg_objective", logps=logps_BxT, advantages=advantages_BxT)
+    adv = jax.lax.stop_gradient(advantages_BxT)
+    return -masked_mean(adv * logps_BxT, mask_BxT), {"advantage_mean": masked_mean(adv, mask_BxT)}
+
+
+def raft_weights(rewards_B, k: int):
+    """1 on the best of each prompt's k completions (first on ties), 0 elsewhere."""
+    check_group("raft_weights", rewards_B.shape[0], k)
+    best_P = jnp.argmax(rewards_B.reshape(-1, k), axis=-1)
+    return jax.nn.one_hot(best_P, k, dtype=jnp.float32).reshape(-1)
+
+
+def raft_objective(logps_BxT, weights_B, mask_BxT):
+    """Negative log-likelihood, token mean over the selected completions."""
+    selected = mask_BxT.astype(jnp.float32) * jax.lax.stop_gradient(weights_B)[:, None]
+    return -masked_mean(logps_BxT, selected), {"selected": weights_B.sum()}
+
+
+# ----------------------------------------------------------------------------- with a model
+
+
+def logps_and_entropy(model, params, tokens_BxT, mask_BxT, temperature: float = 1.0):
+    """Token-aligned log pi(x_t | x_<t) and the policy's entropy at each state, one forward."""
+    logits = model.logits(params, tokens_BxT, mask_BxT)[:, :-1] / temperature
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
+    entropy = log_z - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
+    pad = lambda x: jnp.pad(x, ((0, 0), (1, 0)))  # noqa: E731
+    return pad(picked - log_z), pad(entropy)
+
+
+def aligned_values(model, params, tokens_BxT, mask_BxT):
+    """V(s_t) at position t: the critic's output at the state before x_t (position t-1)."""
+    values = model.values(params, tokens_BxT, mask_BxT)
+    return jnp.pad(values[:, :-1], ((0, 0), (1, 0)))
+
+
+def _kl_term(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig, metrics: dict):
+    if cfg.kl_loss_coef == 0:
+        return 0.0
+    kl = masked_mean(kl_per_token(logps_BxT, rollout.ref_logps_BxT, cfg.kl_estimator), rollout.completion_mask_BxT)
+    metrics["kl_loss"] = kl
+    return cfg.kl_loss_coef * kl
+
+
+def _finish(loss, metrics, entropy_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    entropy = masked_mean(entropy_BxT, rollout.completion_mask_BxT)
+    metrics["entropy"] = entropy
+    loss = loss - cfg.ent_coef * entropy
+    metrics["loss"] = loss
+    return loss, metrics
+
+
+def reinforce_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
+    """REINFORCE-family loss on sequence log-probs; rollout.advantages is [B] (from
+    reinforce_ma_advantages, rloo_advantages, grpo_advantages or remax_advantages)."""
+    logps, entropy = logps_and_entropy(model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    cmask = rollout.completion_mask_BxT
+    old = sequence_sum(rollout.old_logps_BxT, cmask)
+    loss, metrics = reinforce_objective(sequence_sum(logps, cmask), rollout.advantages, old, cfg.clip_eps)
+    loss = loss + _kl_term(logps, rollout, cfg, metrics)
+    return _finish(loss, metrics, entropy, rollout, cfg)
+
+
+def ppo_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
+    """PPO: params = {"policy": ..., "value": ...}; rollout.advantages and returns_BxT
+    per token (gae), rollout.values_BxT the critic's values at sampling time."""
+    logps, entropy = logps_and_entropy(model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    cmask = rollout.completion_mask_BxT
+    pg, metrics = ppo_objective(logps, rollout.old_logps_BxT, rollout.advantages, cmask, cfg.ppo_clip)
+    values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
+    vf, vmetrics = value_objective(values, rollout.values_BxT, rollout.returns_BxT, cmask, cfg.value_clip)
+    metrics.update(vmetrics, policy_loss=pg, value_loss=vf)
+    loss = pg + cfg.vf_coef * vf + _kl_term(logps, rollout, cfg, metrics)
+    return _finish(loss, metrics, entropy, rollout, cfg)
+
+
+def vanilla_pg_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
+    """Vanilla PG: per-token returns minus a learned baseline (unclipped value loss)."""
+    logps, entropy = logps_and_entropy(model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    cmask = rollout.completion_mask_BxT
+    pg, metrics = vanilla_pg_objective(logps, rollout.advantages, cmask)
+    values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
+    vf, _ = value_objective(values, rollout.values_BxT, rollout.returns_BxT, cmask, None)
+    metrics.update(policy_loss=pg, value_loss=vf)
+    loss = pg + cfg.vf_coef * vf + _kl_term(logps, rollout, cfg, metrics)
+    return _finish(loss, metrics, entropy, rollout, cfg)
+
+
+def raft_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
+    """RAFT: NLL on the best of k; rollout.advantages holds raft_weights of the chosen reward."""
+    logps, entropy = logps_and_entropy(model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    loss, metrics = raft_objective(logps, rollout.advantages, rollout.completion_mask_BxT)
+    loss = loss + _kl_term(logps, rollout, cfg, metrics)
+    return _finish(loss, metrics, entropy, rollout, cfg)

@@ -1,0 +1,174 @@
+"""Policy-gradient objectives and losses: hand values, the RLOO paper's appendix B form,
+PPO = Vanilla PG at ratio 1, padding invariance and a finite-difference gradient check."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import tiny_model
+
+from rlhf_jax import rollout as R
+from rlhf_jax.losses import policy as P
+
+
+def test_reinforce_objective_plain_and_clipped(run):
+    seq = jnp.array([-1.0, -2.0])
+    adv = jnp.array([1.0, 1.0])
+    loss, _ = run(P.reinforce_objective, seq, adv)
+    np.testing.assert_allclose(loss, 1.5)
+    loss, m = run(P.reinforce_objective, seq, adv, jnp.array([-1.5, -2.0]), clip_eps=0.2)
+    np.testing.assert_allclose(loss, -(1.2 + 1.0) / 2, rtol=1e-6)
+    np.testing.assert_allclose(m["clip_frac"], 0.5)
+
+
+def test_rloo_k2_equals_the_appendix_b_contrastive_form(run):
+    R_plus, R_minus, lp_plus, lp_minus = 3.0, 0.5, -4.0, -6.5
+    adv = run(R.rloo_advantages, jnp.array([R_plus, R_minus]), k=2)
+    loss, _ = run(P.reinforce_objective, jnp.array([lp_plus, lp_minus]), adv)
+    expected = (R_plus - R_minus) / 2 * (-lp_plus + lp_minus)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_ppo_objective_hand_values(run):
+    loss, m = run(
+        P.ppo_objective,
+        jnp.array([[-1.0, -2.0]]),
+        jnp.array([[-1.2, -2.0]]),
+        jnp.array([[1.0, -1.0]]),
+        jnp.ones((1, 2)),
+        clip_eps=0.1,
+    )
+    np.testing.assert_allclose(loss, -(1.1 - 1.0) / 2, rtol=1e-5)
+    np.testing.assert_allclose(m["clip_frac"], 0.5)
+    np.testing.assert_allclose(m["ratio_max"], np.exp(0.2), rtol=1e-6)
+    np.testing.assert_allclose(m["approx_kl"], (np.exp(-0.2) - 1 + 0.2) / 2, rtol=1e-5)
+
+
+def test_value_objective_clipped_and_not(run):
+    args = (jnp.array([[1.0, 2.0]]), jnp.array([[0.5, 2.0]]), jnp.array([[2.0, 1.0]]), jnp.ones((1, 2)))
+    loss, m = run(P.value_objective, *args, clip=0.2)
+    np.testing.assert_allclose(loss, 0.5 * (1.69 + 1.0) / 2, rtol=1e-6)
+    np.testing.assert_allclose(m["value_clip_frac"], 0.5)
+    loss, _ = run(P.value_objective, *args, clip=None)
+    np.testing.assert_allclose(loss, 0.5, rtol=1e-6)
+
+
+def test_vanilla_pg_and_raft_objectives(run):
+    loss, _ = run(P.vanilla_pg_objective, jnp.array([[-1.0, -2.0]]), jnp.array([[2.0, 1.0]]), jnp.ones((1, 2)))
+    np.testing.assert_allclose(loss, 2.0)
+    weights = run(P.raft_weights, jnp.array([1.0, 5.0, 3.0, 2.0, 2.0, 0.0]), k=3)
+    np.testing.assert_array_equal(weights, [0, 1, 0, 1, 0, 0])
+    logps = jnp.array([[-9.0, -9.0], [-1.0, -3.0], [-9.0, -9.0], [-2.0, 0.0], [-9.0, -9.0], [-9.0, -9.0]])
+    mask = jnp.array([[1, 1], [1, 1], [1, 1], [1, 0], [1, 1], [1, 1]])
+    loss, _ = run(P.raft_objective, logps, weights, mask)
+    np.testing.assert_allclose(loss, (1.0 + 3.0 + 2.0) / 3)
+
+
+# ----------------------------------------------------------------------------- with a model
+
+
+def make_rollout(model, params, k=2, left_pad=0, right_pad=0, seed=0):
+    """4 rows (2 prompts x k=2): prompt of 3 tokens, completions of 2..4 tokens."""
+    rng = np.random.default_rng(seed)
+    B, Tp, Tc = 4, 3, 4
+    tokens = rng.integers(1, 32, size=(B, Tp + Tc))
+    lengths = np.array([4, 2, 3, 4])
+    cmask = np.zeros((B, Tp + Tc), np.int32)
+    for i, n in enumerate(lengths):
+        cmask[i, Tp : Tp + n] = 1
+    mask = cmask.copy()
+    mask[:, :Tp] = 1
+    tokens = np.where(mask, tokens, 0)
+    values = rng.normal(size=tokens.shape).astype(np.float32) * cmask
+    pad = lambda x: np.pad(x, ((0, 0), (left_pad, right_pad)))  # noqa: E731
+    tokens, mask, cmask, values = pad(tokens), pad(mask), pad(cmask), jnp.asarray(pad(values))
+    old = model.token_logps(params, tokens, mask)
+    ref = old - 0.1 * jnp.asarray(cmask)
+    scores = jnp.array([1.0, -1.0, 0.5, 2.0])
+    rewards_BxT, _ = R.token_kl_rewards(scores, old, ref, cmask, 0.05)
+    adv_t, ret = R.gae(rewards_BxT, values, cmask, 1.0, 0.95)
+    seq_reward, _ = R.sequence_kl_reward(scores, old, ref, cmask, 0.05)
+    rollout = R.Rollout(
+        tokens_BxT=jnp.asarray(tokens),
+        mask_BxT=jnp.asarray(mask),
+        completion_mask_BxT=jnp.asarray(cmask),
+        old_logps_BxT=old,
+        ref_logps_BxT=ref,
+        scores_B=scores,
+        values_BxT=values,
+        advantages=R.rloo_advantages(seq_reward, k),
+        returns_BxT=ret,
+        k=k,
+    )
+    return rollout, adv_t
+
+
+def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
+    model, params = tiny_model()
+    value_model, value_params = tiny_model("scalar", seed=1)
+    rollout, adv_t = make_rollout(model, params)
+    rollout = rollout.replace(advantages=adv_t)
+    both = {"policy": params, "value": value_params}
+    cfg = P.PolicyLossConfig(ppo_clip=0.2, vf_coef=0.0)
+    g_ppo = jax.jit(jax.grad(lambda p: P.ppo_loss(p, rollout, cfg, model, value_model)[0]))(both)
+    g_vpg = jax.jit(jax.grad(lambda p: P.vanilla_pg_loss(p, rollout, cfg, model, value_model)[0]))(both)
+    for a, b in zip(jax.tree.leaves(g_ppo["policy"]), jax.tree.leaves(g_vpg["policy"]), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_ppo["policy"])) > 0
+    _, metrics = P.ppo_loss(both, rollout, cfg, model, value_model)
+    np.testing.assert_allclose(metrics["clip_frac"], 0.0)
+    np.testing.assert_allclose(metrics["ratio_mean"], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_name", ["reinforce", "raft", "ppo"])
+def test_padding_changes_nothing(loss_name):
+    model, params = tiny_model()
+    value_model, value_params = tiny_model("scalar", seed=1)
+    cfg = P.PolicyLossConfig(ent_coef=0.01, kl_loss_coef=0.1)
+    losses = []
+    for left, right in [(0, 0), (2, 3)]:
+        rollout, adv_t = make_rollout(model, params, left_pad=left, right_pad=right)
+        if loss_name == "reinforce":
+            losses.append(P.reinforce_loss(params, rollout, cfg, model))
+        elif loss_name == "raft":
+            rollout = rollout.replace(advantages=P.raft_weights(rollout.scores_B, 2))
+            losses.append(P.raft_loss(params, rollout, cfg, model))
+        else:
+            rollout = rollout.replace(advantages=adv_t)
+            both = {"policy": params, "value": value_params}
+            losses.append(P.ppo_loss(both, rollout, cfg, model, value_model))
+    (l0, m0), (l1, m1) = losses
+    np.testing.assert_allclose(l0, l1, atol=1e-5)
+    for key in m0:
+        np.testing.assert_allclose(m0[key], m1[key], atol=1e-5, err_msg=key)
+
+
+def test_reinforce_loss_gradient_matches_finite_differences():
+    model, params = tiny_model()
+    rollout, _ = make_rollout(model, params, seed=3)
+    cfg = P.PolicyLossConfig(kl_loss_coef=0.1)
+    loss = jax.jit(lambda p: P.reinforce_loss(p, rollout, cfg, model)[0])
+    grads = jax.jit(jax.grad(lambda p: P.reinforce_loss(p, rollout, cfg, model)[0]))(params)
+    rng = np.random.default_rng(0)
+    direction = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    norm = np.sqrt(sum(float(jnp.sum(d * d)) for d in jax.tree.leaves(direction)))
+    direction = jax.tree.map(lambda d: d / norm, direction)
+    eps = 1e-2
+    plus = loss(jax.tree.map(lambda p, d: p + eps * d, params, direction))
+    minus = loss(jax.tree.map(lambda p, d: p - eps * d, params, direction))
+    numeric = (plus - minus) / (2 * eps)
+    analytic = sum(
+        float(jnp.sum(g * d)) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True)
+    )
+    np.testing.assert_allclose(numeric, analytic, rtol=2e-2)
+
+
+def test_policy_loss_config_errors():
+    with pytest.raises(ValueError, match="ppo_clip"):
+        P.PolicyLossConfig(ppo_clip=-0.1)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        P.PolicyLossConfig(kl_estimator="k9")
+    with pytest.raises(ValueError, match="clip_eps"):
+        P.PolicyLossConfig(clip_eps=0.0)
+    with pytest.raises(ValueError, match="ppo_objective: shapes disagree"):
+        P.ppo_objective(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.zeros((2, 4)), jnp.ones((2, 3)), 0.2)
