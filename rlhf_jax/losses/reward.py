@@ -1,0 +1,130 @@
+"""Reward-model objectives: Bradley-Terry pairs, outcome (ORM) and process (PRM) labels,
+and the ways a trained RM ranks candidates (PRM aggregation, best-of-N, majority vote).
+
+    Bradley-Terry   L = -log sigma(r+ - r- - m) + c * (r+ + r-)^2      (margin m, centring c)
+    ORM             L = BCE(sigmoid(r), y),  y = 1 if the final answer is correct
+    PRM             L = CE(step_logits, label) over the steps, labels PRM800K-style:
+                    0 = negative, 1 = neutral, 2 = positive (-1 = no step)
+    PRM score       product_s p_s or min_s p_s, p_s = P(step s is good)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhf_jax.losses.common import check_labels, check_same_shape, masked_mean
+
+NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
+NO_STEP = -1
+
+
+def bradley_terry_objective(r_chosen_B, r_rejected_B, margin_B=None, center_coef: float = 0.0):
+    check_same_shape("bradley_terry_objective", r_chosen=r_chosen_B, r_rejected=r_rejected_B)
+    diff = r_chosen_B - r_rejected_B
+    if margin_B is not None:
+        diff = diff - margin_B
+    loss = -jnp.mean(jax.nn.log_sigmoid(diff))
+    if center_coef:
+        loss = loss + center_coef * jnp.mean(jnp.square(r_chosen_B + r_rejected_B))
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean((r_chosen_B > r_rejected_B).astype(jnp.float32)),
+        "margin": jnp.mean(r_chosen_B - r_rejected_B),
+        "reward_mean": jnp.mean(0.5 * (r_chosen_B + r_rejected_B)),
+    }
+    return loss, metrics
+
+
+def orm_objective(logits_B, labels_B):
+    """Binary cross-entropy of the outcome label on the RM's logit."""
+    check_same_shape("orm_objective", logits=logits_B, labels=labels_B)
+    check_labels("orm_objective", "labels", labels_B, 2)
+    y = labels_B.astype(jnp.float32)
+    loss = -jnp.mean(y * jax.nn.log_sigmoid(logits_B) + (1 - y) * jax.nn.log_sigmoid(-logits_B))
+    accuracy = jnp.mean(((logits_B > 0) == (y > 0.5)).astype(jnp.float32))
+    return loss, {"loss": loss, "accuracy": accuracy}
+
+
+def prm_objective(step_logits_BxSx3, step_labels_BxS):
+    """Cross-entropy of each step's 3-class label; steps labelled NO_STEP are ignored."""
+    if step_logits_BxSx3.shape[:-1] != step_labels_BxS.shape or step_logits_BxSx3.shape[-1] != 3:
+        raise ValueError(
+            f"prm_objective: step_logits{tuple(step_logits_BxSx3.shape)} must be step_labels"
+            f"{tuple(step_labels_BxS.shape)} + (3,)"
+        )
+    check_labels("prm_objective", "step_labels", step_labels_BxS, 3, ignore=NO_STEP)
+    valid = step_labels_BxS != NO_STEP
+    logp = jax.nn.log_softmax(step_logits_BxSx3.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, jnp.maximum(step_labels_BxS, 0)[..., None], axis=-1)[..., 0]
+    loss = -masked_mean(picked, valid)
+    accuracy = masked_mean((jnp.argmax(logp, -1) == step_labels_BxS).astype(jnp.float32), valid)
+    return loss, {"loss": loss, "step_accuracy": accuracy, "steps": valid.sum()}
+
+
+def prm_step_probs(step_logits_BxSx3, neutral_is_good: bool = False):
+    """P(step is good): the positive class, plus neutral if neutral_is_good (PRM800K's
+    two readings of a neutral step)."""
+    probs = jax.nn.softmax(step_logits_BxSx3.astype(jnp.float32), axis=-1)
+    return probs[..., POSITIVE] + (probs[..., NEUTRAL] if neutral_is_good else 0.0)
+
+
+def prm_aggregate(step_probs_BxS, valid_BxS, how: str = "product"):
+    """A solution's score from its steps: product_s p_s or min_s p_s over the valid steps."""
+    valid = valid_BxS.astype(bool)
+    if how == "product":
+        return jnp.exp(jnp.sum(jnp.where(valid, jnp.log(jnp.maximum(step_probs_BxS, 1e-30)), 0.0), axis=-1))
+    if how == "min":
+        return jnp.min(jnp.where(valid, step_probs_BxS, 1.0), axis=-1)
+    raise ValueError(f"prm aggregation {how!r}: expected 'product' or 'min'")
+
+
+def best_of_n(scores_PxN):
+    """Index of the best-scored of each prompt's N candidates (reranking by an RM)."""
+    return jnp.argmax(scores_PxN, axis=-1)
+
+
+def majority_vote(answers_PxN, weights_PxN=None) -> np.ndarray:
+    """Per prompt, the answer given most often (or with the most total weight, e.g. RM
+    scores: weighted majority); ties go to the answer seen first. Host-side (answers may
+    be any hashable value)."""
+    answers = np.asarray(answers_PxN, dtype=object)
+    weights = np.ones(answers.shape) if weights_PxN is None else np.asarray(weights_PxN, np.float64)
+    winners = []
+    for row, w in zip(answers, weights, strict=True):
+        totals: dict = {}
+        for a, wi in zip(row, w, strict=True):
+            totals[a] = totals.get(a, 0.0) + wi
+        winners.append(max(totals, key=lambda a: (totals[a], -list(totals).index(a))))
+    return np.asarray(winners, dtype=object)
+
+
+# ----------------------------------------------------------------------------- with a model
+
+
+def pair_loss(params, batch, model, margin_B=None, center_coef: float = 0.0):
+    """Bradley-Terry on a scalar-head model; `batch` has chosen_/rejected_ tokens_BxT and
+    mask_BxT (same T); both halves go through one forward."""
+    check_same_shape("reward pair batch", chosen=batch.chosen_tokens_BxT, rejected=batch.rejected_tokens_BxT)
+    tokens = jnp.concatenate([batch.chosen_tokens_BxT, batch.rejected_tokens_BxT])
+    mask = jnp.concatenate([batch.chosen_mask_BxT, batch.rejected_mask_BxT])
+    r_chosen, r_rejected = jnp.split(model.rewards(params, tokens, mask), 2)
+    return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef)
+
+
+def orm_loss(params, tokens_BxT, mask_BxT, labels_B, model):
+    return orm_objective(model.rewards(params, tokens_BxT, mask_BxT), labels_B)
+
+
+def prm_step_logits(params, tokens_BxT, mask_BxT, step_positions_BxS, label_token_ids, model):
+    """An LM as a PRM: at each step separator, the logits of the three label tokens
+    (negative, neutral, positive), as PRM800K / Math-Shepherd fine-tune a causal LM."""
+    logits_BxTxV = model.logits(params, tokens_BxT, mask_BxT)
+    at_steps_BxSxV = jnp.take_along_axis(logits_BxTxV, jnp.maximum(step_positions_BxS, 0)[..., None], axis=1)
+    return at_steps_BxSxV[..., jnp.asarray(label_token_ids)]
+
+
+def prm_loss(params, tokens_BxT, mask_BxT, step_positions_BxS, step_labels_BxS, label_token_ids, model):
+    logits = prm_step_logits(params, tokens_BxT, mask_BxT, step_positions_BxS, label_token_ids, model)
+    return prm_objective(logits, step_labels_BxS)

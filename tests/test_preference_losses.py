@@ -1,0 +1,209 @@
+"""SFT, reward-model and preference objectives: hand values and their defining properties."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import tiny_model
+
+from rlhf_jax.losses import preference as P
+from rlhf_jax.losses import reward as RM
+from rlhf_jax.losses import sft as S
+
+LOG_SIG = lambda x: -np.log1p(np.exp(-x))  # noqa: E731
+
+
+def test_sft_token_and_sequence_means(run):
+    logps = jnp.array([[0.0, -1.0, -2.0, 0.0], [0.0, -3.0, 0.0, 0.0]])
+    cmask = jnp.array([[0, 1, 1, 0], [0, 1, 0, 0]])
+    np.testing.assert_allclose(run(S.sft_objective, logps, cmask, reduction="token")[0], 2.0)
+    np.testing.assert_allclose(run(S.sft_objective, logps, cmask, reduction="sequence")[0], 2.25)
+
+
+def test_bradley_terry_hand_values(run):
+    rc, rr = jnp.array([2.0, 0.0]), jnp.array([1.0, 1.0])
+    loss, m = run(RM.bradley_terry_objective, rc, rr)
+    np.testing.assert_allclose(loss, -(LOG_SIG(1.0) + LOG_SIG(-1.0)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(m["accuracy"], 0.5)
+    loss, _ = run(RM.bradley_terry_objective, rc, rr, jnp.array([0.5, 0.5]))
+    np.testing.assert_allclose(loss, -(LOG_SIG(0.5) + LOG_SIG(-1.5)) / 2, rtol=1e-6)
+    loss, _ = run(RM.bradley_terry_objective, rc, rr, None, center_coef=0.01)
+    np.testing.assert_allclose(loss, -(LOG_SIG(1.0) + LOG_SIG(-1.0)) / 2 + 0.01 * (9 + 1) / 2, rtol=1e-6)
+
+
+def test_orm_hand_values(run):
+    loss, m = run(RM.orm_objective, jnp.array([0.0, 2.0]), jnp.array([1, 0]))
+    np.testing.assert_allclose(loss, (np.log(2) + np.log1p(np.exp(2.0))) / 2, rtol=1e-6)
+    assert float(m["accuracy"]) == 0.0
+
+
+def test_prm_hand_values_and_ignored_steps(run):
+    logits = jnp.array([[[0.0, 0.0, 0.0], [0.0, 0.0, np.log(2.0)], [5.0, 1.0, 0.0]]])
+    labels = jnp.array([[2, 2, RM.NO_STEP]])
+    loss, m = run(RM.prm_objective, logits, labels)
+    np.testing.assert_allclose(loss, (np.log(3) + np.log(2)) / 2, rtol=1e-6)
+    assert int(m["steps"]) == 2
+    np.testing.assert_allclose(m["step_accuracy"], 0.5)  # the tie at step 1 argmaxes to class 0
+
+
+def test_prm_aggregation_by_product_and_min(run):
+    probs = jnp.array([[0.9, 0.5, 0.8], [0.2, 0.99, 0.99]])
+    valid = jnp.array([[1, 1, 0], [1, 1, 1]])
+    np.testing.assert_allclose(run(RM.prm_aggregate, probs, valid, how="product"), [0.45, 0.2 * 0.99 * 0.99], rtol=1e-6)
+    np.testing.assert_allclose(run(RM.prm_aggregate, probs, valid, how="min"), [0.5, 0.2], rtol=1e-6)
+    logits = jnp.log(jnp.array([[[0.2, 0.3, 0.5]]]))
+    np.testing.assert_allclose(run(RM.prm_step_probs, logits), [[0.5]], rtol=1e-6)
+    np.testing.assert_allclose(run(RM.prm_step_probs, logits, neutral_is_good=True), [[0.8]], rtol=1e-6)
+
+
+def test_best_of_n_and_majority_vote():
+    np.testing.assert_array_equal(RM.best_of_n(jnp.array([[0.1, 0.9, 0.3], [2.0, 1.0, 2.0]])), [1, 0])
+    answers = [["4", "5", "5"], ["7", "8", "9"]]
+    assert RM.majority_vote(answers).tolist() == ["5", "7"]
+    weighted = RM.majority_vote(answers, weights_PxN=[[0.9, 0.2, 0.3], [0.1, 0.5, 0.2]])
+    assert weighted.tolist() == ["4", "8"]
+
+
+def test_dpo_is_log2_when_policy_equals_reference_and_hand_values(run):
+    x = jnp.array([-3.0, -7.0])
+    loss, m = run(P.dpo_objective, x, x - 1, x, x - 1, beta=0.1)
+    np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-6)
+    assert float(m["rewards_margin"]) == 0.0
+    args = (jnp.array([-1.0]), jnp.array([-2.0]), jnp.array([-1.5]), jnp.array([-1.5]))
+    np.testing.assert_allclose(run(P.dpo_objective, *args, beta=0.5)[0], -LOG_SIG(0.5), rtol=1e-6)
+    smoothed = run(P.dpo_objective, *args, beta=0.5, label_smoothing=0.1)[0]
+    np.testing.assert_allclose(smoothed, -0.9 * LOG_SIG(0.5) - 0.1 * LOG_SIG(-0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_ipo_minimiser_sits_at_margin_one_over_two_beta(beta, run):
+    def loss_at(h):
+        return P.ipo_objective(h[None], jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), beta)[0]
+
+    h_star = 1.0 / (2.0 * beta)
+    np.testing.assert_allclose(run(jax.grad(loss_at), jnp.asarray(h_star)), 0.0, atol=1e-6)
+    assert float(loss_at(jnp.asarray(h_star))) == 0.0
+    assert float(loss_at(jnp.asarray(h_star + 0.1))) > 0 and float(loss_at(jnp.asarray(h_star - 0.1))) > 0
+
+
+def test_cpo_orpo_simpo_hand_values(run):
+    loss, _ = run(P.cpo_objective, jnp.array([-1.0]), jnp.array([-2.0]), jnp.asarray(0.7), beta=1.0, alpha=1.0)
+    np.testing.assert_allclose(loss, -LOG_SIG(1.0) + 0.7, rtol=1e-6)
+    mc, mr = jnp.log(jnp.array([0.5])), jnp.log(jnp.array([0.25]))
+    loss, m = run(P.orpo_objective, mc, mr, jnp.asarray(0.7), lam=0.5)
+    np.testing.assert_allclose(m["log_odds_ratio"], np.log(3.0), rtol=1e-5)
+    np.testing.assert_allclose(loss, 0.7 + 0.5 * np.log(4.0 / 3.0), rtol=1e-5)
+    loss, _ = run(P.simpo_objective, jnp.array([-1.0]), jnp.array([-2.0]), beta=2.0, gamma=0.5)
+    np.testing.assert_allclose(loss, -LOG_SIG(1.5), rtol=1e-6)
+
+
+def test_kto_hand_values_and_reference_point(run):
+    pi, ref, good = jnp.array([-1.0, -1.0]), jnp.array([-2.0, -2.0]), jnp.array([True, False])
+    loss, m = run(P.kto_objective, pi, ref, good, jnp.asarray(0.5), beta=1.0)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(loss, ((1 - sig(0.5)) + (1 - sig(-0.5))) / 2, rtol=1e-6)
+    # z0 = max(0, mean KL estimate): clipped at 0, and no gradient flows through it
+    assert float(run(P.kto_reference_point, jnp.array([-3.0]), jnp.array([-1.0]))) == 0.0
+    np.testing.assert_allclose(run(P.kto_reference_point, jnp.array([-1.0, -2.0]), jnp.array([-2.0, -2.0])), 0.5)
+    g = jax.grad(lambda k: P.kto_reference_point(k, jnp.array([-2.0, -2.0])))(jnp.array([-1.0, -2.0]))
+    assert np.all(g == 0)
+    # a higher reference point makes desirable examples costlier and undesirable ones cheaper
+    lo = (
+        P.kto_objective(pi[:1], ref[:1], good[:1], 0.0, 1.0)[0],
+        P.kto_objective(pi[1:], ref[1:], good[1:], 0.0, 1.0)[0],
+    )
+    hi = (
+        P.kto_objective(pi[:1], ref[:1], good[:1], 1.0, 1.0)[0],
+        P.kto_objective(pi[1:], ref[1:], good[1:], 1.0, 1.0)[0],
+    )
+    assert hi[0] > lo[0] and hi[1] < lo[1]
+
+
+# ----------------------------------------------------------------------------- with a model
+
+
+def preference_batch(seed=0, ref_shift=0.0):
+    rng = np.random.default_rng(seed)
+    tokens = lambda: jnp.asarray(rng.integers(1, 32, size=(2, 6)))  # noqa: E731
+    mask = jnp.ones((2, 6), jnp.int32)
+    cmask = jnp.array([[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]])
+    return P.PreferenceBatch(
+        chosen_tokens_BxT=tokens(),
+        chosen_mask_BxT=mask,
+        chosen_completion_mask_BxT=cmask,
+        rejected_tokens_BxT=tokens(),
+        rejected_mask_BxT=mask,
+        rejected_completion_mask_BxT=cmask,
+        ref_chosen_logps_B=jnp.full((2,), -10.0 + ref_shift),
+        ref_rejected_logps_B=jnp.full((2,), -12.0 - ref_shift),
+    )
+
+
+@pytest.mark.parametrize("objective", P.REFERENCE_FREE)
+def test_reference_free_objectives_do_not_read_the_reference(objective):
+    model, params = tiny_model()
+    cfg = P.PreferenceConfig(objective=objective)
+    a = jax.jit(lambda b: P.preference_loss(params, b, cfg, model)[0])(preference_batch(ref_shift=0.0))
+    b = jax.jit(lambda b: P.preference_loss(params, b, cfg, model)[0])(preference_batch(ref_shift=5.0))
+    assert float(a) == float(b)
+
+
+def test_orpo_reduces_to_sft_when_the_odds_ratio_weight_is_zero():
+    model, params = tiny_model()
+    batch = preference_batch()
+    orpo = P.preference_loss(params, batch, P.PreferenceConfig(objective="orpo", orpo_lambda=0.0), model)[0]
+    sft_batch = S.SFTBatch(batch.chosen_tokens_BxT, batch.chosen_mask_BxT, batch.chosen_completion_mask_BxT)
+    sft = S.sft_loss(params, sft_batch, model)[0]
+    np.testing.assert_allclose(orpo, sft, rtol=1e-6)
+
+
+def test_dpo_with_the_policy_as_its_own_reference_is_log2():
+    model, params = tiny_model()
+    batch = preference_batch()
+    c, _, _ = P.completion_logps(
+        model, params, batch.chosen_tokens_BxT, batch.chosen_mask_BxT, batch.chosen_completion_mask_BxT
+    )
+    r, _, _ = P.completion_logps(
+        model, params, batch.rejected_tokens_BxT, batch.rejected_mask_BxT, batch.rejected_completion_mask_BxT
+    )
+    batch = batch.replace(ref_chosen_logps_B=c, ref_rejected_logps_B=r)
+    loss, _ = jax.jit(lambda p: P.preference_loss(p, batch, P.PreferenceConfig(objective="dpo"), model))(params)
+    np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-5)
+
+
+def test_reward_model_pair_loss_prm_logits_and_orm():
+    model, params = tiny_model("scalar", seed=2)
+    batch = preference_batch()
+    loss, m = RM.pair_loss(params, batch, model)
+    r = model.rewards(params, jnp.concatenate([batch.chosen_tokens_BxT, batch.rejected_tokens_BxT]), jnp.ones((4, 6)))
+    expected = -np.mean(LOG_SIG(np.asarray(r[:2] - r[2:], np.float64)))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    lm, lm_params = tiny_model()
+    tokens = batch.chosen_tokens_BxT
+    step_logits = RM.prm_step_logits(lm_params, tokens, jnp.ones((2, 6)), jnp.array([[2, 4], [3, 5]]), (5, 6, 7), lm)
+    full = lm.logits(lm_params, tokens, jnp.ones((2, 6)))
+    np.testing.assert_allclose(step_logits[1, 0], full[1, 3, jnp.array([5, 6, 7])], rtol=1e-6)
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match=r"labels has values \[2\] outside the classes 0..1"):
+        RM.orm_objective(jnp.zeros(2), jnp.array([1, 2]))
+    with pytest.raises(ValueError, match=r"step_labels has values \[5\]"):
+        RM.prm_objective(jnp.zeros((1, 2, 3)), jnp.array([[5, RM.NO_STEP]]))
+    with pytest.raises(ValueError, match=r"completion_mask is empty in rows \[1\]"):
+        S.sft_objective(jnp.zeros((2, 3)), jnp.array([[0, 1, 1], [0, 0, 0]]))
+    with pytest.raises(ValueError, match="completion_mask is empty"):
+        model, params = tiny_model()
+        batch = preference_batch()
+        empty = batch.replace(rejected_completion_mask_BxT=jnp.zeros((2, 6), jnp.int32))
+        P.preference_loss(params, empty, P.PreferenceConfig(), model)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        P.dpo_objective(jnp.zeros(2), jnp.zeros(3), jnp.zeros(2), jnp.zeros(2), 0.1)
+    with pytest.raises(ValueError, match="bradley_terry_objective: shapes disagree"):
+        RM.bradley_terry_objective(jnp.zeros(2), jnp.zeros(3))
+    with pytest.raises(ValueError, match="objective='xpo'"):
+        P.PreferenceConfig(objective="xpo")
+    with pytest.raises(ValueError, match="beta=0"):
+        P.PreferenceConfig(beta=0)
+    with pytest.raises(ValueError, match="prm aggregation 'mean'"):
+        RM.prm_aggregate(jnp.ones((1, 2)), jnp.ones((1, 2)), how="mean")
