@@ -1,0 +1,245 @@
+"""Autoregressive sampling as one compiled program: a prefill over the prompts, then a
+`lax.while_loop` of one-token decode steps over a fixed-size KV cache, until every row has
+emitted an EOS id or `max_new_tokens` tokens. No host round-trip per token; the same
+shapes never recompile (the sampler keeps its compiled function).
+
+Distribution. At step t the policy's logits z_t give p_t = softmax(z_t / T). With top-k
+and/or top-p the draw is from p_t restricted to the k most likely tokens and/or the
+smallest set whose mass reaches p (renormalised); `greedy` takes argmax z_t. The returned
+`logps` are always log p_t(y_t) of the *untruncated* temperature-T distribution: the
+policy at that temperature, which is what the RL losses' ratios and KL terms use.
+
+Draws use exact inverse-CDF sampling with one uniform per row (on CPU, Gumbel-max over
+the whole vocabulary per step costs ~20x more). Rows are grouped by prompt: the
+`n_samples` completions of prompt i are rows i*n .. i*n + n - 1.
+
+The KV cache is created inside the compiled program and updated in place by the loop (it
+never leaves the device, so there is no buffer to hand back between calls).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.models.transformer import Model, positions_from_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k
+    top_p: float = 1.0
+    greedy: bool = False
+    eos_ids: tuple[int, ...] = ()
+    pad_id: int = 0
+    n_samples: int = 1
+    max_cache_len: int = 0  # 0 = the model's max_positions
+    return_logits: bool = False  # keep each step's logits [N, max_new, V] (tests, analysis)
+
+    def __post_init__(self):
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"SamplingConfig.max_new_tokens={self.max_new_tokens}: must be positive")
+        if not self.temperature > 0:
+            raise ValueError(f"SamplingConfig.temperature={self.temperature}: must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingConfig.top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingConfig.top_k={self.top_k}: must be >= 0 (0 = off)")
+        if self.n_samples < 1:
+            raise ValueError(f"SamplingConfig.n_samples={self.n_samples}: must be >= 1")
+        object.__setattr__(self, "eos_ids", tuple(int(e) for e in self.eos_ids))
+
+
+@struct.dataclass
+class Samples:
+    """prompt_tokens/mask [N, P] (prompts repeated n_samples times); tokens [N, L] the
+    completions, pad_id after the end; mask [N, L] up to and including the first EOS;
+    logps [N, L] log p_t(y_t) at the sampling temperature (0 outside the mask)."""
+
+    prompt_tokens: jax.Array
+    prompt_mask: jax.Array
+    tokens: jax.Array
+    mask: jax.Array
+    logps: jax.Array
+    logits: jax.Array | None = None
+
+    def sequences(self):
+        """(tokens, mask, completion_mask) of prompt + completion, [N, P + L]: the
+        layout the losses take."""
+        tokens = jnp.concatenate([self.prompt_tokens, self.tokens], axis=1)
+        mask = jnp.concatenate([self.prompt_mask, self.mask], axis=1)
+        completion = jnp.concatenate([jnp.zeros_like(self.prompt_mask), self.mask], axis=1)
+        return tokens, mask, completion
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def truncate_logits(logits_BxV, top_k: int, top_p: float):
+    """Set logits outside the top-k / top-p (nucleus) sets to -inf."""
+    neg_inf = jnp.finfo(logits_BxV.dtype).min
+    if top_k and top_k < logits_BxV.shape[-1]:
+        kth_B1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+        logits_BxV = jnp.where(logits_BxV < kth_B1, neg_inf, logits_BxV)
+    if top_p < 1.0:
+        sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_BxV, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        # the smallest logit still inside the nucleus (mass before it < p)
+        n_keep_B = jnp.sum(mass_before < top_p, axis=-1)
+        cutoff_B1 = jnp.take_along_axis(sorted_BxV, n_keep_B[:, None] - 1, axis=-1)
+        logits_BxV = jnp.where(logits_BxV < cutoff_B1, neg_inf, logits_BxV)
+    return logits_BxV
+
+
+def inverse_cdf_draw(key, logits_BxV):
+    """One token per row from softmax(logits) with one uniform per row: the first index
+    whose cumulative mass reaches u * total, u in (0, 1] (zero-mass tokens never drawn)."""
+    probs = jnp.exp(logits_BxV - jnp.max(logits_BxV, axis=-1, keepdims=True))
+    cdf_BxV = jnp.cumsum(probs, axis=-1)
+    u_B1 = (1.0 - jax.random.uniform(key, (logits_BxV.shape[0], 1))) * cdf_BxV[:, -1:]
+    token_B = jnp.sum(cdf_BxV < u_B1, axis=-1)
+    return jnp.minimum(token_B, logits_BxV.shape[-1] - 1).astype(jnp.int32)
+
+
+def choose(key, logits_BxV, cfg: SamplingConfig):
+    """(token_B, logp_B): the draw of `cfg` and its log-prob under softmax(logits / T)."""
+    scaled = logits_BxV.astype(jnp.float32) / cfg.temperature
+    if cfg.greedy:
+        token = jnp.argmax(scaled, axis=-1).astype(jnp.int32)
+    else:
+        token = inverse_cdf_draw(key, truncate_logits(scaled, cfg.top_k, cfg.top_p))
+    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), token[:, None], axis=-1)[:, 0]
+    return token, logp
+
+
+# ----------------------------------------------------------------------------- the program
+
+
+def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask_BxP, key):
+    n = cfg.n_samples
+    prompt = jnp.repeat(prompt_BxP, n, axis=0)
+    pmask = jnp.repeat(prompt_mask_BxP, n, axis=0).astype(jnp.int32)
+    N, P = prompt.shape
+    L = cfg.max_new_tokens
+    S = P + L
+    mc = model.cfg
+    module = model.module(params)
+    dtype = jnp.dtype(mc.dtype)
+    kv_shape = (N, S, mc.n_kv_heads, mc.head_dim)
+    cache = [
+        {
+            "k": mesh_lib.shard(jnp.zeros(kv_shape, dtype), ("batch", None, "act_kv_heads", None)),
+            "v": mesh_lib.shard(jnp.zeros(kv_shape, dtype), ("batch", None, "act_kv_heads", None)),
+        }
+        for _ in range(mc.n_layers)
+    ]
+    key_valid_NxS = jnp.concatenate([pmask.astype(bool), jnp.zeros((N, L), bool)], axis=1)
+    causal_PxS = jnp.arange(S)[None, :] <= jnp.arange(P)[:, None]
+    hidden, cache = module(prompt, positions_from_mask(pmask), causal_PxS[None] & key_valid_NxS[:, None], cache, 0)
+    logits_NxV = module.readout(hidden[:, -1:])[:, 0]
+    next_pos_N = jnp.sum(pmask, axis=-1)
+    eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
+
+    def cond(state):
+        i, done = state[0], state[4]
+        return (i < L) & ~jnp.all(done)
+
+    def body(state):
+        i, cache, logits, key_valid, done, key, tokens, logps, kept = state
+        key, sub = jax.random.split(key)
+        token, logp = choose(sub, logits, cfg)
+        tokens = tokens.at[:, i].set(jnp.where(done, cfg.pad_id, token))
+        logps = logps.at[:, i].set(jnp.where(done, 0.0, logp))
+        if cfg.return_logits:
+            kept = kept.at[:, i].set(logits)
+        done = done | jnp.any(token[:, None] == eos[None, :], axis=-1)
+        key_valid = key_valid.at[:, P + i].set(True)
+        hidden, cache = module(token[:, None], (next_pos_N + i)[:, None], key_valid[:, None, :], cache, P + i)
+        logits = module.readout(hidden)[:, 0]
+        return i + 1, cache, logits, key_valid, done, key, tokens, logps, kept
+
+    kept = jnp.zeros((N, L, mc.vocab_size), jnp.float32) if cfg.return_logits else jnp.zeros((), jnp.float32)
+    state = (
+        jnp.asarray(0),
+        cache,
+        logits_NxV,
+        key_valid_NxS,
+        jnp.zeros((N,), bool),
+        key,
+        jnp.full((N, L), cfg.pad_id, jnp.int32),
+        jnp.zeros((N, L), jnp.float32),
+        kept,
+    )
+    final = jax.lax.while_loop(cond, body, state)
+    n_steps, tokens, logps, kept = final[0], final[6], final[7], final[8]
+    mask = _completion_mask(tokens, eos, n_steps)
+    return Samples(
+        prompt_tokens=prompt,
+        prompt_mask=pmask,
+        tokens=jnp.where(mask, tokens, cfg.pad_id),
+        mask=mask.astype(jnp.int32),
+        logps=jnp.where(mask, logps, 0.0),
+        logits=kept if cfg.return_logits else None,
+    )
+
+
+def _completion_mask(tokens_NxL, eos, n_steps):
+    """1 up to and including the first EOS, and only over the steps that ran."""
+    is_eos = jnp.any(tokens_NxL[..., None] == eos, axis=-1)
+    ended_before = jnp.cumsum(is_eos, axis=1) - is_eos
+    return (ended_before == 0) & (jnp.arange(tokens_NxL.shape[1])[None] < n_steps)
+
+
+class Sampler:
+    """A compiled sampler for one model and config: `sampler(params, prompts, mask, seed)`.
+
+    With a mesh, the program is traced under SAMPLE_RULES (parameters whole along fsdp,
+    the batch over the data axes); params should be placed with those rules.
+    """
+
+    def __init__(self, model: Model, cfg: SamplingConfig, mesh=None):
+        self.model, self.cfg, self.mesh = model, cfg, mesh
+        self._fn = jax.jit(functools.partial(_generate, model, cfg))
+
+    def __call__(self, params, prompt_BxP, prompt_mask_BxP, seed) -> Samples:
+        self.check(prompt_BxP, prompt_mask_BxP)
+        key = seed if isinstance(seed, jax.Array) and seed.dtype != jnp.int32 else jax.random.key(seed)
+        if self.mesh is not None:
+            sharding = mesh_lib.batch_sharding(self.mesh, mesh_lib.SAMPLE_RULES)
+            prompt_BxP, prompt_mask_BxP = jax.device_put((prompt_BxP, prompt_mask_BxP), sharding)
+        with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
+            return self._fn(params, prompt_BxP, prompt_mask_BxP, key)
+
+    def check(self, prompt_BxP, prompt_mask_BxP) -> None:
+        if prompt_BxP.ndim != 2 or prompt_BxP.shape != prompt_mask_BxP.shape:
+            raise ValueError(
+                f"sampler: prompts {tuple(prompt_BxP.shape)} and mask {tuple(prompt_mask_BxP.shape)} "
+                "must both be [B, P]"
+            )
+        limit = self.cfg.max_cache_len or self.model.cfg.max_positions
+        total = prompt_BxP.shape[1] + self.cfg.max_new_tokens
+        if total > limit:
+            raise ValueError(
+                f"sampler: prompt length {prompt_BxP.shape[1]} + max_new_tokens {self.cfg.max_new_tokens} = {total} "
+                f"exceeds the cache limit {limit}"
+            )
+        if not isinstance(prompt_mask_BxP, jax.core.Tracer):
+            mask = np.asarray(prompt_mask_BxP)
+            empty = np.flatnonzero(mask.sum(-1) == 0)
+            if empty.size:
+                raise ValueError(f"sampler: prompt rows {empty[:10].tolist()} are empty (mask all 0)")
+            if (np.diff(mask.astype(np.int8), axis=-1) < 0).any():
+                raise ValueError("sampler: prompts must be left-padded (mask 0...0 1...1 in every row)")
+
+    def compiled_count(self) -> int:
+        """How many programs this sampler has compiled (one per distinct input shape)."""
+        return self._fn._cache_size()

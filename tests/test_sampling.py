@@ -1,0 +1,164 @@
+"""The compiled sampler: HF greedy parity, cache correctness, the sampled distribution,
+truncation, EOS handling, independence, compilation count and bad input."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+from conftest import FAMILIES
+from scipy import stats
+
+from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.hf import load_hf
+from rlhf_jax.models.transformer import init_model
+from rlhf_jax.sampling import Sampler, SamplingConfig
+
+PROMPTS = np.array([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13], [0, 14, 15, 16, 17, 18]])
+PROMPT_MASK = (PROMPTS != 0).astype(np.int32)
+SMALL_VOCAB = ModelConfig(family="llama", vocab_size=8, d_model=16, n_layers=1, n_heads=2, d_ff=32)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_is_token_identical_to_transformers_generate(family, hf_checkpoints):
+    directory, hf_model = hf_checkpoints[family]
+    model, params = load_hf(directory)
+    cfg = SamplingConfig(max_new_tokens=8, greedy=True, eos_ids=(2,), pad_id=0)
+    out = Sampler(model, cfg)(params, PROMPTS, PROMPT_MASK, 0)
+    with torch.no_grad():
+        ref = hf_model.generate(
+            input_ids=torch.tensor(PROMPTS),
+            attention_mask=torch.tensor(PROMPT_MASK),
+            do_sample=False,
+            max_new_tokens=8,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+    ref = ref[:, PROMPTS.shape[1] :].numpy()
+    ref = np.pad(ref, ((0, 0), (0, 8 - ref.shape[1])))  # HF stops when every row has ended
+    np.testing.assert_array_equal(out.tokens, ref)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_cached_logits_equal_a_full_forward_at_every_step(family, hf_checkpoints):
+    model, params = load_hf(hf_checkpoints[family][0])
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0.8, return_logits=True)
+    out = Sampler(model, cfg)(params, PROMPTS, PROMPT_MASK, 3)
+    tokens, mask, completion = out.sequences()
+    full = jax.jit(model.logits)(params, tokens, mask)
+    P = PROMPTS.shape[1]
+    for i in range(cfg.max_new_tokens):
+        np.testing.assert_allclose(out.logits[:, i], full[:, P - 1 + i], atol=1e-4, err_msg=f"step {i}")
+    # the returned log-probs are those of the temperature-T policy on the sampled tokens
+    logps = jax.jit(model.token_logps, static_argnums=3)(params, tokens, mask, 0.8)
+    np.testing.assert_allclose(out.logps, (logps * completion)[:, P:], atol=1e-5)
+
+
+def test_sampled_tokens_follow_softmax_of_logits_over_temperature():
+    model, params = init_model(SMALL_VOCAB, seed=1)
+    prompt, mask = np.array([[3, 1, 4]]), np.ones((1, 3), np.int32)
+    temperature = 0.7
+    cfg = SamplingConfig(max_new_tokens=1, temperature=temperature, n_samples=6000)
+    out = Sampler(model, cfg)(params, prompt, mask, 0)
+    logits = np.asarray(model.logits(params, prompt, mask)[0, -1], np.float64) / temperature
+    expected = np.exp(logits - logits.max())
+    expected /= expected.sum()
+    counts = np.bincount(np.asarray(out.tokens[:, 0]), minlength=8)
+    _, p_value = stats.chisquare(counts, expected * counts.sum())
+    assert p_value > 1e-3, (counts, expected)
+
+
+def test_top_k_and_top_p_never_emit_excluded_tokens():
+    model, params = init_model(
+        ModelConfig(family="gpt2", vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32), seed=2
+    )
+    prompt, mask = np.array([[3, 1, 4, 1]]), np.ones((1, 4), np.int32)
+    for cfg in [
+        SamplingConfig(max_new_tokens=5, top_k=3, n_samples=200, temperature=2.0, return_logits=True),
+        SamplingConfig(max_new_tokens=5, top_p=0.3, n_samples=200, temperature=2.0, return_logits=True),
+    ]:
+        out = Sampler(model, cfg)(params, prompt, mask, 1)
+        logits = np.asarray(out.logits, np.float64) / cfg.temperature  # [N, L, V]
+        chosen = np.take_along_axis(logits, np.asarray(out.tokens)[..., None], axis=-1)[..., 0]
+        if cfg.top_k:
+            rank = (logits > chosen[..., None]).sum(-1)
+            assert rank.max() < cfg.top_k
+        else:
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            mass_above = np.where(logits > chosen[..., None], probs, 0).sum(-1)
+            assert mass_above.max() < cfg.top_p
+            assert len(np.unique(out.tokens)) > 1
+
+
+def test_rows_that_reach_eos_stop_and_are_padded():
+    model, params = init_model(SMALL_VOCAB, seed=3)
+    cfg = SamplingConfig(max_new_tokens=12, eos_ids=(2, 5), pad_id=7, n_samples=50)
+    out = Sampler(model, cfg)(params, np.array([[1, 3]]), np.ones((1, 2), np.int32), 0)
+    tokens, mask, logps = (np.asarray(x) for x in (out.tokens, out.mask, out.logps))
+    ended = 0
+    for row_t, row_m, row_l in zip(tokens, mask, logps, strict=True):
+        hits = np.flatnonzero(np.isin(row_t, [2, 5]))
+        n = hits[0] + 1 if hits.size else cfg.max_new_tokens
+        ended += bool(hits.size)
+        assert row_m[:n].all() and not row_m[n:].any()
+        assert (row_t[n:] == 7).all() and (row_l[n:] == 0).all() and (row_l[:n] < 0).all()
+    assert ended > 25  # most rows end early with a vocabulary of 8
+
+
+def test_the_n_samples_of_a_prompt_differ_and_are_independent():
+    model, params = init_model(SMALL_VOCAB, seed=4)
+    prompts = np.tile(np.array([[3, 1, 4]]), (1500, 1))
+    out = Sampler(model, SamplingConfig(max_new_tokens=3, n_samples=2))(params, prompts, np.ones_like(prompts), 7)
+    pairs = np.asarray(out.tokens[:, 0]).reshape(-1, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).mean() > 0.3
+    table = np.zeros((8, 8))
+    np.add.at(table, (pairs[:, 0], pairs[:, 1]), 1)
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+    assert stats.chi2_contingency(table)[1] > 1e-3
+    seqs = np.asarray(out.tokens).reshape(1500, 2, 3)
+    assert (seqs[:, 0] != seqs[:, 1]).any(-1).mean() > 0.5
+
+
+def test_a_second_call_with_the_same_shapes_compiles_nothing():
+    model, params = init_model(SMALL_VOCAB, seed=5)
+    sampler = Sampler(model, SamplingConfig(max_new_tokens=4, n_samples=2))
+    sampler(params, PROMPTS % 8, PROMPT_MASK, 0)
+    assert sampler.compiled_count() == 1
+    other = jax.tree.map(lambda x: x + 0.01, params)
+    sampler(other, (PROMPTS + 1) % 8, PROMPT_MASK, 1)
+    sampler(params, PROMPTS % 8, PROMPT_MASK, jax.random.key(9))
+    assert sampler.compiled_count() == 1
+
+
+def test_sharded_sampling_equals_single_device(hf_checkpoints):
+    directory = hf_checkpoints["llama"][0]
+    model, params = load_hf(directory)
+    cfg = SamplingConfig(max_new_tokens=5, n_samples=2)
+    prompts = np.tile(PROMPTS, (4, 1))[:8]
+    mask = (prompts != 0).astype(np.int32)
+    expected = Sampler(model, cfg)(params, prompts, mask, 0)
+    mesh = mesh_lib.make_mesh((2, 2, 2))
+    _, sharded = load_hf(directory, mesh=mesh, rules=mesh_lib.SAMPLE_RULES)
+    out = Sampler(model, cfg, mesh=mesh)(sharded, prompts, mask, 0)
+    np.testing.assert_array_equal(out.tokens, expected.tokens)
+    np.testing.assert_allclose(out.logps, expected.logps, atol=1e-5)
+
+
+def test_bad_input_errors():
+    model, params = init_model(
+        ModelConfig(family="gpt2", vocab_size=8, d_model=8, n_layers=1, n_heads=2, d_ff=8, max_positions=10)
+    )
+    with pytest.raises(ValueError, match="exceeds the cache limit 10"):
+        Sampler(model, SamplingConfig(max_new_tokens=5))(params, np.ones((1, 6), int), np.ones((1, 6), int), 0)
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        SamplingConfig(max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p=1.5"):
+        SamplingConfig(max_new_tokens=2, top_p=1.5)
+    with pytest.raises(ValueError, match="top_p=0"):
+        SamplingConfig(max_new_tokens=2, top_p=0)
+    sampler = Sampler(model, SamplingConfig(max_new_tokens=2))
+    with pytest.raises(ValueError, match=r"prompt rows \[1\] are empty"):
+        sampler(params, np.ones((2, 3), int), np.array([[1, 1, 1], [0, 0, 0]]), 0)
+    with pytest.raises(ValueError, match="left-padded"):
+        sampler(params, np.ones((1, 3), int), np.array([[1, 1, 0]]), 0)
