@@ -101,21 +101,23 @@ def apply_rope(x_BxTxNxE, cos_BxTxR, sin_BxTxR):
     return jnp.concatenate([out, x_pass], axis=-1) if x_pass.shape[-1] else out
 
 
-def attention(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, mask_BxTxS):
+def attention(q_BxTxHxE, k_BxKxSxE, v_BxKxSxE, mask_BxTxS):
     """softmax(q k^T / sqrt(E) + mask) v with grouped-query heads; scores in float32.
 
+    Keys and values are heads-major [B, K, S, E] (the KV cache's layout), so a decode step
+    contracts the cache in place instead of transposing all of it every token.
     Masked scores get the most negative float, so a row with no visible key (a padding
     query) becomes a uniform average rather than NaN; its output is never used.
     """
     B, T, H, E = q_BxTxHxE.shape
-    K = k_BxSxKxE.shape[2]
-    q_BxTxKxGxE = q_BxTxHxE.reshape(B, T, K, H // K, E)
-    scores = jnp.einsum("btkge,bske->bkgts", q_BxTxKxGxE, k_BxSxKxE, preferred_element_type=jnp.float32)
+    K = k_BxKxSxE.shape[1]
+    q_BxKxGxTxE = q_BxTxHxE.reshape(B, T, K, H // K, E).transpose(0, 2, 3, 1, 4)
+    scores = jnp.einsum("bkgte,bkse->bkgts", q_BxKxGxTxE, k_BxKxSxE, preferred_element_type=jnp.float32)
     scores = scores / math.sqrt(E)
     scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxE.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v_BxSxKxE)
-    return out.reshape(B, T, H, E)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxSxE.dtype)
+    out_BxKxGxTxE = jnp.einsum("bkgts,bkse->bkgte", probs, v_BxKxSxE)
+    return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(B, T, H, E)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -165,9 +167,10 @@ class Attention(nnx.Module):
         v = shard(self.v(x_BxTxD), ("batch", "length", "act_kv_heads", None))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, index, 0, 0))
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
+        if cache is not None:  # cache: [B, K, S, E]; this call's keys go to slots [index, index + T)
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, index, 0))
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, index, 0))
             cache = {"k": k, "v": v}
         out_BxTxHxE = attention(q, k, v, mask_BxTxS)
         return self.o(out_BxTxHxE), cache

@@ -43,7 +43,8 @@ class Transformer(nnx.Module):
         self.score = param(rngs, (cfg.d_model, 1), ("embed", None)) if head == "scalar" else None
 
     def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, index=0, embeds_BxTxD=None):
-        """Final hidden states [B, T, D] and the updated KV cache (a list, one dict per layer).
+        """Final hidden states [B, T, D] and the updated KV cache (a list, one dict per layer,
+        keys and values [B, K, S, E]).
 
         With a cache, this call's keys/values are written at slots [index, index + T) and
         `mask_BxTxS` spans all S cache slots. `embeds_BxTxD`, if given, replaces the token
@@ -71,8 +72,10 @@ class Transformer(nnx.Module):
             return jnp.einsum("btd,d->bt", hidden_BxTxD, self.score[...][:, 0].astype(hidden_BxTxD.dtype)).astype(
                 jnp.float32
             )
-        w_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
-        logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, w_DxV.astype(hidden_BxTxD.dtype))
+        if self.lm_head is None:  # tied: contract the [V, D] embedding as it lies (no transpose)
+            logits = jnp.einsum("btd,vd->btv", hidden_BxTxD, self.embed[...].astype(hidden_BxTxD.dtype))
+        else:
+            logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, self.lm_head[...].astype(hidden_BxTxD.dtype))
         return mesh_lib.shard(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
 
 
