@@ -1,0 +1,114 @@
+"""Experiment configs: frozen dataclasses validated in `__post_init__`, overridden from
+the command line with `--set a.b=value`, and written to / compared with a workdir.
+
+Values given as text are parsed by the field's declared type (bool, int, float, str,
+tuples, optionals); an unknown key gets a did-you-mean, a bad value names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from typing import Any
+
+
+def _fields(cfg) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(cfg))
+    return {f.name: hints[f.name] for f in dataclasses.fields(cfg)}
+
+
+def all_keys(cfg, prefix: str = "") -> list[str]:
+    keys = []
+    for name in _fields(cfg):
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def parse_value(text: str, tp: Any, key: str) -> Any:
+    """Text -> a value of type `tp` (the field's annotation), or a ValueError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, arg, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"--set {key}={text!r}: expected {tp}")
+    if origin is tuple:
+        (item_tp, *_) = typing.get_args(tp) or (str,)
+        items = json.loads(text) if text.strip().startswith("[") else [t for t in text.split(",") if t.strip()]
+        return tuple(parse_value(str(i), item_tp, key) for i in items)
+    if tp is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--set {key}={text!r}: expected a bool (true/false)")
+    if tp in (int, float):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"--set {key}={text!r}: expected {tp.__name__}") from None
+        if tp is int:
+            if not value.is_integer():
+                raise ValueError(f"--set {key}={text!r}: expected int")
+            return int(value)
+        return value
+    if tp is str:
+        return text
+    raise ValueError(f"--set {key}: fields of type {tp} cannot be set from the command line")
+
+
+def override(cfg, assignments: list[str]):
+    """A copy of `cfg` with each "a.b=value" applied (validation runs again)."""
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ValueError(f"--set {assignment!r}: expected key=value")
+        key, text = assignment.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), text, key.strip(), cfg)
+    return cfg
+
+
+def _set(node, path: list[str], text: str, key: str, root):
+    fields = _fields(node)
+    name = path[0]
+    if name not in fields:
+        close = difflib.get_close_matches(key, all_keys(root), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"--set {key}: unknown key{hint}")
+    value = getattr(node, name)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(value):
+            raise ValueError(f"--set {key}: {name} is not a section")
+        return dataclasses.replace(node, **{name: _set(value, path[1:], text, key, root)})
+    if dataclasses.is_dataclass(value):
+        raise ValueError(f"--set {key}: is a section; set one of its fields")
+    return dataclasses.replace(node, **{name: parse_value(text, fields[name], key)})
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Keys whose values differ between two config dicts, dotted."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out

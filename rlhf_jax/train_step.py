@@ -1,0 +1,157 @@
+"""The optimiser and the jitted train step: `make_train_step(loss_fn, optimizer)`.
+
+The train state is a plain pytree (step, params, optimiser state) that jit donates and
+Orbax saves. `loss_fn(params, batch) -> (loss, metrics)` is any loss of `losses/` with
+its config and model bound (functools.partial). Gradient accumulation splits the batch
+into `accum_steps` micro-batches scanned in one program: the update equals one step on
+the whole batch for losses that are means over rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then a constant, cosine or linear decay to
+    `end_lr_ratio * learning_rate`, and global-norm gradient clipping (0 = none)."""
+
+    learning_rate: float = 1e-4
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 1000
+    end_lr_ratio: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    accum_steps: int = 1
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"OptimConfig.schedule={self.schedule!r}: expected one of {SCHEDULES}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"OptimConfig.learning_rate={self.learning_rate}: must be positive")
+        for name in ("warmup_steps", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"OptimConfig.{name}={getattr(self, name)}: must be >= 0")
+        if self.accum_steps < 1:
+            raise ValueError(f"OptimConfig.accum_steps={self.accum_steps}: must be >= 1")
+        if self.total_steps < 1 or self.warmup_steps > self.total_steps:
+            raise ValueError(
+                f"OptimConfig.total_steps={self.total_steps}: must be >= 1 and >= warmup_steps={self.warmup_steps}"
+            )
+
+
+def make_schedule(cfg: OptimConfig) -> optax.Schedule:
+    peak, end = cfg.learning_rate, cfg.learning_rate * cfg.end_lr_ratio
+    decay_steps = max(cfg.total_steps - cfg.warmup_steps, 1)
+    if cfg.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    elif cfg.schedule == "cosine":
+        after = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_ratio)
+    else:
+        after = optax.linear_schedule(peak, end, decay_steps)
+    if cfg.warmup_steps == 0:
+        return after
+    warmup = optax.linear_schedule(0.0, peak, cfg.warmup_steps)
+    return optax.join_schedules([warmup, after], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm else []
+    parts.append(optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
+    return optax.chain(*parts)
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state of step 0; the optimiser state follows the params' shardings (moments
+    sharded like their parameters, scalars replicated over the same mesh)."""
+    opt_state = jax.jit(optimizer.init)(params)
+    step = jnp.zeros((), jnp.int32)
+    sharding = jax.tree.leaves(params)[0].sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        mesh = sharding.mesh
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        on_mesh = lambda x: isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.mesh == mesh  # noqa: E731
+        opt_state = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, replicated), opt_state)
+        step = jax.device_put(step, replicated)
+    return TrainState(step=step, params=params, opt_state=opt_state)
+
+
+def state_shardings(state: TrainState):
+    """The shardings a state lives in (to pin a train step's in and out shardings)."""
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def _grads(loss_fn, params, batch, accum_steps: int):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum_steps == 1:
+        (_, metrics), grads = grad_fn(params, batch)
+        return grads, metrics
+
+    def split(x):
+        if x.shape[0] % accum_steps:
+            raise ValueError(f"gradient accumulation: batch of {x.shape[0]} rows not divisible by {accum_steps}")
+        return x.reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:])
+
+    micro = jax.tree.map(split, batch)
+
+    def body(acc, mb):
+        (_, metrics), grads = grad_fn(params, mb)
+        return jax.tree.map(jnp.add, acc, (grads, metrics)), None
+
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    first = jax.tree.map(lambda x: x[0], micro)
+    zero_metrics = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), jax.eval_shape(grad_fn, params, first)[0][1])
+    (grads, metrics), _ = jax.lax.scan(body, (zero_grads, zero_metrics), micro)
+    return jax.tree.map(lambda x: x / accum_steps, (grads, metrics))
+
+
+def make_train_step(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    accum_steps: int = 1,
+    schedule: optax.Schedule | None = None,
+    state_shardings=None,
+    batch_shardings=None,
+):
+    """A jitted `step(state, batch) -> (state, metrics)` that donates the state; with
+    shardings, the state keeps them (in and out) and the batch is laid out as given."""
+
+    def step(state: TrainState, batch):
+        grads, metrics = _grads(loss_fn, state.params, batch, accum_steps)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+        if schedule is not None:
+            metrics["learning_rate"] = schedule(state.step)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    if state_shardings is None and batch_shardings is None:
+        return jax.jit(step, donate_argnums=0)
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_shardings),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
