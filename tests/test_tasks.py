@@ -1,0 +1,74 @@
+"""The built-in tasks' gold judges on hand-made examples, and deterministic generation."""
+
+import numpy as np
+import pytest
+
+from rlhf_jax.losses.reward import NEGATIVE, NEUTRAL, POSITIVE
+from rlhf_jax.tasks import arithmetic as A
+from rlhf_jax.tasks import classification as C
+from rlhf_jax.tasks import summarization as S
+
+DOC = "the zorb lamen is a zorb . kivo zorb and lamen to tupa . kivo lamen at the dorin ."
+
+
+def test_salient_words_are_the_most_frequent_content_words():
+    assert S.salient_words(DOC, 3) == ["lamen", "zorb", "kivo"]
+
+
+def test_a_summary_covering_more_salient_words_wins_and_a_shorter_one_wins():
+    cfg = S.SummarizationConfig(n_topics=3, target_len=3)
+    better, worse = "zorb lamen kivo", "zorb tupa dorin"
+    assert S.gold_reward(DOC, better, cfg) == pytest.approx(1.0)
+    assert S.gold_reward(DOC, worse, cfg) == pytest.approx(1 / 3)
+    longer = "zorb lamen kivo tupa dorin the"
+    assert S.gold_reward(DOC, longer, cfg) == pytest.approx(1.0 - 0.5 * 3 / 3)
+    assert S.gold_reward(DOC, "zorb lamen kivo", cfg) > S.gold_reward(DOC, longer, cfg)
+    repeated = "zorb zorb lamen"
+    assert S.gold_reward(DOC, repeated, cfg) == pytest.approx(2 / 3 - 1 / 3)
+    assert S.gold_reward(DOC, "", cfg) == 0.0
+
+
+def test_summarization_data_are_deterministic_and_labelled_mostly_by_the_gold_reward():
+    a, b = S.preference_examples(200, seed=3), S.preference_examples(200, seed=3)
+    assert a == b and a != S.preference_examples(200, seed=4)
+    margins = np.array([ex["gold_margin"] for ex in a])
+    assert (margins > 0).mean() > 0.7  # noisy like people, but mostly right
+    sft = S.sft_examples(5, seed=0)
+    assert all(ex["prompt"].endswith("\nTL;DR:") and ex["completion"].startswith(" ") for ex in sft)
+    assert S.document_of(sft[0]["prompt"]) == sft[0]["document"]
+
+
+def test_a_correct_step_is_positive_a_wrong_one_negative_and_later_ones_neutral():
+    steps = [(3, "+", 4), (None, "*", 2), (None, "-", 5)]
+    right = "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9\nThe answer is 9"
+    assert A.label_solution(steps, right) == ([POSITIVE, POSITIVE, POSITIVE], 1)
+    slip = "3 + 4 = 7\n7 * 2 = 15\n15 - 5 = 10\nThe answer is 10"
+    assert A.label_solution(steps, slip) == ([POSITIVE, NEGATIVE, NEUTRAL], 0)
+    garbled = "3 + 4 = 7\nseven times two\n14 - 5 = 9\nThe answer is 9"
+    labels, outcome = A.label_solution(steps, garbled)
+    assert labels[1] == NEGATIVE and outcome == 1
+    assert A.check_step("12 - 5 = 7") is True and A.check_step("12 - 5 = 8") is False
+    assert A.check_step("twelve") is None
+
+
+def test_arithmetic_examples_and_verifiable_reward():
+    exs = A.examples(100, seed=0)
+    assert exs == A.examples(100, seed=0)
+    for ex in exs:
+        assert A.verifiable_reward(ex["prompt"], ex["completion"]) == ex["outcome"]
+        assert (NEGATIVE in ex["step_labels"]) == (ex["outcome"] == 0)
+    assert 0.5 < np.mean([ex["outcome"] for ex in exs]) < 0.9
+    assert A.verifiable_reward("Compute: (2 + 3) * 4\n", "2 + 3 = 5\n5 * 4 = 20\nThe answer is 20") == 1.0
+    assert A.verifiable_reward("Compute: (2 + 3) * 4\n", "The answer is 21") == 0.0
+    with pytest.raises(ValueError, match="not an arithmetic prompt"):
+        A.verifiable_reward("Compute: __import__('os')", "The answer is 1")
+
+
+@pytest.mark.parametrize("task", C.DIFFICULTY)
+def test_classification_tasks_are_balanced_deterministic_and_correctly_labelled(task):
+    rows = C.examples(task, 200, seed=1)
+    assert rows == C.examples(task, 200, seed=1)
+    assert sum(r["label"] for r in rows) == 100
+    assert all(C.label(task, r["text"]) == r["label"] for r in rows)
+    with pytest.raises(ValueError, match="classification task 'xor'"):
+        C.examples("xor", 2, 0)
