@@ -1,0 +1,178 @@
+"""tensorflow-datasets builders, prepared once into a data dir as array_record files and
+read back by random access without TensorFlow (`builder.as_data_source()`).
+
+Real data are read from a directory the user names (TFDS's `manual_dir`); the built-in
+tasks are generated from a seed. `prepare(Builder, data_dir, source_dir)` builds (or
+reuses) a dataset; `records(builder, split)` reads a split as dicts of str.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rlhf_jax.data import formats
+from rlhf_jax.tasks import arithmetic, summarization
+
+log = logging.getLogger(__name__)
+
+PAIR = {"prompt": tfds.features.Text(), "chosen": tfds.features.Text(), "rejected": tfds.features.Text()}
+SFT = {"prompt": tfds.features.Text(), "completion": tfds.features.Text()}
+
+
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
+    """Reads the files of one format from manual_dir, split by file name."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    FEATURES: dict = {}
+    SPLIT_FILES: dict[str, tuple[str, ...]] = {}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass the directory holding the original files as source_dir."
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(dict(self.FEATURES)))
+
+    def _split_generators(self, dl_manager):
+        directory = str(dl_manager.manual_dir)
+        splits = {}
+        for split, names in self.SPLIT_FILES.items():
+            files = formats.find_files(directory, names)
+            if files:
+                splits[split] = self._generate_examples(files, split)
+        if not splits:
+            wanted = sorted({n for names in self.SPLIT_FILES.values() for n in names})
+            raise FileNotFoundError(f"{directory}: none of {wanted} found for {self.name}")
+        return splits
+
+    def _generate_examples(self, files, split):
+        skips = formats.Skips()
+        for path in files:
+            for key, example in self.READER(path, skips, split):
+                yield f"{path}:{key}", example
+        log.info(skips.report(f"{self.name}/{split}"))
+        self.skips = getattr(self, "skips", {})
+        self.skips[split] = skips
+
+
+class HhRlhf(_LocalBuilder):
+    """Anthropic HH-RLHF: train.jsonl(.gz) / test.jsonl(.gz), in any subdirectories."""
+
+    FEATURES = PAIR
+    SPLIT_FILES = {"train": ("train.jsonl", "train.jsonl.gz"), "test": ("test.jsonl", "test.jsonl.gz")}
+    READER = staticmethod(formats.hh_rlhf)
+
+
+class TldrSft(_LocalBuilder):
+    """TL;DR SFT data: train / valid / test .jsonl."""
+
+    FEATURES = SFT
+    SPLIT_FILES = {s: (f"{s}.jsonl", f"{s}.jsonl.gz") for s in ("train", "valid", "test")}
+    READER = staticmethod(formats.tldr_sft)
+
+
+class TldrComparisons(_LocalBuilder):
+    """TL;DR human comparisons: batch files whose records name their split (train,
+    valid1, valid2); files named train / valid1 / valid2 .jsonl are read as those splits."""
+
+    FEATURES = PAIR
+    SPLIT_FILES = {s: (f"{s}.jsonl", f"{s}.json", f"{s}.jsonl.gz") for s in ("train", "valid1", "valid2")}
+    READER = staticmethod(formats.tldr_comparisons)
+
+    def _split_generators(self, dl_manager):
+        directory = str(dl_manager.manual_dir)
+        batches = formats.find_files(directory, prefix="batch")
+        if not batches:
+            return super()._split_generators(dl_manager)
+        present = {record.get("split", "train") for path in batches for _, record in formats.read_jsonl(path)}
+        return {split: self._generate_examples(batches, split) for split in sorted(present)}
+
+
+# ----------------------------------------------------------------------------- built-in tasks
+
+
+@dataclasses.dataclass
+class TaskConfig(tfds.core.BuilderConfig):
+    kind: str = "default"  # summarisation: "sft" or "preference"
+    seed: int = 0
+    n_train: int = 2000
+    n_test: int = 200
+
+
+def task_config(kind: str = "default", seed: int = 0, n_train: int = 2000, n_test: int = 200) -> TaskConfig:
+    """A built-in task's config; its name carries every setting, so each set of data is
+    prepared once into its own directory."""
+    name = f"{kind}-seed{seed}-train{n_train}-test{n_test}"
+    return TaskConfig(name=name, kind=kind, seed=seed, n_train=n_train, n_test=n_test)
+
+
+class SyntheticSummarization(tfds.core.GeneratorBasedBuilder):
+    """The built-in summarisation task: `sft` (prompt, completion) and `preference`
+    (prompt, chosen, rejected) configs, generated from the config's seed."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [TaskConfig(name="sft", kind="sft"), TaskConfig(name="preference", kind="preference")]
+
+    def _info(self):
+        features = dict(SFT) if self.builder_config.kind == "sft" else dict(PAIR)
+        features["document"] = tfds.features.Text()
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        c = self.builder_config
+        return {
+            "train": self._generate_examples(c.n_train, c.seed),
+            "test": self._generate_examples(c.n_test, c.seed + 10_000),
+        }
+
+    def _generate_examples(self, n, seed):
+        make = summarization.sft_examples if self.builder_config.kind == "sft" else summarization.preference_examples
+        for i, ex in enumerate(make(n, seed)):
+            ex.pop("gold_margin", None)
+            yield i, ex
+
+
+class Arithmetic(tfds.core.GeneratorBasedBuilder):
+    """The built-in arithmetic task with per-step and outcome labels."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [TaskConfig(name="default")]
+
+    def _info(self):
+        features = {
+            "prompt": tfds.features.Text(),
+            "completion": tfds.features.Text(),
+            "step_labels": tfds.features.Sequence(np.int32),
+            "outcome": np.int32,
+            "answer": np.int32,
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        c = self.builder_config
+        return {
+            "train": self._generate_examples(c.n_train, c.seed),
+            "test": self._generate_examples(c.n_test, c.seed + 10_000),
+        }
+
+    def _generate_examples(self, n, seed):
+        yield from enumerate(arithmetic.examples(n, seed))
+
+
+def prepare(builder_cls, data_dir: str, source_dir: str | None = None, config: str | TaskConfig | None = None):
+    """Build (once) and return the builder; later calls reuse the prepared files."""
+    builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
+    download_config = tfds.download.DownloadConfig(manual_dir=source_dir) if source_dir else None
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def records(builder, split: str) -> list[dict]:
+    """A split as a list of dicts, text decoded to str, in the prepared order (TFDS's
+    deterministic shuffle of the keys)."""
+    source = builder.as_data_source()[split]
+    out = []
+    for i in range(len(source)):
+        out.append({k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in source[i].items()})
+    return out

@@ -1,0 +1,145 @@
+"""Readers of the real data formats, as plain Python over local JSON-lines files.
+
+- Anthropic HH-RLHF: lines {"chosen": dialogue, "rejected": dialogue}, dialogues in the
+  "\\n\\nHuman: ... \\n\\nAssistant: ..." form. The prompt is the shared prefix through the
+  last "\\n\\nAssistant:", the responses what follows it.
+- TL;DR SFT (tldr_3_filtered): lines {id, subreddit, title, post, summary}.
+- TL;DR comparisons (summarize_from_feedback): lines {info: {id, post, title, subreddit},
+  summaries: [{text, policy, ...}, {...}], choice, split?}.
+The TL;DR prompt is "SUBREDDIT: r/{subreddit}\\nTITLE: {title}\\nPOST: {post}\\nTL;DR:".
+
+Bad records. A line that is not JSON, or lacks a required field, is an error naming the
+file and line: the file is damaged or not of this format. A record that is well formed
+but unusable (a dialogue with no Assistant turn, an empty response, chosen and rejected
+with different prompts, a comparison of a news article rather than a post) is skipped
+and counted in `Skips`, which the builders log.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+ASSISTANT = "\n\nAssistant:"
+HUMAN = "\n\nHuman:"
+
+
+class Skips(collections.Counter):
+    """Counts of skipped records by reason."""
+
+    def report(self, what: str) -> str:
+        if not self:
+            return f"{what}: nothing skipped"
+        return f"{what}: skipped " + ", ".join(f"{n} ({reason})" for reason, n in sorted(self.items()))
+
+
+def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a .jsonl / .json-lines file, optionally gzipped."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _field(record: dict, key: str, path: str, number: int, kind=str):
+    if key not in record or record[key] is None:
+        raise ValueError(f"{path}:{number}: missing field {key!r}")
+    if not isinstance(record[key], kind):
+        raise ValueError(f"{path}:{number}: field {key!r} should be {kind.__name__}, got {type(record[key]).__name__}")
+    return record[key]
+
+
+def split_dialogue(dialogue: str) -> tuple[str, str] | None:
+    """(prompt through the last Assistant marker, response) or None without an Assistant turn."""
+    idx = dialogue.rfind(ASSISTANT)
+    if idx < 0:
+        return None
+    cut = idx + len(ASSISTANT)
+    return dialogue[:cut], dialogue[cut:]
+
+
+def hh_rlhf(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """(key, {"prompt", "chosen", "rejected"}) of an HH-RLHF file."""
+    for number, record in read_jsonl(path):
+        chosen = split_dialogue(_field(record, "chosen", path, number))
+        rejected = split_dialogue(_field(record, "rejected", path, number))
+        if chosen is None or rejected is None:
+            skips["no Assistant turn"] += 1
+            continue
+        if chosen[0] != rejected[0]:
+            skips["chosen and rejected prompts differ"] += 1
+            continue
+        if not chosen[1].strip() or not rejected[1].strip():
+            skips["empty response"] += 1
+            continue
+        yield f"{os.path.basename(path)}:{number}", {"prompt": chosen[0], "chosen": chosen[1], "rejected": rejected[1]}
+
+
+def tldr_prompt(subreddit: str, title: str, post: str) -> str:
+    return f"SUBREDDIT: r/{subreddit}\nTITLE: {title}\nPOST: {post}\nTL;DR:"
+
+
+def tldr_sft(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """(key, {"prompt", "completion"}) of a TL;DR SFT file; the completion is " " + summary."""
+    for number, record in read_jsonl(path):
+        prompt = tldr_prompt(*(_field(record, k, path, number) for k in ("subreddit", "title", "post")))
+        summary = _field(record, "summary", path, number).strip()
+        if not summary:
+            skips["empty summary"] += 1
+            continue
+        key = str(record.get("id") or f"{os.path.basename(path)}:{number}")
+        yield key, {"prompt": prompt, "completion": " " + summary}
+
+
+def tldr_comparisons(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """(key, {"prompt", "chosen", "rejected"}) of a TL;DR comparisons file, keeping only
+    records of `split` when the records carry one."""
+    for number, record in read_jsonl(path):
+        if split is not None and record.get("split", "train") != split:
+            continue
+        info = _field(record, "info", path, number, dict)
+        if info.get("post") is None and info.get("article") is not None:
+            skips["news article, not a post"] += 1
+            continue
+        prompt = tldr_prompt(*(_field(info, k, path, number) for k in ("subreddit", "title", "post")))
+        summaries = _field(record, "summaries", path, number, list)
+        choice = _field(record, "choice", path, number, int)
+        if len(summaries) != 2 or choice not in (0, 1):
+            raise ValueError(f"{path}:{number}: expected 2 summaries and choice 0 or 1")
+        texts = [_field(s, "text", path, number).strip() for s in summaries]
+        if not all(texts):
+            skips["empty summary"] += 1
+            continue
+        yield (
+            f"{os.path.basename(path)}:{number}",
+            {
+                "prompt": prompt,
+                "chosen": " " + texts[choice],
+                "rejected": " " + texts[1 - choice],
+            },
+        )
+
+
+def find_files(directory: str, names: tuple[str, ...] = (), prefix: str | None = None) -> list[str]:
+    """JSON-lines files under `directory` (recursively), sorted: those named one of
+    `names`, or whose name starts with `prefix`."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: data directory not found")
+    found = []
+    for root, _, files in os.walk(directory):
+        for f in files:
+            if f in names or (prefix is not None and f.startswith(prefix) and ".json" in f):
+                found.append(os.path.join(root, f))
+    return sorted(found)

@@ -1,0 +1,117 @@
+"""TFDS builders on small files in the real HH-RLHF and TL;DR formats, the built-in tasks,
+and bad records."""
+
+import gzip
+import json
+
+import pytest
+
+from rlhf_jax.data import builders, formats
+
+
+def write_jsonl(path, records, gz=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n"
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+
+
+HH_PROMPT = "\n\nHuman: What is a good name for a cat?\n\nAssistant: Whiskers.\n\nHuman: Another one?\n\nAssistant:"
+
+
+def hh_files(root):
+    write_jsonl(
+        root / "helpful-base" / "train.jsonl.gz",
+        [
+            {"chosen": HH_PROMPT + " How about Mittens?", "rejected": HH_PROMPT + " No."},
+            {"chosen": "\n\nHuman: hi", "rejected": "\n\nHuman: hello"},  # no Assistant turn: skipped
+            {"chosen": HH_PROMPT + " Sure, Tiger.", "rejected": HH_PROMPT + " "},  # empty response: skipped
+        ],
+        gz=True,
+    )
+    write_jsonl(
+        root / "harmless-base" / "test.jsonl",
+        [{"chosen": "\n\nHuman: Q?\n\nAssistant: A.", "rejected": "\n\nHuman: Q?\n\nAssistant: B."}],
+    )
+
+
+def test_hh_rlhf_builds_and_reads_back_exactly(tmp_path):
+    hh_files(tmp_path / "src")
+    builder = builders.prepare(builders.HhRlhf, str(tmp_path / "data"), str(tmp_path / "src"))
+    train = builders.records(builder, "train")
+    assert train == [{"prompt": HH_PROMPT, "chosen": " How about Mittens?", "rejected": " No."}]
+    assert builders.records(builder, "test") == [
+        {"prompt": "\n\nHuman: Q?\n\nAssistant:", "chosen": " A.", "rejected": " B."}
+    ]
+    again = builders.prepare(builders.HhRlhf, str(tmp_path / "data"), str(tmp_path / "src"))
+    assert builders.records(again, "train") == train
+
+
+def test_hh_rlhf_skips_are_counted():
+    skips = formats.Skips()
+    records = [
+        {"chosen": "\n\nHuman: hi", "rejected": "\n\nHuman: hello"},
+        {"chosen": HH_PROMPT + " x", "rejected": HH_PROMPT + "  "},
+        {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d"},
+    ]
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.write("\n".join(json.dumps(r) for r in records))
+    assert list(formats.hh_rlhf(f.name, skips)) == []
+    assert skips == {"no Assistant turn": 1, "empty response": 1, "chosen and rejected prompts differ": 1}
+    assert "skipped 1 (chosen and rejected prompts differ)" in skips.report("hh")
+
+
+def test_tldr_sft_and_comparisons_build_and_read_back(tmp_path):
+    post = dict(subreddit="cats", title="My cat", post="She sleeps all day.")
+    write_jsonl(tmp_path / "sft" / "train.jsonl", [{"id": "t3_1", **post, "summary": " Cat sleeps. "}])
+    write_jsonl(tmp_path / "sft" / "valid.jsonl", [{"id": "t3_2", **post, "summary": "Sleepy cat"}])
+    sft = builders.prepare(builders.TldrSft, str(tmp_path / "data"), str(tmp_path / "sft"))
+    prompt = "SUBREDDIT: r/cats\nTITLE: My cat\nPOST: She sleeps all day.\nTL;DR:"
+    assert builders.records(sft, "train") == [{"prompt": prompt, "completion": " Cat sleeps."}]
+    assert builders.records(sft, "valid") == [{"prompt": prompt, "completion": " Sleepy cat"}]
+
+    comparison = lambda split, choice: {  # noqa: E731
+        "info": {"id": "t3_1", **post},
+        "summaries": [{"text": "first", "policy": "sup2"}, {"text": "second", "policy": "ref"}],
+        "choice": choice,
+        "split": split,
+    }
+    article = {"info": {"id": "cnn", "article": "News.", "title": "t"}, "summaries": [], "choice": 0, "split": "train"}
+    write_jsonl(tmp_path / "cmp" / "batch3.json", [comparison("train", 1), comparison("valid1", 0), article])
+    cmp = builders.prepare(builders.TldrComparisons, str(tmp_path / "data"), str(tmp_path / "cmp"))
+    assert builders.records(cmp, "train") == [{"prompt": prompt, "chosen": " second", "rejected": " first"}]
+    assert builders.records(cmp, "valid1") == [{"prompt": prompt, "chosen": " first", "rejected": " second"}]
+
+
+def test_builtin_tasks_are_tfds_datasets_and_deterministic(tmp_path):
+    cfg = builders.task_config("preference", seed=5, n_train=30, n_test=5)
+    a = builders.records(builders.prepare(builders.SyntheticSummarization, str(tmp_path / "a"), config=cfg), "train")
+    b = builders.records(builders.prepare(builders.SyntheticSummarization, str(tmp_path / "b"), config=cfg), "train")
+    assert a == b and len(a) == 30 and set(a[0]) == {"prompt", "chosen", "rejected", "document"}
+    arith = builders.prepare(builders.Arithmetic, str(tmp_path / "c"), config=builders.task_config(n_train=20))
+    rows = builders.records(arith, "train")
+    assert len(rows) == 20 and all(len(r["step_labels"]) == r["completion"].count("\n") for r in rows)
+
+
+def test_bad_records_name_the_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    write_jsonl(
+        path, [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}, "{not json"]
+    )
+    with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON"):
+        list(formats.hh_rlhf(str(path), formats.Skips()))
+    write_jsonl(path, [{"chosen": "\n\nHuman: a\n\nAssistant: b"}])
+    with pytest.raises(ValueError, match=r"train.jsonl:1: missing field 'rejected'"):
+        list(formats.hh_rlhf(str(path), formats.Skips()))
+    write_jsonl(path, [{"id": "x", "subreddit": "s", "title": "t", "summary": "y"}])
+    with pytest.raises(ValueError, match=r"train.jsonl:1: missing field 'post'"):
+        list(formats.tldr_sft(str(path), formats.Skips()))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README.txt").write_text("not data")
+    with pytest.raises(FileNotFoundError, match=r"other: none of \['test.jsonl'"):
+        builders.prepare(builders.TldrSft, str(tmp_path / "data"), str(tmp_path / "other"))
