@@ -1,0 +1,155 @@
+"""Tokenised, padded batches and a loader whose position can be saved and restored.
+
+Layout, shared with the sampler and the losses: a row is the prompt left-padded to P
+tokens followed by the completion (ending in EOS) right-padded to C tokens, so every
+prompt ends at column P - 1 and every completion starts at column P.
+
+Prompt-length filtering follows the RLOO paper: examples whose prompt is longer than
+`max_prompt_len` tokens are dropped (and counted), not truncated; completions longer than
+`max_completion_len` are truncated (and counted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rlhf_jax.losses.preference import PreferenceBatch
+from rlhf_jax.losses.sft import SFTBatch
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Token ids of the kept examples, their indices in the input, and what was done."""
+
+    fields: dict[str, list[list[int]]]
+    kept: list[int]
+    dropped_long_prompt: int = 0
+    truncated_completion: int = 0
+
+    def report(self) -> str:
+        return (
+            f"kept {len(self.kept)} examples; dropped {self.dropped_long_prompt} with prompts over the limit; "
+            f"truncated {self.truncated_completion} completions"
+        )
+
+
+def encode(
+    tokenizer, examples: Sequence[dict], max_prompt_len: int, max_completion_len: int, completions=("completion",)
+) -> Encoded:
+    """Tokenise `prompt` and each completion field (EOS appended); filter and truncate."""
+    eos = tokenizer.eos_token_id
+    fields: dict[str, list[list[int]]] = {"prompt": [], **{c: [] for c in completions}}
+    out = Encoded(fields=fields, kept=[])
+    for i, ex in enumerate(examples):
+        prompt = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        if not prompt or len(prompt) > max_prompt_len:
+            out.dropped_long_prompt += bool(prompt)
+            continue
+        encoded = []
+        for c in completions:
+            ids = tokenizer(ex[c], add_special_tokens=False)["input_ids"] + [eos]
+            if len(ids) > max_completion_len:
+                ids = ids[:max_completion_len]
+                out.truncated_completion += 1
+            encoded.append(ids)
+        fields["prompt"].append(prompt)
+        for c, ids in zip(completions, encoded, strict=True):
+            fields[c].append(ids)
+        out.kept.append(i)
+    return out
+
+
+def pad_left(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.full((len(seqs), length), pad_id, np.int32)
+    mask = np.zeros((len(seqs), length), np.int32)
+    for i, s in enumerate(seqs):
+        if len(s) > length:
+            raise ValueError(f"pad_left: row {i} has {len(s)} tokens, more than {length}")
+        if len(s):
+            tokens[i, length - len(s) :] = s
+            mask[i, length - len(s) :] = 1
+    return tokens, mask
+
+
+def pad_right(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.full((len(seqs), length), pad_id, np.int32)
+    mask = np.zeros((len(seqs), length), np.int32)
+    for i, s in enumerate(seqs):
+        if len(s) > length:
+            raise ValueError(f"pad_right: row {i} has {len(s)} tokens, more than {length}")
+        tokens[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return tokens, mask
+
+
+def join(prompts, completions, P: int, C: int, pad_id: int):
+    """(tokens, mask, completion_mask) of [N, P + C] rows: prompt left-, completion right-padded."""
+    pt, pm = pad_left(prompts, P, pad_id)
+    ct, cm = pad_right(completions, C, pad_id)
+    return np.concatenate([pt, ct], 1), np.concatenate([pm, cm], 1), np.concatenate([np.zeros_like(pm), cm], 1)
+
+
+def sft_batch(enc: Encoded, rows: Sequence[int], P: int, C: int, pad_id: int) -> SFTBatch:
+    tokens, mask, cmask = join(
+        [enc.fields["prompt"][r] for r in rows], [enc.fields["completion"][r] for r in rows], P, C, pad_id
+    )
+    return SFTBatch(tokens, mask, cmask)
+
+
+def preference_batch(enc: Encoded, rows: Sequence[int], P: int, C: int, pad_id: int) -> PreferenceBatch:
+    prompts = [enc.fields["prompt"][r] for r in rows]
+    ct, cm, ccm = join(prompts, [enc.fields["chosen"][r] for r in rows], P, C, pad_id)
+    rt, rm, rcm = join(prompts, [enc.fields["rejected"][r] for r in rows], P, C, pad_id)
+    zeros = np.zeros((len(rows),), np.float32)
+    return PreferenceBatch(ct, cm, ccm, rt, rm, rcm, zeros, zeros)
+
+
+def prompt_batch(enc: Encoded, rows: Sequence[int], P: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    return pad_left([enc.fields["prompt"][r] for r in rows], P, pad_id)
+
+
+class Loader:
+    """Global batches of row indices over `n` examples: shuffled per epoch with a seed,
+    deterministic, resumable from `state()`, and split across processes (process p of
+    P gets rows p::P of each global batch). Incomplete final batches are dropped."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, shuffle: bool = True, process_index: int = 0, process_count: int = 1
+    ):
+        if batch_size < 1 or batch_size > n:
+            raise ValueError(f"Loader: batch_size={batch_size} must be in 1..{n} (the number of examples)")
+        if batch_size % process_count:
+            raise ValueError(f"Loader: batch_size={batch_size} is not divisible by {process_count} processes")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.process_index, self.process_count = process_index, process_count
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self.position + self.batch_size > self.n:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        rows = self._order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return rows[self.process_index :: self.process_count]
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("seed") != self.seed:
+            raise ValueError(f"Loader.restore: saved seed {state.get('seed')} differs from {self.seed}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)

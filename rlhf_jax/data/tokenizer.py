@@ -1,0 +1,39 @@
+"""A small tokenizer for the built-in tasks, trained with `tokenizers` and saved in
+Hugging Face format (AutoTokenizer loads it back); real data use the model's own.
+
+Byte-level BPE (GPT-2's scheme) over the tasks' texts: decoding is exact (any number or
+word round-trips, none is unknown), and with a vocabulary of ~1000 the tasks' frequent
+words are single tokens, so sequences stay short for tiny models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+PAD, EOS = "<pad>", "<eos>"
+
+
+def train_tokenizer(texts: Iterable[str], directory: str | None = None, vocab_size: int = 1024):
+    """A PreTrainedTokenizerFast (<pad> = 0, <eos> = 1) over `texts`, saved to `directory`
+    if given; prompts pad on the left."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS)
+    fast.padding_side = "left"
+    if directory is not None:
+        fast.save_pretrained(directory)
+    return fast
+
+
+def decode(tokenizer, ids) -> str:
+    """Text of token ids, special tokens (padding, EOS) dropped."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
