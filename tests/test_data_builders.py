@@ -48,6 +48,7 @@ def test_hh_rlhf_builds_and_reads_back_exactly(tmp_path):
     ]
     again = builders.prepare(builders.HhRlhf, str(tmp_path / "data"), str(tmp_path / "src"))
     assert builders.records(again, "train") == train
+    assert formats.hh_sft_view(train) == [{"prompt": HH_PROMPT, "completion": " How about Mittens?"}]
 
 
 def test_hh_rlhf_skips_are_counted():
@@ -63,7 +64,8 @@ def test_hh_rlhf_skips_are_counted():
         f.write("\n".join(json.dumps(r) for r in records))
     assert list(formats.hh_rlhf(f.name, skips)) == []
     assert skips == {"no Assistant turn": 1, "empty response": 1, "chosen and rejected prompts differ": 1}
-    assert "skipped 1 (chosen and rejected prompts differ)" in skips.report("hh")
+    assert f"1 (chosen and rejected prompts differ, e.g. {f.name}:3)" in skips.report("hh")
+    assert f"1 (no Assistant turn, e.g. {f.name}:1)" in skips.report("hh")
 
 
 def test_tldr_sft_and_comparisons_build_and_read_back(tmp_path):

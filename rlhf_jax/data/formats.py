@@ -29,12 +29,23 @@ HUMAN = "\n\nHuman:"
 
 
 class Skips(collections.Counter):
-    """Counts of skipped records by reason."""
+    """Counts of skipped records by reason, with the first few places (file:line) of each."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where: dict[str, list[str]] = {}
+
+    def skip(self, reason: str, path: str, number: int) -> None:
+        self[reason] += 1
+        places = self.where.setdefault(reason, [])
+        if len(places) < 3:
+            places.append(f"{path}:{number}")
 
     def report(self, what: str) -> str:
         if not self:
             return f"{what}: nothing skipped"
-        return f"{what}: skipped " + ", ".join(f"{n} ({reason})" for reason, n in sorted(self.items()))
+        parts = [f"{n} ({reason}, e.g. {', '.join(self.where.get(reason, []))})" for reason, n in sorted(self.items())]
+        return f"{what}: skipped " + "; ".join(parts)
 
 
 def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -76,15 +87,20 @@ def hh_rlhf(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple
         chosen = split_dialogue(_field(record, "chosen", path, number))
         rejected = split_dialogue(_field(record, "rejected", path, number))
         if chosen is None or rejected is None:
-            skips["no Assistant turn"] += 1
+            skips.skip("no Assistant turn", path, number)
             continue
         if chosen[0] != rejected[0]:
-            skips["chosen and rejected prompts differ"] += 1
+            skips.skip("chosen and rejected prompts differ", path, number)
             continue
         if not chosen[1].strip() or not rejected[1].strip():
-            skips["empty response"] += 1
+            skips.skip("empty response", path, number)
             continue
         yield f"{os.path.basename(path)}:{number}", {"prompt": chosen[0], "chosen": chosen[1], "rejected": rejected[1]}
+
+
+def hh_sft_view(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """HH-RLHF as SFT data: the prompt and its chosen response."""
+    return [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
 
 
 def tldr_prompt(subreddit: str, title: str, post: str) -> str:
@@ -97,7 +113,7 @@ def tldr_sft(path: str, skips: Skips, split: str | None = None) -> Iterator[tupl
         prompt = tldr_prompt(*(_field(record, k, path, number) for k in ("subreddit", "title", "post")))
         summary = _field(record, "summary", path, number).strip()
         if not summary:
-            skips["empty summary"] += 1
+            skips.skip("empty summary", path, number)
             continue
         key = str(record.get("id") or f"{os.path.basename(path)}:{number}")
         yield key, {"prompt": prompt, "completion": " " + summary}
@@ -111,7 +127,7 @@ def tldr_comparisons(path: str, skips: Skips, split: str | None = None) -> Itera
             continue
         info = _field(record, "info", path, number, dict)
         if info.get("post") is None and info.get("article") is not None:
-            skips["news article, not a post"] += 1
+            skips.skip("news article, not a post", path, number)
             continue
         prompt = tldr_prompt(*(_field(info, k, path, number) for k in ("subreddit", "title", "post")))
         summaries = _field(record, "summaries", path, number, list)
@@ -120,7 +136,7 @@ def tldr_comparisons(path: str, skips: Skips, split: str | None = None) -> Itera
             raise ValueError(f"{path}:{number}: expected 2 summaries and choice 0 or 1")
         texts = [_field(s, "text", path, number).strip() for s in summaries]
         if not all(texts):
-            skips["empty summary"] += 1
+            skips.skip("empty summary", path, number)
             continue
         yield (
             f"{os.path.basename(path)}:{number}",
