@@ -107,17 +107,19 @@ def task_config(kind: str = "default", seed: int = 0, n_train: int = 2000, n_tes
     return TaskConfig(name=name, kind=kind, seed=seed, n_train=n_train, n_test=n_test)
 
 
-class SyntheticSummarization(tfds.core.GeneratorBasedBuilder):
-    """The built-in summarisation task: `sft` (prompt, completion) and `preference`
-    (prompt, chosen, rejected) configs, generated from the config's seed."""
+class _TaskBuilder(tfds.core.GeneratorBasedBuilder):
+    """A built-in task: `examples(n, seed)` gives the rows; the test split uses seed + 10000."""
 
     VERSION = tfds.core.Version("1.0.0")
-    BUILDER_CONFIGS = [TaskConfig(name="sft", kind="sft"), TaskConfig(name="preference", kind="preference")]
+
+    def features(self) -> dict:
+        return {}
+
+    def examples(self, n: int, seed: int) -> list[dict]:
+        return []
 
     def _info(self):
-        features = dict(SFT) if self.builder_config.kind == "sft" else dict(PAIR)
-        features["document"] = tfds.features.Text()
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(self.features()))
 
     def _split_generators(self, dl_manager):
         c = self.builder_config
@@ -127,37 +129,41 @@ class SyntheticSummarization(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, n, seed):
-        make = summarization.sft_examples if self.builder_config.kind == "sft" else summarization.preference_examples
-        for i, ex in enumerate(make(n, seed)):
-            ex.pop("gold_margin", None)
-            yield i, ex
+        yield from enumerate(self.examples(n, seed))
 
 
-class Arithmetic(tfds.core.GeneratorBasedBuilder):
+class SyntheticSummarization(_TaskBuilder):
+    """The built-in summarisation task: `sft` (prompt, completion) and `preference`
+    (prompt, chosen, rejected) configs, generated from the config's seed."""
+
+    BUILDER_CONFIGS = [TaskConfig(name="sft", kind="sft"), TaskConfig(name="preference", kind="preference")]
+
+    def features(self):
+        return {**(SFT if self.builder_config.kind == "sft" else PAIR), "document": tfds.features.Text()}
+
+    def examples(self, n, seed):
+        if self.builder_config.kind == "sft":
+            return summarization.sft_examples(n, seed)
+        return [
+            {k: v for k, v in ex.items() if k != "gold_margin"} for ex in summarization.preference_examples(n, seed)
+        ]
+
+
+class Arithmetic(_TaskBuilder):
     """The built-in arithmetic task with per-step and outcome labels."""
 
-    VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [TaskConfig(name="default")]
 
-    def _info(self):
-        features = {
-            "prompt": tfds.features.Text(),
-            "completion": tfds.features.Text(),
+    def features(self):
+        return {
+            **SFT,
             "step_labels": tfds.features.Sequence(np.int32),
             "outcome": np.int32,
             "answer": np.int32,
         }
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
 
-    def _split_generators(self, dl_manager):
-        c = self.builder_config
-        return {
-            "train": self._generate_examples(c.n_train, c.seed),
-            "test": self._generate_examples(c.n_test, c.seed + 10_000),
-        }
-
-    def _generate_examples(self, n, seed):
-        yield from enumerate(arithmetic.examples(n, seed))
+    def examples(self, n, seed):
+        return arithmetic.examples(n, seed)
 
 
 def prepare(builder_cls, data_dir: str, source_dir: str | None = None, config: str | TaskConfig | None = None):
