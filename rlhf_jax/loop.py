@@ -1,0 +1,137 @@
+"""Experiment loops. Each resumes from the workdir's latest readable checkpoint (train
+state plus loop state: data position), saves every `save_every` steps, on SIGTERM/SIGINT
+(after finishing the step) and at the end, logs metrics.jsonl, and writes summary.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import time
+
+import jax
+
+from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.checkpoint import Checkpointer
+from rlhf_jax.data import batching, builders
+from rlhf_jax.data.tokenizer import train_tokenizer
+from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.losses.sft import sft_loss
+from rlhf_jax.models.hf import load_hf, load_tokenizer, save_hf
+from rlhf_jax.models.transformer import init_model
+from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
+
+
+class StopSignal:
+    """Records SIGTERM / SIGINT so the loop can finish its step, save and exit cleanly."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def task_rows(cfg: ExperimentConfig, workdir: str):
+    data_dir = cfg.data.data_dir or os.path.join(workdir, "tfds")
+    config = builders.task_config("sft", cfg.data.seed, cfg.data.n_train, cfg.data.n_test)
+    builder = builders.prepare(builders.SyntheticSummarization, data_dir, config=config)
+    return builders.records(builder, "train"), builders.records(builder, "test")
+
+
+def tokenizer_for(cfg: ExperimentConfig, rows, workdir: str):
+    if cfg.data.tokenizer:
+        return load_tokenizer(cfg.data.tokenizer)
+    directory = os.path.join(workdir, "tokenizer")
+    if os.path.exists(os.path.join(directory, "tokenizer.json")):
+        return load_tokenizer(directory)
+    return train_tokenizer((r["prompt"] + r["completion"] for r in rows), directory)
+
+
+def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
+    """Supervised fine-tuning on the task's reference completions."""
+    train_rows, test_rows = task_rows(cfg, workdir)
+    tokenizer = tokenizer_for(cfg, train_rows, workdir)
+    P, C, pad = cfg.data.max_prompt_len, cfg.data.max_completion_len, tokenizer.pad_token_id
+    train = batching.encode(tokenizer, train_rows, P, C)
+    test = batching.encode(tokenizer, test_rows, P, C)
+    print(f"train data: {train.report()}")
+
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    if cfg.model.init_from:
+        model, params = load_hf(cfg.model.init_from, mesh=mesh)
+    else:
+        model, params = init_model(cfg.model.model_config(len(tokenizer)), seed=cfg.train.seed, mesh=mesh)
+    optimizer = make_optimizer(cfg.optim)
+    state = init_state(params, optimizer)
+    loader = batching.Loader(len(train.kept), cfg.train.batch_size, cfg.train.seed)
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep)
+    restored = ckpt.restore(state)
+    if restored is not None:
+        _, state, meta = restored
+        loader.restore(meta["loader"])
+        print(f"resumed from step {int(state.step)}")
+    loss_fn = functools.partial(sft_loss, model=model)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    step_fn = make_train_step(
+        loss_fn, optimizer, schedule=make_schedule(cfg.optim), state_shardings=state_shardings(state)
+    )
+    eval_fn = jax.jit(loss_fn)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    start, t0, last = int(state.step), time.time(), {}
+    with StopSignal() as stop, mesh_lib.use_mesh(mesh), open(metrics_path, "a") as log:
+        for step in range(start, cfg.train.steps):
+            batch = jax.device_put(batching.sft_batch(train, next(loader), P, C, pad), batch_sharding)
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(last["loss"]):
+                    latest = ckpt.latest_step()
+                    raise FloatingPointError(f"loss is {last['loss']} at step {done}; last good checkpoint: {latest}")
+                log.write(json.dumps({"step": done, **last}) + "\n")
+                log.flush()
+                print(f"step {done}/{cfg.train.steps} loss {last['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+            if done % cfg.train.save_every == 0 or done == cfg.train.steps or stop.received:
+                ckpt.save(done, state, {"loader": loader.state()})
+            if stop.received:
+                ckpt.wait()
+                print(
+                    f"stopped by signal {stop.received} after step {done}; checkpoint saved; "
+                    "resume with the same command"
+                )
+                return {"stopped_at": done}
+    ckpt.close()
+    test_batch = batching.sft_batch(test, list(range(len(test.kept))), P, C, pad)
+    test_nll = float(eval_fn(state.params, test_batch)[0])
+    summary = {
+        "steps": cfg.train.steps,
+        "train_loss": last.get("loss"),
+        "test_nll": test_nll,
+        "test_ppl": math.exp(test_nll),
+    }
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    save_hf(model, state.params, os.path.join(workdir, "hf"), tokenizer=tokenizer)
+    return summary
+
+
+LOOPS = {"sft": run_sft}
+
+
+def run(cfg: ExperimentConfig, workdir: str) -> dict:
+    return LOOPS[cfg.train.kind](cfg, workdir)
