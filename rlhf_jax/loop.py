@@ -13,6 +13,7 @@ import signal
 import time
 
 import jax
+from tensorboardX import SummaryWriter
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.checkpoint import Checkpointer
@@ -23,6 +24,39 @@ from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models.hf import load_hf, load_tokenizer, save_hf
 from rlhf_jax.models.transformer import init_model
 from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
+
+
+class MetricsLog:
+    """One JSON object per logging step in metrics.jsonl, the same scalars as TensorBoard
+    events under tb/, and a progress line with the key metrics (process 0 only)."""
+
+    def __init__(self, workdir: str, total: int, start: int):
+        self.workdir, self.total, self.start = workdir, total, start
+        self.main = jax.process_index() == 0
+
+    def __enter__(self):
+        if self.main:
+            self.file = open(os.path.join(self.workdir, "metrics.jsonl"), "a")
+            self.tb = SummaryWriter(os.path.join(self.workdir, "tb"))
+        return self
+
+    def write(self, step: int, metrics: dict[str, float], elapsed: float) -> None:
+        if not self.main:
+            return
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        for key, value in metrics.items():
+            self.tb.add_scalar(key, value, step)
+        rate = (step - self.start) / max(elapsed, 1e-9)
+        eta = (self.total - step) / max(rate, 1e-9)
+        keys = [k for k in ("loss", "accuracy", "kl", "reward", "grad_norm") if k in metrics]
+        shown = " ".join(f"{k} {metrics[k]:.4g}" for k in keys)
+        print(f"step {step}/{self.total} {shown} | {rate:.2f} steps/s, {elapsed:.0f} s, eta {eta:.0f} s", flush=True)
+
+    def __exit__(self, *exc):
+        if self.main:
+            self.file.close()
+            self.tb.close()
 
 
 class StopSignal:
@@ -91,9 +125,12 @@ def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
         loss_fn, optimizer, schedule=make_schedule(cfg.optim), state_shardings=state_shardings(state)
     )
     eval_fn = jax.jit(loss_fn)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
     start, t0, last = int(state.step), time.time(), {}
-    with StopSignal() as stop, mesh_lib.use_mesh(mesh), open(metrics_path, "a") as log:
+    with (
+        StopSignal() as stop,
+        mesh_lib.use_mesh(mesh),
+        MetricsLog(workdir, cfg.train.steps, start) as log,
+    ):
         for step in range(start, cfg.train.steps):
             batch = jax.device_put(batching.sft_batch(train, next(loader), P, C, pad), batch_sharding)
             state, metrics = step_fn(state, batch)
@@ -103,9 +140,7 @@ def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
                 if not math.isfinite(last["loss"]):
                     latest = ckpt.latest_step()
                     raise FloatingPointError(f"loss is {last['loss']} at step {done}; last good checkpoint: {latest}")
-                log.write(json.dumps({"step": done, **last}) + "\n")
-                log.flush()
-                print(f"step {done}/{cfg.train.steps} loss {last['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+                log.write(done, last, time.time() - t0)
             if done % cfg.train.save_every == 0 or done == cfg.train.steps or stop.received:
                 ckpt.save(done, state, {"loader": loader.state()})
             if stop.received:

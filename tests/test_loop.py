@@ -29,6 +29,7 @@ def test_sft_experiment_runs_and_its_loss_falls(tmp_path):
     assert np.isfinite(summary["test_nll"]) and json.load(open(tmp_path / "config.json"))["train"]["steps"] == 12
     model, params = load_hf(str(tmp_path / "hf"))
     assert model.cfg.d_model == 32
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tb"))
 
 
 def test_an_interrupted_run_resumes_to_bit_identical_parameters(tmp_path):
