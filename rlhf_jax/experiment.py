@@ -12,7 +12,7 @@ from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.presets import preset
 from rlhf_jax.train_step import OptimConfig
 
-KINDS = ("sft",)
+KINDS = ("sft", "reward")
 TASKS = ("summarization",)
 
 

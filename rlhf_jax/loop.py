@@ -20,6 +20,7 @@ from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.data import batching, builders
 from rlhf_jax.data.tokenizer import train_tokenizer
 from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.losses.reward import pair_loss
 from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models.hf import load_hf, load_tokenizer, save_hf
 from rlhf_jax.models.transformer import init_model
@@ -79,9 +80,10 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def task_rows(cfg: ExperimentConfig, workdir: str):
+def task_rows(cfg: ExperimentConfig, workdir: str, kind: str):
+    """Train and test rows of the built-in summarisation task: kind "sft" or "preference"."""
     data_dir = cfg.data.data_dir or os.path.join(workdir, "tfds")
-    config = builders.task_config("sft", cfg.data.seed, cfg.data.n_train, cfg.data.n_test)
+    config = builders.task_config(kind, cfg.data.seed, cfg.data.n_train, cfg.data.n_test)
     builder = builders.prepare(builders.SyntheticSummarization, data_dir, config=config)
     return builders.records(builder, "train"), builders.records(builder, "test")
 
@@ -92,48 +94,45 @@ def tokenizer_for(cfg: ExperimentConfig, rows, workdir: str):
     directory = os.path.join(workdir, "tokenizer")
     if os.path.exists(os.path.join(directory, "tokenizer.json")):
         return load_tokenizer(directory)
-    return train_tokenizer((r["prompt"] + r["completion"] for r in rows), directory)
+    texts = (r["prompt"] + "".join(r.get(k, "") for k in ("completion", "chosen", "rejected")) for r in rows)
+    return train_tokenizer(texts, directory)
 
 
-def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
-    """Supervised fine-tuning on the task's reference completions."""
-    train_rows, test_rows = task_rows(cfg, workdir)
-    tokenizer = tokenizer_for(cfg, train_rows, workdir)
-    P, C, pad = cfg.data.max_prompt_len, cfg.data.max_completion_len, tokenizer.pad_token_id
-    train = batching.encode(tokenizer, train_rows, P, C)
-    test = batching.encode(tokenizer, test_rows, P, C)
-    print(f"train data: {train.report()}")
+def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
+    """From scratch, or from an HF checkpoint; a scalar head on an LM checkpoint keeps its
+    backbone and starts the score from its usual initialisation (an RM from the SFT policy)."""
+    fresh_model, fresh = init_model(cfg.model.model_config(vocab_size), head=head, seed=cfg.train.seed, mesh=mesh)
+    if not cfg.model.init_from:
+        return fresh_model, fresh
+    if head == "lm":
+        return load_hf(cfg.model.init_from, mesh=mesh)
+    try:
+        return load_hf(cfg.model.init_from, head=head, mesh=mesh)
+    except KeyError:  # an LM checkpoint: take its backbone
+        model, lm_params = load_hf(cfg.model.init_from, mesh=mesh)
+        scalar_model, scalar = init_model(model.cfg, head=head, seed=cfg.train.seed, mesh=mesh)
+        return scalar_model, {k: lm_params.get(k, v) if k not in ("lm_head", "score") else v for k, v in scalar.items()}
 
-    mesh = mesh_lib.make_mesh(cfg.mesh)
-    if cfg.model.init_from:
-        model, params = load_hf(cfg.model.init_from, mesh=mesh)
-    else:
-        model, params = init_model(cfg.model.model_config(len(tokenizer)), seed=cfg.train.seed, mesh=mesh)
+
+def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch, n_train: int):
+    """The resumable training loop shared by every kind. Returns (state, last logged
+    metrics), or None when a signal stopped it (after saving)."""
     optimizer = make_optimizer(cfg.optim)
     state = init_state(params, optimizer)
-    loader = batching.Loader(len(train.kept), cfg.train.batch_size, cfg.train.seed)
-
+    loader = batching.Loader(n_train, cfg.train.batch_size, cfg.train.seed)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep)
     restored = ckpt.restore(state)
     if restored is not None:
         _, state, meta = restored
         loader.restore(meta["loader"])
         print(f"resumed from step {int(state.step)}")
-    loss_fn = functools.partial(sft_loss, model=model)
-    batch_sharding = mesh_lib.batch_sharding(mesh)
     step_fn = make_train_step(
         loss_fn, optimizer, schedule=make_schedule(cfg.optim), state_shardings=state_shardings(state)
     )
-    eval_fn = jax.jit(loss_fn)
     start, t0, last = int(state.step), time.time(), {}
-    with (
-        StopSignal() as stop,
-        mesh_lib.use_mesh(mesh),
-        MetricsLog(workdir, cfg.train.steps, start) as log,
-    ):
+    with StopSignal() as stop, mesh_lib.use_mesh(mesh), MetricsLog(workdir, cfg.train.steps, start) as log:
         for step in range(start, cfg.train.steps):
-            batch = jax.device_put(batching.sft_batch(train, next(loader), P, C, pad), batch_sharding)
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, mesh_lib.put_batch(make_batch(next(loader)), mesh))
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -149,23 +148,90 @@ def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
                     f"stopped by signal {stop.received} after step {done}; checkpoint saved; "
                     "resume with the same command"
                 )
-                return {"stopped_at": done}
+                return None
     ckpt.close()
-    test_batch = batching.sft_batch(test, list(range(len(test.kept))), P, C, pad)
-    test_nll = float(eval_fn(state.params, test_batch)[0])
+    return state, last
+
+
+def finish(workdir: str, summary: dict, model, params, tokenizer) -> dict:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    save_hf(model, params, os.path.join(workdir, "hf"), tokenizer=tokenizer)
+    return summary
+
+
+def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
+    """Supervised fine-tuning on the task's reference completions."""
+    train_rows, test_rows = task_rows(cfg, workdir, "sft")
+    tokenizer = tokenizer_for(cfg, train_rows, workdir)
+    P, C, pad = cfg.data.max_prompt_len, cfg.data.max_completion_len, tokenizer.pad_token_id
+    train_set = batching.encode(tokenizer, train_rows, P, C)
+    test_set = batching.encode(tokenizer, test_rows, P, C)
+    print(f"train data: {train_set.report()}")
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    model, params = build_model(cfg, len(tokenizer), mesh)
+    loss_fn = functools.partial(sft_loss, model=model)
+    result = train(
+        cfg,
+        workdir,
+        mesh,
+        params,
+        loss_fn,
+        lambda rows: batching.sft_batch(train_set, rows, P, C, pad),
+        len(train_set.kept),
+    )
+    if result is None:
+        return {"stopped": True}
+    state, last = result
+    test_batch = batching.sft_batch(test_set, list(range(len(test_set.kept))), P, C, pad)
+    test_nll = float(jax.jit(loss_fn)(state.params, test_batch)[0])
     summary = {
         "steps": cfg.train.steps,
         "train_loss": last.get("loss"),
         "test_nll": test_nll,
         "test_ppl": math.exp(test_nll),
     }
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    save_hf(model, state.params, os.path.join(workdir, "hf"), tokenizer=tokenizer)
-    return summary
+    return finish(workdir, summary, model, state.params, tokenizer)
 
 
-LOOPS = {"sft": run_sft}
+def run_reward(cfg: ExperimentConfig, workdir: str) -> dict:
+    """A Bradley-Terry reward model on the task's preference pairs; reports held-out
+    pairwise accuracy."""
+    train_rows, test_rows = task_rows(cfg, workdir, "preference")
+    tokenizer = tokenizer_for(cfg, train_rows, workdir)
+    P, C, pad = cfg.data.max_prompt_len, cfg.data.max_completion_len, tokenizer.pad_token_id
+    pairs = ("chosen", "rejected")
+    train_set = batching.encode(tokenizer, train_rows, P, C, completions=pairs)
+    test_set = batching.encode(tokenizer, test_rows, P, C, completions=pairs)
+    print(f"train data: {train_set.report()}")
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    model, params = build_model(cfg, len(tokenizer), mesh, head="scalar")
+    loss_fn = functools.partial(pair_loss, model=model)
+    result = train(
+        cfg,
+        workdir,
+        mesh,
+        params,
+        loss_fn,
+        lambda rows: batching.preference_batch(train_set, rows, P, C, pad),
+        len(train_set.kept),
+    )
+    if result is None:
+        return {"stopped": True}
+    state, last = result
+    test_batch = batching.preference_batch(test_set, list(range(len(test_set.kept))), P, C, pad)
+    _, test_metrics = jax.jit(loss_fn)(state.params, test_batch)
+    summary = {
+        "steps": cfg.train.steps,
+        "train_loss": last.get("loss"),
+        "test_loss": float(test_metrics["loss"]),
+        "test_accuracy": float(test_metrics["accuracy"]),
+        "test_pairs": len(test_set.kept),
+    }
+    return finish(workdir, summary, model, state.params, tokenizer)
+
+
+LOOPS = {"sft": run_sft, "reward": run_reward}
 
 
 def run(cfg: ExperimentConfig, workdir: str) -> dict:

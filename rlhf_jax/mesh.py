@@ -126,6 +126,13 @@ def batch_sharding(mesh: Mesh | None, rules: Rules = TRAIN_RULES, ndim: int = 2)
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
 
 
+def put_batch(batch, mesh: Mesh | None, rules: Rules = TRAIN_RULES):
+    """Place every leaf of a host batch pytree with its leading axis over the data axes."""
+    if mesh is None:
+        return batch
+    return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, rules, np.ndim(x))), batch)
+
+
 def initialize_distributed(
     coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
 ) -> None:

@@ -102,3 +102,30 @@ def test_a_nan_loss_stops_with_an_error_naming_the_step(tmp_path):
                 "optim.max_grad_norm=0",
             ]
         )
+
+
+def test_reward_experiment_runs_from_scratch_and_from_an_sft_checkpoint(tmp_path):
+    assert main(["--config", "experiments/reward_summarization.py:tiny", "--workdir", str(tmp_path / "rm")]) == 0
+    summary = json.load(open(tmp_path / "rm" / "summary.json"))
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["test_pairs"] > 0
+    model, params = load_hf(str(tmp_path / "rm" / "hf"), head="scalar")
+    assert "score" in params
+    # a reward model started from an SFT policy keeps the policy's backbone
+    assert main(["--config", TINY, "--workdir", str(tmp_path / "sft")]) == 0
+    sft_dir = str(tmp_path / "sft" / "hf")
+    rm_from_sft = [
+        "--config",
+        "experiments/reward_summarization.py:tiny",
+        "--workdir",
+        str(tmp_path / "rm2"),
+        "--set",
+        f"model.init_from={sft_dir}",
+        "--set",
+        f"data.tokenizer={sft_dir}",
+        "--set",
+        "optim.learning_rate=1e-9",
+    ]
+    assert main(rm_from_sft) == 0
+    _, sft_params = load_hf(sft_dir)
+    _, rm_params = load_hf(str(tmp_path / "rm2" / "hf"), head="scalar")
+    np.testing.assert_allclose(rm_params["embed"], sft_params["embed"], atol=1e-6)
