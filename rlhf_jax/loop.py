@@ -5,12 +5,15 @@ state plus loop state: data position), saves every `save_every` steps, on SIGTER
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 from tensorboardX import SummaryWriter
@@ -101,9 +104,8 @@ def tokenizer_for(cfg: ExperimentConfig, rows, workdir: str):
 def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
     """From scratch, or from an HF checkpoint; a scalar head on an LM checkpoint keeps its
     backbone and starts the score from its usual initialisation (an RM from the SFT policy)."""
-    fresh_model, fresh = init_model(cfg.model.model_config(vocab_size), head=head, seed=cfg.train.seed, mesh=mesh)
     if not cfg.model.init_from:
-        return fresh_model, fresh
+        return init_model(cfg.model.model_config(vocab_size), head=head, seed=cfg.train.seed, mesh=mesh)
     if head == "lm":
         return load_hf(cfg.model.init_from, mesh=mesh)
     try:
@@ -160,75 +162,79 @@ def finish(workdir: str, summary: dict, model, params, tokenizer) -> dict:
     return summary
 
 
+@dataclasses.dataclass
+class TaskData:
+    """A task's tokenised train and test sets and how to lay out their batches."""
+
+    tokenizer: Any
+    train: batching.Encoded
+    test: batching.Encoded
+    make: Callable  # (encoded, rows, P, C, pad) -> batch
+    P: int
+    C: int
+
+    def batch(self, rows, split: str = "train"):
+        enc = self.train if split == "train" else self.test
+        return self.make(enc, rows, self.P, self.C, self.tokenizer.pad_token_id)
+
+    def test_batch(self):
+        return self.batch(list(range(len(self.test.kept))), "test")
+
+
+def task_data(cfg: ExperimentConfig, workdir: str, kind: str) -> TaskData:
+    """kind "sft" (prompt, completion) or "preference" (prompt, chosen, rejected)."""
+    train_rows, test_rows = task_rows(cfg, workdir, kind)
+    tokenizer = tokenizer_for(cfg, train_rows, workdir)
+    P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
+    fields, make = (
+        (("completion",), batching.sft_batch) if kind == "sft" else (("chosen", "rejected"), batching.preference_batch)
+    )
+    train_set = batching.encode(tokenizer, train_rows, P, C, completions=fields)
+    test_set = batching.encode(tokenizer, test_rows, P, C, completions=fields)
+    print(f"train data: {train_set.report()}")
+    return TaskData(tokenizer, train_set, test_set, make, P, C)
+
+
 def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
     """Supervised fine-tuning on the task's reference completions."""
-    train_rows, test_rows = task_rows(cfg, workdir, "sft")
-    tokenizer = tokenizer_for(cfg, train_rows, workdir)
-    P, C, pad = cfg.data.max_prompt_len, cfg.data.max_completion_len, tokenizer.pad_token_id
-    train_set = batching.encode(tokenizer, train_rows, P, C)
-    test_set = batching.encode(tokenizer, test_rows, P, C)
-    print(f"train data: {train_set.report()}")
+    data = task_data(cfg, workdir, "sft")
     mesh = mesh_lib.make_mesh(cfg.mesh)
-    model, params = build_model(cfg, len(tokenizer), mesh)
+    model, params = build_model(cfg, len(data.tokenizer), mesh)
     loss_fn = functools.partial(sft_loss, model=model)
-    result = train(
-        cfg,
-        workdir,
-        mesh,
-        params,
-        loss_fn,
-        lambda rows: batching.sft_batch(train_set, rows, P, C, pad),
-        len(train_set.kept),
-    )
+    result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
     if result is None:
         return {"stopped": True}
     state, last = result
-    test_batch = batching.sft_batch(test_set, list(range(len(test_set.kept))), P, C, pad)
-    test_nll = float(jax.jit(loss_fn)(state.params, test_batch)[0])
+    test_nll = float(jax.jit(loss_fn)(state.params, data.test_batch())[0])
     summary = {
         "steps": cfg.train.steps,
         "train_loss": last.get("loss"),
         "test_nll": test_nll,
         "test_ppl": math.exp(test_nll),
     }
-    return finish(workdir, summary, model, state.params, tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer)
 
 
 def run_reward(cfg: ExperimentConfig, workdir: str) -> dict:
     """A Bradley-Terry reward model on the task's preference pairs; reports held-out
     pairwise accuracy."""
-    train_rows, test_rows = task_rows(cfg, workdir, "preference")
-    tokenizer = tokenizer_for(cfg, train_rows, workdir)
-    P, C, pad = cfg.data.max_prompt_len, cfg.data.max_completion_len, tokenizer.pad_token_id
-    pairs = ("chosen", "rejected")
-    train_set = batching.encode(tokenizer, train_rows, P, C, completions=pairs)
-    test_set = batching.encode(tokenizer, test_rows, P, C, completions=pairs)
-    print(f"train data: {train_set.report()}")
+    data = task_data(cfg, workdir, "preference")
     mesh = mesh_lib.make_mesh(cfg.mesh)
-    model, params = build_model(cfg, len(tokenizer), mesh, head="scalar")
+    model, params = build_model(cfg, len(data.tokenizer), mesh, head="scalar")
     loss_fn = functools.partial(pair_loss, model=model)
-    result = train(
-        cfg,
-        workdir,
-        mesh,
-        params,
-        loss_fn,
-        lambda rows: batching.preference_batch(train_set, rows, P, C, pad),
-        len(train_set.kept),
-    )
+    result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
     if result is None:
         return {"stopped": True}
     state, last = result
-    test_batch = batching.preference_batch(test_set, list(range(len(test_set.kept))), P, C, pad)
-    _, test_metrics = jax.jit(loss_fn)(state.params, test_batch)
+    _, test_metrics = jax.jit(loss_fn)(state.params, data.test_batch())
     summary = {
         "steps": cfg.train.steps,
         "train_loss": last.get("loss"),
         "test_loss": float(test_metrics["loss"]),
         "test_accuracy": float(test_metrics["accuracy"]),
-        "test_pairs": len(test_set.kept),
+        "test_pairs": len(data.test.kept),
     }
-    return finish(workdir, summary, model, state.params, tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer)
 
 
 LOOPS = {"sft": run_sft, "reward": run_reward}

@@ -42,7 +42,6 @@ class Spec(NamedTuple):
 
 
 def _copy(hf: str, path: Path, shape=None) -> Spec:
-    shape = shape or None
     return Spec(
         hf,
         (path,),
