@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from rlhf_jax.losses.preference import PreferenceConfig
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.presets import preset
 from rlhf_jax.train_step import OptimConfig
 
-KINDS = ("sft", "reward")
-TASKS = ("summarization",)
+KINDS = ("sft", "reward", "orm", "prm", "rl", "preference")
+TASKS = ("summarization", "arithmetic")
+ESTIMATORS = ("rloo", "reinforce", "grpo", "remax", "ppo", "vanilla_pg", "raft")
+CRITIC_ESTIMATORS = ("ppo", "vanilla_pg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +87,104 @@ class TrainSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class RLSection:
+    """Online RL (train.kind "rl"). One iteration samples `k` completions for each of
+    `rollout_batch // k` prompts, scores them, and takes `updates_per_batch` passes of
+    `rollout_batch // minibatch` gradient steps over them; train.steps counts iterations.
+
+    estimator: rloo | reinforce (moving-average baseline; `baseline_decay` 0 = the mean of
+    all past rewards, RLOO paper eq. 8) | grpo | remax | ppo | vanilla_pg | raft.
+    reward_model: a reward run's workdir or an HF directory with a scalar head; "gold" =
+    the task's gold judge. critic_from: "reward" (TRL's default) or "policy" (its backbone).
+    beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
+    reward_noise: std of Gaussian noise added to r (the robustness sweeps).
+    """
+
+    estimator: str = "rloo"
+    k: int = 4
+    rollout_batch: int = 64
+    minibatch: int = 64
+    updates_per_batch: int = 1
+    beta: float = 0.05
+    kl_estimator: str = "k1"
+    target_kl: float = 0.0
+    kl_horizon: float = 10000.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    reward_model: str = "gold"
+    critic_from: str = "reward"
+    missing_eos_penalty: float = 0.0
+    reward_noise: float = 0.0
+    whiten_advantages: bool = False
+    baseline_decay: float = 0.0
+    clip_eps: float | None = None
+    ppo_clip: float = 0.2
+    value_clip: float | None = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    ent_coef: float = 0.0
+    kl_loss_coef: float = 0.0
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"rl.estimator={self.estimator!r}: expected one of {ESTIMATORS}")
+        if self.k < 1 or (self.estimator in ("rloo", "grpo") and self.k < 2):
+            raise ValueError(
+                f"rl.k={self.k}: {self.estimator} needs k >= {2 if self.estimator in ('rloo', 'grpo') else 1}"
+            )
+        if self.rollout_batch % self.k:
+            raise ValueError(f"rl.rollout_batch={self.rollout_batch}: must be a multiple of rl.k={self.k}")
+        if self.minibatch < 1 or self.rollout_batch % self.minibatch:
+            raise ValueError(f"rl.minibatch={self.minibatch}: must divide rl.rollout_batch={self.rollout_batch}")
+        if self.updates_per_batch < 1:
+            raise ValueError(f"rl.updates_per_batch={self.updates_per_batch}: must be >= 1")
+        if self.critic_from not in ("reward", "policy"):
+            raise ValueError(f"rl.critic_from={self.critic_from!r}: expected 'reward' or 'policy'")
+        for name in ("beta", "target_kl", "reward_noise", "baseline_decay", "missing_eos_penalty"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"rl.{name}={getattr(self, name)}: must be >= 0")
+        if not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"rl.baseline_decay={self.baseline_decay}: must be in [0, 1)")
+
+    @property
+    def n_prompts(self) -> int:
+        return self.rollout_batch // self.k
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.updates_per_batch * (self.rollout_batch // self.minibatch)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceSection(PreferenceConfig):
+    """Offline preference training (train.kind "preference"): an objective of
+    losses.preference with its settings, and `reference`, the reference policy (a run's
+    workdir or an HF directory; "" = the starting policy)."""
+
+    reference: str = ""
+
+    def __post_init__(self):
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            raise ValueError(str(e).replace("PreferenceConfig.", "preference.")) from None
+
+    def loss_config(self) -> PreferenceConfig:
+        fields = {f.name for f in dataclasses.fields(PreferenceConfig)}
+        return PreferenceConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     optim: OptimConfig = OptimConfig()
     train: TrainSection = TrainSection()
+    rl: RLSection = RLSection()
+    preference: PreferenceSection = PreferenceSection()
     mesh: tuple[int, ...] = (-1, 1, 1)
 
     def __post_init__(self):

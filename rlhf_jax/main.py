@@ -61,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, AttributeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from rlhf_jax import loop
+    from rlhf_jax import loops
 
-    summary = loop.run(cfg, args.workdir)
-    print(json.dumps(summary, indent=2))
+    summary = loops.run(cfg, args.workdir)
+    shown = {k: v for k, v in summary.items() if k != "curves"}  # per-step lists stay in summary.json
+    print(json.dumps(shown, indent=2))
     return 0
 
 

@@ -47,7 +47,8 @@ _ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.Context
 
 
 def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh; one entry may be -1 for all remaining devices."""
+    """A (data, fsdp, tensor) mesh; one entry may be -1 for all remaining devices. In a
+    single process a fully given shape may use fewer devices than there are (the first ones)."""
     devices = list(devices if devices is not None else jax.devices())
     shape = list(shape)
     if len(shape) != 3:
@@ -59,9 +60,10 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] |
         if len(devices) % known:
             raise ValueError(f"mesh shape {tuple(shape)}: {len(devices)} devices not divisible by {known}")
         shape[shape.index(-1)] = len(devices) // known
-    if math.prod(shape) != len(devices):
-        raise ValueError(f"mesh shape {tuple(shape)} needs {math.prod(shape)} devices, have {len(devices)}")
-    grid = np.asarray(devices).reshape(shape)
+    n = math.prod(shape)
+    if n > len(devices) or (n < len(devices) and jax.process_count() > 1):
+        raise ValueError(f"mesh shape {tuple(shape)} needs {n} devices, have {len(devices)}")
+    grid = np.asarray(devices[:n]).reshape(shape)  # a smaller mesh takes the first devices
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
@@ -119,18 +121,20 @@ def shard(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def batch_sharding(mesh: Mesh | None, rules: Rules = TRAIN_RULES, ndim: int = 2):
-    """Sharding of a [B, ...] host batch: the batch over the data axes, the rest replicated."""
+def batch_sharding(mesh: Mesh | None, rules: Rules = TRAIN_RULES, ndim: int = 2, shape: Sequence[int] | None = None):
+    """Sharding of a [B, ...] host batch: the batch over the data axes, the rest replicated;
+    given its shape, a batch the data axes do not divide stays replicated."""
     if mesh is None:
         return None
-    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
+    ndim = len(shape) if shape is not None else ndim
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules, shape, mesh))
 
 
 def put_batch(batch, mesh: Mesh | None, rules: Rules = TRAIN_RULES):
     """Place every leaf of a host batch pytree with its leading axis over the data axes."""
     if mesh is None:
         return batch
-    return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, rules, np.ndim(x))), batch)
+    return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, rules, shape=np.shape(x))), batch)
 
 
 def initialize_distributed(

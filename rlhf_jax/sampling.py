@@ -227,7 +227,7 @@ class Sampler:
         self.check(prompt_BxP, prompt_mask_BxP)
         key = seed if isinstance(seed, jax.Array) and seed.dtype != jnp.int32 else jax.random.key(seed)
         if self.mesh is not None:
-            sharding = mesh_lib.batch_sharding(self.mesh, mesh_lib.SAMPLE_RULES)
+            sharding = mesh_lib.batch_sharding(self.mesh, mesh_lib.SAMPLE_RULES, shape=np.shape(prompt_BxP))
             prompt_BxP, prompt_mask_BxP = jax.device_put((prompt_BxP, prompt_mask_BxP), sharding)
         with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
             return self._fn(params, prompt_BxP, prompt_mask_BxP, key)

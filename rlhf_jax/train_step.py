@@ -126,6 +126,27 @@ def _grads(loss_fn, params, batch, accum_steps: int):
     return jax.tree.map(lambda x: x / accum_steps, (grads, metrics))
 
 
+def train_step_fn(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    accum_steps: int = 1,
+    schedule: optax.Schedule | None = None,
+):
+    """The un-jitted `step(state, batch) -> (state, metrics)` (to compose, e.g. scanned
+    over the minibatches of a rollout)."""
+
+    def step(state: TrainState, batch):
+        grads, metrics = _grads(loss_fn, state.params, batch, accum_steps)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+        if schedule is not None:
+            metrics["learning_rate"] = schedule(state.step)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return step
+
+
 def make_train_step(
     loss_fn: Callable,
     optimizer: optax.GradientTransformation,
@@ -137,16 +158,7 @@ def make_train_step(
 ):
     """A jitted `step(state, batch) -> (state, metrics)` that donates the state; with
     shardings, the state keeps them (in and out) and the batch is laid out as given."""
-
-    def step(state: TrainState, batch):
-        grads, metrics = _grads(loss_fn, state.params, batch, accum_steps)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-        if schedule is not None:
-            metrics["learning_rate"] = schedule(state.step)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
+    step = train_step_fn(loss_fn, optimizer, accum_steps, schedule)
     if state_shardings is None and batch_shardings is None:
         return jax.jit(step, donate_argnums=0)
     return jax.jit(

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from rlhf_jax import loop
+from rlhf_jax import loops
 from rlhf_jax.main import load_experiment, main
 from rlhf_jax.models.hf import load_hf
 
@@ -36,10 +36,10 @@ def test_an_interrupted_run_resumes_to_bit_identical_parameters(tmp_path):
     cfg = load_experiment(TINY)
     data = dataclasses.replace(cfg.data, data_dir=str(tmp_path / "tfds"))
     cfg = dataclasses.replace(cfg, data=data)
-    loop.run(cfg, str(tmp_path / "straight"))
+    loops.run(cfg, str(tmp_path / "straight"))
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=8))
-    loop.run(short, str(tmp_path / "resumed"))  # stops after step 8, checkpoint saved
-    loop.run(cfg, str(tmp_path / "resumed"))  # resumes at 8 with the data position restored
+    loops.run(short, str(tmp_path / "resumed"))  # stops after step 8, checkpoint saved
+    loops.run(cfg, str(tmp_path / "resumed"))  # resumes at 8 with the data position restored
     _, a = load_hf(str(tmp_path / "straight" / "hf"))
     _, b = load_hf(str(tmp_path / "resumed" / "hf"))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):

@@ -1,0 +1,383 @@
+"""Online RL from a reward model (train.kind "rl"): every estimator of `rollout.py`.
+
+One iteration i:
+  1. draw rollout_batch // k prompts, sample k completions each at the policy's
+     temperature (compiled `Sampler`, key fold_in(seed, i));
+  2. score them: r = RM(x, y) or the task's gold judge, plus optional Gaussian noise
+     (robustness sweeps) and a missing-EOS penalty;
+  3. one compiled `experience` step: log pi_old and log pi_ref by a training forward,
+     the critic's V(s_t) (PPO, Vanilla PG), the KL-shaped reward
+         R(x, y) = r(x, y) - beta * sum_t kl_t        (sequence level: REINFORCE family, RAFT)
+         R_t = -beta * kl_t  (+ r on the last token)  (token level: PPO, Vanilla PG)
+     and the estimator's advantages (RLOO leave-one-out, moving-average baseline, GRPO,
+     ReMax's greedy baseline, RAFT's best-of-k weights, GAE, returns minus V);
+  4. `updates_per_batch` shuffled passes over the rollout in minibatches, all scanned in
+     one compiled program that donates the train state.
+The loop state (data position, KL coefficient, baseline) is checkpointed with the
+parameters, so a resumed run continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhf_jax import mesh as mesh_lib
+from rlhf_jax import rollout as rl_math
+from rlhf_jax.data import batching
+from rlhf_jax.experiment import CRITIC_ESTIMATORS, ExperimentConfig, RLSection
+from rlhf_jax.loops.common import build_model, drive, finish, load_scalar, scalar_from_lm
+from rlhf_jax.loops.data import TaskData, task_data
+from rlhf_jax.losses import policy as policy_losses
+from rlhf_jax.losses.common import masked_sum
+from rlhf_jax.models.transformer import param_shardings
+from rlhf_jax.sampling import Sampler, SamplingConfig
+from rlhf_jax.tasks import gold_judge
+from rlhf_jax.train_step import (
+    init_state,
+    make_optimizer,
+    make_schedule,
+    state_shardings,
+    train_step_fn,
+)
+
+SEQUENCE_LEVEL = ("rloo", "reinforce", "grpo", "remax", "raft")
+
+
+@dataclasses.dataclass
+class RLProgress:
+    """The loop state saved beside the parameters: data position, beta, baseline."""
+
+    loader: batching.Loader
+    beta: jax.Array
+    baseline: rl_math.BaselineState
+
+    def state(self) -> dict:
+        return {
+            "loader": self.loader.state(),
+            "beta": float(self.beta),
+            "baseline": [float(self.baseline.mean), float(self.baseline.count)],
+        }
+
+    def restore(self, state: dict) -> None:
+        self.loader.restore(state["loader"])
+        self.beta = jnp.float32(state["beta"])
+        mean, count = state["baseline"]
+        self.baseline = rl_math.BaselineState(mean=jnp.float32(mean), count=jnp.float32(count))
+
+
+def policy_loss_config(rl: RLSection) -> policy_losses.PolicyLossConfig:
+    return policy_losses.PolicyLossConfig(
+        clip_eps=rl.clip_eps,
+        ppo_clip=rl.ppo_clip,
+        value_clip=rl.value_clip,
+        vf_coef=rl.vf_coef,
+        ent_coef=rl.ent_coef,
+        kl_loss_coef=rl.kl_loss_coef,
+        kl_estimator=rl.kl_estimator,
+        temperature=rl.temperature,
+    )
+
+
+def make_loss(rl: RLSection, policy, critic):
+    """loss(params, rollout) of the estimator; params = {"policy", "value"} with a critic."""
+    cfg = policy_loss_config(rl)
+    if rl.estimator == "ppo":
+        return functools.partial(policy_losses.ppo_loss, cfg=cfg, model=policy, value_model=critic)
+    if rl.estimator == "vanilla_pg":
+        return functools.partial(policy_losses.vanilla_pg_loss, cfg=cfg, model=policy, value_model=critic)
+    if rl.estimator == "raft":
+        return functools.partial(policy_losses.raft_loss, cfg=cfg, model=policy)
+    return functools.partial(policy_losses.reinforce_loss, cfg=cfg, model=policy)
+
+
+def advantages(rl: RLSection, k: int, scores_B, logps_BxT, ref_BxT, cmask_BxT, values_BxT, beta, baseline, greedy_R):
+    """(advantages, returns_BxT or None, new baseline, R per row, kl per row) of the
+    estimator; pure."""
+    if rl.estimator in SEQUENCE_LEVEL:
+        R_B, kl_B = rl_math.sequence_kl_reward(scores_B, logps_BxT, ref_BxT, cmask_BxT, beta, rl.kl_estimator)
+        if rl.estimator == "rloo":
+            adv = rl_math.rloo_advantages(R_B, k)
+        elif rl.estimator == "reinforce":
+            adv, baseline = rl_math.reinforce_ma_advantages(R_B, baseline, rl.baseline_decay or None)
+        elif rl.estimator == "grpo":
+            adv = rl_math.grpo_advantages(R_B, k)
+        elif rl.estimator == "remax":
+            adv = rl_math.remax_advantages(R_B, greedy_R, k)
+        else:  # raft: the best of k by the KL-shaped reward
+            return policy_losses.raft_weights(R_B, k), None, baseline, R_B, kl_B
+        if rl.whiten_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return adv, None, baseline, R_B, kl_B
+    rewards_BxT, kl_BxT = rl_math.token_kl_rewards(scores_B, logps_BxT, ref_BxT, cmask_BxT, beta, rl.kl_estimator)
+    if rl.estimator == "ppo":
+        adv, returns = rl_math.gae(rewards_BxT, values_BxT, cmask_BxT, rl.gamma, rl.lam, rl.whiten_advantages)
+    else:
+        adv, returns = rl_math.vanilla_pg_advantages(rewards_BxT, values_BxT, cmask_BxT, rl.gamma)
+    return adv, returns, baseline, rewards_BxT.sum(-1), kl_BxT.sum(-1)
+
+
+def make_experience(rl: RLSection, k: int, policy, critic):
+    """The compiled scoring step: (params, ref_params, batch, beta, baseline, key) ->
+    (Rollout, new baseline, metrics). `batch` holds tokens/mask/completion mask [N, T],
+    scores [N] and ended [N] (whether the completion emitted EOS), and for ReMax the same
+    for the greedy completions under "greedy"."""
+    T = rl.temperature
+
+    def shaped_scores(scores_B, ended_B, key):
+        r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
+        if rl.reward_noise:
+            r = r + rl.reward_noise * jax.random.normal(key, r.shape)
+        return r
+
+    def experience(params, ref_params, batch, beta, baseline, key):
+        policy_params = params["policy"] if critic is not None else params
+        tokens, mask, cmask = batch["tokens"], batch["mask"], batch["completion_mask"]
+        old = policy.token_logps(policy_params, tokens, mask, T)
+        ref = policy.token_logps(ref_params, tokens, mask, T)
+        noise_key, greedy_key = jax.random.split(key)
+        r_B = shaped_scores(batch["scores"], batch["ended"], noise_key)
+        values = None
+        if critic is not None:
+            values = policy_losses.aligned_values(critic, params["value"], tokens, mask) * cmask
+        greedy_R = None
+        if "greedy" in batch:
+            g = batch["greedy"]
+            g_old = policy.token_logps(policy_params, g["tokens"], g["mask"], T)
+            g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T)
+            g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
+            greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
+        adv, returns, baseline, R_B, kl_B = advantages(rl, k, r_B, old, ref, cmask, values, beta, baseline, greedy_R)
+        rollout = rl_math.Rollout(
+            tokens_BxT=tokens,
+            mask_BxT=mask,
+            completion_mask_BxT=cmask,
+            old_logps_BxT=old,
+            ref_logps_BxT=ref,
+            scores_B=r_B,
+            values_BxT=values,
+            advantages=adv,
+            returns_BxT=returns,
+            k=k,
+        )
+        lengths = cmask.sum(-1).astype(jnp.float32)
+        metrics = {
+            "score": batch["scores"].mean(),
+            "score_std": batch["scores"].std(),
+            "reward": R_B.mean(),
+            "kl": kl_B.mean(),
+            "kl_k1": masked_sum(old - ref, cmask, axis=-1).mean(),
+            "beta": beta,
+            "length": lengths.mean(),
+            "ended": batch["ended"].astype(jnp.float32).mean(),
+        }
+        if rl.estimator == "reinforce":
+            metrics["baseline"] = baseline.mean
+        return rollout, baseline, metrics
+
+    return jax.jit(experience)
+
+
+def make_update(step, shardings):
+    """All minibatch steps of one rollout in one program: scan over order [S, M] (row
+    indices of each minibatch); returns the state and the metrics averaged over steps."""
+
+    def update(state, rollout, order_SxM):
+        def body(state, rows_M):
+            return step(state, jax.tree.map(lambda x: x[rows_M], rollout))
+
+        state, metrics = jax.lax.scan(body, state, order_SxM)
+        return state, jax.tree.map(lambda m: m.mean(0), metrics)
+
+    return jax.jit(update, in_shardings=(shardings, None, None), out_shardings=(shardings, None), donate_argnums=0)
+
+
+def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
+    """[updates_per_batch * n_minibatches, minibatch] row indices: a fresh shuffle per pass."""
+    rng = np.random.default_rng([seed, iteration, 7])
+    passes = [rng.permutation(rl.rollout_batch) for _ in range(rl.updates_per_batch)]
+    return np.concatenate(passes).reshape(-1, rl.minibatch).astype(np.int32)
+
+
+class Scorer:
+    """r(x, y) of sampled completions: a reward model (compiled) or the task's gold judge
+    (host, on the decoded text). `gold` always gives the gold judge's scores (a metric)."""
+
+    def __init__(self, cfg: ExperimentConfig, data: TaskData, rm=None, rm_params=None):
+        self.data, self.rm, self.rm_params = data, rm, rm_params
+        self.judge = gold_judge(cfg.data.task)
+        self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
+
+    def texts(self, samples) -> list[str]:
+        tokens = np.asarray(samples.tokens) * np.asarray(samples.mask)
+        eos = self.data.tokenizer.eos_token_id
+        rows = [[int(t) for t, m in zip(row, mrow, strict=True) if m and t != eos] for row, mrow in
+                zip(tokens, np.asarray(samples.mask), strict=True)]  # fmt: skip
+        return self.data.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def gold(self, samples, rows, split: str = "train") -> np.ndarray:
+        """rows: the encoded row of each sample."""
+        texts = self.texts(samples)
+        records = [self.data.row(int(r), split) for r in rows]
+        return np.asarray([self.judge(rec, t) for rec, t in zip(records, texts, strict=True)], np.float32)
+
+    def __call__(self, samples, sequences, rows, split: str = "train"):
+        """(scores [N] as a device or host array, gold scores [N] on the host)."""
+        gold = self.gold(samples, rows, split)
+        if self.rm is None:
+            return jnp.asarray(gold), gold
+        tokens, mask, _ = sequences
+        return self._rm_fn(self.rm_params, tokens, mask), gold
+
+
+def ended(samples, eos_id: int):
+    return jnp.any((samples.tokens == eos_id) & samples.mask.astype(bool), axis=-1)
+
+
+def build_models(cfg: ExperimentConfig, data: TaskData, mesh):
+    """(policy, params, ref_params, critic or None, rm or None, rm_params)."""
+    rl = cfg.rl
+    policy, params = build_model(cfg, len(data.tokenizer), mesh)
+    ref_params = jax.tree.map(jnp.copy, params)  # the state's params are donated
+    rm = rm_params = None
+    if rl.reward_model != "gold":
+        rm, rm_params = load_scalar(rl.reward_model, mesh, cfg.train.seed)
+        if rm.cfg.vocab_size != policy.cfg.vocab_size:
+            raise ValueError(
+                f"rl.reward_model={rl.reward_model}: vocabulary of {rm.cfg.vocab_size} tokens, "
+                f"the policy's has {policy.cfg.vocab_size} (they must share the tokenizer)"
+            )
+    critic = None
+    if rl.estimator in CRITIC_ESTIMATORS:
+        if rl.critic_from == "reward" and rm is not None:
+            critic, value_params = rm, jax.tree.map(jnp.copy, rm_params)
+        else:
+            critic, value_params = scalar_from_lm(policy, ref_params, mesh, cfg.train.seed)
+            value_params = jax.tree.map(jnp.copy, value_params)
+        params = {"policy": params, "value": value_params}
+    return policy, params, ref_params, critic, rm, rm_params
+
+
+def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
+    """Online RL with the estimator of cfg.rl; see the module docstring."""
+    rl = cfg.rl
+    data = task_data(cfg, workdir, "sft")
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    policy, params, ref_params, critic, rm, rm_params = build_models(cfg, data, mesh)
+    scorer = Scorer(cfg, data, rm, rm_params)
+    eos, pad = data.tokenizer.eos_token_id, data.tokenizer.pad_token_id
+    base = SamplingConfig(
+        max_new_tokens=data.C,
+        temperature=rl.temperature,
+        top_k=rl.top_k,
+        top_p=rl.top_p,
+        eos_ids=(eos,),
+        pad_id=pad,
+        n_samples=rl.k,
+        max_cache_len=policy.cfg.max_positions,
+    )
+    sampler = Sampler(policy, base, mesh)
+    greedy_sampler = Sampler(policy, dataclasses.replace(base, greedy=True, n_samples=1), mesh)
+    sample_shardings = param_shardings(policy.cfg, "lm", mesh, mesh_lib.SAMPLE_RULES) if mesh.size > 1 else None
+
+    def for_sampling(state):
+        p = state.params["policy"] if critic is not None else state.params
+        return jax.device_put(p, sample_shardings) if sample_shardings is not None else p
+
+    optimizer = make_optimizer(cfg.optim)
+    state = init_state(params, optimizer)
+    step = train_step_fn(make_loss(rl, policy, critic), optimizer, cfg.optim.accum_steps, make_schedule(cfg.optim))
+    update = make_update(step, state_shardings(state))
+    experience = make_experience(rl, rl.k, policy, critic)
+    progress = RLProgress(
+        loader=batching.Loader(len(data.train.kept), rl.n_prompts, cfg.train.seed),
+        beta=jnp.float32(rl.beta),
+        baseline=rl_math.BaselineState.init(),
+    )
+    base_key = jax.random.key(cfg.train.seed)
+
+    def sample_scored(sampler_, params_, prompts, pmask, rows, key, split="train"):
+        samples = sampler_(params_, prompts, pmask, key)
+        sequences = samples.sequences()
+        n = samples.tokens.shape[0] // prompts.shape[0]
+        scores, gold = scorer(samples, sequences, np.repeat(rows, n), split)
+        tokens, mask, cmask = sequences
+        batch = {
+            "tokens": tokens,
+            "mask": mask,
+            "completion_mask": cmask,
+            "scores": scores,
+            "ended": ended(samples, eos),
+        }
+        return batch, gold
+
+    def advance(state, i):
+        rows = next(progress.loader)
+        prompts, pmask = data.prompts(rows)
+        key = jax.random.fold_in(base_key, i)
+        sample_key, greedy_key, noise_key = jax.random.split(key, 3)
+        params_s = for_sampling(state)
+        batch, gold = sample_scored(sampler, params_s, prompts, pmask, rows, sample_key)
+        if rl.estimator == "remax":
+            batch["greedy"], _ = sample_scored(greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
+        rollout, progress.baseline, metrics = experience(
+            state.params, ref_params, batch, progress.beta, progress.baseline, noise_key
+        )
+        state, update_metrics = update(state, rollout, minibatch_order(rl, cfg.train.seed, i))
+        if rl.target_kl:
+            progress.beta = rl_math.adaptive_beta(
+                progress.beta, metrics["kl"], rl.rollout_batch, rl.target_kl, rl.kl_horizon
+            )
+        return state, {**update_metrics, **metrics, "gold": float(gold.mean())}
+
+    result = drive(cfg, workdir, mesh, state, progress, advance)
+    if result is None:
+        return {"stopped": True}
+    state, last = result
+    final = state.params["policy"] if critic is not None else state.params
+    summary = {"steps": cfg.train.steps, "train": last}
+    summary["test"] = evaluate_policies(
+        cfg, data, policy, {"policy": final, "reference": ref_params}, ref_params, scorer, mesh
+    )
+    return finish(workdir, summary, policy, final, data.tokenizer)
+
+
+def evaluate_policies(cfg, data: TaskData, policy, named_params: dict, ref_params, scorer: Scorer, mesh) -> dict:
+    """On the test prompts, one completion per prompt at the training temperature from each
+    policy: mean score, gold reward, KL to the reference, length; and the gold win-rate
+    of "policy" against "reference" (ties count half)."""
+    rows = np.arange(len(data.test.kept))
+    prompts, pmask = data.prompts(rows, "test")
+    eos = data.tokenizer.eos_token_id
+    sampling = SamplingConfig(
+        max_new_tokens=data.C,
+        temperature=cfg.rl.temperature,
+        eos_ids=(eos,),
+        pad_id=data.tokenizer.pad_token_id,
+        max_cache_len=policy.cfg.max_positions,
+    )
+    sampler = Sampler(policy, sampling, mesh)
+    logps_fn = jax.jit(policy.token_logps, static_argnums=3)
+    out, golds = {}, {}
+    for name, params in named_params.items():
+        samples = sampler(params, prompts, pmask, jax.random.key(cfg.train.seed + 1))
+        tokens, mask, cmask = samples.sequences()
+        scores, gold = scorer(samples, (tokens, mask, cmask), rows, "test")
+        logps = logps_fn(params, tokens, mask, cfg.rl.temperature)
+        ref = logps_fn(ref_params, tokens, mask, cfg.rl.temperature)
+        kl = masked_sum(logps - ref, cmask, axis=-1)
+        golds[name] = gold
+        out[name] = {
+            "score": float(jnp.mean(scores)),
+            "gold": float(gold.mean()),
+            "kl": float(kl.mean()),
+            "length": float(cmask.sum(-1).mean()),
+        }
+    if "reference" in golds:
+        a, b = golds["policy"], golds["reference"]
+        out["gold_win_rate"] = float(np.mean((a > b) + 0.5 * (a == b)))
+    return out
