@@ -1,0 +1,63 @@
+"""PNG plots of a run: reward and KL over training steps, reward against samples seen,
+and the appendix A curves (normalised entropy and top-k mass per generation step)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def training_curves(runs: dict[str, str], rollout_batch: dict[str, int], out_dir: str) -> list[str]:
+    """runs: label -> RL workdir. Writes reward_kl.png (score, gold and KL per step) and
+    reward_vs_samples.png (gold and score against completions sampled)."""
+    fig, (ax_r, ax_kl) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig2, ax_s = plt.subplots(figsize=(5, 3.6))
+    for label, workdir in runs.items():
+        rows = read_metrics(workdir)
+        steps = [r["step"] for r in rows]
+        for key, style in (("score", "-"), ("gold", "--")):
+            if rows and key in rows[0]:
+                ax_r.plot(steps, [r[key] for r in rows], style, label=f"{label} {key}")
+                samples = [s * rollout_batch[label] for s in steps]
+                ax_s.plot(samples, [r[key] for r in rows], style, label=f"{label} {key}")
+        ax_kl.plot(steps, [r["kl"] for r in rows], label=label)
+    ax_r.set(xlabel="iteration", ylabel="reward", title="reward (RM score, gold)")
+    ax_kl.set(xlabel="iteration", ylabel="KL(pi || pi_ref)", title="KL to the reference")
+    ax_s.set(xlabel="completions sampled", ylabel="reward", title="reward against samples seen")
+    paths = []
+    for f, ax, name in ((fig, ax_r, "reward_kl.png"), (fig2, ax_s, "reward_vs_samples.png")):
+        ax.legend(fontsize=7)
+        f.tight_layout()
+        paths.append(os.path.join(out_dir, name))
+        f.savefig(paths[-1], dpi=110)
+        plt.close(f)
+    return paths
+
+
+def step_curves(curves: dict[str, dict[str, list[float]]], out_dir: str) -> str:
+    """curves: policy label -> {"normalised_entropy": [...], "top_k_mass": [...]}; the
+    RLOO paper's figure 7 (left: entropy, right: top-k mass) per policy."""
+    fig, (ax_h, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, c in curves.items():
+        ax_h.plot(range(1, len(c["normalised_entropy"]) + 1), c["normalised_entropy"], label=label)
+        for key in sorted((k for k in c if k.startswith("top_")), key=lambda k: int(k.split("_")[1])):
+            ax_m.plot(range(1, len(c[key]) + 1), c[key], label=f"{label} {key.replace('_mass', '')}")
+    ax_h.set(xlabel="generation step", ylabel="H / log|V|", title="normalised entropy")
+    ax_m.set(xlabel="generation step", ylabel="probability mass", title="mass of the top-k tokens")
+    for ax in (ax_h, ax_m):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "generation_steps.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
