@@ -26,8 +26,8 @@ def get_config(variant: str | None = None) -> ExperimentConfig:
         raise ValueError(f"preference_summarization: unknown variant {variant!r}; known: tiny")
     return ExperimentConfig(
         name="preference_summarization",
-        model=ModelSection(family="llama", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=128),
-        data=DataSection(task="summarization", n_train=2000, n_test=200, max_prompt_len=80, max_completion_len=16),
+        model=ModelSection(family="llama", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=64),
+        data=DataSection(task="summarization", n_train=2000, n_test=200, max_prompt_len=48, max_completion_len=12),
         optim=OptimConfig(learning_rate=1e-4, warmup_steps=10, total_steps=120),
         train=TrainSection(kind="preference", steps=120, batch_size=32, log_every=10, save_every=60),
         preference=PreferenceSection(objective="dpo", beta=0.1),

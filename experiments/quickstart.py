@@ -29,8 +29,8 @@ METHODS = ("rloo", "ppo", "reinforce", "vanilla_pg", "raft", "dpo")
 
 
 def full() -> PipelineConfig:
-    model = ModelSection(family="llama", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=128)
-    data = DataSection(task="summarization", n_train=2000, n_test=200, max_prompt_len=80, max_completion_len=16)
+    model = ModelSection(family="gpt2", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=64)
+    data = DataSection(task="summarization", n_train=20000, n_test=200, max_prompt_len=48, max_completion_len=12)
     return PipelineConfig(
         name="quickstart",
         sft=ExperimentConfig(
@@ -38,22 +38,26 @@ def full() -> PipelineConfig:
             model=model,
             data=data,
             optim=OptimConfig(
-                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=250, end_lr_ratio=0.1
+                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=600, end_lr_ratio=0.1
             ),
-            train=TrainSection(kind="sft", steps=250, batch_size=32, log_every=25, save_every=125),
+            train=TrainSection(
+                kind="sft", steps=600, batch_size=32, log_every=50, save_every=300, prompt_loss_weight=0.3
+            ),
         ),
         reward=ExperimentConfig(
             name="quickstart_reward",
             model=model,
             data=data,
-            optim=OptimConfig(learning_rate=1e-3, schedule="cosine", warmup_steps=6, total_steps=60, end_lr_ratio=0.1),
-            train=TrainSection(kind="reward", steps=60, batch_size=32, log_every=10, save_every=60),
+            optim=OptimConfig(
+                learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=600, end_lr_ratio=0.1
+            ),
+            train=TrainSection(kind="reward", steps=600, batch_size=32, log_every=50, save_every=300),
         ),
         policy=ExperimentConfig(
             name="quickstart_rloo",
             model=model,
             data=data,
-            optim=OptimConfig(learning_rate=3e-4, warmup_steps=3, total_steps=100),
+            optim=OptimConfig(learning_rate=1e-4, warmup_steps=3, total_steps=100),
             train=TrainSection(kind="rl", steps=100, log_every=5, save_every=50),
             rl=RLSection(estimator="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
         ),
@@ -61,7 +65,7 @@ def full() -> PipelineConfig:
 
 
 def tiny(cfg: PipelineConfig) -> PipelineConfig:
-    model = ModelSection(family="llama", d_model=32, n_layers=1, n_heads=2, d_ff=64, max_positions=128)
+    model = ModelSection(family="gpt2", d_model=32, n_layers=1, n_heads=2, d_ff=64, max_positions=128)
     data = DataSection(task="summarization", n_train=64, n_test=16, max_prompt_len=80, max_completion_len=16)
 
     def small(stage: ExperimentConfig, steps: int, **train) -> ExperimentConfig:

@@ -26,8 +26,8 @@ def get_config(variant: str | None = None) -> ExperimentConfig:
         raise ValueError(f"rl_summarization: unknown variant {variant!r}; known: tiny")
     return ExperimentConfig(
         name="rl_summarization",
-        model=ModelSection(family="llama", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=128),
-        data=DataSection(task="summarization", n_train=2000, n_test=200, max_prompt_len=80, max_completion_len=16),
+        model=ModelSection(family="llama", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=64),
+        data=DataSection(task="summarization", n_train=2000, n_test=200, max_prompt_len=48, max_completion_len=12),
         optim=OptimConfig(learning_rate=3e-4, warmup_steps=5, total_steps=100),
         train=TrainSection(kind="rl", steps=100, log_every=5, save_every=25),
         rl=RLSection(estimator="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),

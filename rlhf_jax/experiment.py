@@ -70,6 +70,9 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSection:
+    """prompt_loss_weight (SFT): weight of a prompt token in the loss relative to a
+    completion token; 0 = completion only (TRL's default)."""
+
     kind: str = "sft"
     steps: int = 200
     batch_size: int = 32
@@ -77,6 +80,7 @@ class TrainSection:
     log_every: int = 10
     save_every: int = 100
     keep: int = 2
+    prompt_loss_weight: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -84,6 +88,10 @@ class TrainSection:
         for name in ("steps", "batch_size", "log_every", "save_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        if self.prompt_loss_weight < 0:
+            raise ValueError(f"train.prompt_loss_weight={self.prompt_loss_weight}: must be >= 0")
+        if self.prompt_loss_weight > 0 and self.kind != "sft":
+            raise ValueError(f"train.prompt_loss_weight: only for train.kind='sft', got {self.kind!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,24 +111,29 @@ def run(cfg: PipelineConfig, workdir: str) -> dict:
 
 
 def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir: str, results: dict) -> dict:
-    """The SFT and the final policy on the test prompts (greedy completions), judged by the
+    """The SFT and the final policy on the test prompts (greedy and sampled completions), judged by the
     task's gold reward and the reward model; plots in the workdir."""
     policy_cfg = configs["policy"]
     mesh = mesh_lib.make_mesh(policy_cfg.mesh)
-    data = task_data(dataclasses.replace(policy_cfg, model=configs["sft"].model), workdir, "sft")
+    sft_model = dataclasses.replace(configs["sft"].model, init_from=os.path.join(workdir, "sft"))  # its tokenizer
+    data = task_data(dataclasses.replace(policy_cfg, model=sft_model), workdir, "sft")
     model, sft_params = load_hf(checkpoint_dir(os.path.join(workdir, "sft")), mesh=mesh)
     _, final_params = load_hf(checkpoint_dir(os.path.join(workdir, "policy")), mesh=mesh)
     rm, rm_params = load_scalar(os.path.join(workdir, "reward"), mesh)
     rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
     task, temperature = policy_cfg.data.task, policy_cfg.rl.temperature
-    figures, curves, greedy = {}, {}, {}
+    figures, curves, completions = {}, {}, {}
     for label, params in (("sft", sft_params), (cfg.method, final_params)):
-        figures[label], curves[label], greedy[label] = evaluate_policy(
+        figures[label], curves[label], completions[label] = evaluate_policy(
             model, params, sft_params, data, task, rm_judge, temperature, cfg.seed, mesh
         )
     records = [data.row(i, "test") for i in range(len(data.test.kept))]
     gold = GoldJudge(task)
-    head_to_head = win_rate(gold(records, greedy[cfg.method].texts), gold(records, greedy["sft"].texts))
+
+    def head_to_head(decoding: str) -> float:
+        final, sft = (gold(records, completions[x][decoding].texts) for x in (cfg.method, "sft"))
+        return win_rate(final, sft)
+
     out_dir = os.path.join(workdir, "plots")
     os.makedirs(out_dir, exist_ok=True)
     written = [plots.step_curves(curves, out_dir)]
@@ -145,7 +150,8 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
             "test_pairs": results["reward"]["test_pairs"],
         },
         "policies": figures,
-        f"gold_win_rate_{cfg.method}_vs_sft": head_to_head,
+        f"gold_win_rate_{cfg.method}_vs_sft": head_to_head("greedy"),
+        f"gold_win_rate_{cfg.method}_vs_sft_sampled": head_to_head("sampled"),
         "curves": curves,
         "plots": written,
     }
@@ -154,19 +160,26 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
 def table(summary: dict, method: str) -> str:
     """The SFT vs final policy table printed at the end."""
     rows = [
-        ("gold reward (mean)", lambda f: f["gold"]["mean"]),
-        ("gold reward (variance)", lambda f: f["gold"]["variance"]),
-        ("reward model score", lambda f: f["reward_model"]["mean"]),
-        ("gold win-rate vs reference", lambda f: f["gold_win_rate_vs_reference"]),
+        ("sampled: gold reward (mean)", lambda f: f["sampled"]["gold"]["mean"]),
+        ("sampled: gold reward (var)", lambda f: f["sampled"]["gold"]["variance"]),
+        ("sampled: reward model score", lambda f: f["sampled"]["reward_model"]["mean"]),
+        ("sampled: win-rate vs ref", lambda f: f["sampled"]["gold_win_rate_vs_reference"]),
+        ("sampled: length (tokens)", lambda f: f["sampled"]["length"]),
+        ("greedy: gold reward (mean)", lambda f: f["gold"]["mean"]),
+        ("greedy: gold reward (var)", lambda f: f["gold"]["variance"]),
+        ("greedy: reward model score", lambda f: f["reward_model"]["mean"]),
+        ("greedy: win-rate vs ref", lambda f: f["gold_win_rate_vs_reference"]),
+        ("greedy: length (tokens)", lambda f: f["length"]),
+        ("greedy: distinct-1", lambda f: f["distinct_1"]),
+        ("greedy: distinct-2", lambda f: f["distinct_2"]),
         ("perplexity of reference", lambda f: f["perplexity_of_reference"]),
         ("KL to SFT", lambda f: f["kl_to_reference"]),
-        ("length (tokens)", lambda f: f["length"]),
-        ("distinct-1", lambda f: f["distinct_1"]),
-        ("distinct-2", lambda f: f["distinct_2"]),
     ]
     p = summary["policies"]
     lines = [f"{'':28s} {'SFT':>10s} {method:>10s}"]
     lines += [f"{name:28s} {get(p['sft']):10.4f} {get(p[method]):10.4f}" for name, get in rows]
-    lines.append(f"{'gold win-rate vs SFT':28s} {'':10s} {summary[f'gold_win_rate_{method}_vs_sft']:10.4f}")
+    for decoding, suffix in (("sampled", "_sampled"), ("greedy", "")):
+        win = summary[f"gold_win_rate_{method}_vs_sft{suffix}"]
+        lines.append(f"{decoding + ': gold win-rate vs SFT':28s} {'':10s} {win:10.4f}")
     lines.append(f"reward model held-out pairwise accuracy: {summary['reward_model']['test_accuracy']:.3f}")
     return "\n".join(lines)

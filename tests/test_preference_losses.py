@@ -20,6 +20,23 @@ def test_sft_token_and_sequence_means(run):
     np.testing.assert_allclose(run(S.sft_objective, logps, cmask, reduction="sequence")[0], 2.25)
 
 
+def test_sft_prompt_weight_counts_prompt_tokens_but_reports_the_completion_nll(run):
+    mask = jnp.array([[1, 1, 1, 1], [0, 1, 1, 1]])  # the second row is left-padded
+    cmask = jnp.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    # a prompt token counts when it has a predecessor: not the first real token
+    np.testing.assert_array_equal(S.prompt_mask(mask, cmask), [[0, 1, 0, 0], [0, 0, 0, 0]])
+    logps = jnp.array([[0.0, -1.0, -2.0, -0.5], [0.0, 0.0, -1.0, -3.0]])
+    prompts = S.prompt_mask(mask, cmask)
+    loss, metrics = run(lambda lp, c, p: S.sft_objective(lp, c, "token", p, 0.5), logps, cmask, prompts)
+    np.testing.assert_allclose(loss, (0.5 * 1.0 + 2.0 + 0.5 + 1.0 + 3.0) / 4.5, rtol=1e-6)
+    np.testing.assert_allclose(metrics["nll"], (2.0 + 0.5 + 1.0 + 3.0) / 4, rtol=1e-6)
+    assert float(run(S.sft_objective, logps, cmask, reduction="token")[0]) == 1.625
+    with pytest.raises(ValueError, match="prompt_weight=-1"):
+        S.sft_objective(logps, cmask, "token", prompts, -1.0)
+    with pytest.raises(ValueError, match="reduction='token'"):
+        S.sft_objective(logps, cmask, "sequence", prompts, 0.5)
+
+
 def test_bradley_terry_hand_values(run):
     rc, rr = jnp.array([2.0, 0.0]), jnp.array([1.0, 1.0])
     loss, m = run(RM.bradley_terry_objective, rc, rr)

@@ -39,12 +39,16 @@ def check_summary(workdir, method):
         assert 0 <= figures["gold_win_rate_vs_reference"] <= 1
         assert figures["perplexity_of_reference"] > 1 and 0 <= figures["distinct_1"] <= 1
         assert 0 < figures["length"] <= 16 and np.isfinite(figures["reward_model"]["mean"])
+        sampled = figures["sampled"]
+        assert np.isfinite(sampled["gold"]["mean"]) and np.isfinite(sampled["reward_model"]["mean"])
+        assert 0 <= sampled["gold_win_rate_vs_reference"] <= 1 and 0 < sampled["length"] <= 16
         curves = summary["curves"][label]
-        assert len(curves["normalised_entropy"]) == 16
+        assert len(curves["normalised_entropy"]) == 16  # one per generation step
         ok = ~np.isnan(curves["top_1_mass"])
         assert (np.asarray(curves["top_1_mass"])[ok] <= np.asarray(curves["top_64_mass"])[ok] + 1e-6).all()
     assert summary["policies"]["sft"]["kl_to_reference"] == 0.0
-    assert 0 <= summary[f"gold_win_rate_{method}_vs_sft"] <= 1
+    for suffix in ("", "_sampled"):
+        assert 0 <= summary[f"gold_win_rate_{method}_vs_sft{suffix}"] <= 1
     assert 0 <= summary["reward_model"]["test_accuracy"] <= 1
     for path in summary["plots"]:
         assert os.path.getsize(path) > 1000

@@ -38,6 +38,18 @@ def test_summarization_data_are_deterministic_and_labelled_mostly_by_the_gold_re
     assert S.document_of(sft[0]["prompt"]) == sft[0]["document"]
 
 
+def test_degenerate_summaries_keep_the_summary_and_score_lower():
+    rng = np.random.default_rng(0)
+    drops = []
+    for ex in S.sft_examples(100, seed=1):
+        summary = ex["completion"].strip()
+        bad = S.degenerate(rng, ex["document"], summary)
+        words, it = bad.split(), iter(bad.split())
+        assert len(words) > len(summary.split()) and all(w in it for w in summary.split())  # a supersequence
+        drops.append(S.gold_reward(ex["document"], summary) - S.gold_reward(ex["document"], bad))
+    assert np.mean(drops) > 0.2 and np.mean(np.asarray(drops) > 0) > 0.9
+
+
 def test_a_correct_step_is_positive_a_wrong_one_negative_and_later_ones_neutral():
     steps = [(3, "+", 4), (None, "*", 2), (None, "-", 5)]
     right = "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9\nThe answer is 9"

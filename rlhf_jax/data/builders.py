@@ -136,6 +136,10 @@ class SyntheticSummarization(_TaskBuilder):
     """The built-in summarisation task: `sft` (prompt, completion) and `preference`
     (prompt, chosen, rejected) configs, generated from the config's seed."""
 
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.1.0": "Documents lean more on their topic words; comparisons include early-policy summaries.",
+    }
     BUILDER_CONFIGS = [TaskConfig(name="sft", kind="sft"), TaskConfig(name="preference", kind="preference")]
 
     def features(self):

@@ -1,9 +1,10 @@
 """A policy's report on a task's test prompts, as the RLOO paper's tables and appendix A:
-completions by greedy decoding (the paper's default) and, for the KL, samples at the
-training temperature; gold and reward-model scores, the gold win-rate against the data's
-reference completions, the perplexity of those reference (preferred) completions, length,
-distinct-1/2, KL to the reference policy, and per generation step the normalised entropy
-and the top-1/16/32/64 probability mass."""
+completions by greedy decoding and samples at the training temperature (the distribution
+RL optimises; the KL is taken on them); gold and reward-model scores of both, the gold
+win-rate against the data's reference completions, the perplexity of those reference
+(preferred) completions, length, distinct-1/2, KL to the reference policy, and per
+generation step of the greedy completions the normalised entropy and the top-1/16/32/64
+probability mass."""
 
 from __future__ import annotations
 
@@ -65,9 +66,10 @@ def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, see
 
 
 def evaluate_policy(model, params, ref_params, data, task: str, rm_judge: RewardModelJudge | None = None,
-                    temperature=1.0, seed=0, mesh=None) -> tuple[dict, dict, Completions]:  # fmt: skip
-    """(figures, per-step curves, greedy completions) of one policy on data's test split
-    (an "sft"-kind TaskData: its completions are the reference ones)."""
+                    temperature=1.0, seed=0, mesh=None) -> tuple[dict, dict, dict[str, Completions]]:  # fmt: skip
+    """(figures, per-step curves, {"greedy", "sampled"} completions) of one policy on data's
+    test split (an "sft"-kind TaskData: its completions are the reference ones). The
+    greedy figures are at the top level; those of the samples under "sampled"."""
     n = len(data.test.kept)
     records = [data.row(i, "test") for i in range(n)]
     gold = GoldJudge(task)
@@ -91,11 +93,19 @@ def evaluate_policy(model, params, ref_params, data, task: str, rm_judge: Reward
         "distinct_2": metrics.distinct_n(greedy.token_ids, 2),
         "kl_to_reference": kl,
     }
+    sampled_scores = gold(records, sampled.texts)
+    figures["sampled"] = {
+        "gold": metrics.reward_stats(sampled_scores),
+        "gold_win_rate_vs_reference": metrics.win_rate(sampled_scores, reference_scores),
+        "length": metrics.mean_length(sampled.samples.mask),
+    }
     if rm_judge is not None:
-        figures["reward_model"] = metrics.reward_stats(rm_judge([r["prompt"] for r in records], greedy.texts))
+        prompts = [r["prompt"] for r in records]
+        figures["reward_model"] = metrics.reward_stats(rm_judge(prompts, greedy.texts))
+        figures["sampled"]["reward_model"] = metrics.reward_stats(rm_judge(prompts, sampled.texts))
     step_mask = np.asarray(greedy.samples.mask)
     logits = greedy.samples.logits
     curves = {"normalised_entropy": metrics.per_step_mean(metrics.normalised_entropy(logits), step_mask).tolist()}
     for k, mass in metrics.top_k_mass(logits, TOP_KS).items():
         curves[f"top_{k}_mass"] = metrics.per_step_mean(mass, step_mask).tolist()
-    return figures, curves, greedy
+    return figures, curves, {"greedy": greedy, "sampled": sampled}

@@ -58,12 +58,12 @@ def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
     data = task_data(cfg, workdir, "sft")
     mesh = mesh_lib.make_mesh(cfg.mesh)
     model, params = build_model(cfg, len(data.tokenizer), mesh)
-    loss_fn = functools.partial(sft_loss, model=model)
+    loss_fn = functools.partial(sft_loss, model=model, prompt_weight=cfg.train.prompt_loss_weight)
     result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
     if result is None:
         return {"stopped": True}
     state, last = result
-    test_nll = float(jax.jit(loss_fn)(state.params, data.test_batch())[0])
+    test_nll = float(jax.jit(loss_fn)(state.params, data.test_batch())[1]["nll"])
     summary = {"steps": cfg.train.steps, "train_loss": last.get("loss"), "test_nll": test_nll}
     summary["test_ppl"] = math.exp(test_nll)
     return finish(workdir, summary, model, state.params, data.tokenizer)

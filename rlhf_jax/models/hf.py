@@ -318,6 +318,9 @@ def save_hf(
             if getattr(tokenizer, f"{name}_token_id", None) is not None:
                 hf_config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id")
     hf_config.update(token_ids or {})
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # a family default outside a small vocabulary
+        if isinstance(hf_config.get(name), int) and not 0 <= hf_config[name] < model.cfg.vocab_size:
+            hf_config[name] = None
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
     if tokenizer is not None:

@@ -42,12 +42,15 @@ class SummarizationConfig:
     n_topics: int = 4  # k salient words per document
     n_sentences: int = 4
     sentence_len: tuple[int, int] = (5, 9)
+    topic_prob: float = 0.5  # a document word is one of its topic words
+    function_prob: float = 0.35  # ... a function word; else any word of the vocabulary
     target_len: int = 4
     length_penalty: float = 0.5
     repeat_penalty: float = 1.0
     drop_prob: float = 0.3  # reference summaries: chance to drop a salient word
     noise_words: tuple[int, int] = (0, 3)  # reference summaries: extra document words
     bt_temperature: float = 0.1  # preference labels: P(a > b) = sigmoid((r_a - r_b) / T)
+    degenerate_prob: float = 0.3  # preference pairs: chance a summary is an early policy's (repeats, rambling)
 
 
 def make_document(rng: np.random.Generator, cfg: SummarizationConfig, vocab: list[str]) -> str:
@@ -58,9 +61,9 @@ def make_document(rng: np.random.Generator, cfg: SummarizationConfig, vocab: lis
         words = []
         for _ in range(n):
             u = rng.random()
-            if u < 0.35:
+            if u < cfg.topic_prob:
                 words.append(str(rng.choice(topics)))
-            elif u < 0.65:
+            elif u < cfg.topic_prob + cfg.function_prob:
                 words.append(str(rng.choice(FUNCTION_WORDS)))
             else:
                 words.append(str(rng.choice(vocab)))
@@ -100,6 +103,19 @@ def make_summary(rng: np.random.Generator, document: str, cfg: SummarizationConf
     return " ".join(words) if words else str(rng.choice(doc_words))
 
 
+def degenerate(rng: np.random.Generator, document: str, summary: str) -> str:
+    """What an early policy writes: a word of the summary repeated, or document words
+    run on past the target length."""
+    words = summary.split()
+    if rng.random() < 0.5:
+        at = int(rng.integers(len(words)))
+        words[at + 1 : at + 1] = [words[at]] * int(rng.integers(1, 6))
+    else:
+        doc_words = [w for w in document.split() if w != "."]
+        words += [str(rng.choice(doc_words)) for _ in range(int(rng.integers(3, 8)))]
+    return " ".join(words)
+
+
 def prompt(document: str) -> str:
     return f"Document: {document}{PROMPT_SUFFIX}"
 
@@ -117,13 +133,15 @@ def sft_examples(n: int, seed: int, cfg: SummarizationConfig = SummarizationConf
 
 def preference_examples(n: int, seed: int, cfg: SummarizationConfig = SummarizationConfig()) -> list[dict]:
     """{"prompt", "chosen", "rejected", "document", "gold_margin"}: two summaries of varied
-    quality, the label drawn from Bradley-Terry on the gold reward at `bt_temperature`."""
+    quality (some degenerate, as comparison data sampled from several policies include),
+    the label drawn from Bradley-Terry on the gold reward at `bt_temperature`."""
     rng = np.random.default_rng(seed)
     vocab = content_words()
     out = []
     for _ in range(n):
         doc = make_document(rng, cfg, vocab)
         a, b = (make_summary(rng, doc, cfg, quality=float(rng.uniform(0.2, 1.0))) for _ in range(2))
+        a, b = (degenerate(rng, doc, x) if rng.random() < cfg.degenerate_prob else x for x in (a, b))
         ra, rb = gold_reward(doc, a, cfg), gold_reward(doc, b, cfg)
         p_a = 1.0 / (1.0 + math.exp(-(ra - rb) / cfg.bt_temperature))
         chosen, rejected = (a, b) if rng.random() < p_a else (b, a)
