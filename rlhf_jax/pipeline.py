@@ -20,7 +20,7 @@ import jax
 from rlhf_jax import config as config_lib
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.eval import plots
-from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
+from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.eval.metrics import win_rate
 from rlhf_jax.eval.report import evaluate_policy
 from rlhf_jax.experiment import ExperimentConfig
@@ -127,12 +127,9 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
         figures[label], curves[label], completions[label] = evaluate_policy(
             model, params, sft_params, data, task, rm_judge, temperature, cfg.seed, mesh
         )
-    records = [data.row(i, "test") for i in range(len(data.test.kept))]
-    gold = GoldJudge(task)
 
     def head_to_head(decoding: str) -> float:
-        final, sft = (gold(records, completions[x][decoding].texts) for x in (cfg.method, "sft"))
-        return win_rate(final, sft)
+        return win_rate(completions[cfg.method][decoding].gold, completions["sft"][decoding].gold)
 
     out_dir = os.path.join(workdir, "plots")
     os.makedirs(out_dir, exist_ok=True)
@@ -144,7 +141,7 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
         "name": cfg.name,
         "seed": cfg.seed,
         "method": cfg.method,
-        "test_prompts": len(records),
+        "test_prompts": len(data.test.kept),
         "reward_model": {
             "test_accuracy": results["reward"]["test_accuracy"],
             "test_pairs": results["reward"]["test_pairs"],

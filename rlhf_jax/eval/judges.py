@@ -131,6 +131,7 @@ class RewardModelJudge:
         out = []
         for start in range(0, len(rows), self.batch_size):
             idx = list(range(start, min(start + self.batch_size, len(rows))))
-            batch = batching.sft_batch(enc, idx, self.P, self.C, self.tokenizer.pad_token_id)
-            out.append(np.asarray(self._fn(self.params, batch.tokens_BxT, batch.mask_BxT)))
+            full = idx + [idx[-1]] * (self.batch_size - len(idx))  # one shape: no recompilation
+            batch = batching.sft_batch(enc, full, self.P, self.C, self.tokenizer.pad_token_id)
+            out.append(np.asarray(self._fn(self.params, batch.tokens_BxT, batch.mask_BxT))[: len(idx)])
         return np.concatenate(out).astype(np.float64)

@@ -40,6 +40,7 @@ class Completions:
     texts: list[str]
     token_ids: list[list[int]]
     samples: object  # sampling.Samples
+    gold: np.ndarray | None = None  # [N] gold reward of each, once judged
 
 
 def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, seed: int = 0, mesh=None, logits=False):
@@ -70,39 +71,38 @@ def evaluate_policy(model, params, ref_params, data, task: str, rm_judge: Reward
     """(figures, per-step curves, {"greedy", "sampled"} completions) of one policy on data's
     test split (an "sft"-kind TaskData: its completions are the reference ones). The
     greedy figures are at the top level; those of the samples under "sampled"."""
-    n = len(data.test.kept)
-    records = [data.row(i, "test") for i in range(n)]
+    records = [data.row(i, "test") for i in range(len(data.test.kept))]
     gold = GoldJudge(task)
-    greedy = generate(model, params, data, greedy=True, mesh=mesh, logits=True)
-    gold_scores = gold(records, greedy.texts)
     reference_scores = gold(records, [r["completion"] for r in records])
+
+    def judged(completions: Completions) -> dict:
+        completions.gold = gold(records, completions.texts)
+        out = {
+            "gold": metrics.reward_stats(completions.gold),
+            "gold_win_rate_vs_reference": metrics.win_rate(completions.gold, reference_scores),
+            "length": metrics.mean_length(completions.samples.mask),
+        }
+        if rm_judge is not None:
+            out["reward_model"] = metrics.reward_stats(rm_judge([r["prompt"] for r in records], completions.texts))
+        return out
+
+    greedy = generate(model, params, data, greedy=True, mesh=mesh, logits=True)
+    sampled = generate(model, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh)
     logps_fn = _logps_fn(model)
     ref_batch = data.test_batch()
     ref_logps = logps_fn(params, ref_batch.tokens_BxT, ref_batch.mask_BxT, 1.0)
-    sampled = generate(model, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh)
     tokens, mask, cmask = sampled.samples.sequences()
     kl = metrics.sequence_kl(
         logps_fn(params, tokens, mask, temperature), logps_fn(ref_params, tokens, mask, temperature), cmask
     )
     figures = {
-        "gold": metrics.reward_stats(gold_scores),
-        "gold_win_rate_vs_reference": metrics.win_rate(gold_scores, reference_scores),
+        **judged(greedy),
         "perplexity_of_reference": metrics.perplexity(ref_logps, ref_batch.completion_mask_BxT),
-        "length": metrics.mean_length(greedy.samples.mask),
         "distinct_1": metrics.distinct_n(greedy.token_ids, 1),
         "distinct_2": metrics.distinct_n(greedy.token_ids, 2),
         "kl_to_reference": kl,
+        "sampled": judged(sampled),
     }
-    sampled_scores = gold(records, sampled.texts)
-    figures["sampled"] = {
-        "gold": metrics.reward_stats(sampled_scores),
-        "gold_win_rate_vs_reference": metrics.win_rate(sampled_scores, reference_scores),
-        "length": metrics.mean_length(sampled.samples.mask),
-    }
-    if rm_judge is not None:
-        prompts = [r["prompt"] for r in records]
-        figures["reward_model"] = metrics.reward_stats(rm_judge(prompts, greedy.texts))
-        figures["sampled"]["reward_model"] = metrics.reward_stats(rm_judge(prompts, sampled.texts))
     step_mask = np.asarray(greedy.samples.mask)
     logits = greedy.samples.logits
     curves = {"normalised_entropy": metrics.per_step_mean(metrics.normalised_entropy(logits), step_mask).tolist()}

@@ -29,6 +29,7 @@ import numpy as np
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
 from rlhf_jax.data import batching
+from rlhf_jax.eval import metrics as eval_metrics
 from rlhf_jax.experiment import CRITIC_ESTIMATORS, ExperimentConfig, RLSection
 from rlhf_jax.loops.common import build_model, drive, finish, load_scalar, scalar_from_lm
 from rlhf_jax.loops.data import TaskData, task_data
@@ -369,15 +370,13 @@ def evaluate_policies(cfg, data: TaskData, policy, named_params: dict, ref_param
         scores, gold = scorer(samples, (tokens, mask, cmask), rows, "test")
         logps = logps_fn(params, tokens, mask, cfg.rl.temperature)
         ref = logps_fn(ref_params, tokens, mask, cfg.rl.temperature)
-        kl = masked_sum(logps - ref, cmask, axis=-1)
         golds[name] = gold
         out[name] = {
             "score": float(jnp.mean(scores)),
             "gold": float(gold.mean()),
-            "kl": float(kl.mean()),
-            "length": float(cmask.sum(-1).mean()),
+            "kl": eval_metrics.sequence_kl(logps, ref, cmask),
+            "length": eval_metrics.mean_length(cmask),
         }
     if "reference" in golds:
-        a, b = golds["policy"], golds["reference"]
-        out["gold_win_rate"] = float(np.mean((a > b) + 0.5 * (a == b)))
+        out["gold_win_rate"] = eval_metrics.win_rate(golds["policy"], golds["reference"])
     return out
