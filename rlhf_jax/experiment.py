@@ -14,7 +14,9 @@ from rlhf_jax.models.presets import preset
 from rlhf_jax.train_step import OptimConfig
 
 KINDS = ("sft", "reward", "orm", "prm", "rl", "preference")
-TASKS = ("summarization", "arithmetic")
+SYNTHETIC_TASKS = ("summarization", "arithmetic")  # generated from data.seed, with a gold judge
+REAL_TASKS = ("tldr", "hh")  # read from the original files in data.source_dir
+TASKS = SYNTHETIC_TASKS + REAL_TASKS
 ESTIMATORS = ("rloo", "reinforce", "grpo", "remax", "ppo", "vanilla_pg", "raft")
 CRITIC_ESTIMATORS = ("ppo", "vanilla_pg")
 
@@ -52,20 +54,30 @@ class ModelSection:
 
 @dataclasses.dataclass(frozen=True)
 class DataSection:
+    """task: a built-in task (summarization, arithmetic: generated, n_train / n_test rows)
+    or a real data set read from `source_dir` (tldr: the TL;DR SFT files for prompts and
+    SFT, the human comparisons for pairs; hh: Anthropic HH-RLHF), of which n_train /
+    n_test rows are used (0 = all). Prompts over max_prompt_len tokens are dropped."""
+
     task: str = "summarization"
     data_dir: str = ""  # TFDS data dir; "" = <workdir>/tfds
+    source_dir: str = ""  # tldr / hh: the original files (tldr: sft/ and comparisons/ under it)
     seed: int = 0
     n_train: int = 2000
     n_test: int = 200
     max_prompt_len: int = 64
     max_completion_len: int = 16
-    tokenizer: str = ""  # an HF tokenizer directory; "" = train the task tokenizer
+    tokenizer: str = ""  # an HF tokenizer directory; "" = the init_from checkpoint's, else train one
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"data.task={self.task!r}: expected one of {TASKS}")
         if self.max_prompt_len < 1 or self.max_completion_len < 1:
             raise ValueError("data.max_prompt_len and data.max_completion_len must be positive")
+        smallest = 1 if self.task in SYNTHETIC_TASKS else 0
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) < smallest:
+                raise ValueError(f"data.{name}={getattr(self, name)}: must be >= {smallest} for task {self.task}")
 
 
 @dataclasses.dataclass(frozen=True)

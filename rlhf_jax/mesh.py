@@ -131,22 +131,100 @@ def batch_sharding(mesh: Mesh | None, rules: Rules = TRAIN_RULES, ndim: int = 2,
 
 
 def put_batch(batch, mesh: Mesh | None, rules: Rules = TRAIN_RULES):
-    """Place every leaf of a host batch pytree with its leading axis over the data axes."""
+    """Place every leaf of a host batch pytree, the same on every process, with its
+    leading axis over the data axes (each process copies only the rows its devices hold)."""
     if mesh is None:
         return batch
     return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, rules, shape=np.shape(x))), batch)
 
 
-def initialize_distributed(
-    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
-) -> None:
-    """`jax.distributed.initialize` when the run spans processes; call before any other JAX call.
+def process_rows(n: int, mesh: Mesh | None, rules: Rules = TRAIN_RULES) -> slice:
+    """The rows of a batch-sharded [n, ...] array that this process's devices hold: all of
+    them in a single process or when the batch is replicated, else one contiguous block."""
+    if mesh is None or jax.process_count() == 1:
+        return slice(0, n)
+    held = batch_sharding(mesh, rules, ndim=1, shape=(n,)).addressable_devices_indices_map((n,))
+    starts = [index[0].indices(n)[0] for index in held.values()]
+    stops = [index[0].indices(n)[1] for index in held.values()]
+    lo, hi = min(starts), max(stops)
+    if sum(b - a for a, b in sorted(set(zip(starts, stops, strict=True)))) != hi - lo:
+        raise ValueError(f"process {jax.process_index()} holds non-contiguous rows of a batch of {n}")
+    return slice(lo, hi)
 
-    On a TPU pod the arguments are discovered; on GPU hosts or CPU tests pass all three.
-    A single process without a coordinator does nothing.
+
+def put_rows(build, rows: np.ndarray, mesh: Mesh | None, rules: Rules = TRAIN_RULES):
+    """Global batch arrays for the row indices `rows` (the same on every process):
+    `build(local_rows)` makes a host pytree of this process's block of rows only
+    (`process_rows`), and `jax.make_array_from_process_local_data` joins the blocks.
+    In a single process this is `put_batch(build(rows))`."""
+    rows = np.asarray(rows)
+    mine = rows[process_rows(len(rows), mesh, rules)]
+    local = build(mine)
+    if mesh is None:
+        return local
+    if jax.process_count() == 1:
+        return put_batch(local, mesh, rules)
+
+    def place(x):  # a builder may give m examples per row (KTO: 2): the global batch has m * len(rows)
+        x = np.asarray(x)
+        shape = (x.shape[0] * len(rows) // len(mine),) + x.shape[1:]
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, rules, shape=shape), x, shape)
+
+    return jax.tree.map(place, local)
+
+
+def to_host(x) -> np.ndarray:
+    """The whole value of an array as numpy on every process (gathered from the other
+    processes when it is sharded across them)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def local_value(x) -> np.ndarray:
+    """An array's rows held by this process as numpy (the whole value when it can read it)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.concatenate([np.asarray(s.data) for s in x.addressable_shards])
+    return np.asarray(x)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches this point (no-op in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    auto: bool = False,
+) -> bool:
+    """`jax.distributed.initialize` when the run spans processes; call before any other JAX
+    call. Returns whether it did.
+
+    `auto`: let JAX discover the cluster (a TPU pod slice, SLURM, ...). Otherwise pass all
+    three of coordinator "host:port", the number of processes and this one's id (GPU
+    hosts, CPU tests); a single process without a coordinator does nothing.
     """
+    if auto:
+        jax.distributed.initialize()
+        return True
+    given = {"coordinator": coordinator_address, "num_processes": num_processes, "process_id": process_id}
     if coordinator_address is None and num_processes in (None, 1):
-        return
+        return False
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ValueError(
+            f"distributed run: {', '.join(missing)} not given (all three are needed without --distributed)"
+        )
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"distributed run: process_id {process_id} outside 0..{num_processes - 1}")
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
     )
+    return True

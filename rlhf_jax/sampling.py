@@ -246,7 +246,7 @@ class Sampler:
                 f"exceeds the cache limit {limit}"
             )
         if not isinstance(prompt_mask_BxP, jax.core.Tracer):
-            mask = np.asarray(prompt_mask_BxP)
+            mask = mesh_lib.local_value(prompt_mask_BxP)
             empty = np.flatnonzero(mask.sum(-1) == 0)
             if empty.size:
                 raise ValueError(f"sampler: prompt rows {empty[:10].tolist()} are empty (mask all 0)")

@@ -114,18 +114,13 @@ def prompt_batch(enc: Encoded, rows: Sequence[int], P: int, pad_id: int) -> tupl
 
 class Loader:
     """Global batches of row indices over `n` examples: shuffled per epoch with a seed,
-    deterministic, resumable from `state()`, and split across processes (process p of
-    P gets rows p::P of each global batch). Incomplete final batches are dropped."""
+    deterministic and resumable from `state()`. Every process draws the same batches and
+    builds only its block of each (`mesh.put_rows`). Incomplete final batches are dropped."""
 
-    def __init__(
-        self, n: int, batch_size: int, seed: int, shuffle: bool = True, process_index: int = 0, process_count: int = 1
-    ):
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True):
         if batch_size < 1 or batch_size > n:
             raise ValueError(f"Loader: batch_size={batch_size} must be in 1..{n} (the number of examples)")
-        if batch_size % process_count:
-            raise ValueError(f"Loader: batch_size={batch_size} is not divisible by {process_count} processes")
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
-        self.process_index, self.process_count = process_index, process_count
         self.epoch, self.position = 0, 0
         self._order = self._permutation(0)
 
@@ -143,7 +138,7 @@ class Loader:
             self._order = self._permutation(self.epoch)
         rows = self._order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        return rows[self.process_index :: self.process_count]
+        return rows
 
     def state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.data import batching
 from rlhf_jax.tasks import gold_judge
 
@@ -133,5 +134,5 @@ class RewardModelJudge:
             idx = list(range(start, min(start + self.batch_size, len(rows))))
             full = idx + [idx[-1]] * (self.batch_size - len(idx))  # one shape: no recompilation
             batch = batching.sft_batch(enc, full, self.P, self.C, self.tokenizer.pad_token_id)
-            out.append(np.asarray(self._fn(self.params, batch.tokens_BxT, batch.mask_BxT))[: len(idx)])
+            out.append(mesh_lib.to_host(self._fn(self.params, batch.tokens_BxT, batch.mask_BxT))[: len(idx)])
         return np.concatenate(out).astype(np.float64)

@@ -13,6 +13,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.eval import metrics
 from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
 from rlhf_jax.sampling import Sampler, SamplingConfig
@@ -57,8 +58,8 @@ def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, see
         max_cache_len=model.cfg.max_positions,
         return_logits=logits,
     )
-    samples = _sampler(model, cfg, mesh)(params, prompts, pmask, seed)
-    tokens, mask = np.asarray(samples.tokens), np.asarray(samples.mask)
+    samples = jax.tree.map(mesh_lib.to_host, _sampler(model, cfg, mesh)(params, prompts, pmask, seed))
+    tokens, mask = samples.tokens, samples.mask
     ids = [
         [int(t) for t, m in zip(row, mrow, strict=True) if m and t != eos]
         for row, mrow in zip(tokens, mask, strict=True)
@@ -88,7 +89,8 @@ def evaluate_policy(model, params, ref_params, data, task: str, rm_judge: Reward
 
     greedy = generate(model, params, data, greedy=True, mesh=mesh, logits=True)
     sampled = generate(model, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh)
-    logps_fn = _logps_fn(model)
+    jitted = _logps_fn(model)
+    logps_fn = lambda *args: mesh_lib.to_host(jitted(*args))  # noqa: E731
     ref_batch = data.test_batch()
     ref_logps = logps_fn(params, ref_batch.tokens_BxT, ref_batch.mask_BxT, 1.0)
     tokens, mask, cmask = sampled.samples.sequences()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 from tensorboardX import SummaryWriter
 
 from rlhf_jax import mesh as mesh_lib
@@ -84,6 +85,16 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.received = signum
 
+    def agreed(self) -> int | None:
+        """The signal, if any process has received one: every process of a run must stop
+        (and save) after the same step, or the others would wait for it forever."""
+        if jax.process_count() == 1:
+            return self.received
+        from jax.experimental import multihost_utils
+
+        signals = multihost_utils.process_allgather(np.int32(self.received or 0))
+        return int(signals.max()) or None
+
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -129,12 +140,13 @@ def drive(
                         f"loss is {last['loss']} at step {done}; last good checkpoint: step {ckpt.latest_step()}"
                     )
                 log.write(done, last, time.time() - t0)
-            if done % cfg.train.save_every == 0 or done == total or stop.received:
+            signal_received = stop.agreed()
+            if done % cfg.train.save_every == 0 or done == total or signal_received:
                 ckpt.save(done, state, {"loop": progress.state()})
-            if stop.received:
+            if signal_received:
                 ckpt.close()
                 print(
-                    f"stopped by signal {stop.received} after step {done}; checkpoint saved; "
+                    f"stopped by signal {signal_received} after step {done}; checkpoint saved; "
                     "resume with the same command"
                 )
                 return None

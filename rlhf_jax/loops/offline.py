@@ -18,7 +18,7 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.data import batching
-from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
 from rlhf_jax.loops.common import build_model, checkpoint_dir, finish
 from rlhf_jax.loops.data import TaskData, task_data
 from rlhf_jax.loops.online import Scorer, evaluate_policies
@@ -81,8 +81,8 @@ def run_preference(cfg: ExperimentConfig, workdir: str) -> dict:
     loss_fn = functools.partial(kto_loss if kto else preference_loss, cfg=pcfg, model=model)
 
     def make(rows, split="train"):
-        host = kto_rows(data, rows, split) if kto else data.batch(rows, split)
-        return fill(mesh_lib.put_batch(host, mesh))
+        host = (lambda local: kto_rows(data, local, split)) if kto else (lambda local: data.batch(local, split))
+        return fill(mesh_lib.put_rows(host, rows, mesh))
 
     result = train(cfg, workdir, mesh, params, loss_fn, make, len(data.train.kept))
     if result is None:
@@ -91,5 +91,6 @@ def run_preference(cfg: ExperimentConfig, workdir: str) -> dict:
     test = evaluate(loss_fn, state.params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size)
     summary = {"steps": cfg.train.steps, "objective": pcfg.objective, "train": last, "held_out": test}
     named = {"policy": state.params, "reference": ref_params} if ref_model is model else {"policy": state.params}
-    summary["test"] = evaluate_policies(cfg, data, model, named, ref_params, Scorer(cfg, data), mesh)
+    if cfg.data.task in SYNTHETIC_TASKS:  # sampled completions judged by the task's gold reward
+        summary["test"] = evaluate_policies(cfg, data, model, named, ref_params, Scorer(cfg, data), mesh)
     return finish(workdir, summary, model, state.params, data.tokenizer)

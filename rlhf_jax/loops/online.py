@@ -30,7 +30,7 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
 from rlhf_jax.data import batching
 from rlhf_jax.eval import metrics as eval_metrics
-from rlhf_jax.experiment import CRITIC_ESTIMATORS, ExperimentConfig, RLSection
+from rlhf_jax.experiment import CRITIC_ESTIMATORS, SYNTHETIC_TASKS, ExperimentConfig, RLSection
 from rlhf_jax.loops.common import build_model, drive, finish, load_scalar, scalar_from_lm
 from rlhf_jax.loops.data import TaskData, task_data
 from rlhf_jax.losses import policy as policy_losses
@@ -206,31 +206,37 @@ def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
 
 class Scorer:
     """r(x, y) of sampled completions: a reward model (compiled) or the task's gold judge
-    (host, on the decoded text). `gold` always gives the gold judge's scores (a metric)."""
+    (host, on the decoded text). `gold` gives the gold judge's scores (a metric) where the
+    task has one (the built-in tasks), else None."""
 
     def __init__(self, cfg: ExperimentConfig, data: TaskData, rm=None, rm_params=None):
         self.data, self.rm, self.rm_params = data, rm, rm_params
-        self.judge = gold_judge(cfg.data.task)
+        self.judge = gold_judge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
+        if self.judge is None and rm is None:
+            raise ValueError(f"rl.reward_model=gold: task {cfg.data.task} has no gold judge; name a reward model")
         self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
 
     def texts(self, samples) -> list[str]:
-        tokens = np.asarray(samples.tokens) * np.asarray(samples.mask)
+        mask = mesh_lib.to_host(samples.mask)
+        tokens = mesh_lib.to_host(samples.tokens) * mask
         eos = self.data.tokenizer.eos_token_id
         rows = [[int(t) for t, m in zip(row, mrow, strict=True) if m and t != eos] for row, mrow in
-                zip(tokens, np.asarray(samples.mask), strict=True)]  # fmt: skip
+                zip(tokens, mask, strict=True)]  # fmt: skip
         return self.data.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def gold(self, samples, rows, split: str = "train") -> np.ndarray:
+    def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
         """rows: the encoded row of each sample."""
+        if self.judge is None:
+            return None
         texts = self.texts(samples)
         records = [self.data.row(int(r), split) for r in rows]
         return np.asarray([self.judge(rec, t) for rec, t in zip(records, texts, strict=True)], np.float32)
 
     def __call__(self, samples, sequences, rows, split: str = "train"):
-        """(scores [N] as a device or host array, gold scores [N] on the host)."""
+        """(scores [N] as a device or host array, gold scores [N] on the host or None)."""
         gold = self.gold(samples, rows, split)
         if self.rm is None:
-            return jnp.asarray(gold), gold
+            return gold, gold
         tokens, mask, _ = sequences
         return self._rm_fn(self.rm_params, tokens, mask), gold
 
@@ -318,7 +324,7 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
 
     def advance(state, i):
         rows = next(progress.loader)
-        prompts, pmask = data.prompts(rows)
+        prompts, pmask = mesh_lib.put_rows(data.prompts, rows, mesh, mesh_lib.SAMPLE_RULES)
         key = jax.random.fold_in(base_key, i)
         sample_key, greedy_key, noise_key = jax.random.split(key, 3)
         params_s = for_sampling(state)
@@ -333,7 +339,8 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
             progress.beta = rl_math.adaptive_beta(
                 progress.beta, metrics["kl"], rl.rollout_batch, rl.target_kl, rl.kl_horizon
             )
-        return state, {**update_metrics, **metrics, "gold": float(gold.mean())}
+        gold = {} if gold is None else {"gold": float(gold.mean())}
+        return state, {**update_metrics, **metrics, **gold}
 
     result = drive(cfg, workdir, mesh, state, progress, advance)
     if result is None:
@@ -349,34 +356,49 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
 
 def evaluate_policies(cfg, data: TaskData, policy, named_params: dict, ref_params, scorer: Scorer, mesh) -> dict:
     """On the test prompts, one completion per prompt at the training temperature from each
-    policy: mean score, gold reward, KL to the reference, length; and the gold win-rate
-    of "policy" against "reference" (ties count half)."""
-    rows = np.arange(len(data.test.kept))
-    prompts, pmask = data.prompts(rows, "test")
-    eos = data.tokenizer.eos_token_id
+    policy: mean score, gold reward (where the task has a gold judge), KL to the reference,
+    length; and the win-rate of "policy" against "reference" (ties count half) by the gold
+    reward (`gold_win_rate`), or else by the reward model (`score_win_rate`). Prompts go
+    through in chunks of rl.rollout_batch rows (the training sampler's batch; the last
+    chunk is padded, so one program serves all)."""
+    n, size = len(data.test.kept), cfg.rl.rollout_batch
     sampling = SamplingConfig(
         max_new_tokens=data.C,
         temperature=cfg.rl.temperature,
-        eos_ids=(eos,),
+        eos_ids=(data.tokenizer.eos_token_id,),
         pad_id=data.tokenizer.pad_token_id,
         max_cache_len=policy.cfg.max_positions,
     )
     sampler = Sampler(policy, sampling, mesh)
     logps_fn = jax.jit(policy.token_logps, static_argnums=3)
-    out, golds = {}, {}
-    for name, params in named_params.items():
-        samples = sampler(params, prompts, pmask, jax.random.key(cfg.train.seed + 1))
+    base_key = jax.random.key(cfg.train.seed + 1)
+
+    def chunk(params, c):
+        rows = np.minimum(np.arange(c, c + size), n - 1)  # past the end: the last row again
+        prompts, pmask = data.prompts(rows, "test")
+        samples = sampler(params, prompts, pmask, jax.random.fold_in(base_key, c))
         tokens, mask, cmask = samples.sequences()
         scores, gold = scorer(samples, (tokens, mask, cmask), rows, "test")
         logps = logps_fn(params, tokens, mask, cfg.rl.temperature)
         ref = logps_fn(ref_params, tokens, mask, cfg.rl.temperature)
-        golds[name] = gold
+        host = [mesh_lib.to_host(x) for x in (scores, logps, ref, cmask)] + [gold]
+        kept = min(size, n - c)
+        return [None if x is None else x[:kept] for x in host]
+
+    out, ranked = {}, {}
+    for name, params in named_params.items():
+        parts = [chunk(params, c) for c in range(0, n, size)]
+        scores, logps, ref, cmask, gold = (
+            None if part[0] is None else np.concatenate(part) for part in zip(*parts, strict=True)
+        )
+        ranked[name] = scores if gold is None else gold
         out[name] = {
-            "score": float(jnp.mean(scores)),
-            "gold": float(gold.mean()),
+            "score": float(scores.mean()),
             "kl": eval_metrics.sequence_kl(logps, ref, cmask),
             "length": eval_metrics.mean_length(cmask),
+            **({} if gold is None else {"gold": float(gold.mean())}),
         }
-    if "reference" in golds:
-        out["gold_win_rate"] = eval_metrics.win_rate(golds["policy"], golds["reference"])
+    if "reference" in ranked:
+        name = "gold_win_rate" if scorer.judge is not None else "score_win_rate"
+        out[name] = eval_metrics.win_rate(ranked["policy"], ranked["reference"])
     return out

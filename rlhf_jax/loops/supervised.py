@@ -35,7 +35,7 @@ def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch
     )
 
     def advance(state, i):
-        return step_fn(state, mesh_lib.put_batch(make_batch(next(loader)), mesh))
+        return step_fn(state, mesh_lib.put_rows(make_batch, next(loader), mesh))
 
     return drive(cfg, workdir, mesh, state, loader, advance)
 

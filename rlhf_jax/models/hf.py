@@ -302,7 +302,7 @@ def save_hf(
     With `max_shard_bytes` the tensors are split over `model-0000i-of-0000n.safetensors`
     files with an index.
     """
-    host = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), params)
+    host = jax.tree.map(lambda x: mesh_lib.to_host(x).astype(np.float32), params)
     if jax.process_index() != 0:
         return
     os.makedirs(directory, exist_ok=True)

@@ -1,0 +1,127 @@
+"""A full-size dry run: one iteration of a config's loop traced with `jax.eval_shape`, with
+no parameters allocated and no data read. It catches, before a pod is booked, what would
+otherwise fail after the model loads: a prompt + completion longer than the model's
+positions, batches that do not split into minibatches or accumulation steps, a loss that
+does not trace at the real shapes; and it reports what the train state will weigh.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhf_jax.experiment import CRITIC_ESTIMATORS, ExperimentConfig
+from rlhf_jax.losses.preference import KTOBatch, PreferenceBatch, kto_loss, preference_loss
+from rlhf_jax.losses.reward import pair_loss
+from rlhf_jax.losses.sft import SFTBatch, sft_loss
+from rlhf_jax.models.transformer import abstract_model
+from rlhf_jax.rollout import BaselineState
+from rlhf_jax.sampling import Sampler, SamplingConfig
+from rlhf_jax.train_step import TrainState, make_optimizer, make_schedule, train_step_fn
+
+
+def _sds(shape, dtype=jnp.float32):
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+
+def _sequences(B: int, T: int):
+    return _sds((B, T), jnp.int32), _sds((B, T), jnp.int32), _sds((B, T), jnp.int32)
+
+
+def _state(params, optimizer) -> TrainState:
+    opt_state = jax.eval_shape(optimizer.init, params)
+    return TrainState(step=_sds((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> dict:
+    """Trace one iteration of cfg's loop at full size. Returns the trained parameter count
+    (policy and critic), the train state's bytes and the traced outputs (ShapeDtypeStructs). `vocab_size` is the
+    tokenizer's, for a model trained from scratch (a preset fixes its own).
+
+    Raises ValueError naming the config field when the shapes cannot work."""
+    model_cfg = cfg.model.model_config(vocab_size or cfg.model.vocab_size or 32000)
+    P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
+    T = P + C
+    if T > model_cfg.max_positions:
+        raise ValueError(
+            f"data.max_prompt_len + data.max_completion_len = {T} exceeds the model's "
+            f"{model_cfg.max_positions} positions"
+        )
+    kind = cfg.train.kind
+    head = "scalar" if kind in ("reward", "orm", "prm") else "lm"
+    model, params, _ = abstract_model(model_cfg, head)
+    optimizer = make_optimizer(cfg.optim)
+    schedule = make_schedule(cfg.optim)
+    out: dict = {}
+
+    if kind == "rl":
+        from rlhf_jax.loops import online  # the RL loop's own compiled pieces
+
+        rl = cfg.rl
+        critic = None
+        state_params = params
+        if rl.estimator in CRITIC_ESTIMATORS:
+            critic, value_params, _ = abstract_model(model_cfg, "scalar")
+            state_params = {"policy": params, "value": value_params}
+        sampler = Sampler(
+            model,
+            SamplingConfig(max_new_tokens=C, temperature=rl.temperature, n_samples=rl.k, max_cache_len=T),
+        )
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        prompts = _sds((rl.n_prompts, P), jnp.int32)
+        samples = jax.eval_shape(sampler._fn, params, prompts, prompts, key)
+
+        def scored(n):
+            tokens, mask, cmask = _sequences(n, T)
+            ended = _sds((n,), jnp.bool_)
+            return {"tokens": tokens, "mask": mask, "completion_mask": cmask, "scores": _sds((n,)), "ended": ended}
+
+        batch = scored(rl.rollout_batch)
+        if rl.estimator == "remax":  # one greedy completion per prompt
+            batch["greedy"] = scored(rl.n_prompts)
+        experience = online.make_experience(rl, rl.k, model, critic)
+        baseline = jax.eval_shape(BaselineState.init)
+        rollout, _, _ = jax.eval_shape(experience, state_params, params, batch, _sds(()), baseline, key)
+        step = train_step_fn(online.make_loss(rl, model, critic), optimizer, cfg.optim.accum_steps, schedule)
+        update = online.make_update(step, None)
+        order = _sds((rl.steps_per_iteration, rl.minibatch), jnp.int32)
+        state = _state(state_params, optimizer)
+        new_state, metrics = jax.eval_shape(update, state, rollout, order)
+        out.update(samples=samples, rollout=rollout, metrics=metrics)
+    else:
+        B = cfg.train.batch_size
+        if kind == "sft":
+            loss_fn = functools.partial(sft_loss, model=model, prompt_weight=cfg.train.prompt_loss_weight)
+            batch = SFTBatch(*_sequences(B, T))
+        elif kind == "reward":
+            loss_fn = functools.partial(pair_loss, model=model)
+            batch = PreferenceBatch(*_sequences(B, T), *_sequences(B, T), _sds((B,)), _sds((B,)))
+        elif kind == "preference":
+            pcfg = cfg.preference.loss_config()
+            if pcfg.objective == "kto":
+                loss_fn = functools.partial(kto_loss, cfg=pcfg, model=model)
+                batch = KTOBatch(
+                    *_sequences(2 * B, T), _sds((2 * B,)), _sds((2 * B,)), *_sequences(2 * B, T), _sds((2 * B,))
+                )
+            else:
+                loss_fn = functools.partial(preference_loss, cfg=pcfg, model=model)
+                batch = PreferenceBatch(*_sequences(B, T), *_sequences(B, T), _sds((B,)), _sds((B,)))
+        else:
+            raise ValueError(f"train.kind={kind!r}: no full-size dry run (it needs the task's step labels)")
+        if B % cfg.optim.accum_steps:
+            raise ValueError(f"train.batch_size={B} is not divisible by optim.accum_steps={cfg.optim.accum_steps}")
+        state = _state(params, optimizer)
+        new_state, metrics = jax.eval_shape(
+            train_step_fn(loss_fn, optimizer, cfg.optim.accum_steps, schedule), state, batch
+        )
+        out.update(metrics=metrics)
+    out["params"] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(new_state.params))
+    out["state_bytes"] = _nbytes(new_state)
+    return out
