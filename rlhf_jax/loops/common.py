@@ -85,11 +85,15 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.received = signum
 
-    def agreed(self) -> int | None:
+    def agreed(self, sync_point: bool) -> int | None:
         """The signal, if any process has received one: every process of a run must stop
-        (and save) after the same step, or the others would wait for it forever."""
+        (and save) after the same step, or the others would wait for it forever. Over
+        several processes they agree only at `sync_point`s (the logging steps, where the
+        host waits for the devices anyway), so other steps keep dispatching ahead."""
         if jax.process_count() == 1:
             return self.received
+        if not sync_point:
+            return None
         from jax.experimental import multihost_utils
 
         signals = multihost_utils.process_allgather(np.int32(self.received or 0))
@@ -132,7 +136,8 @@ def drive(
         for i in range(start, total):
             state, metrics = advance(state, i)
             done = i + 1
-            if done % cfg.train.log_every == 0 or done == total:
+            logged = done % cfg.train.log_every == 0 or done == total
+            if logged:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not math.isfinite(last["loss"]):
                     ckpt.wait()
@@ -140,7 +145,7 @@ def drive(
                         f"loss is {last['loss']} at step {done}; last good checkpoint: step {ckpt.latest_step()}"
                     )
                 log.write(done, last, time.time() - t0)
-            signal_received = stop.agreed()
+            signal_received = stop.agreed(sync_point=logged)
             if done % cfg.train.save_every == 0 or done == total or signal_received:
                 ckpt.save(done, state, {"loop": progress.state()})
             if signal_received:
