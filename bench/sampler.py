@@ -1,12 +1,20 @@
 """Sampler throughput: rlhf_jax's compiled sampler against transformers `generate`
-(torch, CPU, default cache) on the same randomly initialised GPT-2-family weights.
+(torch, CPU, default cache) on the same randomly initialised weights, and against Tunix's
+sampler (`tunix.generate.sampler.Sampler` on its own Llama3 class, random weights of the
+same shape as our Llama-family model).
 
 Batch 64, 64 prompt tokens, 128 new tokens, EOS disabled, pure sampling (T = 1, no
-top-k/top-p) on both sides. Each measurement runs in its own process, the two engines in
+top-k/top-p) everywhere. Each measurement runs in its own process, engines in
 alternating rounds (two threading runtimes in one process on 2 cores slow each other);
-the figure is the median over rounds, compile / warm-up time reported apart.
+the figure is the median over rounds, compile / warm-up time reported apart. Sizes
+small / base / base50k are GPT-2 family (peer: HF generate); llama_small / llama_base
+are Llama family (peers: HF generate and, given --tunix-python, Tunix).
 
     python bench/sampler.py --sizes small base base50k --rounds 3
+    python bench/sampler.py --sizes llama_small llama_base --tunix-python /tmp/tunix/bin/python
+
+Tunix needs safetensors < 0.8, so it lives in its own venv:
+    python -m venv /tmp/tunix && /tmp/tunix/bin/pip install google-tunix==0.1.7 'safetensors<0.8'
 """
 
 from __future__ import annotations
@@ -15,22 +23,28 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-SIZES = {
-    "small": dict(n_layer=2, n_embd=128, n_head=4, vocab_size=8192),
-    "base": dict(n_layer=6, n_embd=512, n_head=8, vocab_size=8192),
-    "base50k": dict(n_layer=6, n_embd=512, n_head=8, vocab_size=50257),
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import GPT2_SIZES, machine, peak_gflops, run_json  # noqa: E402
+from common import matmul_params as gpt2_matmul_params  # noqa: E402
+
+LLAMA_SIZES = {
+    "llama_small": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=4, intermediate_size=512),
+    "llama_base": dict(num_hidden_layers=6, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
 }
-BATCH, PROMPT, NEW = 64, 64, 128
+SIZES = {**GPT2_SIZES, **LLAMA_SIZES}
+BATCH, PROMPT, NEW, VOCAB_LLAMA = 64, 64, 128, 8192
 
 
-def matmul_params(size: dict) -> int:
-    d, layers, vocab = size["n_embd"], size["n_layer"], size["vocab_size"]
-    return layers * (4 * d * d + 2 * d * 4 * d) + d * vocab
+def matmul_params(size: str) -> int:
+    if size in GPT2_SIZES:
+        return gpt2_matmul_params(GPT2_SIZES[size])
+    s = LLAMA_SIZES[size]
+    d, h = s["hidden_size"], s["intermediate_size"]
+    return s["num_hidden_layers"] * (4 * d * d + 3 * d * h) + d * VOCAB_LLAMA
 
 
 def make_checkpoint(size: str, directory: str) -> None:
@@ -38,10 +52,26 @@ def make_checkpoint(size: str, directory: str) -> None:
     import transformers as T
 
     torch.manual_seed(0)
-    cfg = T.GPT2Config(
-        **SIZES[size], n_positions=PROMPT + NEW, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0
-    )
-    T.GPT2LMHeadModel(cfg).save_pretrained(directory)
+    if size in GPT2_SIZES:
+        cfg = T.GPT2Config(
+            **GPT2_SIZES[size],
+            n_positions=PROMPT + NEW,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            pad_token_id=0,
+        )
+        T.GPT2LMHeadModel(cfg).save_pretrained(directory)
+    else:
+        cfg = T.LlamaConfig(
+            **LLAMA_SIZES[size],
+            vocab_size=VOCAB_LLAMA,
+            max_position_embeddings=PROMPT + NEW,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
+        )
+        T.LlamaForCausalLM(cfg).save_pretrained(directory)
 
 
 def prompts():
@@ -79,7 +109,7 @@ def worker_hf(directory: str, repeats: int) -> dict:
     import transformers as T
 
     torch.set_num_threads(os.cpu_count() or 2)
-    model = T.GPT2LMHeadModel.from_pretrained(directory).eval()
+    model = T.AutoModelForCausalLM.from_pretrained(directory).eval()
     tokens, mask = (torch.tensor(x) for x in prompts())
     kw = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=NEW, min_new_tokens=NEW)
     kw.update(eos_token_id=None, pad_token_id=0)
@@ -96,51 +126,100 @@ def worker_hf(directory: str, repeats: int) -> dict:
     return {"seconds": statistics.median(times), "warmup_seconds": first}
 
 
-def run_worker(engine: str, directory: str, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", engine, "--dir", directory, "--repeats", str(repeats)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def worker_tunix(size: str, repeats: int) -> dict:
+    """Tunix's sampler on its Llama3 class with random weights of the shape of `size`;
+    prompts go in as strings (its API) through a word-level tokenizer, one token a word."""
+    import tokenizers
+    import transformers as T
+    from flax import nnx
+    from tunix.generate import sampler as tunix_sampler
+    from tunix.models.llama3 import model as tunix_llama
+
+    s = LLAMA_SIZES[size]
+    d, heads, layers = s["hidden_size"], s["num_attention_heads"], s["num_hidden_layers"]
+    words = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i for i in range(2, VOCAB_LLAMA)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<pad>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tokenizer = T.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    cfg = tunix_llama.ModelConfig(
+        num_layers=layers,
+        vocab_size=VOCAB_LLAMA,
+        embed_dim=d,
+        hidden_dim=s["intermediate_size"],
+        num_heads=heads,
+        head_dim=d // heads,
+        num_kv_heads=heads,
+        rope_theta=10000,
+        norm_eps=1e-6,
+    )
+    model = tunix_llama.Llama3(cfg, rngs=nnx.Rngs(0))
+    cache = tunix_sampler.CacheConfig(
+        cache_size=PROMPT + NEW, num_layers=layers, num_kv_heads=heads, head_dim=d // heads
+    )
+    sampler = tunix_sampler.Sampler(model, tokenizer, cache)
+    texts = [" ".join(f"w{t}" for t in row) for row in prompts()[0]]
+    kw = dict(max_generation_steps=NEW, max_prompt_length=PROMPT, temperature=1.0, top_p=1.0, pad_output=True)
+    kw["eos_tokens"] = [VOCAB_LLAMA + 1]  # an id no draw can produce: EOS disabled
+    t0 = time.perf_counter()
+    sampler(texts, seed=0, **kw)
+    first = time.perf_counter() - t0
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        out = sampler(texts, seed=i + 1, **kw)
+        times.append(time.perf_counter() - t0)
+        assert len(out.tokens) == BATCH and all(len(t) == NEW for t in out.tokens)
+    run = statistics.median(times)
+    return {"seconds": run, "warmup_seconds": first, "compile_seconds": max(first - run, 0.0)}
 
 
-def peak_gflops() -> float | None:
-    path = os.path.join(os.path.dirname(__file__), "peak.py")
-    out = subprocess.run([sys.executable, path, "--json"], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["best_gflops"]
+def run_worker(engine: str, directory: str, size: str, repeats: int, python: str = sys.executable) -> dict:
+    cmd = [python, __file__, "--worker", engine, "--dir", directory, "--size", size, "--repeats", str(repeats)]
+    env = dict(os.environ, PYTHONPATH="") if engine == "tunix" else None
+    return run_json(cmd, env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=list(GPT2_SIZES), choices=list(SIZES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--worker", choices=["jax", "hf"])
+    parser.add_argument("--tunix-python", help="a Python with google-tunix (Llama sizes only)")
+    parser.add_argument("--worker", choices=["jax", "hf", "tunix"])
     parser.add_argument("--dir")
+    parser.add_argument("--size")
     args = parser.parse_args()
     if args.worker:
-        fn = worker_jax if args.worker == "jax" else worker_hf
-        print(json.dumps(fn(args.dir, args.repeats)))
+        if args.worker == "tunix":
+            out = worker_tunix(args.size, args.repeats)
+        else:
+            out = (worker_jax if args.worker == "jax" else worker_hf)(args.dir, args.repeats)
+        print(json.dumps(out))
         return
     peak = peak_gflops()
-    print(f"practical f32 matmul peak: {peak:.0f} GFLOP/s")
-    print("| size | rlhf_jax tok/s | HF generate tok/s | ratio | rlhf_jax % of peak | compile s |")
-    print("|---|---|---|---|---|---|")
+    print(f"machine: {machine()}; practical f32 matmul peak: {peak:.0f} GFLOP/s")
+    print("| size | engine | new tok/s | rlhf_jax / engine | model GFLOP/s | % of peak | compile s |")
+    print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
+        engines = ["jax", "hf"] + (["tunix"] if size in LLAMA_SIZES and args.tunix_python else [])
         with tempfile.TemporaryDirectory() as directory:
             make_checkpoint(size, directory)
-            results = {"jax": [], "hf": []}
+            results = {e: [] for e in engines}
             for _ in range(args.rounds):
-                for engine in ("jax", "hf"):
-                    results[engine].append(run_worker(engine, directory, args.repeats))
-        jax_s = statistics.median(r["seconds"] for r in results["jax"])
-        hf_s = statistics.median(r["seconds"] for r in results["hf"])
-        compile_s = statistics.median(r["compile_seconds"] for r in results["jax"])
-        flops = 2 * matmul_params(SIZES[size]) * BATCH * (PROMPT + NEW)
-        share = 100 * flops / jax_s / 1e9 / peak
-        print(
-            f"| {size} | {BATCH * NEW / jax_s:,.0f} | {BATCH * NEW / hf_s:,.0f} | {hf_s / jax_s:.2f}x | "
-            f"{share:.0f}% | {compile_s:.1f} |",
-            flush=True,
-        )
+                for engine in engines:
+                    python = args.tunix_python if engine == "tunix" else sys.executable
+                    results[engine].append(run_worker(engine, directory, size, args.repeats, python))
+        seconds = {e: statistics.median(r["seconds"] for r in rs) for e, rs in results.items()}
+        flops = 2 * matmul_params(size) * BATCH * (PROMPT + NEW)
+        for engine, rs in results.items():
+            s = seconds[engine]
+            compile_s = statistics.median(r.get("compile_seconds", float("nan")) for r in rs)
+            gflops = flops / s / 1e9
+            print(
+                f"| {size} | {engine} | {BATCH * NEW / s:,.0f} | {s / seconds['jax']:.2f}x | {gflops:.0f} | "
+                f"{100 * gflops / peak:.0f}% | {compile_s:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

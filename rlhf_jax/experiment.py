@@ -118,6 +118,9 @@ class RLSection:
     the task's gold judge. critic_from: "reward" (TRL's default) or "policy" (its backbone).
     beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
     reward_noise: std of Gaussian noise added to r (the robustness sweeps).
+    old_logps: where log pi_old comes from: "sampler" (the log-probs the sampler computed
+    while drawing, under the same parameters: no extra forward) or "forward" (a training
+    forward over the sampled sequences; equal up to rounding, which in bf16 may matter).
     """
 
     estimator: str = "rloo"
@@ -146,6 +149,7 @@ class RLSection:
     lam: float = 0.95
     ent_coef: float = 0.0
     kl_loss_coef: float = 0.0
+    old_logps: str = "sampler"
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -160,6 +164,8 @@ class RLSection:
             raise ValueError(f"rl.minibatch={self.minibatch}: must divide rl.rollout_batch={self.rollout_batch}")
         if self.updates_per_batch < 1:
             raise ValueError(f"rl.updates_per_batch={self.updates_per_batch}: must be >= 1")
+        if self.old_logps not in ("sampler", "forward"):
+            raise ValueError(f"rl.old_logps={self.old_logps!r}: expected 'sampler' or 'forward'")
         if self.critic_from not in ("reward", "policy"):
             raise ValueError(f"rl.critic_from={self.critic_from!r}: expected 'reward' or 'policy'")
         for name in ("beta", "target_kl", "reward_noise", "baseline_decay", "missing_eos_penalty"):

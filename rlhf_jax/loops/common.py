@@ -23,6 +23,7 @@ from tensorboardX import SummaryWriter
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.checkpoint import Checkpointer
+from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.models.hf import load_hf, save_hf
 from rlhf_jax.models.transformer import init_model
@@ -123,7 +124,9 @@ def drive(
     """Run `advance(state, i) -> (state, metrics)` for i = start .. train.steps - 1, where
     start is the newest checkpoint's iteration. Returns (state, last logged metrics), or
     None when a signal stopped it (after saving). A non-finite loss stops the run with an
-    error that names the iteration; the checkpoints saved before it are kept."""
+    error that names the iteration; the checkpoints saved before it are kept. Each logged
+    line carries `compiles`, the XLA compilations since the previous one (0 once warm;
+    checkpoint saves not counted)."""
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep)
     start = 0
     restored = ckpt.restore(state)
@@ -132,13 +135,19 @@ def drive(
         progress.restore(meta["loop"])
         print(f"resumed from step {start}")
     total, t0, last = cfg.train.steps, time.time(), {}
-    with StopSignal() as stop, mesh_lib.use_mesh(mesh), MetricsLog(workdir, total, start) as log:
+    with (
+        StopSignal() as stop,
+        mesh_lib.use_mesh(mesh),
+        MetricsLog(workdir, total, start) as log,
+        CompileCounter() as compiles,
+    ):
         for i in range(start, total):
             state, metrics = advance(state, i)
             done = i + 1
             logged = done % cfg.train.log_every == 0 or done == total
             if logged:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                last["compiles"] = compiles.take()
                 if not math.isfinite(last["loss"]):
                     ckpt.wait()
                     raise FloatingPointError(
@@ -147,7 +156,8 @@ def drive(
                 log.write(done, last, time.time() - t0)
             signal_received = stop.agreed(sync_point=logged)
             if done % cfg.train.save_every == 0 or done == total or signal_received:
-                ckpt.save(done, state, {"loop": progress.state()})
+                with compiles.paused():
+                    ckpt.save(done, state, {"loop": progress.state()})
             if signal_received:
                 ckpt.close()
                 print(

@@ -2,10 +2,11 @@
 
 One iteration i:
   1. draw rollout_batch // k prompts, sample k completions each at the policy's
-     temperature (compiled `Sampler`, key fold_in(seed, i));
+     temperature (compiled `Sampler`, key fold_in(seed, i)), with their log-probs;
   2. score them: r = RM(x, y) or the task's gold judge, plus optional Gaussian noise
      (robustness sweeps) and a missing-EOS penalty;
-  3. one compiled `experience` step: log pi_old and log pi_ref by a training forward,
+  3. one compiled `experience` step: log pi_ref by a training forward (log pi_old is the
+     sampler's, or another forward with rl.old_logps "forward"),
      the critic's V(s_t) (PPO, Vanilla PG), the KL-shaped reward
          R(x, y) = r(x, y) - beta * sum_t kl_t        (sequence level: REINFORCE family, RAFT)
          R_t = -beta * kl_t  (+ r on the last token)  (token level: PPO, Vanilla PG)
@@ -125,8 +126,9 @@ def advantages(rl: RLSection, k: int, scores_B, logps_BxT, ref_BxT, cmask_BxT, v
 def make_experience(rl: RLSection, k: int, policy, critic):
     """The compiled scoring step: (params, ref_params, batch, beta, baseline, key) ->
     (Rollout, new baseline, metrics). `batch` holds tokens/mask/completion mask [N, T],
-    scores [N] and ended [N] (whether the completion emitted EOS), and for ReMax the same
-    for the greedy completions under "greedy"."""
+    scores [N] and ended [N] (whether the completion emitted EOS), optionally "logps" [N, T]
+    (log pi_old of the completion tokens from the sampler; else a forward computes them),
+    and for ReMax the same for the greedy completions under "greedy"."""
     T = rl.temperature
 
     def shaped_scores(scores_B, ended_B, key):
@@ -138,7 +140,7 @@ def make_experience(rl: RLSection, k: int, policy, critic):
     def experience(params, ref_params, batch, beta, baseline, key):
         policy_params = params["policy"] if critic is not None else params
         tokens, mask, cmask = batch["tokens"], batch["mask"], batch["completion_mask"]
-        old = policy.token_logps(policy_params, tokens, mask, T)
+        old = batch["logps"] if "logps" in batch else policy.token_logps(policy_params, tokens, mask, T)
         ref = policy.token_logps(ref_params, tokens, mask, T)
         noise_key, greedy_key = jax.random.split(key)
         r_B = shaped_scores(batch["scores"], batch["ended"], noise_key)
@@ -148,7 +150,7 @@ def make_experience(rl: RLSection, k: int, policy, critic):
         greedy_R = None
         if "greedy" in batch:
             g = batch["greedy"]
-            g_old = policy.token_logps(policy_params, g["tokens"], g["mask"], T)
+            g_old = g["logps"] if "logps" in g else policy.token_logps(policy_params, g["tokens"], g["mask"], T)
             g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T)
             g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
             greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
@@ -269,6 +271,84 @@ def build_models(cfg: ExperimentConfig, data: TaskData, mesh):
     return policy, params, ref_params, critic, rm, rm_params
 
 
+class Iteration:
+    """One RL iteration as compiled parts, for given models and a scorer:
+    `iteration(state, progress, prompts, pmask, rows, i) -> (state, metrics)` samples k
+    completions per prompt, scores them, runs the `experience` step and the scanned
+    update, and adapts beta. `scorer(samples, sequences, rows, split) -> (scores, gold or
+    None)`. `run_rl` drives it; bench/rloo_iteration.py times it."""
+
+    def __init__(self, cfg: ExperimentConfig, policy, critic, ref_params, scorer, state, eos_id: int, pad_id: int,
+                 max_new_tokens: int, mesh):  # fmt: skip
+        rl = self.rl = cfg.rl
+        self.cfg, self.policy, self.critic, self.ref_params, self.scorer = cfg, policy, critic, ref_params, scorer
+        self.mesh, self.eos_id = mesh, eos_id
+        base = SamplingConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=rl.temperature,
+            top_k=rl.top_k,
+            top_p=rl.top_p,
+            eos_ids=(eos_id,),
+            pad_id=pad_id,
+            n_samples=rl.k,
+            max_cache_len=policy.cfg.max_positions,
+        )
+        self.sampler = Sampler(policy, base, mesh)
+        self.greedy_sampler = Sampler(policy, dataclasses.replace(base, greedy=True, n_samples=1), mesh)
+        self.sample_shardings = (
+            param_shardings(policy.cfg, "lm", mesh, mesh_lib.SAMPLE_RULES) if mesh.size > 1 else None
+        )
+        optimizer = make_optimizer(cfg.optim)
+        step = train_step_fn(make_loss(rl, policy, critic), optimizer, cfg.optim.accum_steps, make_schedule(cfg.optim))
+        self.update = make_update(step, state_shardings(state))
+        self.experience = make_experience(rl, rl.k, policy, critic)
+        self.base_key = jax.random.key(cfg.train.seed)
+        self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def for_sampling(self, state):
+        p = state.params["policy"] if self.critic is not None else state.params
+        return jax.device_put(p, self.sample_shardings) if self.sample_shardings is not None else p
+
+    def sample_scored(self, sampler, params, prompts, pmask, rows, key, split="train"):
+        """(batch for `experience`, gold scores or None)."""
+        samples = sampler(params, prompts, pmask, key)
+        sequences = samples.sequences()
+        n = samples.tokens.shape[0] // prompts.shape[0]
+        scores, gold = self.scorer(samples, sequences, np.repeat(rows, n), split)
+        tokens, mask, cmask = sequences
+        batch = {
+            "tokens": tokens,
+            "mask": mask,
+            "completion_mask": cmask,
+            "scores": scores,
+            "ended": ended(samples, self.eos_id),
+        }
+        if self.rl.old_logps == "sampler":
+            batch["logps"] = jnp.concatenate([jnp.zeros(samples.prompt_tokens.shape, jnp.float32), samples.logps], 1)
+        return batch, gold
+
+    def __call__(self, state, progress: RLProgress, prompts, pmask, rows, i: int):
+        rl = self.rl
+        key = jax.random.fold_in(self.base_key, i)
+        sample_key, greedy_key, noise_key = jax.random.split(key, 3)
+        params_s = self.for_sampling(state)
+        batch, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
+        if rl.estimator == "remax":
+            batch["greedy"], _ = self.sample_scored(self.greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
+        # placed like the step's outputs, so the first call's program serves every later one
+        beta, baseline = jax.device_put((progress.beta, progress.baseline), self.replicated)
+        rollout, progress.baseline, metrics = self.experience(
+            state.params, self.ref_params, batch, beta, baseline, noise_key
+        )
+        state, update_metrics = self.update(state, rollout, minibatch_order(rl, self.cfg.train.seed, i))
+        if rl.target_kl:
+            progress.beta = rl_math.adaptive_beta(
+                progress.beta, metrics["kl"], rl.rollout_batch, rl.target_kl, rl.kl_horizon
+            )
+        gold = {} if gold is None else {"gold": float(gold.mean())}
+        return state, {**update_metrics, **metrics, **gold}
+
+
 def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     """Online RL with the estimator of cfg.rl; see the module docstring."""
     rl = cfg.rl
@@ -276,71 +356,21 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     mesh = mesh_lib.make_mesh(cfg.mesh)
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, data, mesh)
     scorer = Scorer(cfg, data, rm, rm_params)
-    eos, pad = data.tokenizer.eos_token_id, data.tokenizer.pad_token_id
-    base = SamplingConfig(
-        max_new_tokens=data.C,
-        temperature=rl.temperature,
-        top_k=rl.top_k,
-        top_p=rl.top_p,
-        eos_ids=(eos,),
-        pad_id=pad,
-        n_samples=rl.k,
-        max_cache_len=policy.cfg.max_positions,
-    )
-    sampler = Sampler(policy, base, mesh)
-    greedy_sampler = Sampler(policy, dataclasses.replace(base, greedy=True, n_samples=1), mesh)
-    sample_shardings = param_shardings(policy.cfg, "lm", mesh, mesh_lib.SAMPLE_RULES) if mesh.size > 1 else None
-
-    def for_sampling(state):
-        p = state.params["policy"] if critic is not None else state.params
-        return jax.device_put(p, sample_shardings) if sample_shardings is not None else p
-
-    optimizer = make_optimizer(cfg.optim)
-    state = init_state(params, optimizer)
-    step = train_step_fn(make_loss(rl, policy, critic), optimizer, cfg.optim.accum_steps, make_schedule(cfg.optim))
-    update = make_update(step, state_shardings(state))
-    experience = make_experience(rl, rl.k, policy, critic)
+    state = init_state(params, make_optimizer(cfg.optim))
+    iteration = Iteration(
+        cfg, policy, critic, ref_params, scorer, state, data.tokenizer.eos_token_id, data.tokenizer.pad_token_id,
+        data.C, mesh,
+    )  # fmt: skip
     progress = RLProgress(
         loader=batching.Loader(len(data.train.kept), rl.n_prompts, cfg.train.seed),
         beta=jnp.float32(rl.beta),
         baseline=rl_math.BaselineState.init(),
     )
-    base_key = jax.random.key(cfg.train.seed)
-
-    def sample_scored(sampler_, params_, prompts, pmask, rows, key, split="train"):
-        samples = sampler_(params_, prompts, pmask, key)
-        sequences = samples.sequences()
-        n = samples.tokens.shape[0] // prompts.shape[0]
-        scores, gold = scorer(samples, sequences, np.repeat(rows, n), split)
-        tokens, mask, cmask = sequences
-        batch = {
-            "tokens": tokens,
-            "mask": mask,
-            "completion_mask": cmask,
-            "scores": scores,
-            "ended": ended(samples, eos),
-        }
-        return batch, gold
 
     def advance(state, i):
         rows = next(progress.loader)
         prompts, pmask = mesh_lib.put_rows(data.prompts, rows, mesh, mesh_lib.SAMPLE_RULES)
-        key = jax.random.fold_in(base_key, i)
-        sample_key, greedy_key, noise_key = jax.random.split(key, 3)
-        params_s = for_sampling(state)
-        batch, gold = sample_scored(sampler, params_s, prompts, pmask, rows, sample_key)
-        if rl.estimator == "remax":
-            batch["greedy"], _ = sample_scored(greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
-        rollout, progress.baseline, metrics = experience(
-            state.params, ref_params, batch, progress.beta, progress.baseline, noise_key
-        )
-        state, update_metrics = update(state, rollout, minibatch_order(rl, cfg.train.seed, i))
-        if rl.target_kl:
-            progress.beta = rl_math.adaptive_beta(
-                progress.beta, metrics["kl"], rl.rollout_batch, rl.target_kl, rl.kl_horizon
-            )
-        gold = {} if gold is None else {"gold": float(gold.mean())}
-        return state, {**update_metrics, **metrics, **gold}
+        return iteration(state, progress, prompts, pmask, rows, i)
 
     result = drive(cfg, workdir, mesh, state, progress, advance)
     if result is None:

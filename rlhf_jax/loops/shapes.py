@@ -81,7 +81,10 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
         def scored(n):
             tokens, mask, cmask = _sequences(n, T)
             ended = _sds((n,), jnp.bool_)
-            return {"tokens": tokens, "mask": mask, "completion_mask": cmask, "scores": _sds((n,)), "ended": ended}
+            batch = {"tokens": tokens, "mask": mask, "completion_mask": cmask, "scores": _sds((n,)), "ended": ended}
+            if rl.old_logps == "sampler":
+                batch["logps"] = _sds((n, T))
+            return batch
 
         batch = scored(rl.rollout_batch)
         if rl.estimator == "remax":  # one greedy completion per prompt

@@ -1,0 +1,51 @@
+"""Shared by the bench scripts: model sizes, FLOP counts, a worker per process, the
+machine's matmul peak.
+
+Every measurement runs in its own process (two threading runtimes in one process on a
+small machine slow each other), engines in alternating rounds; figures are medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+GPT2_SIZES = {
+    "small": dict(n_layer=2, n_embd=128, n_head=4, vocab_size=8192),
+    "base": dict(n_layer=6, n_embd=512, n_head=8, vocab_size=8192),
+    "base50k": dict(n_layer=6, n_embd=512, n_head=8, vocab_size=50257),
+}
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def matmul_params(size: dict) -> int:
+    """N: the parameters that take part in matmuls (attention and MLP projections, the LM
+    head); a forward costs 2N FLOP per token, a training step 6N."""
+    d, layers, vocab = size["n_embd"], size["n_layer"], size["vocab_size"]
+    return layers * (4 * d * d + 2 * d * 4 * d) + d * vocab
+
+
+def run_json(cmd: list[str], env: dict | None = None) -> dict:
+    """Run a worker; its last stdout line is a JSON object."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_gflops() -> float:
+    """The best of numpy, torch and jax on a 4096 x 4096 f32 matmul (bench/peak.py)."""
+    return run_json([sys.executable, os.path.join(BENCH_DIR, "peak.py"), "--json"])["best_gflops"]
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
