@@ -120,6 +120,34 @@ def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
     np.testing.assert_allclose(metrics["ratio_mean"], 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss_name", ["reinforce", "ppo"])
+def test_log_probs_of_the_completion_positions_only_change_nothing(loss_name):
+    # The RL loop's completions fill the last 4 positions (after 3 prompt tokens):
+    # completion_len=4 runs the head there only, with the same loss, metrics and gradient.
+    model, params = tiny_model()
+    value_model, value_params = tiny_model("scalar", seed=1)
+    rollout, adv_t = make_rollout(model, params)
+    out = []
+    for completion_len in (0, 4):
+        cfg = P.PolicyLossConfig(completion_len=completion_len, ent_coef=0.01, kl_loss_coef=0.1)
+        if loss_name == "reinforce":
+            fn = lambda p, cfg=cfg: P.reinforce_loss(p, rollout, cfg, model)  # noqa: E731
+            args = params
+        else:
+            r = rollout.replace(advantages=adv_t)
+            fn = lambda p, cfg=cfg, r=r: P.ppo_loss(p, r, cfg, model, value_model)  # noqa: E731
+            args = {"policy": params, "value": value_params}
+        out.append(jax.jit(jax.value_and_grad(fn, has_aux=True))(args))
+    ((l0, m0), g0), ((l1, m1), g1) = out
+    np.testing.assert_allclose(l0, l1, atol=1e-6)
+    for key in m0:
+        np.testing.assert_allclose(m0[key], m1[key], atol=1e-5, err_msg=key)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="completion_len=-1"):
+        P.PolicyLossConfig(completion_len=-1)
+
+
 @pytest.mark.parametrize("loss_name", ["reinforce", "raft", "ppo"])
 def test_padding_changes_nothing(loss_name):
     model, params = tiny_model()

@@ -66,6 +66,20 @@ def test_token_logps_are_the_log_softmax_of_the_previous_position():
     np.testing.assert_allclose(hot[1, 3], scaled[7], atol=1e-5)
 
 
+def test_token_logps_of_the_last_k_positions_skip_the_rest_of_the_head():
+    model, params = init_model(TINY["gpt2"], seed=3)
+    tokens = jnp.array([[0, 0, 7, 8, 9, 3], [4, 5, 6, 7, 8, 2]])
+    mask = jnp.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    full = jax.jit(model.token_logps)(params, tokens, mask)
+    last3 = jax.jit(model.token_logps, static_argnums=(3, 4))(params, tokens, mask, 1.0, 3)
+    np.testing.assert_allclose(last3[:, 3:], full[:, 3:], atol=1e-6)
+    np.testing.assert_array_equal(last3[:, :3], 0.0)
+    assert last3[1, 5] == 0  # padding stays 0
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match=f"keep_last={bad}"):
+            model.token_logps(params, tokens, mask, 1.0, bad)
+
+
 def log_softmax_np(x):
     return x - np.log(np.exp(x - x.max()).sum()) - x.max()
 

@@ -72,8 +72,9 @@ class RLProgress:
         self.baseline = rl_math.BaselineState(mean=jnp.float32(mean), count=jnp.float32(count))
 
 
-def policy_loss_config(rl: RLSection) -> policy_losses.PolicyLossConfig:
+def policy_loss_config(rl: RLSection, completion_len: int = 0) -> policy_losses.PolicyLossConfig:
     return policy_losses.PolicyLossConfig(
+        completion_len=completion_len,
         clip_eps=rl.clip_eps,
         ppo_clip=rl.ppo_clip,
         value_clip=rl.value_clip,
@@ -85,9 +86,10 @@ def policy_loss_config(rl: RLSection) -> policy_losses.PolicyLossConfig:
     )
 
 
-def make_loss(rl: RLSection, policy, critic):
-    """loss(params, rollout) of the estimator; params = {"policy", "value"} with a critic."""
-    cfg = policy_loss_config(rl)
+def make_loss(rl: RLSection, policy, critic, completion_len: int = 0):
+    """loss(params, rollout) of the estimator; params = {"policy", "value"} with a critic.
+    completion_len K > 0: completions fill the last K positions (log-probs only there)."""
+    cfg = policy_loss_config(rl, completion_len)
     if rl.estimator == "ppo":
         return functools.partial(policy_losses.ppo_loss, cfg=cfg, model=policy, value_model=critic)
     if rl.estimator == "vanilla_pg":
@@ -123,13 +125,14 @@ def advantages(rl: RLSection, k: int, scores_B, logps_BxT, ref_BxT, cmask_BxT, v
     return adv, returns, baseline, rewards_BxT.sum(-1), kl_BxT.sum(-1)
 
 
-def make_experience(rl: RLSection, k: int, policy, critic):
+def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int = 0):
     """The compiled scoring step: (params, ref_params, batch, beta, baseline, key) ->
     (Rollout, new baseline, metrics). `batch` holds tokens/mask/completion mask [N, T],
     scores [N] and ended [N] (whether the completion emitted EOS), optionally "logps" [N, T]
     (log pi_old of the completion tokens from the sampler; else a forward computes them),
-    and for ReMax the same for the greedy completions under "greedy"."""
-    T = rl.temperature
+    and for ReMax the same for the greedy completions under "greedy". completion_len as
+    in `make_loss`."""
+    T, K = rl.temperature, completion_len
 
     def shaped_scores(scores_B, ended_B, key):
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
@@ -140,8 +143,8 @@ def make_experience(rl: RLSection, k: int, policy, critic):
     def experience(params, ref_params, batch, beta, baseline, key):
         policy_params = params["policy"] if critic is not None else params
         tokens, mask, cmask = batch["tokens"], batch["mask"], batch["completion_mask"]
-        old = batch["logps"] if "logps" in batch else policy.token_logps(policy_params, tokens, mask, T)
-        ref = policy.token_logps(ref_params, tokens, mask, T)
+        old = batch["logps"] if "logps" in batch else policy.token_logps(policy_params, tokens, mask, T, K)
+        ref = policy.token_logps(ref_params, tokens, mask, T, K)
         noise_key, greedy_key = jax.random.split(key)
         r_B = shaped_scores(batch["scores"], batch["ended"], noise_key)
         values = None
@@ -150,8 +153,8 @@ def make_experience(rl: RLSection, k: int, policy, critic):
         greedy_R = None
         if "greedy" in batch:
             g = batch["greedy"]
-            g_old = g["logps"] if "logps" in g else policy.token_logps(policy_params, g["tokens"], g["mask"], T)
-            g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T)
+            g_old = g["logps"] if "logps" in g else policy.token_logps(policy_params, g["tokens"], g["mask"], T, K)
+            g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T, K)
             g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
             greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
         adv, returns, baseline, R_B, kl_B = advantages(rl, k, r_B, old, ref, cmask, values, beta, baseline, greedy_R)
@@ -299,9 +302,10 @@ class Iteration:
             param_shardings(policy.cfg, "lm", mesh, mesh_lib.SAMPLE_RULES) if mesh.size > 1 else None
         )
         optimizer = make_optimizer(cfg.optim)
-        step = train_step_fn(make_loss(rl, policy, critic), optimizer, cfg.optim.accum_steps, make_schedule(cfg.optim))
+        loss = make_loss(rl, policy, critic, max_new_tokens)
+        step = train_step_fn(loss, optimizer, cfg.optim.accum_steps, make_schedule(cfg.optim))
         self.update = make_update(step, state_shardings(state))
-        self.experience = make_experience(rl, rl.k, policy, critic)
+        self.experience = make_experience(rl, rl.k, policy, critic, max_new_tokens)
         self.base_key = jax.random.key(cfg.train.seed)
         self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 

@@ -89,10 +89,10 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
         batch = scored(rl.rollout_batch)
         if rl.estimator == "remax":  # one greedy completion per prompt
             batch["greedy"] = scored(rl.n_prompts)
-        experience = online.make_experience(rl, rl.k, model, critic)
+        experience = online.make_experience(rl, rl.k, model, critic, C)
         baseline = jax.eval_shape(BaselineState.init)
         rollout, _, _ = jax.eval_shape(experience, state_params, params, batch, _sds(()), baseline, key)
-        step = train_step_fn(online.make_loss(rl, model, critic), optimizer, cfg.optim.accum_steps, schedule)
+        step = train_step_fn(online.make_loss(rl, model, critic, C), optimizer, cfg.optim.accum_steps, schedule)
         update = online.make_update(step, None)
         order = _sds((rl.steps_per_iteration, rl.minibatch), jnp.int32)
         state = _state(state_params, optimizer)

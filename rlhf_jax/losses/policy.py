@@ -29,7 +29,9 @@ class PolicyLossConfig:
     """clip_eps: REINFORCE/RLOO sequence-ratio clip (None = plain REINFORCE, valid for one
     update per batch); ppo_clip: PPO's epsilon; value_clip: critic clip (None = unclipped);
     vf_coef / ent_coef: weights of the value loss and the entropy bonus; kl_loss_coef with
-    kl_estimator: KL to the reference as a loss term; temperature: the sampling one."""
+    kl_estimator: KL to the reference as a loss term; temperature: the sampling one;
+    completion_len: K > 0 when completions fill the last K positions of every row (the
+    RL loop's layout): log-probs are computed there only."""
 
     clip_eps: float | None = None
     ppo_clip: float = 0.2
@@ -39,11 +41,14 @@ class PolicyLossConfig:
     kl_loss_coef: float = 0.0
     kl_estimator: str = "k3"
     temperature: float = 1.0
+    completion_len: int = 0
 
     def __post_init__(self):
         for name in ("ppo_clip", "vf_coef", "ent_coef", "kl_loss_coef", "temperature"):
             if getattr(self, name) < 0 or (name == "temperature" and self.temperature == 0):
                 raise ValueError(f"PolicyLossConfig.{name}={getattr(self, name)}: must be positive")
+        if self.completion_len < 0:
+            raise ValueError(f"PolicyLossConfig.completion_len={self.completion_len}: must be >= 0 (0 = all positions)")
         if self.clip_eps is not None and self.clip_eps <= 0:
             raise ValueError(f"PolicyLossConfig.clip_eps={self.clip_eps}: must be positive or None")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -124,13 +129,16 @@ def raft_objective(logps_BxT, weights_B, mask_BxT):
 # ----------------------------------------------------------------------------- with a model
 
 
-def logps_and_entropy(model, params, tokens_BxT, mask_BxT, temperature: float = 1.0):
-    """Token-aligned log pi(x_t | x_<t) and the policy's entropy at each state, one forward."""
-    logits = model.logits(params, tokens_BxT, mask_BxT)[:, :-1] / temperature
+def logps_and_entropy(model, params, tokens_BxT, mask_BxT, temperature: float = 1.0, keep_last: int = 0):
+    """Token-aligned log pi(x_t | x_<t) and the policy's entropy H_t = log Z - sum p z at
+    each state, one forward; with keep_last = K > 0 only at the last K positions (the
+    completions; 0 before them), so the head skips the prompt positions."""
+    logits, targets = model.next_token_logits(params, tokens_BxT, mask_BxT, keep_last)
+    logits = logits / temperature
     log_z = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     entropy = log_z - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
-    pad = lambda x: jnp.pad(x, ((0, 0), (1, 0)))  # noqa: E731
+    pad = lambda x: jnp.pad(x, ((0, 0), (tokens_BxT.shape[1] - targets.shape[1], 0)))  # noqa: E731
     return pad(picked - log_z), pad(entropy)
 
 
@@ -151,7 +159,8 @@ def _kl_term(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig, metrics: dict):
 def _finish(loss, metrics, entropy_BxT, rollout: Rollout, cfg: PolicyLossConfig):
     entropy = masked_mean(entropy_BxT, rollout.completion_mask_BxT)
     metrics["entropy"] = entropy
-    loss = loss - cfg.ent_coef * entropy
+    if cfg.ent_coef:  # else a metric only: 0 * H would still send a backward pass through H
+        loss = loss - cfg.ent_coef * entropy
     metrics["loss"] = loss
     return loss, metrics
 
@@ -159,7 +168,9 @@ def _finish(loss, metrics, entropy_BxT, rollout: Rollout, cfg: PolicyLossConfig)
 def reinforce_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
     """REINFORCE-family loss on sequence log-probs; rollout.advantages is [B] (from
     reinforce_ma_advantages, rloo_advantages, grpo_advantages or remax_advantages)."""
-    logps, entropy = logps_and_entropy(model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    logps, entropy = logps_and_entropy(
+        model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    )
     cmask = rollout.completion_mask_BxT
     old = sequence_sum(rollout.old_logps_BxT, cmask)
     loss, metrics = reinforce_objective(sequence_sum(logps, cmask), rollout.advantages, old, cfg.clip_eps)
@@ -170,7 +181,9 @@ def reinforce_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
 def ppo_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
     """PPO: params = {"policy": ..., "value": ...}; rollout.advantages and returns_BxT
     per token (gae), rollout.values_BxT the critic's values at sampling time."""
-    logps, entropy = logps_and_entropy(model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    logps, entropy = logps_and_entropy(
+        model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    )
     cmask = rollout.completion_mask_BxT
     pg, metrics = ppo_objective(logps, rollout.old_logps_BxT, rollout.advantages, cmask, cfg.ppo_clip)
     values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
@@ -182,7 +195,9 @@ def ppo_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model
 
 def vanilla_pg_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
     """Vanilla PG: per-token returns minus a learned baseline (unclipped value loss)."""
-    logps, entropy = logps_and_entropy(model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    logps, entropy = logps_and_entropy(
+        model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    )
     cmask = rollout.completion_mask_BxT
     pg, metrics = vanilla_pg_objective(logps, rollout.advantages, cmask)
     values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
@@ -194,7 +209,9 @@ def vanilla_pg_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, valu
 
 def raft_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
     """RAFT: NLL on the best of k; rollout.advantages holds raft_weights of the chosen reward."""
-    logps, entropy = logps_and_entropy(model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature)
+    logps, entropy = logps_and_entropy(
+        model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    )
     loss, metrics = raft_objective(logps, rollout.advantages, rollout.completion_mask_BxT)
     loss = loss + _kl_term(logps, rollout, cfg, metrics)
     return _finish(loss, metrics, entropy, rollout, cfg)

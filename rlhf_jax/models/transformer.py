@@ -127,13 +127,29 @@ class Model:
         hidden, _ = module(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
         return module.readout(hidden)
 
-    def token_logps(self, params, tokens_BxT, mask_BxT, temperature: float = 1.0):
-        """logps_BxT[:, t] = log softmax(logits_{t-1} / temperature)[x_t], float32."""
-        logits = self.logits(params, tokens_BxT, mask_BxT)[:, :-1] / temperature
-        logps = gather_logps(logits, tokens_BxT[:, 1:])
-        valid = mask_BxT[:, 1:].astype(bool) & mask_BxT[:, :-1].astype(bool)
+    def next_token_logits(self, params, tokens_BxT, mask_BxT, keep_last: int = 0):
+        """(logits_BxKxV, targets_BxK): the logits that predict the last K = keep_last
+        tokens (K = T - 1 when keep_last is 0), i.e. those at positions T-K-1 .. T-2. With
+        completions of length K after the prompts, the vocabulary projection and the
+        log-softmax run over the completion positions only (half the head's work when
+        prompts and completions are equally long)."""
+        T = tokens_BxT.shape[1]
+        K = keep_last or T - 1
+        if not 0 < K < T:
+            raise ValueError(f"keep_last={keep_last}: must be in [0, {T - 1}] for sequences of {T} tokens")
+        module = self.module(params)
+        hidden, _ = module(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
+        return module.readout(hidden[:, T - K - 1 : T - 1]), tokens_BxT[:, T - K :]
+
+    def token_logps(self, params, tokens_BxT, mask_BxT, temperature: float = 1.0, keep_last: int = 0):
+        """logps_BxT[:, t] = log softmax(logits_{t-1} / temperature)[x_t], float32; with
+        keep_last = K > 0 only for the last K positions (0 before them)."""
+        logits, targets = self.next_token_logits(params, tokens_BxT, mask_BxT, keep_last)
+        K = targets.shape[1]
+        logps = gather_logps(logits / temperature, targets)
+        valid = mask_BxT[:, -K:].astype(bool) & mask_BxT[:, -K - 1 : -1].astype(bool)
         logps = jnp.where(valid, logps, 0.0)
-        return jnp.pad(logps, ((0, 0), (1, 0)))
+        return jnp.pad(logps, ((0, 0), (tokens_BxT.shape[1] - K, 0)))
 
     def values(self, params, tokens_BxT, mask_BxT):
         """Per-token scalar scores [B, T] (scalar head: a critic's values), 0 at padding."""
