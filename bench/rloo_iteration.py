@@ -72,16 +72,14 @@ def prompt_ids(steps: int):
     return rng.integers(2, 8000, size=(steps * PROMPTS, P))
 
 
-def worker_jax(directory: str, steps: int, warmup: int) -> dict:
-    import dataclasses
-
+def build_jax(directory: str, estimator: str = "rloo"):
+    """(iteration, state, progress) of rlhf_jax's RL loop on the bench checkpoints; PPO
+    gets a critic initialised from the reward model (TRL's default)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from rlhf_jax import mesh as mesh_lib
     from rlhf_jax import rollout as rl_math
-    from rlhf_jax.compiles import CompileCounter
     from rlhf_jax.experiment import ExperimentConfig, RLSection
     from rlhf_jax.loops.common import load_scalar
     from rlhf_jax.loops.online import Iteration, RLProgress
@@ -89,35 +87,46 @@ def worker_jax(directory: str, steps: int, warmup: int) -> dict:
     from rlhf_jax.train_step import OptimConfig, init_state, make_optimizer
 
     mesh = mesh_lib.make_mesh((1, 1, 1))
-    rl = RLSection(estimator="rloo", k=K, rollout_batch=PROMPTS * K, minibatch=PROMPTS * K, beta=BETA)
+    k = K if estimator == "rloo" else 1
+    rl = RLSection(estimator=estimator, k=k, rollout_batch=PROMPTS * K, minibatch=PROMPTS * K, beta=BETA)
     cfg = ExperimentConfig(rl=rl, optim=OptimConfig(learning_rate=LR), mesh=(1, 1, 1))
     policy, params = load_hf(os.path.join(directory, "policy"), mesh=mesh)
     ref_params = jax.tree.map(jnp.copy, params)
     rm, rm_params = load_scalar(os.path.join(directory, "reward"), mesh)
     rm_scores = jax.jit(rm.rewards)
     scorer = lambda samples, sequences, rows, split: (rm_scores(rm_params, *sequences[:2]), None)  # noqa: E731
+    critic = None
+    if estimator == "ppo":
+        critic, params = rm, {"policy": params, "value": jax.tree.map(jnp.copy, rm_params)}
     state = init_state(params, make_optimizer(cfg.optim))
-    iteration = Iteration(cfg, policy, None, ref_params, scorer, state, 1, 0, C, mesh)
+    iteration = Iteration(cfg, policy, critic, ref_params, scorer, state, 1, 0, C, mesh)
     progress = RLProgress(loader=None, beta=jnp.float32(BETA), baseline=rl_math.BaselineState.init())
-    ids = prompt_ids(steps)
+    return iteration, state, progress
+
+
+def worker_jax(directory: str, steps: int, warmup: int, estimator: str = "rloo") -> dict:
+    import jax
+    import numpy as np
+
+    from rlhf_jax.compiles import CompileCounter
+
+    iteration, state, progress = build_jax(directory, estimator)
+    n_prompts = iteration.rl.n_prompts
+    ids = np.tile(prompt_ids(steps), (K if estimator != "rloo" else 1, 1))
     times = []
     with CompileCounter() as compiles:
         for i in range(steps):
-            rows = np.arange(i * PROMPTS, (i + 1) * PROMPTS)
+            rows = np.arange(i * n_prompts, (i + 1) * n_prompts)
             t0 = time.perf_counter()
-            state, metrics = iteration(state, progress, ids[rows], np.ones((PROMPTS, P), np.int32), rows, i)
+            state, metrics = iteration(state, progress, ids[rows], np.ones((n_prompts, P), np.int32), rows, i)
             jax.block_until_ready((state, metrics))
             times.append(time.perf_counter() - t0)
             if i == 0:
                 first, compiles_first = times[0], compiles.take()
-        assert float(metrics["length"]) > 0.9 * C, dataclasses.asdict(rl)
+        assert float(metrics["length"]) > 0.9 * C, metrics
     step = statistics.median(times[warmup:])
-    return {
-        "seconds": step,
-        "first_seconds": first,
-        "compiles_first": compiles_first,
-        "compiles_after": compiles.take(),
-    }
+    after = compiles.take()
+    return {"seconds": step, "first_seconds": first, "compiles_first": compiles_first, "compiles_after": after}
 
 
 def worker_trl(directory: str, steps: int, warmup: int, checkpointing: bool) -> dict:
