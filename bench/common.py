@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 
 GPT2_SIZES = {
     "small": dict(n_layer=2, n_embd=128, n_head=4, vocab_size=8192),
@@ -49,3 +51,28 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{model}, {os.cpu_count()} cores"
+
+
+def alternate(engines: list[str], rounds: int, measure: Callable[[str], dict]) -> dict[str, list[dict]]:
+    """measure(engine) for each engine in turn, `rounds` times over: {engine: [results]}."""
+    results = {e: [] for e in engines}
+    for _ in range(rounds):
+        for engine in engines:
+            results[engine].append(measure(engine))
+    return results
+
+
+def median_seconds(results: dict[str, list[dict]]) -> dict[str, float]:
+    return {e: statistics.median(r["seconds"] for r in rs) for e, rs in results.items()}
+
+
+def word_tokenizer(vocab_size: int):
+    """A transformers fast tokenizer with one token per word: <pad> 0, <eos> 1, then
+    w2 .. w{V-1}, so a prompt string of n words is exactly n tokens for every engine."""
+    import tokenizers
+    import transformers as T
+
+    words = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i for i in range(2, vocab_size)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<pad>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    return T.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")

@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GPT2_SIZES, machine, matmul_params, run_json  # noqa: E402
+from common import GPT2_SIZES, alternate, machine, matmul_params, median_seconds, run_json, word_tokenizer  # noqa: E402
 
 PROMPTS, K, P, C, BETA, LR = 16, 4, 64, 64, 0.05, 1e-6
 ENGINES = ("jax", "trl", "trl_nogc")
@@ -39,15 +39,10 @@ ENGINES = ("jax", "trl", "trl_nogc")
 def make_checkpoints(size: str, directory: str) -> None:
     """policy/ (GPT2LMHeadModel) and reward/ (GPT2ForSequenceClassification), each with
     the tokenizer: <pad> 0, <eos> 1, then words w2 .. w{V-1}."""
-    import tokenizers
     import torch
     import transformers as T
 
-    vocab = GPT2_SIZES[size]["vocab_size"]
-    words = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i for i in range(2, vocab)}}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<pad>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    fast = T.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    fast = word_tokenizer(GPT2_SIZES[size]["vocab_size"])
     torch.manual_seed(0)
     cfg = T.GPT2Config(
         **GPT2_SIZES[size],
@@ -73,31 +68,27 @@ def prompt_ids(steps: int):
 
 
 def build_jax(directory: str, estimator: str = "rloo"):
-    """(iteration, state, progress) of rlhf_jax's RL loop on the bench checkpoints; PPO
-    gets a critic initialised from the reward model (TRL's default)."""
+    """(iteration, state, progress) of rlhf_jax's RL loop on the bench checkpoints, built
+    as `run_rl` builds them; PPO's critic starts from the reward model (TRL's default)."""
     import jax
     import jax.numpy as jnp
 
     from rlhf_jax import mesh as mesh_lib
     from rlhf_jax import rollout as rl_math
-    from rlhf_jax.experiment import ExperimentConfig, RLSection
-    from rlhf_jax.loops.common import load_scalar
-    from rlhf_jax.loops.online import Iteration, RLProgress
-    from rlhf_jax.models.hf import load_hf
+    from rlhf_jax.experiment import ExperimentConfig, ModelSection, RLSection
+    from rlhf_jax.loops.online import Iteration, RLProgress, build_models
     from rlhf_jax.train_step import OptimConfig, init_state, make_optimizer
 
     mesh = mesh_lib.make_mesh((1, 1, 1))
     k = K if estimator == "rloo" else 1
-    rl = RLSection(estimator=estimator, k=k, rollout_batch=PROMPTS * K, minibatch=PROMPTS * K, beta=BETA)
-    cfg = ExperimentConfig(rl=rl, optim=OptimConfig(learning_rate=LR), mesh=(1, 1, 1))
-    policy, params = load_hf(os.path.join(directory, "policy"), mesh=mesh)
-    ref_params = jax.tree.map(jnp.copy, params)
-    rm, rm_params = load_scalar(os.path.join(directory, "reward"), mesh)
+    reward_dir = os.path.join(directory, "reward")
+    batch = PROMPTS * K
+    rl = RLSection(estimator=estimator, k=k, rollout_batch=batch, minibatch=batch, beta=BETA, reward_model=reward_dir)
+    model = ModelSection(init_from=os.path.join(directory, "policy"))
+    cfg = ExperimentConfig(model=model, rl=rl, optim=OptimConfig(learning_rate=LR), mesh=(1, 1, 1))
+    policy, params, ref_params, critic, rm, rm_params = build_models(cfg, 0, mesh)
     rm_scores = jax.jit(rm.rewards)
     scorer = lambda samples, sequences, rows, split: (rm_scores(rm_params, *sequences[:2]), None)  # noqa: E731
-    critic = None
-    if estimator == "ppo":
-        critic, params = rm, {"policy": params, "value": jax.tree.map(jnp.copy, rm_params)}
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(cfg, policy, critic, ref_params, scorer, state, 1, 0, C, mesh)
     progress = RLProgress(loader=None, beta=jnp.float32(BETA), baseline=rl_math.BaselineState.init())
@@ -199,19 +190,16 @@ def main() -> None:
             out = worker_trl(args.dir, args.steps, args.warmup, checkpointing=args.worker == "trl")
         print(json.dumps(out))
         return
+    steps = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     print(f"machine: {machine()}")
     print("| size | engine | episodes/s | s per iteration | first iteration s | vs TRL default | vs TRL no-ckpt |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as directory:
             make_checkpoints(size, directory)
-            results = {e: [] for e in args.engines}
-            for _ in range(args.rounds):
-                for engine in args.engines:
-                    cmd = [sys.executable, __file__, "--worker", engine, "--dir", directory]
-                    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-                    results[engine].append(run_json(cmd))
-        seconds = {e: statistics.median(r["seconds"] for r in rs) for e, rs in results.items()}
+            cmd = lambda e: [sys.executable, __file__, "--worker", e, "--dir", directory, *steps]  # noqa: E731
+            results = alternate(args.engines, args.rounds, lambda e: run_json(cmd(e)))
+        seconds = median_seconds(results)
         for engine, rs in results.items():
             s = seconds[engine]
             ratios = [f"{seconds[p] / s:.2f}x" if p in seconds else "" for p in ("trl", "trl_nogc")]

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GPT2_SIZES, machine, peak_gflops, run_json  # noqa: E402
+from common import GPT2_SIZES, alternate, machine, median_seconds, peak_gflops, run_json, word_tokenizer  # noqa: E402
 from common import matmul_params as gpt2_matmul_params  # noqa: E402
 
 LLAMA_SIZES = {
@@ -129,18 +129,13 @@ def worker_hf(directory: str, repeats: int) -> dict:
 def worker_tunix(size: str, repeats: int) -> dict:
     """Tunix's sampler on its Llama3 class with random weights of the shape of `size`;
     prompts go in as strings (its API) through a word-level tokenizer, one token a word."""
-    import tokenizers
-    import transformers as T
     from flax import nnx
     from tunix.generate import sampler as tunix_sampler
     from tunix.models.llama3 import model as tunix_llama
 
     s = LLAMA_SIZES[size]
     d, heads, layers = s["hidden_size"], s["num_attention_heads"], s["num_hidden_layers"]
-    words = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i for i in range(2, VOCAB_LLAMA)}}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<pad>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    tokenizer = T.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    tokenizer = word_tokenizer(VOCAB_LLAMA)
     cfg = tunix_llama.ModelConfig(
         num_layers=layers,
         vocab_size=VOCAB_LLAMA,
@@ -204,12 +199,9 @@ def main() -> None:
         engines = ["jax", "hf"] + (["tunix"] if size in LLAMA_SIZES and args.tunix_python else [])
         with tempfile.TemporaryDirectory() as directory:
             make_checkpoint(size, directory)
-            results = {e: [] for e in engines}
-            for _ in range(args.rounds):
-                for engine in engines:
-                    python = args.tunix_python if engine == "tunix" else sys.executable
-                    results[engine].append(run_worker(engine, directory, size, args.repeats, python))
-        seconds = {e: statistics.median(r["seconds"] for r in rs) for e, rs in results.items()}
+            python = lambda e: args.tunix_python if e == "tunix" else sys.executable  # noqa: E731
+            results = alternate(engines, args.rounds, lambda e: run_worker(e, directory, size, args.repeats, python(e)))
+        seconds = median_seconds(results)
         flops = 2 * matmul_params(size) * BATCH * (PROMPT + NEW)
         for engine, rs in results.items():
             s = seconds[engine]

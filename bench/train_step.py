@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GPT2_SIZES, machine, matmul_params, peak_gflops, run_json  # noqa: E402
+from common import GPT2_SIZES, alternate, machine, matmul_params, median_seconds, peak_gflops, run_json  # noqa: E402
 
 BATCH, T, LR = 32, 128, 1e-4
 
@@ -108,6 +108,7 @@ def main() -> None:
         fn = worker_jax if args.worker == "jax" else worker_torch
         print(json.dumps(fn(args.dir, args.steps, args.warmup)))
         return
+    steps = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     peak = peak_gflops()
     print(f"machine: {machine()}; practical f32 matmul peak: {peak:.0f} GFLOP/s; batch {BATCH} x {T} tokens")
     print("| size | engine | s per step | model GFLOP/s | % of peak | rlhf_jax / engine | first step s |")
@@ -115,13 +116,10 @@ def main() -> None:
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as directory:
             make_checkpoint(size, directory)
-            results = {"jax": [], "torch": []}
-            for _ in range(args.rounds):
-                for engine in results:
-                    cmd = [sys.executable, __file__, "--worker", engine, "--dir", directory]
-                    results[engine].append(run_json(cmd + ["--steps", str(args.steps), "--warmup", str(args.warmup)]))
+            cmd = lambda e: [sys.executable, __file__, "--worker", e, "--dir", directory, *steps]  # noqa: E731
+            results = alternate(["jax", "torch"], args.rounds, lambda e: run_json(cmd(e)))
         flops = 6 * matmul_params(GPT2_SIZES[size]) * BATCH * T
-        seconds = {e: statistics.median(r["seconds"] for r in rs) for e, rs in results.items()}
+        seconds = median_seconds(results)
         for engine, rs in results.items():
             s = seconds[engine]
             g = flops / s / 1e9

@@ -128,8 +128,8 @@ def advantages(rl: RLSection, k: int, scores_B, logps_BxT, ref_BxT, cmask_BxT, v
 def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int = 0):
     """The compiled scoring step: (params, ref_params, batch, beta, baseline, key) ->
     (Rollout, new baseline, metrics). `batch` holds tokens/mask/completion mask [N, T],
-    scores [N] and ended [N] (whether the completion emitted EOS), optionally "logps" [N, T]
-    (log pi_old of the completion tokens from the sampler; else a forward computes them),
+    scores [N] and ended [N] (whether the completion emitted EOS), optionally "logps" [N, L]
+    (log pi_old of the L completion tokens, from the sampler; else a forward computes them),
     and for ReMax the same for the greedy completions under "greedy". completion_len as
     in `make_loss`."""
     T, K = rl.temperature, completion_len
@@ -140,10 +140,16 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             r = r + rl.reward_noise * jax.random.normal(key, r.shape)
         return r
 
+    def old_logps(policy_params, batch):
+        """[N, T] token-aligned: the sampler's completion log-probs after zeros for the prompt."""
+        if "logps" not in batch:
+            return policy.token_logps(policy_params, batch["tokens"], batch["mask"], T, K)
+        return jnp.pad(batch["logps"], ((0, 0), (batch["tokens"].shape[1] - batch["logps"].shape[1], 0)))
+
     def experience(params, ref_params, batch, beta, baseline, key):
         policy_params = params["policy"] if critic is not None else params
         tokens, mask, cmask = batch["tokens"], batch["mask"], batch["completion_mask"]
-        old = batch["logps"] if "logps" in batch else policy.token_logps(policy_params, tokens, mask, T, K)
+        old = old_logps(policy_params, batch)
         ref = policy.token_logps(ref_params, tokens, mask, T, K)
         noise_key, greedy_key = jax.random.split(key)
         r_B = shaped_scores(batch["scores"], batch["ended"], noise_key)
@@ -153,7 +159,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         greedy_R = None
         if "greedy" in batch:
             g = batch["greedy"]
-            g_old = g["logps"] if "logps" in g else policy.token_logps(policy_params, g["tokens"], g["mask"], T, K)
+            g_old = old_logps(policy_params, g)
             g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T, K)
             g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
             greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
@@ -250,10 +256,11 @@ def ended(samples, eos_id: int):
     return jnp.any((samples.tokens == eos_id) & samples.mask.astype(bool), axis=-1)
 
 
-def build_models(cfg: ExperimentConfig, data: TaskData, mesh):
-    """(policy, params, ref_params, critic or None, rm or None, rm_params)."""
+def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
+    """(policy, params, ref_params, critic or None, rm or None, rm_params); vocab_size is
+    the tokenizer's (used when the policy starts from scratch)."""
     rl = cfg.rl
-    policy, params = build_model(cfg, len(data.tokenizer), mesh)
+    policy, params = build_model(cfg, vocab_size, mesh)
     ref_params = jax.tree.map(jnp.copy, params)  # the state's params are donated
     rm = rm_params = None
     if rl.reward_model != "gold":
@@ -328,7 +335,7 @@ class Iteration:
             "ended": ended(samples, self.eos_id),
         }
         if self.rl.old_logps == "sampler":
-            batch["logps"] = jnp.concatenate([jnp.zeros(samples.prompt_tokens.shape, jnp.float32), samples.logps], 1)
+            batch["logps"] = samples.logps
         return batch, gold
 
     def __call__(self, state, progress: RLProgress, prompts, pmask, rows, i: int):
@@ -358,7 +365,7 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     rl = cfg.rl
     data = task_data(cfg, workdir, "sft")
     mesh = mesh_lib.make_mesh(cfg.mesh)
-    policy, params, ref_params, critic, rm, rm_params = build_models(cfg, data, mesh)
+    policy, params, ref_params, critic, rm, rm_params = build_models(cfg, len(data.tokenizer), mesh)
     scorer = Scorer(cfg, data, rm, rm_params)
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(

@@ -83,7 +83,7 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
             ended = _sds((n,), jnp.bool_)
             batch = {"tokens": tokens, "mask": mask, "completion_mask": cmask, "scores": _sds((n,)), "ended": ended}
             if rl.old_logps == "sampler":
-                batch["logps"] = _sds((n, T))
+                batch["logps"] = _sds((n, C))
             return batch
 
         batch = scored(rl.rollout_batch)
