@@ -2,6 +2,7 @@
 truncation, EOS handling, independence, compilation count and bad input."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,10 @@ from scipy import stats
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.hf import load_hf
+from rlhf_jax.models.kv_cache import KVCache
+from rlhf_jax.models.layers import attention
 from rlhf_jax.models.transformer import init_model
-from rlhf_jax.sampling import Sampler, SamplingConfig
+from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds
 
 PROMPTS = np.array([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13], [0, 14, 15, 16, 17, 18]])
 PROMPT_MASK = (PROMPTS != 0).astype(np.int32)
@@ -157,8 +160,56 @@ def test_bad_input_errors():
         SamplingConfig(max_new_tokens=2, top_p=1.5)
     with pytest.raises(ValueError, match="top_p=0"):
         SamplingConfig(max_new_tokens=2, top_p=0)
+    with pytest.raises(ValueError, match="cache_chunks=0"):
+        SamplingConfig(max_new_tokens=2, cache_chunks=0)
     sampler = Sampler(model, SamplingConfig(max_new_tokens=2))
     with pytest.raises(ValueError, match=r"prompt rows \[1\] are empty"):
         sampler(params, np.ones((2, 3), int), np.array([[1, 1, 1], [0, 0, 0]]), 0)
     with pytest.raises(ValueError, match="left-padded"):
         sampler(params, np.ones((1, 3), int), np.array([[1, 1, 0]]), 0)
+
+
+def test_cache_chunk_bounds():
+    assert cache_bounds(6, 8, 4) == (0, 6, 8, 10, 12, 14)
+    assert cache_bounds(6, 7, 4) == (0, 6, 8, 10, 12, 13)  # ceil(7 / 4) = 2 slots, the last chunk shorter
+    assert cache_bounds(6, 2, 4) == (0, 6, 7, 8)  # fewer chunks than asked when L is small
+    assert cache_bounds(6, 8, 1) == (0, 6, 14)
+
+
+def test_chunked_cache_attention_equals_one_softmax():
+    """A decode step's per-chunk online softmax, with unfilled chunks skipped, equals one
+    softmax over all the slots filled so far; and a write lands in its chunk only."""
+    rng = np.random.default_rng(0)
+    B, K, H, E, bounds = 2, 2, 4, 8, (0, 5, 8, 11, 12)
+    S = bounds[-1]
+    cache = KVCache.zeros(B, K, E, bounds, jnp.float32)
+    keys, values = rng.normal(size=(2, B, K, S, E)).astype(np.float32)
+    for slot in range(S):  # fill every slot through traced writes
+        cache = jax.jit(lambda c, k, v, i: c.write(k, v, i))(
+            cache, keys[:, :, slot : slot + 1], values[:, :, slot : slot + 1], jnp.int32(slot)
+        )
+    np.testing.assert_array_equal(np.concatenate(cache.k, axis=2), keys)
+    np.testing.assert_array_equal(np.concatenate(cache.v, axis=2), values)
+    q = rng.normal(size=(B, 1, H, E)).astype(np.float32)
+    for index in range(bounds[1], S):  # a step at `index` sees slots 0..index (row 1: slot 0 is padding)
+        mask = np.zeros((B, 1, S), bool)
+        mask[:, :, : index + 1] = True
+        mask[1, :, 0] = False
+        got = jax.jit(lambda c, q, m, i: c.attend(q, m, i))(cache, q, mask, jnp.int32(index))
+        want = attention(q, keys[:, :, : index + 1], values[:, :, : index + 1], mask[..., : index + 1])
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"index {index}")
+    with pytest.raises(ValueError, match="cross the chunk boundary 5"):
+        cache.write(keys[:, :, :6], values[:, :, :6], 0)
+
+
+def test_cache_chunk_count_does_not_change_the_samples(hf_checkpoints):
+    model, params = load_hf(hf_checkpoints["llama"][0])
+    outs = [
+        Sampler(model, SamplingConfig(max_new_tokens=7, temperature=0.9, cache_chunks=c))(
+            params, PROMPTS, PROMPT_MASK, 5
+        )
+        for c in (1, 3, 7)
+    ]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out.tokens, outs[0].tokens)
+        np.testing.assert_allclose(out.logps, outs[0].logps, atol=1e-5)

@@ -105,18 +105,30 @@ def attention(q_BxTxHxE, k_BxKxSxE, v_BxKxSxE, mask_BxTxS):
     """softmax(q k^T / sqrt(E) + mask) v with grouped-query heads; scores in float32.
 
     Keys and values are heads-major [B, K, S, E] (the KV cache's layout), so a decode step
-    contracts the cache in place instead of transposing all of it every token.
+    contracts the cache in place instead of transposing all of it every token. They may
+    also come as tuples of chunks [B, K, S_c, E] along the slots (the sampler's cache, see
+    `kv_cache.py`), with the mask spanning sum(S_c): each chunk is contracted where it lies,
+    so no chunk is copied into one array.
     Masked scores get the most negative float, so a row with no visible key (a padding
     query) becomes a uniform average rather than NaN; its output is never used.
     """
+    k_chunks = k_BxKxSxE if isinstance(k_BxKxSxE, tuple) else (k_BxKxSxE,)
+    v_chunks = v_BxKxSxE if isinstance(v_BxKxSxE, tuple) else (v_BxKxSxE,)
     B, T, H, E = q_BxTxHxE.shape
-    K = k_BxKxSxE.shape[1]
+    K = k_chunks[0].shape[1]
     q_BxKxGxTxE = q_BxTxHxE.reshape(B, T, K, H // K, E).transpose(0, 2, 3, 1, 4)
-    scores = jnp.einsum("bkgte,bkse->bkgts", q_BxKxGxTxE, k_BxKxSxE, preferred_element_type=jnp.float32)
+    scores = jnp.concatenate(
+        [jnp.einsum("bkgte,bkse->bkgts", q_BxKxGxTxE, k, preferred_element_type=jnp.float32) for k in k_chunks],
+        axis=-1,
+    )
     scores = scores / math.sqrt(E)
     scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxSxE.dtype)
-    out_BxKxGxTxE = jnp.einsum("bkgts,bkse->bkgte", probs, v_BxKxSxE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_chunks[0].dtype)
+    out_BxKxGxTxE, start = 0, 0
+    for v in v_chunks:
+        stop = start + v.shape[2]
+        out_BxKxGxTxE = out_BxKxGxTxE + jnp.einsum("bkgts,bkse->bkgte", probs[..., start:stop], v)
+        start = stop
     return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(B, T, H, E)
 
 
@@ -168,11 +180,11 @@ class Attention(nnx.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
-        if cache is not None:  # cache: [B, K, S, E]; this call's keys go to slots [index, index + T)
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, index, 0))
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, index, 0))
-            cache = {"k": k, "v": v}
-        out_BxTxHxE = attention(q, k, v, mask_BxTxS)
+        if cache is None:
+            out_BxTxHxE = attention(q, k, v, mask_BxTxS)
+        else:  # a KVCache (kv_cache.py): this call's keys go to slots [index, index + T)
+            cache = cache.write(k, v, index)
+            out_BxTxHxE = cache.attend(q, mask_BxTxS, index)
         return self.o(out_BxTxHxE), cache
 
 

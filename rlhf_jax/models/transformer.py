@@ -43,11 +43,12 @@ class Transformer(nnx.Module):
         self.score = param(rngs, (cfg.d_model, 1), ("embed", None)) if head == "scalar" else None
 
     def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, index=0, embeds_BxTxD=None):
-        """Final hidden states [B, T, D] and the updated KV cache (a list, one dict per layer,
-        keys and values [B, K, S, E]).
+        """Final hidden states [B, T, D] and the updated KV cache (a list of one
+        `kv_cache.KVCache` per layer).
 
         With a cache, this call's keys/values are written at slots [index, index + T) and
-        `mask_BxTxS` spans all S cache slots. `embeds_BxTxD`, if given, replaces the token
+        `mask_BxTxS` spans all S cache slots (a decode step reads only the chunks filled
+        so far). `embeds_BxTxD`, if given, replaces the token
         embedding lookup (soft prompts; gradients with respect to the inputs).
         """
         dtype = jnp.dtype(self.cfg.dtype)
