@@ -3,9 +3,9 @@ decode step reads only the chunks filled so far.
 
 Slots [bounds[c], bounds[c + 1]) live in chunk c, an array [B, K, S_c, E] (heads-major, so
 attention contracts it in place). A decode step at slot s writes its key and value into the
-chunk holding s and attends over chunks 0..c(s), through `lax.switch` over one statically
-sized attention per chunk count: with the prompt as chunk 0 and the completion split into
-n chunks, step i reads P + ceil((i + 1) / (L / n)) * L / n slots instead of P + L.
+chunk holding s and attends over chunks 0..c(s); later chunks are skipped (`attend`). With
+the prompt as chunk 0 and the completion split into n chunks, step i reads
+P + ceil((i + 1) / (L / n)) * L / n slots instead of P + L.
 A single dynamic prefix of one array would not do: XLA copies a sliced dot operand.
 """
 
@@ -85,13 +85,8 @@ class KVCache:
         program is compiled once, so the compile grows with the chunk count, not its square.
         """
         if isinstance(index, int):
-            stop = self.bounds[self.chunk_of(index) + 1]
-            return attention(
-                q_BxTxHxE,
-                self.k[: self.chunk_of(index) + 1],
-                self.v[: self.chunk_of(index) + 1],
-                mask_BxTxS[..., :stop],
-            )
+            n = self.chunk_of(index) + 1
+            return attention(q_BxTxHxE, self.k[:n], self.v[:n], mask_BxTxS[..., : self.bounds[n]])
         B, T, H, E = q_BxTxHxE.shape
         K = self.k[0].shape[1]
         q_BxKxGxTxE = q_BxTxHxE.reshape(B, T, K, H // K, E).transpose(0, 2, 3, 1, 4) / math.sqrt(E)
