@@ -38,10 +38,10 @@ def full() -> PipelineConfig:
             model=model,
             data=data,
             optim=OptimConfig(
-                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=2000, end_lr_ratio=0.1
+                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=1600, end_lr_ratio=0.1
             ),
             train=TrainSection(
-                kind="sft", steps=2000, batch_size=32, log_every=100, save_every=500, prompt_loss_weight=0.3
+                kind="sft", steps=1600, batch_size=32, log_every=100, save_every=400, prompt_loss_weight=0.3
             ),
         ),
         reward=ExperimentConfig(
@@ -49,9 +49,9 @@ def full() -> PipelineConfig:
             model=model,
             data=data,
             optim=OptimConfig(
-                learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=600, end_lr_ratio=0.1
+                learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=400, end_lr_ratio=0.1
             ),
-            train=TrainSection(kind="reward", steps=600, batch_size=32, log_every=50, save_every=300),
+            train=TrainSection(kind="reward", steps=400, batch_size=32, log_every=50, save_every=200),
         ),
         policy=ExperimentConfig(
             name="quickstart_rloo",
