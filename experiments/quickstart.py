@@ -31,6 +31,7 @@ METHODS = ("rloo", "ppo", "reinforce", "vanilla_pg", "raft", "dpo")
 def full() -> PipelineConfig:
     model = ModelSection(family="gpt2", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=64)
     data = DataSection(task="summarization", n_train=20000, n_test=200, max_prompt_len=48, max_completion_len=12)
+    sft_steps, reward_steps = 1600, 400  # each schedule decays over its stage's whole run
     return PipelineConfig(
         name="quickstart",
         sft=ExperimentConfig(
@@ -38,10 +39,10 @@ def full() -> PipelineConfig:
             model=model,
             data=data,
             optim=OptimConfig(
-                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=1600, end_lr_ratio=0.1
+                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=sft_steps, end_lr_ratio=0.1
             ),
             train=TrainSection(
-                kind="sft", steps=1600, batch_size=32, log_every=100, save_every=400, prompt_loss_weight=0.3
+                kind="sft", steps=sft_steps, batch_size=32, log_every=100, save_every=400, prompt_loss_weight=0.3
             ),
         ),
         reward=ExperimentConfig(
@@ -49,9 +50,9 @@ def full() -> PipelineConfig:
             model=model,
             data=data,
             optim=OptimConfig(
-                learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=400, end_lr_ratio=0.1
+                learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=reward_steps, end_lr_ratio=0.1
             ),
-            train=TrainSection(kind="reward", steps=400, batch_size=32, log_every=50, save_every=200),
+            train=TrainSection(kind="reward", steps=reward_steps, batch_size=32, log_every=50, save_every=200),
         ),
         policy=ExperimentConfig(
             name="quickstart_rloo",
