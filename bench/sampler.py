@@ -10,6 +10,13 @@ the figure is the median over rounds, compile / warm-up time reported apart. Siz
 small / base / base50k are GPT-2 family (peer: HF generate); llama_small / llama_base
 are Llama family (peers: HF generate and, given --tunix-python, Tunix).
 
+rlhf_jax runs twice: on one XLA CPU device (`jax`), and on one device per core
+(`jax_2dev` on 2 cores) with the batch split over the mesh's data axis and the parameters
+replicated, the layout a pod slice uses. XLA's CPU runtime runs a program's small ops one
+after another on one device, and on this model size about half of the decode step is
+such ops (batched attention dots, the softmax, the draw), so a device per core keeps both
+cores busy; HF and Tunix use every core through their own thread pools.
+
     python bench/sampler.py --sizes small base base50k --rounds 3
     python bench/sampler.py --sizes llama_small llama_base --tunix-python /tmp/tunix/bin/python
 
@@ -37,6 +44,9 @@ LLAMA_SIZES = {
 }
 SIZES = {**GPT2_SIZES, **LLAMA_SIZES}
 BATCH, PROMPT, NEW, VOCAB_LLAMA = 64, 64, 128, 8192
+# rlhf_jax engines: one XLA CPU device, or one per core with the batch split over them
+CORES = os.cpu_count() or 1
+JAX_DEVICES = {"jax": 1, **({f"jax_{CORES}dev": CORES} if CORES > 1 else {})}
 
 
 def matmul_params(size: str) -> int:
@@ -81,14 +91,21 @@ def prompts():
     return rng.integers(1, 8000, size=(BATCH, PROMPT)), np.ones((BATCH, PROMPT), np.int64)
 
 
-def worker_jax(directory: str, repeats: int) -> dict:
+def worker_jax(directory: str, repeats: int, devices: int = 1) -> dict:
+    """devices > 1: that many XLA CPU devices (one per core), the batch split over the
+    mesh's data axis and the parameters replicated (SAMPLE_RULES), as on a pod slice."""
+    if devices > 1:
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     import jax
 
+    from rlhf_jax import mesh as mesh_lib
     from rlhf_jax.models.hf import load_hf
     from rlhf_jax.sampling import Sampler, SamplingConfig
 
-    model, params = load_hf(directory)
-    sampler = Sampler(model, SamplingConfig(max_new_tokens=NEW))
+    mesh = mesh_lib.make_mesh((devices, 1, 1)) if devices > 1 else None
+    model, params = load_hf(directory, mesh=mesh, rules=mesh_lib.SAMPLE_RULES)
+    sampler = Sampler(model, SamplingConfig(max_new_tokens=NEW), mesh)
     tokens, mask = prompts()
     t0 = time.perf_counter()
     jax.block_until_ready(sampler(params, tokens, mask, 0).tokens)
@@ -180,23 +197,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tunix-python", help="a Python with google-tunix (Llama sizes only)")
-    parser.add_argument("--worker", choices=["jax", "hf", "tunix"])
+    parser.add_argument("--worker", choices=[*JAX_DEVICES, "hf", "tunix"])
     parser.add_argument("--dir")
     parser.add_argument("--size")
     args = parser.parse_args()
     if args.worker:
         if args.worker == "tunix":
             out = worker_tunix(args.size, args.repeats)
+        elif args.worker == "hf":
+            out = worker_hf(args.dir, args.repeats)
         else:
-            out = (worker_jax if args.worker == "jax" else worker_hf)(args.dir, args.repeats)
+            out = worker_jax(args.dir, args.repeats, devices=JAX_DEVICES[args.worker])
         print(json.dumps(out))
         return
     peak = peak_gflops()
     print(f"machine: {machine()}; practical f32 matmul peak: {peak:.0f} GFLOP/s")
-    print("| size | engine | new tok/s | rlhf_jax / engine | model GFLOP/s | % of peak | compile s |")
-    print("|---|---|---|---|---|---|---|")
+    ours = list(JAX_DEVICES)
+    ratios = " | ".join(f"{e} vs it" for e in ours)
+    print(f"| size | engine | new tok/s | {ratios} | model GFLOP/s | % of peak | compile s |")
+    print("|---|---|---|" + "---|" * len(ours) + "---|---|---|")
     for size in args.sizes:
-        engines = ["jax", "hf"] + (["tunix"] if size in LLAMA_SIZES and args.tunix_python else [])
+        engines = [*JAX_DEVICES, "hf"] + (["tunix"] if size in LLAMA_SIZES and args.tunix_python else [])
         with tempfile.TemporaryDirectory() as directory:
             make_checkpoint(size, directory)
             python = lambda e: args.tunix_python if e == "tunix" else sys.executable  # noqa: E731
@@ -208,7 +229,9 @@ def main() -> None:
             compile_s = statistics.median(r.get("compile_seconds", float("nan")) for r in rs)
             gflops = flops / s / 1e9
             print(
-                f"| {size} | {engine} | {BATCH * NEW / s:,.0f} | {s / seconds['jax']:.2f}x | {gflops:.0f} | "
+                f"| {size} | {engine} | {BATCH * NEW / s:,.0f} | "
+                + "".join(f"{s / seconds[e]:.2f}x | " for e in ours)
+                + f"{gflops:.0f} | "
                 f"{100 * gflops / peak:.0f}% | {compile_s:.1f} |",
                 flush=True,
             )

@@ -108,37 +108,47 @@ def truncate_logits(logits_BxV, top_k: int, top_p: float):
 
 
 def inverse_cdf_draw(key, logits_BxV, block: int = 128):
-    """One token per row from softmax(logits) with one uniform per row: the first index
-    whose cumulative mass reaches u * total, u in (0, 1], so zero-mass tokens are never drawn.
+    """(token_B, log_z_B): one token per row from softmax(logits) with one uniform per row
+    (the first index whose cumulative mass reaches u * total, u in (0, 1], so zero-mass
+    tokens are never drawn), and log_z = logsumexp(logits), a by-product of the draw.
 
     Two levels (block sums, then one block), because a cumulative sum over the whole
     vocabulary costs milliseconds per step on CPU while two of length ~sqrt(V) do not.
     """
     B, V = logits_BxV.shape
     n_blocks = -(-V // block)
-    probs = jnp.exp(logits_BxV - jnp.max(logits_BxV, axis=-1, keepdims=True))
+    max_B1 = jnp.max(logits_BxV, axis=-1, keepdims=True)
+    probs = jnp.exp(logits_BxV - max_B1)
     probs_BxNxK = jnp.pad(probs, ((0, 0), (0, n_blocks * block - V))).reshape(B, n_blocks, block)
     block_mass_BxN = probs_BxNxK.sum(-1)
     block_cdf_BxN = jnp.cumsum(block_mass_BxN, axis=-1)
-    u_B = (1.0 - jax.random.uniform(key, (B,))) * block_cdf_BxN[:, -1]
+    total_B = block_cdf_BxN[:, -1]
+    u_B = (1.0 - jax.random.uniform(key, (B,))) * total_B
     blk_B = jnp.minimum(jnp.sum(block_cdf_BxN < u_B[:, None], axis=-1), n_blocks - 1)
     before_B = jnp.take_along_axis(block_cdf_BxN - block_mass_BxN, blk_B[:, None], axis=-1)[:, 0]
     inner_BxK = jnp.take_along_axis(probs_BxNxK, blk_B[:, None, None], axis=1)[:, 0]
     inner_cdf_BxK = jnp.cumsum(inner_BxK, axis=-1)
     u_in_B = jnp.minimum(u_B - before_B, inner_cdf_BxK[:, -1])  # rounding must not pass the block
     tok_B = jnp.minimum(jnp.sum(inner_cdf_BxK < u_in_B[:, None], axis=-1), block - 1)
-    return jnp.minimum(blk_B * block + tok_B, V - 1).astype(jnp.int32)
+    token_B = jnp.minimum(blk_B * block + tok_B, V - 1).astype(jnp.int32)
+    return token_B, max_B1[:, 0] + jnp.log(total_B)
 
 
 def choose(key, logits_BxV, cfg: SamplingConfig):
-    """(token_B, logp_B): the draw of `cfg` and its log-prob under softmax(logits / T)."""
+    """(token_B, logp_B): the draw of `cfg` and its log-prob under softmax(logits / T),
+    logp = z_y / T - logsumexp(z / T). Without truncation the draw's own normaliser serves
+    (one pass over the vocabulary fewer per step)."""
     scaled = logits_BxV.astype(jnp.float32) / cfg.temperature
-    if cfg.greedy:
-        token = jnp.argmax(scaled, axis=-1).astype(jnp.int32)
+    truncated = cfg.top_k or cfg.top_p < 1.0
+    if cfg.greedy or truncated:
+        if cfg.greedy:
+            token = jnp.argmax(scaled, axis=-1).astype(jnp.int32)
+        else:
+            token, _ = inverse_cdf_draw(key, truncate_logits(scaled, cfg.top_k, cfg.top_p))
+        log_z = jax.nn.logsumexp(scaled, axis=-1)
     else:
-        token = inverse_cdf_draw(key, truncate_logits(scaled, cfg.top_k, cfg.top_p))
-    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), token[:, None], axis=-1)[:, 0]
-    return token, logp
+        token, log_z = inverse_cdf_draw(key, scaled)
+    return token, jnp.take_along_axis(scaled, token[:, None], axis=-1)[:, 0] - log_z
 
 
 # ----------------------------------------------------------------------------- the program

@@ -15,7 +15,7 @@ from rlhf_jax.models.hf import load_hf
 from rlhf_jax.models.kv_cache import KVCache
 from rlhf_jax.models.layers import attention
 from rlhf_jax.models.transformer import init_model
-from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds
+from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds, inverse_cdf_draw
 
 PROMPTS = np.array([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13], [0, 14, 15, 16, 17, 18]])
 PROMPT_MASK = (PROMPTS != 0).astype(np.int32)
@@ -71,6 +71,22 @@ def test_sampled_tokens_follow_softmax_of_logits_over_temperature():
     assert p_value > 1e-3, (counts, expected)
 
 
+def test_inverse_cdf_draw_returns_the_log_normaliser_and_follows_the_softmax():
+    # V = 300 is not a multiple of the 128-token block: the padded tail must not be drawn
+    logits_BxV = jax.random.normal(jax.random.key(0), (4, 300)) * 3.0
+    tokens, log_z = jax.jit(jax.vmap(inverse_cdf_draw, in_axes=(0, None)))(
+        jax.random.split(jax.random.key(1), 5000), logits_BxV
+    )
+    np.testing.assert_allclose(log_z[0], jax.nn.logsumexp(logits_BxV, axis=-1), rtol=1e-6)
+    assert int(tokens.max()) < 300
+    probs = np.asarray(jax.nn.softmax(logits_BxV, axis=-1), np.float64)
+    for row in range(4):
+        counts = np.bincount(np.asarray(tokens[:, row]), minlength=300)
+        top = np.argsort(probs[row])[::-1][:5]  # the likeliest tokens, each with enough draws to test
+        expected = probs[row, top] * 5000
+        assert np.all(np.abs(counts[top] - expected) < 5 * np.sqrt(expected) + 5), (counts[top], expected)
+
+
 def test_top_k_and_top_p_never_emit_excluded_tokens():
     model, params = init_model(
         ModelConfig(family="gpt2", vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32), seed=2
@@ -83,6 +99,9 @@ def test_top_k_and_top_p_never_emit_excluded_tokens():
         out = Sampler(model, cfg)(params, prompt, mask, 1)
         logits = np.asarray(out.logits, np.float64) / cfg.temperature  # [N, L, V]
         chosen = np.take_along_axis(logits, np.asarray(out.tokens)[..., None], axis=-1)[..., 0]
+        # the log-probs are those of the untruncated temperature-T policy
+        log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        np.testing.assert_allclose(out.logps, chosen - log_z, atol=1e-5)
         if cfg.top_k:
             rank = (logits > chosen[..., None]).sum(-1)
             assert rank.max() < cfg.top_k
