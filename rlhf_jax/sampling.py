@@ -178,8 +178,9 @@ def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask
     ]
     key_valid_NxS = jnp.concatenate([pmask.astype(bool), jnp.zeros((N, L), bool)], axis=1)
     causal_PxS = jnp.arange(S)[None, :] <= jnp.arange(P)[:, None]
-    hidden, cache = module(prompt, positions_from_mask(pmask), causal_PxS[None] & key_valid_NxS[:, None], cache, 0)
-    logits_NxV = module.readout(hidden[:, -1:])[:, 0]
+    mask_NxPxS = causal_PxS[None] & key_valid_NxS[:, None]
+    hidden, cache = module(prompt, positions_from_mask(pmask), mask_NxPxS, cache, 0, last_only=True)
+    logits_NxV = module.readout(hidden)[:, 0]
     next_pos_N = jnp.sum(pmask, axis=-1)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
 

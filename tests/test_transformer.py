@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.kv_cache import KVCache
 from rlhf_jax.models.presets import preset
 from rlhf_jax.models.transformer import abstract_model, causal_mask, count_params, init_model, positions_from_mask
 
@@ -46,6 +47,27 @@ def test_left_padding_does_not_change_real_token_logits(family):
     padded = jnp.concatenate([jnp.zeros((1, 3), int), row], axis=1)
     mask = jnp.concatenate([jnp.zeros((1, 3), int), jnp.ones_like(row)], axis=1)
     np.testing.assert_allclose(logits(params, padded, mask)[:, 3:], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", TINY)
+def test_last_only_gives_the_last_position_and_caches_every_key(family):
+    # the sampler's prefill: the final block runs for the last position alone
+    cfg = TINY[family]
+    model, params = init_model(cfg, seed=4)
+    tokens = jnp.array([[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6]])
+    mask = (tokens != 0).astype(jnp.int32).at[1, 0].set(1)
+    module = model.module(params)
+    full, _ = module(tokens, positions_from_mask(mask), causal_mask(mask))
+    bounds = (0, 6, 8)
+    caches = [KVCache.zeros(2, cfg.n_kv_heads, cfg.head_dim, bounds, jnp.float32) for _ in range(cfg.n_layers)]
+    mask_BxTxS = jnp.pad(causal_mask(mask), ((0, 0), (0, 0), (0, 2)))
+    last, caches = module(tokens, positions_from_mask(mask), mask_BxTxS, caches, 0, last_only=True)
+    assert last.shape == (2, 1, cfg.d_model)
+    np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-5)
+    _, full_caches = module(tokens, positions_from_mask(mask), mask_BxTxS, caches, 0)
+    for got, want in zip(caches, full_caches, strict=True):
+        np.testing.assert_array_equal(got.k[0], want.k[0])
+        np.testing.assert_array_equal(got.v[0], want.v[0])
 
 
 def test_token_logps_are_the_log_softmax_of_the_previous_position():

@@ -173,12 +173,19 @@ class Attention(nnx.Module):
         self.v = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs)
         self.o = Proj((H, E), (D,), ("heads", "head_dim"), ("embed",), cfg.o_bias, rngs)
 
-    def __call__(self, x_BxTxD, rope, mask_BxTxS, cache, index):
-        q = shard(self.q(x_BxTxD), ("batch", "length", "act_heads", None))
+    def __call__(self, x_BxTxD, rope, mask_BxTxS, cache, index, last_query: bool = False):
+        """Attention output [B, T, D], or [B, 1, D] for the last position only when
+        `last_query` (keys and values still come from, and are cached for, all T)."""
+        x_q = x_BxTxD[:, -1:] if last_query else x_BxTxD
+        q = shard(self.q(x_q), ("batch", "length", "act_heads", None))
         k = shard(self.k(x_BxTxD), ("batch", "length", "act_kv_heads", None))
         v = shard(self.v(x_BxTxD), ("batch", "length", "act_kv_heads", None))
+        if last_query:
+            mask_BxTxS = mask_BxTxS[:, -1:]
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            cos, sin = rope
+            q_rope = (cos[:, -1:], sin[:, -1:]) if last_query else rope
+            q, k = apply_rope(q, *q_rope), apply_rope(k, *rope)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
         if cache is None:
             out_BxTxHxE = attention(q, k, v, mask_BxTxS)
@@ -214,8 +221,12 @@ class Block(nnx.Module):
         self.mlp_norm = Norm(cfg)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x_BxTxD, rope, mask_BxTxS, cache=None, index=0):
-        attn_out, cache = self.attn(self.attn_norm(x_BxTxD), rope, mask_BxTxS, cache, index)
+    def __call__(self, x_BxTxD, rope, mask_BxTxS, cache=None, index=0, last_query: bool = False):
+        """The block's output [B, T, D]; with `last_query`, [B, 1, D] at the last position
+        only (the prefill's final block: the other positions' outputs feed nothing)."""
+        attn_out, cache = self.attn(self.attn_norm(x_BxTxD), rope, mask_BxTxS, cache, index, last_query)
+        if last_query:
+            x_BxTxD = x_BxTxD[:, -1:]
         if self.parallel:
             x_BxTxD = x_BxTxD + attn_out + self.mlp(self.mlp_norm(x_BxTxD))
         else:

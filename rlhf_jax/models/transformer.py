@@ -42,9 +42,12 @@ class Transformer(nnx.Module):
         self.lm_head = param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab")) if untied else None
         self.score = param(rngs, (cfg.d_model, 1), ("embed", None)) if head == "scalar" else None
 
-    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, index=0, embeds_BxTxD=None):
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, index=0, embeds_BxTxD=None,
+                 last_only: bool = False):  # fmt: skip
         """Final hidden states [B, T, D] and the updated KV cache (a list of one
-        `kv_cache.KVCache` per layer).
+        `kv_cache.KVCache` per layer). `last_only`: hidden states [B, 1, D] of the last
+        position; every layer still caches all T keys/values, but the final block runs its
+        queries, output projection and MLP for that position alone (a sampler's prefill).
 
         With a cache, this call's keys/values are written at slots [index, index + T) and
         `mask_BxTxS` spans all S cache slots (a decode step reads only the chunks filled
@@ -63,7 +66,8 @@ class Transformer(nnx.Module):
         x = mesh_lib.shard(x, ("batch", "length", "act_embed"))
         new_cache = []
         for i, block in enumerate(self.layers):
-            x, layer_cache = block(x, rope, mask_BxTxS, None if cache is None else cache[i], index)
+            last = last_only and i == len(self.layers) - 1
+            x, layer_cache = block(x, rope, mask_BxTxS, None if cache is None else cache[i], index, last)
             new_cache.append(layer_cache)
         return self.final_norm(x), (new_cache if cache is not None else None)
 
