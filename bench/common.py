@@ -15,6 +15,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from rlhf_jax import hugepages
+
 GPT2_SIZES = {
     "small": dict(n_layer=2, n_embd=128, n_head=4, vocab_size=8192),
     "base": dict(n_layer=6, n_embd=512, n_head=8, vocab_size=8192),
@@ -31,8 +33,10 @@ def matmul_params(size: dict) -> int:
 
 
 def run_json(cmd: list[str], env: dict | None = None) -> dict:
-    """Run a worker; its last stdout line is a JSON object."""
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """Run a worker; its last stdout line is a JSON object. Every worker, peers included,
+    runs with glibc's huge-page tunable (`rlhf_jax.hugepages`; RLHF_JAX_HUGEPAGES=0 for
+    none), as `python -m rlhf_jax.main` does: the same allocator for every engine."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env=hugepages.with_tunable(env))
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -157,4 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from rlhf_jax.hugepages import reexec_with_huge_pages
+
+    reexec_with_huge_pages()  # huge pages for XLA's CPU buffers, before JAX starts (hugepages.py)
     sys.exit(main())
