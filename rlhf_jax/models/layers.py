@@ -183,8 +183,7 @@ class Attention(nnx.Module):
         if last_query:
             mask_BxTxS = mask_BxTxS[:, -1:]
         if rope is not None:
-            cos, sin = rope
-            q_rope = (cos[:, -1:], sin[:, -1:]) if last_query else rope
+            q_rope = tuple(t[:, -1:] for t in rope) if last_query else rope
             q, k = apply_rope(q, *q_rope), apply_rope(k, *rope)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
         if cache is None:
