@@ -129,19 +129,6 @@ def raft_objective(logps_BxT, weights_B, mask_BxT):
 # ----------------------------------------------------------------------------- with a model
 
 
-def logps_and_entropy(model, params, tokens_BxT, mask_BxT, temperature: float = 1.0, keep_last: int = 0):
-    """Token-aligned log pi(x_t | x_<t) and the policy's entropy H_t = log Z - sum p z at
-    each state, one forward; with keep_last = K > 0 only at the last K positions (the
-    completions; 0 before them), so the head skips the prompt positions."""
-    logits, targets = model.next_token_logits(params, tokens_BxT, mask_BxT, keep_last)
-    logits = logits / temperature
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    entropy = log_z - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
-    pad = lambda x: jnp.pad(x, ((0, 0), (tokens_BxT.shape[1] - targets.shape[1], 0)))  # noqa: E731
-    return pad(picked - log_z), pad(entropy)
-
-
 def aligned_values(model, params, tokens_BxT, mask_BxT):
     """V(s_t) at position t: the critic's output at the state before x_t (position t-1)."""
     values = model.values(params, tokens_BxT, mask_BxT)
@@ -168,8 +155,8 @@ def _finish(loss, metrics, entropy_BxT, rollout: Rollout, cfg: PolicyLossConfig)
 def reinforce_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
     """REINFORCE-family loss on sequence log-probs; rollout.advantages is [B] (from
     reinforce_ma_advantages, rloo_advantages, grpo_advantages or remax_advantages)."""
-    logps, entropy = logps_and_entropy(
-        model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    logps, entropy = model.token_logps_and_entropy(
+        params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
     )
     cmask = rollout.completion_mask_BxT
     old = sequence_sum(rollout.old_logps_BxT, cmask)
@@ -181,8 +168,8 @@ def reinforce_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
 def ppo_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
     """PPO: params = {"policy": ..., "value": ...}; rollout.advantages and returns_BxT
     per token (gae), rollout.values_BxT the critic's values at sampling time."""
-    logps, entropy = logps_and_entropy(
-        model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    logps, entropy = model.token_logps_and_entropy(
+        params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
     )
     cmask = rollout.completion_mask_BxT
     pg, metrics = ppo_objective(logps, rollout.old_logps_BxT, rollout.advantages, cmask, cfg.ppo_clip)
@@ -195,8 +182,8 @@ def ppo_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model
 
 def vanilla_pg_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
     """Vanilla PG: per-token returns minus a learned baseline (unclipped value loss)."""
-    logps, entropy = logps_and_entropy(
-        model, params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    logps, entropy = model.token_logps_and_entropy(
+        params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
     )
     cmask = rollout.completion_mask_BxT
     pg, metrics = vanilla_pg_objective(logps, rollout.advantages, cmask)
@@ -209,8 +196,8 @@ def vanilla_pg_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, valu
 
 def raft_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
     """RAFT: NLL on the best of k; rollout.advantages holds raft_weights of the chosen reward."""
-    logps, entropy = logps_and_entropy(
-        model, params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    logps, entropy = model.token_logps_and_entropy(
+        params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
     )
     loss, metrics = raft_objective(logps, rollout.advantages, rollout.completion_mask_BxT)
     loss = loss + _kl_term(logps, rollout, cfg, metrics)

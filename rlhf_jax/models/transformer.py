@@ -21,6 +21,7 @@ from flax import nnx
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.head_logps import head_logps
 from rlhf_jax.models.layers import INIT_STD, Block, Norm, param, rope_tables
 
 HEADS = ("lm", "scalar")
@@ -71,6 +72,10 @@ class Transformer(nnx.Module):
             new_cache.append(layer_cache)
         return self.final_norm(x), (new_cache if cache is not None else None)
 
+    def output_embedding(self):
+        """The lm head as a [V, D] matrix: the token embedding when tied."""
+        return self.embed[...] if self.lm_head is None else self.lm_head[...].T
+
     def readout(self, hidden_BxTxD):
         """LM head logits [B, T, V] (float32), or scalar scores [B, T] for the scalar head."""
         if self.head == "scalar":
@@ -99,13 +104,6 @@ def causal_mask(mask_BxT):
     return causal_TxT[None] & mask_BxT.astype(bool)[:, None, :]
 
 
-def gather_logps(logits_BxTxV, targets_BxT):
-    """log softmax(logits)[target] in float32, without materialising the log-softmax."""
-    logits = logits_BxTxV.astype(jnp.float32)
-    picked = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
     """A transformer as pure functions of its params pytree.
@@ -132,29 +130,29 @@ class Model:
         hidden, _ = module(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
         return module.readout(hidden)
 
-    def next_token_logits(self, params, tokens_BxT, mask_BxT, keep_last: int = 0):
-        """(logits_BxKxV, targets_BxK): the logits that predict the last K = keep_last
-        tokens (K = T - 1 when keep_last is 0), i.e. those at positions T-K-1 .. T-2. With
-        completions of length K after the prompts, the vocabulary projection and the
-        log-softmax run over the completion positions only (half the head's work when
-        prompts and completions are equally long)."""
+    def token_logps_and_entropy(self, params, tokens_BxT, mask_BxT, temperature: float = 1.0, keep_last: int = 0):
+        """Token-aligned (logps_BxT, entropy_BxT), float32, from one forward:
+        logps_BxT[:, t] = log softmax(z_{t-1})[x_t] and entropy_BxT[:, t] = H(softmax(z_{t-1}))
+        with z = logits / temperature. With keep_last = K > 0 only the last K positions
+        (the completions) get the vocabulary head (0 before them), so the head skips the
+        prompt positions. The head, log-softmax and entropy are fused (`head_logps`)."""
         T = tokens_BxT.shape[1]
         K = keep_last or T - 1
         if not 0 < K < T:
             raise ValueError(f"keep_last={keep_last}: must be in [0, {T - 1}] for sequences of {T} tokens")
         module = self.module(params)
         hidden, _ = module(tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
-        return module.readout(hidden[:, T - K - 1 : T - 1]), tokens_BxT[:, T - K :]
+        logps, entropy = head_logps(
+            hidden[:, T - K - 1 : T - 1], module.output_embedding(), tokens_BxT[:, T - K :], temperature
+        )
+        valid = mask_BxT[:, -K:].astype(bool) & mask_BxT[:, -K - 1 : -1].astype(bool)
+        pad = lambda x: jnp.pad(x, ((0, 0), (T - K, 0)))  # noqa: E731
+        return pad(jnp.where(valid, logps, 0.0)), pad(entropy)
 
     def token_logps(self, params, tokens_BxT, mask_BxT, temperature: float = 1.0, keep_last: int = 0):
         """logps_BxT[:, t] = log softmax(logits_{t-1} / temperature)[x_t], float32; with
         keep_last = K > 0 only for the last K positions (0 before them)."""
-        logits, targets = self.next_token_logits(params, tokens_BxT, mask_BxT, keep_last)
-        K = targets.shape[1]
-        logps = gather_logps(logits / temperature, targets)
-        valid = mask_BxT[:, -K:].astype(bool) & mask_BxT[:, -K - 1 : -1].astype(bool)
-        logps = jnp.where(valid, logps, 0.0)
-        return jnp.pad(logps, ((0, 0), (tokens_BxT.shape[1] - K, 0)))
+        return self.token_logps_and_entropy(params, tokens_BxT, mask_BxT, temperature, keep_last)[0]
 
     def values(self, params, tokens_BxT, mask_BxT):
         """Per-token scalar scores [B, T] (scalar head: a critic's values), 0 at padding."""
