@@ -38,7 +38,11 @@ def test_values_and_gradients_equal_autodiff_of_the_plain_log_softmax(monkeypatc
     a, b = (jnp.asarray(rng.standard_normal((B, K)), jnp.float32) for _ in range(2))
 
     def loss(fn):  # both outputs carry a cotangent, so both VJP terms are checked
-        return lambda h, w: jnp.sum(a * fn(h, w)[0] + b * fn(h, w)[1])
+        def weighted(h, w):
+            logp, entropy = fn(h, w)
+            return jnp.sum(a * logp + b * entropy)
+
+        return weighted
 
     fused = lambda h, w: head_lib.head_logps(h, w, y, T)  # noqa: E731
     ref = lambda h, w: plain(h, w, y, T)  # noqa: E731

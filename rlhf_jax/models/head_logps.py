@@ -14,8 +14,8 @@ gradient, both of its matmuls, and nothing of [B, K, V] beyond the saved logits.
 Why not autodiff through `logsumexp` and `take_along_axis`: on CPU, XLA's backward of
 that graph makes several passes over the [B, K, V] logits and a transposed copy of
 their gradient for the weight gradient. On the bench's small RLOO update (64 x 64
-completion positions, vocab 8192, d_model 128) this head took 295-400 ms forward and
-backward; fused, 225-265 ms (bench/RESULTS.md).
+completion positions, vocab 8192, d_model 128) this head took 268-417 ms forward and
+backward; fused, 225-263 ms (bench/RESULTS.md).
 """
 
 from __future__ import annotations
