@@ -116,17 +116,23 @@ def inverse_cdf_draw(key, logits_BxV, block: int = 128):
     vocabulary costs milliseconds per step on CPU while two of length ~sqrt(V) do not.
     """
     B, V = logits_BxV.shape
-    n_blocks = -(-V // block)
+    n_full, n_blocks = V // block, -(-V // block)
     max_B1 = jnp.max(logits_BxV, axis=-1, keepdims=True)
-    probs = jnp.exp(logits_BxV - max_B1)
-    probs_BxNxK = jnp.pad(probs, ((0, 0), (0, n_blocks * block - V))).reshape(B, n_blocks, block)
-    block_mass_BxN = probs_BxNxK.sum(-1)
+    # block masses straight from the logits: no [B, V] array of probabilities is written
+    # (nor a padded copy of one when block does not divide V; the last block is then short)
+    full_BxNxK = logits_BxV[:, : n_full * block].reshape(B, n_full, block)
+    block_mass_BxN = jnp.exp(full_BxNxK - max_B1[:, :, None]).sum(-1)
+    if n_blocks > n_full:
+        tail_B1 = jnp.exp(logits_BxV[:, n_full * block :] - max_B1).sum(-1, keepdims=True)
+        block_mass_BxN = jnp.concatenate([block_mass_BxN, tail_B1], axis=-1)
     block_cdf_BxN = jnp.cumsum(block_mass_BxN, axis=-1)
     total_B = block_cdf_BxN[:, -1]
     u_B = (1.0 - jax.random.uniform(key, (B,))) * total_B
     blk_B = jnp.minimum(jnp.sum(block_cdf_BxN < u_B[:, None], axis=-1), n_blocks - 1)
     before_B = jnp.take_along_axis(block_cdf_BxN - block_mass_BxN, blk_B[:, None], axis=-1)[:, 0]
-    inner_BxK = jnp.take_along_axis(probs_BxNxK, blk_B[:, None, None], axis=1)[:, 0]
+    index_BxK = blk_B[:, None] * block + jnp.arange(block)[None]
+    inner_BxK = jnp.take_along_axis(logits_BxV, jnp.minimum(index_BxK, V - 1), axis=-1)
+    inner_BxK = jnp.where(index_BxK < V, jnp.exp(inner_BxK - max_B1), 0.0)
     inner_cdf_BxK = jnp.cumsum(inner_BxK, axis=-1)
     u_in_B = jnp.minimum(u_B - before_B, inner_cdf_BxK[:, -1])  # rounding must not pass the block
     tok_B = jnp.minimum(jnp.sum(inner_cdf_BxK < u_in_B[:, None], axis=-1), block - 1)
@@ -183,30 +189,40 @@ def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask
     logits_NxV = module.readout(hidden)[:, 0]
     next_pos_N = jnp.sum(pmask, axis=-1)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
+    kept = jnp.zeros((N, L, mc.vocab_size), jnp.float32) if cfg.return_logits else jnp.zeros((), jnp.float32)
 
-    def cond(state):
-        i, done = state[0], state[4]
-        return (i < L) & ~jnp.all(done)
-
-    def body(state):
-        i, cache, logits, key_valid, done, key, tokens, logps, kept = state
+    def draw(i, logits, key, kept):
         key, sub = jax.random.split(key)
         token, logp = choose(sub, logits, cfg)
-        tokens = tokens.at[:, i].set(jnp.where(done, cfg.pad_id, token))
-        logps = logps.at[:, i].set(jnp.where(done, 0.0, logp))
         if cfg.return_logits:
             kept = kept.at[:, i].set(logits)
-        done = done | jnp.any(token[:, None] == eos[None, :], axis=-1)
+        return token, logp, key, kept
+
+    def record(i, token, logp, done, tokens, logps):
+        tokens = tokens.at[:, i].set(jnp.where(done, cfg.pad_id, token))
+        logps = logps.at[:, i].set(jnp.where(done, 0.0, logp))
+        return done | jnp.any(token[:, None] == eos[None, :], axis=-1), tokens, logps
+
+    # The loop carries the token drawn for step i, not the logits it came from: the [N, V]
+    # logits live and die inside one iteration, and the last step runs no forward.
+    def cond(state):
+        i, done = state[0], state[5]
+        return (i < L - 1) & ~jnp.all(done)
+
+    def body(state):
+        i, cache, token, logp, key_valid, done, key, tokens, logps, kept = state
+        done, tokens, logps = record(i, token, logp, done, tokens, logps)
         key_valid = key_valid.at[:, P + i].set(True)
         hidden, cache = module(token[:, None], (next_pos_N + i)[:, None], key_valid[:, None, :], cache, P + i)
-        logits = module.readout(hidden)[:, 0]
-        return i + 1, cache, logits, key_valid, done, key, tokens, logps, kept
+        token, logp, key, kept = draw(i + 1, module.readout(hidden)[:, 0], key, kept)
+        return i + 1, cache, token, logp, key_valid, done, key, tokens, logps, kept
 
-    kept = jnp.zeros((N, L, mc.vocab_size), jnp.float32) if cfg.return_logits else jnp.zeros((), jnp.float32)
+    token, logp, key, kept = draw(0, logits_NxV, key, kept)
     state = (
         jnp.asarray(0),
         cache,
-        logits_NxV,
+        token,
+        logp,
         key_valid_NxS,
         jnp.zeros((N,), bool),
         key,
@@ -214,8 +230,9 @@ def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask
         jnp.zeros((N, L), jnp.float32),
         kept,
     )
-    final = jax.lax.while_loop(cond, body, state)
-    n_steps, tokens, logps, kept = final[0], final[6], final[7], final[8]
+    i, _, token, logp, _, done, _, tokens, logps, kept = jax.lax.while_loop(cond, body, state)
+    _, tokens, logps = record(i, token, logp, done, tokens, logps)  # step i's token, drawn in the loop's last pass
+    n_steps = i + 1
     mask = _completion_mask(tokens, eos, n_steps)
     return Samples(
         prompt_tokens=prompt,
@@ -246,13 +263,17 @@ class Sampler:
         self._fn = jax.jit(functools.partial(_generate, model, cfg))
 
     def __call__(self, params, prompt_BxP, prompt_mask_BxP, seed) -> Samples:
+        args = self._inputs(params, prompt_BxP, prompt_mask_BxP, seed)
+        with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
+            return self._fn(*args)
+
+    def _inputs(self, params, prompt_BxP, prompt_mask_BxP, seed):
         self.check(prompt_BxP, prompt_mask_BxP)
         key = seed if isinstance(seed, jax.Array) and seed.dtype != jnp.int32 else jax.random.key(seed)
         if self.mesh is not None:
             sharding = mesh_lib.batch_sharding(self.mesh, mesh_lib.SAMPLE_RULES, shape=np.shape(prompt_BxP))
             prompt_BxP, prompt_mask_BxP = jax.device_put((prompt_BxP, prompt_mask_BxP), sharding)
-        with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
-            return self._fn(params, prompt_BxP, prompt_mask_BxP, key)
+        return params, prompt_BxP, prompt_mask_BxP, key
 
     def check(self, prompt_BxP, prompt_mask_BxP) -> None:
         if prompt_BxP.ndim != 2 or prompt_BxP.shape != prompt_mask_BxP.shape:
