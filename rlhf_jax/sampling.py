@@ -267,6 +267,13 @@ class Sampler:
         with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
             return self._fn(*args)
 
+    def compile(self, params, prompt_BxP, prompt_mask_BxP, seed=0) -> None:
+        """Trace and compile the program for these shapes without running it (ahead of
+        time, e.g. before a timed loop); a later call with the same shapes finds it."""
+        args = self._inputs(params, prompt_BxP, prompt_mask_BxP, seed)
+        with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
+            self._fn.lower(*args).compile()
+
     def _inputs(self, params, prompt_BxP, prompt_mask_BxP, seed):
         self.check(prompt_BxP, prompt_mask_BxP)
         key = seed if isinstance(seed, jax.Array) and seed.dtype != jnp.int32 else jax.random.key(seed)

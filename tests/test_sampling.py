@@ -10,6 +10,7 @@ from conftest import FAMILIES
 from scipy import stats
 
 from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.models.kv_cache import KVCache
@@ -151,6 +152,16 @@ def test_a_second_call_with_the_same_shapes_compiles_nothing():
     sampler(other, (PROMPTS + 1) % 8, PROMPT_MASK, 1)
     sampler(params, PROMPTS % 8, PROMPT_MASK, jax.random.key(9))
     assert sampler.compiled_count() == 1
+
+
+def test_a_program_compiled_ahead_serves_the_first_call():
+    model, params = init_model(SMALL_VOCAB, seed=5)
+    sampler = Sampler(model, SamplingConfig(max_new_tokens=3))
+    with CompileCounter() as compiles:
+        sampler.compile(params, PROMPTS % 8, PROMPT_MASK)
+        assert compiles.take() >= 1
+        sampler(params, PROMPTS % 8, PROMPT_MASK, 4)
+        assert compiles.take() == 0
 
 
 def test_sharded_sampling_equals_single_device(hf_checkpoints):
