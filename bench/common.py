@@ -3,6 +3,8 @@ machine's matmul peak.
 
 Every measurement runs in its own process (two threading runtimes in one process on a
 small machine slow each other), engines in alternating rounds; figures are medians.
+`Worker` / `serve` / `paired_rounds` keep each engine's process alive between timed calls,
+so consecutive calls of two engines are seconds apart and a ratio can be taken per round.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 
-from rlhf_jax import hugepages
+# the repository root, for peers' interpreters (Tunix's venv) that do not have rlhf_jax installed
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rlhf_jax import hugepages  # noqa: E402
 
 GPT2_SIZES = {
     "small": dict(n_layer=2, n_embd=128, n_head=4, vocab_size=8192),
@@ -64,6 +70,78 @@ def alternate(engines: list[str], rounds: int, measure: Callable[[str], dict]) -
         for engine in engines:
             results[engine].append(measure(engine))
     return results
+
+
+REPLY = "@bench "  # marks a worker's replies on stdout among whatever its libraries print
+
+
+class Worker:
+    """One engine in a process of its own, kept alive between timed calls. It sets up once
+    (load, compile, warm up) and replies with a JSON object (`setup`); then each `run()`
+    sends it "run" and returns its JSON reply. Waiting on stdin, it uses no CPU."""
+
+    def __init__(self, cmd: list[str], env: dict | None = None):
+        self.name = " ".join(cmd[:4])
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=hugepages.with_tunable(env),
+        )
+        self.setup = self._reply()
+
+    def run(self) -> dict:
+        self._proc.stdin.write("run\n")
+        self._proc.stdin.flush()
+        return self._reply()
+
+    def _reply(self) -> dict:
+        for line in self._proc.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY) :])
+        self._proc.wait()
+        self._stderr.seek(0)
+        raise RuntimeError(f"{self.name} ... exited with {self._proc.returncode}:\n{self._stderr.read()[-4000:]}")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait()
+        self._stderr.close()
+
+
+def serve(setup: Callable[[], tuple[dict, Callable[[], dict]]]) -> None:
+    """The worker's side of `Worker`: setup() -> (setup reply, one timed call)."""
+    info, call = setup()
+    print(REPLY + json.dumps(info), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "run":
+            print(REPLY + json.dumps(call()), flush=True)
+
+
+def paired_rounds(workers: dict[str, Worker], rounds: int, pause: float = 0.5) -> dict[str, list[float]]:
+    """`rounds` rounds of one timed call per engine: {engine: [seconds per round]}. Each
+    round starts one engine later than the last, so none always follows the same one, and
+    `pause` seconds separate calls (thread pools that spin after their work go idle)."""
+    engines = list(workers)
+    seconds = {e: [] for e in engines}
+    for r in range(rounds):
+        shift = r % len(engines)
+        for engine in engines[shift:] + engines[:shift]:
+            time.sleep(pause)
+            seconds[engine].append(workers[engine].run()["seconds"])
+    return seconds
+
+
+def ratio_cell(slower: list[float], faster: list[float]) -> str:
+    """The median of the per-round ratios slower/faster, and their range over the rounds."""
+    if slower is faster:
+        return "1.00x"
+    ratios = sorted(s / f for s, f in zip(slower, faster, strict=True))
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def median_seconds(results: dict[str, list[dict]]) -> dict[str, float]:

@@ -4,9 +4,11 @@ sampler (`tunix.generate.sampler.Sampler` on its own Llama3 class, random weight
 same shape as our Llama-family model).
 
 Batch 64, 64 prompt tokens, 128 new tokens, EOS disabled, pure sampling (T = 1, no
-top-k/top-p) everywhere. Each measurement runs in its own process, engines in
-alternating rounds (two threading runtimes in one process on 2 cores slow each other);
-the figure is the median over rounds, compile / warm-up time reported apart. Sizes
+top-k/top-p) everywhere. Each engine runs in a process of its own (two threading runtimes
+in one process on 2 cores slow each other), kept alive between its timed calls. A round
+makes one timed call per engine, so each ratio is taken between calls seconds apart (this
+machine's speed drifts by up to 20% over minutes); the table gives the median of the
+per-round ratios and their range. Compile and warm-up time are reported apart. Sizes
 small / base / base50k are GPT-2 family (peer: HF generate); llama_small / llama_base
 are Llama family (peers: HF generate and, given --tunix-python, Tunix).
 
@@ -17,7 +19,7 @@ after another on one device, and on this model size about half of the decode ste
 such ops (batched attention dots, the softmax, the draw), so a device per core keeps both
 cores busy; HF and Tunix use every core through their own thread pools.
 
-    python bench/sampler.py --sizes small base base50k --rounds 3
+    python bench/sampler.py --sizes small base base50k --rounds 7
     python bench/sampler.py --sizes llama_small llama_base --tunix-python /tmp/tunix/bin/python
 
 Tunix needs safetensors < 0.8, so it lives in its own venv:
@@ -27,7 +29,6 @@ Tunix needs safetensors < 0.8, so it lives in its own venv:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GPT2_SIZES, alternate, machine, median_seconds, peak_gflops, run_json, word_tokenizer  # noqa: E402
+from common import GPT2_SIZES, Worker, machine, paired_rounds, peak_gflops, ratio_cell, serve, word_tokenizer  # noqa: E402
 from common import matmul_params as gpt2_matmul_params  # noqa: E402
 
 LLAMA_SIZES = {
@@ -91,7 +92,7 @@ def prompts():
     return rng.integers(1, 8000, size=(BATCH, PROMPT)), np.ones((BATCH, PROMPT), np.int64)
 
 
-def worker_jax(directory: str, repeats: int, devices: int = 1) -> dict:
+def setup_jax(directory: str, devices: int = 1):
     """devices > 1: that many XLA CPU devices (one per core), the batch split over the
     mesh's data axis and the parameters replicated (SAMPLE_RULES), as on a pod slice."""
     if devices > 1:
@@ -113,18 +114,20 @@ def worker_jax(directory: str, repeats: int, devices: int = 1) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(sampler(params, tokens, mask, 0).tokens)
     first = time.perf_counter() - t0
-    times = []
-    for i in range(repeats):
+    seed = iter(range(1, 1 << 30))
+
+    def call() -> dict:
         t0 = time.perf_counter()
-        out = sampler(params, tokens, mask, i + 1)
+        out = sampler(params, tokens, mask, next(seed))
         jax.block_until_ready(out.tokens)
-        times.append(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
         assert int(out.mask.sum()) == BATCH * NEW
-    run = statistics.median(times)
-    return {"seconds": run, "compile_seconds": compile_s, "first_call_extra": first - run}
+        return {"seconds": seconds}
+
+    return {"compile_seconds": compile_s, "first_call_seconds": first}, call
 
 
-def worker_hf(directory: str, repeats: int) -> dict:
+def setup_hf(directory: str):
     import torch
     import transformers as T
 
@@ -133,20 +136,21 @@ def worker_hf(directory: str, repeats: int) -> dict:
     tokens, mask = (torch.tensor(x) for x in prompts())
     kw = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=NEW, min_new_tokens=NEW)
     kw.update(eos_token_id=None, pad_token_id=0)
-    times = []
     with torch.no_grad():
-        t0 = time.perf_counter()
-        model.generate(input_ids=tokens, attention_mask=mask, **kw)
-        first = time.perf_counter() - t0
-        for _ in range(repeats):
+        model.generate(input_ids=tokens, attention_mask=mask, **kw)  # warm-up
+
+    def call() -> dict:
+        with torch.no_grad():
             t0 = time.perf_counter()
             out = model.generate(input_ids=tokens, attention_mask=mask, **kw)
-            times.append(time.perf_counter() - t0)
-            assert out.shape == (BATCH, PROMPT + NEW)
-    return {"seconds": statistics.median(times), "warmup_seconds": first}
+            seconds = time.perf_counter() - t0
+        assert out.shape == (BATCH, PROMPT + NEW)
+        return {"seconds": seconds}
+
+    return {}, call
 
 
-def worker_tunix(size: str, repeats: int) -> dict:
+def setup_tunix(size: str):
     """Tunix's sampler on its Llama3 class with random weights of the shape of `size`;
     prompts go in as strings (its API) through a word-level tokenizer, one token a word."""
     from flax import nnx
@@ -177,47 +181,44 @@ def worker_tunix(size: str, repeats: int) -> dict:
     kw["eos_tokens"] = [VOCAB_LLAMA + 1]  # an id no draw can produce: EOS disabled
     t0 = time.perf_counter()
     sampler(texts, seed=0, **kw)
-    first = time.perf_counter() - t0
-    times = []
-    for i in range(repeats):
+    first = time.perf_counter() - t0  # Tunix's sampler has no ahead-of-time compile: this includes it
+    seed = iter(range(1, 1 << 30))
+
+    def call() -> dict:
         t0 = time.perf_counter()
-        out = sampler(texts, seed=i + 1, **kw)
-        times.append(time.perf_counter() - t0)
+        out = sampler(texts, seed=next(seed), **kw)
+        seconds = time.perf_counter() - t0
         assert len(out.tokens) == BATCH and all(len(t) == NEW for t in out.tokens)
-    run = statistics.median(times)
-    # Tunix's sampler has no ahead-of-time compile: its first call's extra includes it
-    return {"seconds": run, "first_call_extra": first - run}
+        return {"seconds": seconds}
+
+    return {"first_call_seconds": first}, call
 
 
-def run_worker(engine: str, directory: str, size: str, repeats: int, python: str = sys.executable) -> dict:
-    cmd = [python, __file__, "--worker", engine, "--dir", directory, "--size", size, "--repeats", str(repeats)]
+def start_worker(engine: str, directory: str, size: str, python: str = sys.executable) -> Worker:
+    cmd = [python, __file__, "--worker", engine, "--dir", directory, "--size", size]
     env = dict(os.environ, PYTHONPATH="") if engine == "tunix" else None
-    return run_json(cmd, env)
+    return Worker(cmd, env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="+", default=list(GPT2_SIZES), choices=list(SIZES))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7, help="timed calls per engine, one per round")
     parser.add_argument("--tunix-python", help="a Python with google-tunix (Llama sizes only)")
     parser.add_argument("--worker", choices=[*JAX_DEVICES, "hf", "tunix"])
     parser.add_argument("--dir")
     parser.add_argument("--size")
     args = parser.parse_args()
+    if args.worker == "tunix":
+        return serve(lambda: setup_tunix(args.size))
+    if args.worker == "hf":
+        return serve(lambda: setup_hf(args.dir))
     if args.worker:
-        if args.worker == "tunix":
-            out = worker_tunix(args.size, args.repeats)
-        elif args.worker == "hf":
-            out = worker_hf(args.dir, args.repeats)
-        else:
-            out = worker_jax(args.dir, args.repeats, devices=JAX_DEVICES[args.worker])
-        print(json.dumps(out))
-        return
+        return serve(lambda: setup_jax(args.dir, devices=JAX_DEVICES[args.worker]))
     peak = peak_gflops()
     print(f"machine: {machine()}; practical f32 matmul peak: {peak:.0f} GFLOP/s")
     ours = list(JAX_DEVICES)
-    ratios = " | ".join(f"{e} vs it" for e in ours)
+    ratios = " | ".join(f"{e} vs it (range)" for e in ours)
     print(f"| size | engine | new tok/s | {ratios} | model GFLOP/s | % of peak | compile s | first call extra s |")
     print("|---|---|---|" + "---|" * len(ours) + "---|---|---|---|")
     for size in args.sizes:
@@ -225,19 +226,26 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as directory:
             make_checkpoint(size, directory)
             python = lambda e: args.tunix_python if e == "tunix" else sys.executable  # noqa: E731
-            results = alternate(engines, args.rounds, lambda e: run_worker(e, directory, size, args.repeats, python(e)))
-        seconds = median_seconds(results)
+            workers = {}
+            try:
+                for e in engines:  # one at a time: no set-up overlaps another's
+                    workers[e] = start_worker(e, directory, size, python(e))
+                seconds = paired_rounds(workers, args.rounds)
+            finally:
+                for w in workers.values():
+                    w.close()
         flops = 2 * matmul_params(size) * BATCH * (PROMPT + NEW)
-        for engine, rs in results.items():
-            s = seconds[engine]
-            compile_s = statistics.median(r.get("compile_seconds", float("nan")) for r in rs)
-            extra_s = statistics.median(r.get("first_call_extra", float("nan")) for r in rs)
+        for engine, ts in seconds.items():
+            s = statistics.median(ts)
+            setup = workers[engine].setup
+            compile_s = f"{setup['compile_seconds']:.1f}" if "compile_seconds" in setup else ""
+            extra_s = f"{setup['first_call_seconds'] - s:.1f}" if "first_call_seconds" in setup else ""
             gflops = flops / s / 1e9
             print(
                 f"| {size} | {engine} | {BATCH * NEW / s:,.0f} | "
-                + "".join(f"{s / seconds[e]:.2f}x | " for e in ours)
+                + "".join(f"{ratio_cell(ts, seconds[e])} | " for e in ours)
                 + f"{gflops:.0f} | "
-                f"{100 * gflops / peak:.0f}% | {compile_s:.1f} | {extra_s:.1f} |",
+                f"{100 * gflops / peak:.0f}% | {compile_s} | {extra_s} |",
                 flush=True,
             )
 
