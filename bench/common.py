@@ -94,8 +94,11 @@ class Worker:
         self.setup = self._reply()
 
     def run(self) -> dict:
-        self._proc.stdin.write("run\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write("run\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it has exited: _reply says with what
         return self._reply()
 
     def _reply(self) -> dict:
