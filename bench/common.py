@@ -141,8 +141,6 @@ def paired_rounds(workers: dict[str, Worker], rounds: int, pause: float = 0.5) -
 
 def ratio_cell(slower: list[float], faster: list[float]) -> str:
     """The median of the per-round ratios slower/faster, and their range over the rounds."""
-    if slower is faster:
-        return "1.00x"
     ratios = sorted(s / f for s, f in zip(slower, faster, strict=True))
     return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
