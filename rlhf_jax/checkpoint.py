@@ -3,27 +3,41 @@ state: data position, RNG seed, baseline, KL controller, config), saved together
 
 Saves are asynchronous (the step continues while the previous state is written) and
 atomic (Orbax writes to a temporary directory and renames it). A restore tries the
-latest step first and falls back to earlier ones, with a warning, if a checkpoint
-cannot be read, so a truncated or corrupt latest save never loses the run.
+latest step first and falls back to earlier ones, with a warning, if a checkpoint cannot
+be read; the unreadable newer steps are then moved aside to `<directory>.unreadable/`
+(kept, never deleted), so that the resumed run can save those steps again. When
+checkpoints exist but none can be read, the restore refuses (`CheckpointError`) instead
+of starting over: a silent restart would overwrite the run's results.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.errors import CheckpointError
+
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
+        self.keep, self.async_save = keep, async_save
+        self.manager = self._manager()
+
+    def _manager(self) -> ocp.CheckpointManager:
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True
+            max_to_keep=self.keep,
+            enable_async_checkpointing=self.async_save,
+            create=True,
+            cleanup_tmp_directories=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def save(self, step: int, state: Any, meta: dict[str, Any], force: bool = True) -> bool:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
@@ -39,23 +53,56 @@ class Checkpointer:
     def restore(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, meta) of the newest readable checkpoint, restored straight into the
         shardings of `abstract_state` (a pytree of jax.ShapeDtypeStruct with .sharding, or
-        of arrays); None if there is none."""
+        of arrays); None if there is none. Newer unreadable steps are moved aside; if no
+        step is readable, CheckpointError."""
         target = jax.tree.map(_abstract, abstract_state)
+        failed: list[tuple[int, str]] = []
         for step in reversed(self.steps()):
             try:
                 out = self.manager.restore(
                     step,
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
                 )
-                return step, out["state"], dict(out["meta"])
+                meta = dict(out["meta"])
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                failed.append((step, reason))
                 warnings.warn(
-                    f"checkpoint step {step} in {self.directory} cannot be restored ({type(e).__name__}: {e}); "
+                    f"checkpoint step {step} in {self.directory} cannot be restored ({reason}); "
                     "falling back to an earlier one",
                     RuntimeWarning,
                     stacklevel=2,
                 )
+                continue
+            if failed:
+                self._move_aside([s for s, _ in failed])
+            return step, out["state"], meta
+        if failed:
+            listed = "; ".join(f"step {s}: {r}" for s, r in failed)
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} can be restored ({listed}); nothing was changed. "
+                "Rerun with --restart to start this run over (its old outputs are moved aside, not deleted)"
+            )
         return None
+
+    def _move_aside(self, steps: list[int]) -> None:
+        """Rename unreadable step directories into <directory>.unreadable/ (process 0), then
+        reopen the manager so that those steps can be saved again."""
+        self.manager.close()
+        if jax.process_index() == 0:
+            aside = self.directory + ".unreadable"
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                source = os.path.join(self.directory, str(step))
+                if not os.path.exists(source):
+                    continue
+                target, n = os.path.join(aside, str(step)), 1
+                while os.path.exists(target):
+                    target, n = os.path.join(aside, f"{step}.{n}"), n + 1
+                shutil.move(source, target)
+                print(f"checkpoint step {step} is unreadable: moved aside to {target}")
+        mesh_lib.barrier("unreadable checkpoints moved aside")
+        self.manager = self._manager()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -77,7 +77,13 @@ def override(cfg, assignments: list[str]):
         if "=" not in assignment:
             raise ValueError(f"--set {assignment!r}: expected key=value")
         key, text = assignment.split("=", 1)
-        cfg = _set(cfg, key.strip().split("."), text, key.strip(), cfg)
+        key = key.strip()
+        try:
+            cfg = _set(cfg, key.split("."), text, key, cfg)
+        except ValueError as e:  # a section's own check: name the --set key that failed it
+            if str(e).startswith("--set "):
+                raise
+            raise ValueError(f"--set {key}={text}: {e}") from None
     return cfg
 
 

@@ -17,6 +17,7 @@ KINDS = ("sft", "reward", "orm", "prm", "rl", "preference")
 SYNTHETIC_TASKS = ("summarization", "arithmetic")  # generated from data.seed, with a gold judge
 REAL_TASKS = ("tldr", "hh")  # read from the original files in data.source_dir
 TASKS = SYNTHETIC_TASKS + REAL_TASKS
+KL_ESTIMATORS = ("k1", "k2", "k3")  # rollout.KL_ESTIMATORS, named here so configs need no maths import
 ESTIMATORS = ("rloo", "reinforce", "grpo", "remax", "ppo", "vanilla_pg", "raft")
 CRITIC_ESTIMATORS = ("ppo", "vanilla_pg")
 
@@ -36,6 +37,25 @@ class ModelSection:
     d_ff: int = 256
     max_positions: int = 256
     init_from: str = ""
+
+    def __post_init__(self):
+        if self.vocab_size < 0:
+            raise ValueError(f"model.vocab_size={self.vocab_size}: must be >= 0 (0 = the tokenizer's)")
+        if self.preset or self.init_from:
+            if self.preset:
+                try:
+                    preset(self.preset)
+                except ValueError as e:
+                    raise ValueError(f"model.preset: {e}") from None
+            return
+        try:
+            self.model_config(self.vocab_size or 1)
+        except ValueError as e:
+            raise ValueError(str(e).replace("ModelConfig.", "model.")) from None
+
+    @property
+    def from_scratch(self) -> bool:
+        return not (self.preset or self.init_from)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         if self.preset:
@@ -72,6 +92,8 @@ class DataSection:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"data.task={self.task!r}: expected one of {TASKS}")
+        if self.task in REAL_TASKS and not self.source_dir:
+            raise ValueError(f"data.source_dir: task {self.task} is read from its original files; name their directory")
         if self.max_prompt_len < 1 or self.max_completion_len < 1:
             raise ValueError("data.max_prompt_len and data.max_completion_len must be positive")
         smallest = 1 if self.task in SYNTHETIC_TASKS else 0
@@ -158,6 +180,8 @@ class RLSection:
             raise ValueError(
                 f"rl.k={self.k}: {self.estimator} needs k >= {2 if self.estimator in ('rloo', 'grpo') else 1}"
             )
+        if self.rollout_batch < 1:
+            raise ValueError(f"rl.rollout_batch={self.rollout_batch}: must be >= 1")
         if self.rollout_batch % self.k:
             raise ValueError(f"rl.rollout_batch={self.rollout_batch}: must be a multiple of rl.k={self.k}")
         if self.minibatch < 1 or self.rollout_batch % self.minibatch:
@@ -173,6 +197,29 @@ class RLSection:
                 raise ValueError(f"rl.{name}={getattr(self, name)}: must be >= 0")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"rl.baseline_decay={self.baseline_decay}: must be in [0, 1)")
+        self._check_sampling_and_loss()
+
+    def _check_sampling_and_loss(self):
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"rl.kl_estimator={self.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
+        if not self.temperature > 0:
+            raise ValueError(f"rl.temperature={self.temperature}: must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"rl.top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"rl.top_k={self.top_k}: must be >= 0 (0 = off)")
+        for name in ("ppo_clip", "kl_horizon"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"rl.{name}={getattr(self, name)}: must be positive")
+        for name in ("clip_eps", "value_clip"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"rl.{name}={getattr(self, name)}: must be positive or none")
+        for name in ("vf_coef", "ent_coef", "kl_loss_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"rl.{name}={getattr(self, name)}: must be >= 0")
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"rl.{name}={getattr(self, name)}: must be in [0, 1]")
 
     @property
     def n_prompts(self) -> int:

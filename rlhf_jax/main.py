@@ -5,7 +5,11 @@
 The experiment module's `get_config(variant)` gives the config; `--set` overrides fields;
 the resolved config is written to DIR/config.json. A workdir that holds a run with a
 different config is refused unless --overwrite-config is given (its checkpoints would
-otherwise be resumed under the new settings).
+otherwise be resumed under the new settings); one that holds a finished run of the same
+config is left as it is. Everything that needs no data is checked first (`preflight`);
+one run at a time holds a workdir (`workdir.Lock`). An error the user can act on ends as
+one `error: ...` line and exit status 2 (--debug, or RLHF_JAX_DEBUG=1, for the traceback);
+SIGINT / SIGTERM stop the run cleanly at any point (in training: after saving).
 
 A run over several processes starts the same command on each: `--distributed` lets JAX
 discover them (every worker of a TPU pod slice), or the three explicit flags name them
@@ -38,7 +42,7 @@ def load_experiment(spec: str):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise AttributeError(f"--config {spec}: {path} defines no get_config(variant)")
+        raise ValueError(f"--config {spec}: {path} defines no get_config(variant)")
     return module.get_config(variant or None)
 
 
@@ -70,33 +74,35 @@ def local_paths(cfg, prefix: str = ""):
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
-def resolve(spec: str, overrides: list[str], workdir: str, overwrite: bool = False, dry_run: bool = False):
-    """The config, checked against the workdir's config.json by every process and
-    written there by process 0 (not for a dry run)."""
+def resolve(spec: str, overrides: list[str]):
+    """The config of the module with the overrides applied and gs:// paths made local."""
+    return local_paths(config_lib.override(load_experiment(spec), overrides))
+
+
+def check_and_write_config(cfg, workdir: str, overwrite: bool = False) -> None:
+    """Refuse a workdir that holds a run of another config (unless `overwrite`), checked by
+    every process; process 0 writes config.json (only if it changes)."""
     import jax
 
     from rlhf_jax import mesh as mesh_lib
+    from rlhf_jax.workdir import write_json
 
-    cfg = local_paths(config_lib.override(load_experiment(spec), overrides))
-    if dry_run:
-        return cfg
     path = os.path.join(workdir, "config.json")
     resolved = config_lib.to_dict(cfg)
-    if os.path.exists(path) and not overwrite:
+    old = None
+    if os.path.exists(path):
         with open(path) as f:
-            changed = config_lib.differences(json.load(f), resolved)
-        if changed:
+            old = json.load(f)
+        changed = config_lib.differences(old, resolved)
+        if changed and not overwrite:
             raise ValueError(
                 f"{workdir} holds a run with a different config ({'; '.join(changed[:5])}); "
                 "use another --workdir, or --overwrite-config to continue it with the new one"
             )
     mesh_lib.barrier("config checked")
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(resolved, f, indent=2)
+    if jax.process_index() == 0 and old != resolved:
+        write_json(path, resolved)
     mesh_lib.barrier("config written")
-    return cfg
 
 
 def dry_run(cfg) -> str:
@@ -123,37 +129,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     parser.add_argument("--overwrite-config", action="store_true")
     parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over: the run's outputs (checkpoints, metrics, summary, export) move to <workdir>/previous-<time>/",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="trace one iteration at full size (jax.eval_shape: no parameters, no data), print it and exit",
     )
+    parser.add_argument("--debug", action="store_true", help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
     group = parser.add_argument_group("several processes (see above)")
     group.add_argument("--distributed", action="store_true", help="discover the processes (TPU pod slice)")
     group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
     group.add_argument("--num-processes", type=int)
     group.add_argument("--process-id", type=int)
     args = parser.parse_args(argv)
-    from rlhf_jax import mesh as mesh_lib
+    from rlhf_jax import errors
 
+    errors.install_signal_handlers()
     try:
-        mesh_lib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
-        workdir = local_path(args.workdir)
-        cfg = resolve(args.config, args.set, workdir, args.overwrite_config, args.dry_run)
-        if args.dry_run:
-            print(dry_run(cfg))
-            return 0
-    except (ValueError, FileNotFoundError, AttributeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return run(args)
+    except errors.Interrupted as e:
+        print(f"stopped by {e} before training or after it; what was saved is kept; rerun the same command to continue")
+        return 0
+    except Exception as e:
+        cause = errors.describe(e)
+        if cause is None or args.debug or os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         return 2
-    from rlhf_jax import loops
 
-    summary = loops.run(cfg, workdir)
+
+def run(args) -> int:
+    """main() after parsing: check everything that needs no data, take the workdir, run."""
+    from rlhf_jax import mesh as mesh_lib
+    from rlhf_jax import preflight
+    from rlhf_jax import workdir as workdir_lib
+
+    mesh_lib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
+    workdir = local_path(args.workdir)
+    cfg = resolve(args.config, args.set)
+    preflight.check(cfg, workdir)
+    if args.dry_run:
+        print(dry_run(cfg))
+        return 0
+    import contextlib
+
     import jax
 
-    if jax.process_index() == 0:
+    main_process = jax.process_index() == 0
+    with workdir_lib.Lock(workdir) if main_process else contextlib.nullcontext():
+        if args.restart and main_process:
+            aside = workdir_lib.move_outputs_aside(workdir)
+            print(f"--restart: the previous run's outputs are in {aside}" if aside else "--restart: nothing to move")
+        elif workdir_lib.finished(workdir, config_lib.to_dict(cfg)):
+            print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
+            return 0
+        check_and_write_config(cfg, workdir, args.overwrite_config)
+        from rlhf_jax import loops
+
+        summary = loops.run(cfg, workdir)
+    if main_process and not summary.get("stopped"):
         shown = {k: v for k, v in summary.items() if k != "curves"}  # per-step lists stay in summary.json
         print(json.dumps(shown, indent=2))
     return 0
+
+
+DEBUG_ENV = "RLHF_JAX_DEBUG"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import checkpoint_dir, load_scalar
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.models.hf import load_hf
+from rlhf_jax.workdir import write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +105,7 @@ def run(cfg: PipelineConfig, workdir: str) -> dict:
     timings["evaluation"] = round(time.time() - t, 1)
     summary["seconds"] = {**timings, "total": round(time.time() - t0, 1)}
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json(os.path.join(workdir, "summary.json"), summary)
     print(table(summary, cfg.method))
     return summary
 

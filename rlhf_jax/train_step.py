@@ -47,17 +47,17 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"OptimConfig.schedule={self.schedule!r}: expected one of {SCHEDULES}")
+            raise ValueError(f"optim.schedule={self.schedule!r}: expected one of {SCHEDULES}")
         if self.learning_rate <= 0:
-            raise ValueError(f"OptimConfig.learning_rate={self.learning_rate}: must be positive")
+            raise ValueError(f"optim.learning_rate={self.learning_rate}: must be positive")
         for name in ("warmup_steps", "max_grad_norm", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"OptimConfig.{name}={getattr(self, name)}: must be >= 0")
+                raise ValueError(f"optim.{name}={getattr(self, name)}: must be >= 0")
         if self.accum_steps < 1:
-            raise ValueError(f"OptimConfig.accum_steps={self.accum_steps}: must be >= 1")
+            raise ValueError(f"optim.accum_steps={self.accum_steps}: must be >= 1")
         if self.total_steps < 1 or self.warmup_steps > self.total_steps:
             raise ValueError(
-                f"OptimConfig.total_steps={self.total_steps}: must be >= 1 and >= warmup_steps={self.warmup_steps}"
+                f"optim.total_steps={self.total_steps}: must be >= 1 and >= warmup_steps={self.warmup_steps}"
             )
 
 
@@ -126,6 +126,14 @@ def _grads(loss_fn, params, batch, accum_steps: int):
     return jax.tree.map(lambda x: x / accum_steps, (grads, metrics))
 
 
+def all_finite(*trees) -> jax.Array:
+    """1.0 if every floating-point value of the trees is finite, else 0.0 (a float, so that
+    it averages and scans like the other metrics; 1.0 exactly only if all steps were)."""
+    leaves = [x for x in jax.tree.leaves(trees) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+    return ok.astype(jnp.float32)
+
+
 def train_step_fn(
     loss_fn: Callable,
     optimizer: optax.GradientTransformation,
@@ -133,13 +141,16 @@ def train_step_fn(
     schedule: optax.Schedule | None = None,
 ):
     """The un-jitted `step(state, batch) -> (state, metrics)` (to compose, e.g. scanned
-    over the minibatches of a rollout)."""
+    over the minibatches of a rollout). metrics["finite"]: `all_finite` of the loss, the
+    new parameters and the new optimiser state (the loop saves no state that is not)."""
 
     def step(state: TrainState, batch):
         grads, metrics = _grads(loss_fn, state.params, batch, accum_steps)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+        metrics = dict(
+            metrics, grad_norm=optax.tree.norm(grads), finite=all_finite(metrics.get("loss"), params, opt_state)
+        )
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -69,7 +69,8 @@ def test_two_processes_match_one(tmp_path):
     np.testing.assert_allclose(test_one["policy"]["kl"], test_two["policy"]["kl"], rtol=5e-4)
 
     # The two processes' checkpoint (step 2) restores in one process: nothing left to
-    # train, the same final policy.
+    # train, the same final policy (its summary removed: a finished run is not run again).
+    os.remove(two / "summary.json")
     again = subprocess.run(
         [sys.executable, "-m", "rlhf_jax.main", "--config", TINY, "--workdir", str(two), *sets],
         cwd=ROOT,

@@ -63,8 +63,13 @@ def test_the_quickstart_runs_end_to_end(shared, capsys):
         "reward_kl.png",
         "reward_vs_samples.png",
     }
-    # a rerun reuses every finished stage and evaluates again
-    assert main(["--config", "experiments/quickstart.py:tiny", "--workdir", workdir, *sets(tfds_dir, workdir)]) == 0
+    # a rerun of the finished pipeline changes nothing; without its summary, it reuses every
+    # finished stage and evaluates again
+    args = ["--config", "experiments/quickstart.py:tiny", "--workdir", workdir, *sets(tfds_dir, workdir)]
+    capsys.readouterr()
+    assert main(args) == 0 and "finished already" in capsys.readouterr().out
+    os.remove(os.path.join(workdir, "summary.json"))
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("already done") == 3 and "gold win-rate vs SFT" in out
 

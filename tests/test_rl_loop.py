@@ -81,6 +81,8 @@ def test_a_run_killed_with_sigkill_resumes_bit_identically(estimator, tfds_dir, 
     cmd = [sys.executable, "-m", "rlhf_jax.main", "--config", TINY, "--workdir", killed, *sets]
     assert _kill_after_checkpoint(cmd, killed, 8), "the run finished before it could be killed"
     assert main(["--config", TINY, "--workdir", killed, *sets]) == 0
+    resumed = json.load(open(os.path.join(killed, "summary.json")))["resumed_from"]
+    assert len(resumed) == 1 and resumed[0] >= 8  # the kill came after checkpoint 8 was complete
     # Once warm, the loop compiles nothing (the first window holds every program's compile;
     # the resumed run compiles again after its restart, so `compiles` is not compared).
     assert metrics(straight)[0]["compiles"] > 0

@@ -9,15 +9,13 @@ reuses) a dataset; `records(builder, split)` reads a split as dicts of str.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from rlhf_jax.data import formats
+from rlhf_jax.errors import raise_if_interrupted
 from rlhf_jax.tasks import arithmetic, summarization
-
-log = logging.getLogger(__name__)
 
 PAIR = {"prompt": tfds.features.Text(), "chosen": tfds.features.Text(), "rejected": tfds.features.Text()}
 SFT = {"prompt": tfds.features.Text(), "completion": tfds.features.Text()}
@@ -50,8 +48,9 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
         skips = formats.Skips()
         for path in files:
             for key, example in self.READER(path, skips, split):
+                raise_if_interrupted()
                 yield f"{path}:{key}", example
-        log.info(skips.report(f"{self.name}/{split}"))
+        print(skips.report(f"{self.name}/{split}"))
         self.skips = getattr(self, "skips", {})
         self.skips[split] = skips
 
@@ -129,7 +128,9 @@ class _TaskBuilder(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, n, seed):
-        yield from enumerate(self.examples(n, seed))
+        for i, example in enumerate(self.examples(n, seed)):
+            raise_if_interrupted()
+            yield i, example
 
 
 class SyntheticSummarization(_TaskBuilder):

@@ -11,8 +11,9 @@ The TL;DR prompt is "SUBREDDIT: r/{subreddit}\\nTITLE: {title}\\nPOST: {post}\\n
 Bad records. A line that is not JSON, or lacks a required field, is an error naming the
 file and line: the file is damaged or not of this format. A record that is well formed
 but unusable (a dialogue with no Assistant turn, an empty response, chosen and rejected
-with different prompts, a comparison of a news article rather than a post) is skipped
-and counted in `Skips`, which the builders log.
+with different prompts, a comparison of a news article rather than a post, a second
+record with an id already seen) is skipped and counted in `Skips`, which data preparation
+prints.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import collections
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +36,14 @@ class Skips(collections.Counter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.where: dict[str, list[str]] = {}
+        self.keys_seen: set[str] = set()
+
+    def seen(self, key: str) -> bool:
+        """Whether a record key was seen before (a duplicate); records it."""
+        if key in self.keys_seen:
+            return True
+        self.keys_seen.add(key)
+        return False
 
     def skip(self, reason: str, path: str, number: int) -> None:
         self[reason] += 1
@@ -52,7 +62,7 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) of a .jsonl / .json-lines file, optionally gzipped."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+        for number, line in enumerate(_lines(f, path), start=1):
             if not line.strip():
                 continue
             try:
@@ -62,6 +72,23 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record
+
+
+def _lines(f, path: str) -> Iterator[str]:
+    """The lines of an open text file; a decoding error or a damaged gzip stream is an
+    error naming the file and the line where it happened."""
+    number = 0
+    while True:
+        try:
+            line = f.readline()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{number + 1}: not UTF-8 text ({e.reason} at byte {e.start} of a read)") from None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise ValueError(f"{path}:{number + 1}: damaged or truncated gzip file ({e})") from None
+        if not line:
+            return
+        number += 1
+        yield line
 
 
 def _field(record: dict, key: str, path: str, number: int, kind=str):
@@ -116,6 +143,9 @@ def tldr_sft(path: str, skips: Skips, split: str | None = None) -> Iterator[tupl
             skips.skip("empty summary", path, number)
             continue
         key = str(record.get("id") or f"{os.path.basename(path)}:{number}")
+        if skips.seen(key):
+            skips.skip("duplicate id", path, number)
+            continue
         yield key, {"prompt": prompt, "completion": " " + summary}
 
 
@@ -134,6 +164,8 @@ def tldr_comparisons(path: str, skips: Skips, split: str | None = None) -> Itera
         choice = _field(record, "choice", path, number, int)
         if len(summaries) != 2 or choice not in (0, 1):
             raise ValueError(f"{path}:{number}: expected 2 summaries and choice 0 or 1")
+        if not all(isinstance(s, dict) for s in summaries):
+            raise ValueError(f"{path}:{number}: each entry of 'summaries' should be an object with a 'text'")
         texts = [_field(s, "text", path, number).strip() for s in summaries]
         if not all(texts):
             skips.skip("empty summary", path, number)

@@ -9,8 +9,9 @@ metrics.jsonl and TensorBoard, and writes summary.json.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
-import math
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tensorboardX import SummaryWriter
 
@@ -25,8 +27,9 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.experiment import ExperimentConfig
-from rlhf_jax.models.hf import load_hf, save_hf
+from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
 from rlhf_jax.models.transformer import init_model
+from rlhf_jax.workdir import write_json
 
 
 class MetricsLog:
@@ -113,6 +116,36 @@ class Progress(Protocol):
     def restore(self, state: dict[str, Any]) -> None: ...
 
 
+@dataclasses.dataclass
+class Trained:
+    """What `drive` ends with: the final state, the last logged metrics, and the steps
+    the run was resumed from (one per restart, in order)."""
+
+    state: Any
+    last: dict[str, float]
+    resumed_from: list[int]
+
+
+@contextlib.contextmanager
+def _saves_finished_on_error(ckpt: Checkpointer):
+    """On an error in the loop, let the checkpoint saves under way finish first (a failure
+    never loses what was being saved); an error of the save itself is not raised over it."""
+    try:
+        yield
+    except BaseException:
+        try:
+            ckpt.wait()
+        except Exception:  # noqa: BLE001 - the loop's error is the one to report
+            pass
+        raise
+
+
+@jax.jit
+def _first_bad(first_bad, finite, step):
+    """The first step whose state was not finite (0 = none so far), on device."""
+    return jnp.where((first_bad == 0) & (finite < 1), step, first_bad)
+
+
 def drive(
     cfg: ExperimentConfig,
     workdir: str,
@@ -120,44 +153,65 @@ def drive(
     state,
     progress: Progress,
     advance: Callable[[Any, int], tuple[Any, dict]],
-):
+) -> Trained | None:
     """Run `advance(state, i) -> (state, metrics)` for i = start .. train.steps - 1, where
-    start is the newest checkpoint's iteration. Returns (state, last logged metrics), or
-    None when a signal stopped it (after saving). A non-finite loss stops the run with an
-    error that names the iteration; the checkpoints saved before it are kept. Each logged
-    line carries `compiles`, the XLA compilations since the previous one (0 once warm;
-    checkpoint saves not counted)."""
+    start is the newest readable checkpoint's iteration. Returns a `Trained`, or None when
+    a signal stopped it (after saving).
+
+    A step's metrics carry `finite` (train_step: loss, parameters and optimiser state all
+    finite); the first step that was not is tracked on device and read only when saving or
+    logging, so no step waits for the host. A non-finite state is never saved: the run
+    stops with an error that names the step, and the checkpoints saved before it are kept.
+    Each logged line carries `compiles`, the XLA compilations since the previous one (0
+    once warm; checkpoint saves not counted)."""
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep)
-    start = 0
+    start, resumed_from, last = 0, [], {}
     restored = ckpt.restore(state)
     if restored is not None:
         start, state, meta = restored
         progress.restore(meta["loop"])
+        resumed_from, last = [*meta.get("resumed_from", []), start], meta.get("last", {})
         print(f"resumed from step {start}")
-    total, t0, last = cfg.train.steps, time.time(), {}
+    total, t0 = cfg.train.steps, time.time()
+    first_bad = None  # placed like the first step's flag, so that one program serves every step
+
+    def stop_if_not_finite():
+        bad = int(first_bad) if first_bad is not None else 0
+        if bad:
+            ckpt.wait()
+            latest = ckpt.latest_step()
+            kept = f"last good checkpoint: step {latest}" if latest is not None else "no checkpoint was saved before it"
+            raise FloatingPointError(
+                f"the loss, parameters or optimiser state stopped being finite at step {bad}; nothing from that "
+                f"step on was saved; {kept} (lower optim.learning_rate, or set optim.max_grad_norm)"
+            )
+
     with (
         StopSignal() as stop,
         mesh_lib.use_mesh(mesh),
         MetricsLog(workdir, total, start) as log,
         CompileCounter() as compiles,
+        _saves_finished_on_error(ckpt),
     ):
         for i in range(start, total):
             state, metrics = advance(state, i)
             done = i + 1
+            metrics = dict(metrics)
+            finite = metrics.pop("finite")
+            if first_bad is None:
+                first_bad = jax.device_put(np.int32(0), getattr(finite, "sharding", None))
+            first_bad = _first_bad(first_bad, finite, np.int32(done))
             logged = done % cfg.train.log_every == 0 or done == total
             if logged:
+                stop_if_not_finite()
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 last["compiles"] = compiles.take()
-                if not math.isfinite(last["loss"]):
-                    ckpt.wait()
-                    raise FloatingPointError(
-                        f"loss is {last['loss']} at step {done}; last good checkpoint: step {ckpt.latest_step()}"
-                    )
                 log.write(done, last, time.time() - t0)
             signal_received = stop.agreed(sync_point=logged)
             if done % cfg.train.save_every == 0 or done == total or signal_received:
+                stop_if_not_finite()
                 with compiles.paused():
-                    ckpt.save(done, state, {"loop": progress.state()})
+                    ckpt.save(done, state, {"loop": progress.state(), "resumed_from": resumed_from, "last": last})
             if signal_received:
                 ckpt.close()
                 print(
@@ -166,7 +220,7 @@ def drive(
                 )
                 return None
     ckpt.close()
-    return state, last
+    return Trained(state, last, resumed_from)
 
 
 def checkpoint_dir(path: str) -> str:
@@ -179,15 +233,17 @@ def checkpoint_dir(path: str) -> str:
     return path
 
 
-def load_scalar(path: str, mesh, seed: int = 0):
+def load_scalar(path: str, mesh, seed: int = 0, strict: bool = False):
     """A scalar-head model from `path`; an LM checkpoint keeps its backbone and starts
-    the score from its usual initialisation (an RM or critic from the SFT policy)."""
+    the score from its usual initialisation (an RM or critic from the SFT policy), unless
+    `strict` (a reward model to score with must have been trained: its score head)."""
     path = checkpoint_dir(path)
-    try:
+    if checkpoint_head(path) == "scalar":
         return load_hf(path, head="scalar", mesh=mesh)
-    except KeyError:
-        model, lm_params = load_hf(path, mesh=mesh)
-        return scalar_from_lm(model, lm_params, mesh, seed)
+    if strict:
+        raise ValueError(f"{path}: a policy (LM head), not a reward model: it has no score head")
+    model, lm_params = load_hf(path, mesh=mesh)
+    return scalar_from_lm(model, lm_params, mesh, seed)
 
 
 def scalar_from_lm(model, lm_params, mesh, seed: int = 0):
@@ -196,17 +252,32 @@ def scalar_from_lm(model, lm_params, mesh, seed: int = 0):
 
 
 def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
-    """From scratch (model.* sizes, train.seed), or from model.init_from."""
+    """From scratch (model.* sizes, train.seed), or from model.init_from; vocab_size is
+    the tokenizer's, which the model's vocabulary must hold."""
     if not cfg.model.init_from:
+        if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
+            raise ValueError(
+                f"model.vocab_size={cfg.model.vocab_size}: the tokenizer has {vocab_size} tokens; 0 = its size"
+            )
         return init_model(cfg.model.model_config(vocab_size), head=head, seed=cfg.train.seed, mesh=mesh)
     if head == "lm":
-        return load_hf(checkpoint_dir(cfg.model.init_from), mesh=mesh)
-    return load_scalar(cfg.model.init_from, mesh, cfg.train.seed)
+        model, params = load_hf(checkpoint_dir(cfg.model.init_from), mesh=mesh)
+    else:
+        model, params = load_scalar(cfg.model.init_from, mesh, cfg.train.seed)
+    if model.cfg.vocab_size < vocab_size:
+        raise ValueError(
+            f"model.init_from={cfg.model.init_from}: a vocabulary of {model.cfg.vocab_size} tokens, "
+            f"the tokenizer has {vocab_size}"
+        )
+    return model, params
 
 
-def finish(workdir: str, summary: dict, model, params, tokenizer) -> dict:
+def finish(workdir: str, summary: dict, model, params, tokenizer, trained: Trained | None = None) -> dict:
+    """The HF export, then summary.json (written last and atomically: its presence marks a
+    finished run), with the steps the run was resumed from."""
+    if trained is not None:
+        summary = {**summary, "resumed_from": trained.resumed_from}
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
         save_hf(model, params, os.path.join(workdir, "hf"), tokenizer=tokenizer)
+        write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

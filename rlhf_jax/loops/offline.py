@@ -87,10 +87,10 @@ def run_preference(cfg: ExperimentConfig, workdir: str) -> dict:
     result = train(cfg, workdir, mesh, params, loss_fn, make, len(data.train.kept))
     if result is None:
         return {"stopped": True}
-    state, last = result
+    state, last = result.state, result.last
     test = evaluate(loss_fn, state.params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size)
     summary = {"steps": cfg.train.steps, "objective": pcfg.objective, "train": last, "held_out": test}
     named = {"policy": state.params, "reference": ref_params} if ref_model is model else {"policy": state.params}
     if cfg.data.task in SYNTHETIC_TASKS:  # sampled completions judged by the task's gold reward
         summary["test"] = evaluate_policies(cfg, data, model, named, ref_params, Scorer(cfg, data), mesh)
-    return finish(workdir, summary, model, state.params, data.tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer, result)

@@ -203,7 +203,8 @@ def make_update(step, shardings):
             return step(state, jax.tree.map(lambda x: x[rows_M], rollout))
 
         state, metrics = jax.lax.scan(body, state, order_SxM)
-        return state, jax.tree.map(lambda m: m.mean(0), metrics)
+        finite = metrics.pop("finite").min()  # every step's state, not their average
+        return state, {**jax.tree.map(lambda m: m.mean(0), metrics), "finite": finite}
 
     return jax.jit(update, in_shardings=(shardings, None, None), out_shardings=(shardings, None), donate_argnums=0)
 
@@ -264,7 +265,7 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     ref_params = jax.tree.map(jnp.copy, params)  # the state's params are donated
     rm = rm_params = None
     if rl.reward_model != "gold":
-        rm, rm_params = load_scalar(rl.reward_model, mesh, cfg.train.seed)
+        rm, rm_params = load_scalar(rl.reward_model, mesh, cfg.train.seed, strict=True)
         if rm.cfg.vocab_size != policy.cfg.vocab_size:
             raise ValueError(
                 f"rl.reward_model={rl.reward_model}: vocabulary of {rm.cfg.vocab_size} tokens, "
@@ -386,13 +387,13 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     result = drive(cfg, workdir, mesh, state, progress, advance)
     if result is None:
         return {"stopped": True}
-    state, last = result
+    state = result.state
     final = state.params["policy"] if critic is not None else state.params
-    summary = {"steps": cfg.train.steps, "train": last}
+    summary = {"steps": cfg.train.steps, "train": result.last}
     summary["test"] = evaluate_policies(
         cfg, data, policy, {"policy": final, "reference": ref_params}, ref_params, scorer, mesh
     )
-    return finish(workdir, summary, policy, final, data.tokenizer)
+    return finish(workdir, summary, policy, final, data.tokenizer, result)
 
 
 def evaluate_policies(cfg, data: TaskData, policy, named_params: dict, ref_params, scorer: Scorer, mesh) -> dict:

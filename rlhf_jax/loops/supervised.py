@@ -26,7 +26,7 @@ PRM_LABEL_TEXT = ("-", "=", "+")
 
 def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch, n_train: int):
     """Minibatch training over the rows of a fixed data set, resumable (the loader's
-    position is saved). Returns (state, last logged metrics), or None when stopped."""
+    position is saved). Returns `common.Trained`, or None when stopped."""
     optimizer = make_optimizer(cfg.optim)
     state = init_state(params, optimizer)
     loader = batching.Loader(n_train, cfg.train.batch_size, cfg.train.seed)
@@ -62,11 +62,11 @@ def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
     result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
     if result is None:
         return {"stopped": True}
-    state, last = result
+    state, last = result.state, result.last
     test_nll = float(jax.jit(loss_fn)(state.params, data.test_batch())[1]["nll"])
     summary = {"steps": cfg.train.steps, "train_loss": last.get("loss"), "test_nll": test_nll}
     summary["test_ppl"] = math.exp(test_nll)
-    return finish(workdir, summary, model, state.params, data.tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer, result)
 
 
 def run_reward(cfg: ExperimentConfig, workdir: str) -> dict:
@@ -79,7 +79,7 @@ def run_reward(cfg: ExperimentConfig, workdir: str) -> dict:
     result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
     if result is None:
         return {"stopped": True}
-    state, last = result
+    state, last = result.state, result.last
     test = evaluate(loss_fn, state.params, data.test_batch_of, len(data.test.kept), cfg.train.batch_size)
     summary = {
         "steps": cfg.train.steps,
@@ -88,7 +88,7 @@ def run_reward(cfg: ExperimentConfig, workdir: str) -> dict:
         "test_accuracy": test["accuracy"],
         "test_pairs": len(data.test.kept),
     }
-    return finish(workdir, summary, model, state.params, data.tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer, result)
 
 
 # ----------------------------------------------------------------------------- ORM / PRM
@@ -159,7 +159,7 @@ def run_orm(cfg: ExperimentConfig, workdir: str) -> dict:
     result = train(cfg, workdir, mesh, params, loss_fn, lambda rows: orm_batch(data, rows), len(data.train.kept))
     if result is None:
         return {"stopped": True}
-    state, last = result
+    state, last = result.state, result.last
     test = evaluate(
         loss_fn, state.params, lambda rows: orm_batch(data, rows, "test"), len(data.test.kept), cfg.train.batch_size
     )
@@ -171,7 +171,7 @@ def run_orm(cfg: ExperimentConfig, workdir: str) -> dict:
         "test_accuracy": test["accuracy"],
         "test_majority_baseline": float(max(positive, 1 - positive)),
     }
-    return finish(workdir, summary, model, state.params, data.tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer, result)
 
 
 def run_prm(cfg: ExperimentConfig, workdir: str, max_steps: int = 8) -> dict:
@@ -192,7 +192,7 @@ def run_prm(cfg: ExperimentConfig, workdir: str, max_steps: int = 8) -> dict:
     result = train(cfg, workdir, mesh, params, loss_fn, make, len(data.train.kept))
     if result is None:
         return {"stopped": True}
-    state, last = result
+    state, last = result.state, result.last
     test = evaluate(loss_fn, state.params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size)
     summary = {
         "steps": cfg.train.steps,
@@ -200,4 +200,4 @@ def run_prm(cfg: ExperimentConfig, workdir: str, max_steps: int = 8) -> dict:
         "test_loss": test["loss"],
         "test_step_accuracy": test["step_accuracy"],
     }
-    return finish(workdir, summary, model, state.params, data.tokenizer)
+    return finish(workdir, summary, model, state.params, data.tokenizer, result)

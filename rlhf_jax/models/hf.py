@@ -224,6 +224,12 @@ def read_config(directory: str) -> ModelConfig:
     return from_hf_config(hf, source=path)
 
 
+def checkpoint_head(directory: str) -> str:
+    """ "scalar" for a checkpoint with a score head (a reward model or critic), else "lm";
+    reads only the tensor names."""
+    return "scalar" if "score.weight" in _Tensors(directory).where else "lm"
+
+
 def load_hf(directory: str, head: str = "lm", mesh=None, rules=mesh_lib.TRAIN_RULES) -> tuple[Model, Any]:
     """(Model, params) from a Hugging Face checkpoint directory; with a mesh, every
     parameter is placed straight into its sharding (each device gets only its slice).

@@ -1,0 +1,157 @@
+"""Every check of a run's config that needs no data, run before any work: sections
+against each other (sequence lengths against the model's positions, batch sizes against
+the data, the task against the loop), and the paths it names (they exist and hold the
+right kind of checkpoint: a reward model has a score head, a policy an LM head).
+
+Each error names the `--set` key to change. A section's own ranges are checked when it is
+built (`experiment.py`); what is checked here spans sections or reads the disk. For a
+pipeline, each stage is checked under its prefix (`policy.rl.top_p`), and the paths that
+an earlier stage of the same pipeline will write are not required to exist yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
+
+GOLD = "gold"
+SCALAR = ("reward", "orm")  # kinds that train a score head (from an LM or a scalar checkpoint)
+MIN_TASK_VOCAB = 258  # data.tokenizer.train_tokenizer: the byte alphabet plus <pad> and <eos>
+
+
+def check(cfg, workdir: str) -> None:
+    """Raise ValueError / FileNotFoundError naming the key, or return."""
+    from rlhf_jax import workdir as workdir_lib
+
+    workdir_lib.check(workdir)
+    if isinstance(cfg, ExperimentConfig):
+        check_experiment(cfg)
+        return
+    stages = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    stages = {name: stage for name, stage in stages.items() if isinstance(stage, ExperimentConfig)}
+    sft = stages.get("sft")
+    for name, stage in stages.items():
+        # the later stages start from the SFT stage's export unless they name a model
+        inherited = sft.model if sft is not None and name != "sft" and not stage.model.init_from else None
+        check_experiment(stage, prefix=f"{name}.", model=inherited, pipeline=workdir)
+
+
+def check_experiment(cfg: ExperimentConfig, prefix: str = "", model=None, pipeline: str = "") -> None:
+    """model: the section of the model this stage will start from (a pipeline's SFT
+    stage), when it is not its own; pipeline: the workdir of the pipeline this is a stage
+    of (its stages write checkpoints that need not exist yet; its reward stage scores)."""
+    k = lambda key: prefix + key  # noqa: E731
+    _check_paths(cfg, k, pipeline)
+    positions, source = _positions(model or cfg.model, k)
+    needed = cfg.data.max_prompt_len + cfg.data.max_completion_len
+    if positions is not None and needed > positions:
+        raise ValueError(
+            f"{k('data.max_prompt_len')}={cfg.data.max_prompt_len} + {k('data.max_completion_len')}="
+            f"{cfg.data.max_completion_len} = {needed} positions; the model has {positions} ({source})"
+        )
+    kind, task = cfg.train.kind, cfg.data.task
+    if kind in ("orm", "prm") and task != "arithmetic":
+        raise ValueError(f"{k('train.kind')}={kind!r} needs step/outcome labels: {k('data.task')} must be 'arithmetic'")
+    if kind == "rl" and cfg.rl.reward_model == GOLD and task not in SYNTHETIC_TASKS and not pipeline:
+        raise ValueError(f"{k('rl.reward_model')}=gold: task {task} has no gold judge; name a reward model")
+    if task in SYNTHETIC_TASKS:
+        rows = cfg.rl.n_prompts if kind == "rl" else cfg.train.batch_size
+        key = k("rl.rollout_batch") if kind == "rl" else k("train.batch_size")
+        if rows > cfg.data.n_train:
+            raise ValueError(f"{key}: a batch of {rows} prompts needs at least as many rows; {k('data.n_train')}="
+                             f"{cfg.data.n_train}")  # fmt: skip
+    _check_vocab(cfg, k)
+    _check_mesh(cfg.mesh, k("mesh"))
+
+
+def _check_vocab(cfg: ExperimentConfig, k) -> None:
+    """A model trained from scratch with its own vocabulary size must hold every token id
+    of the tokenizer (an id past the embedding table reads garbage and ends in NaN)."""
+    vocab = cfg.model.vocab_size
+    if not cfg.model.from_scratch or not vocab:
+        return
+    if cfg.data.tokenizer:
+        from rlhf_jax.models.hf import load_tokenizer
+
+        size, what = len(load_tokenizer(cfg.data.tokenizer)), f"{k('data.tokenizer')} has {{}} tokens"
+    else:
+        size, what = MIN_TASK_VOCAB, "the task tokenizer has at least {} (256 bytes, pad and EOS)"
+    if vocab < size:
+        raise ValueError(f"{k('model.vocab_size')}={vocab}: {what.format(size)}; 0 = the tokenizer's size")
+
+
+def _positions(model, k):
+    """(max positions, where the figure comes from) of the model a stage builds."""
+    if model.init_from:
+        from rlhf_jax.loops.common import checkpoint_dir
+        from rlhf_jax.models.hf import read_config
+
+        try:
+            return read_config(checkpoint_dir(model.init_from)).max_positions, f"{k('model.init_from')}'s config"
+        except (FileNotFoundError, ValueError):
+            return None, ""  # a path the pipeline writes later
+    if model.preset:
+        from rlhf_jax.models.presets import preset
+
+        return preset(model.preset).max_positions, f"preset {model.preset}"
+    return model.max_positions, k("model.max_positions")
+
+
+def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
+    if cfg.data.tokenizer and not os.path.isdir(cfg.data.tokenizer):
+        raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")
+    if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir):
+        raise FileNotFoundError(f"{k('data.source_dir')}={cfg.data.source_dir}: no such directory")
+    if cfg.data.data_dir and os.path.exists(cfg.data.data_dir) and not os.path.isdir(cfg.data.data_dir):
+        raise ValueError(f"{k('data.data_dir')}={cfg.data.data_dir}: exists and is not a directory")
+
+    def later(path: str) -> bool:  # written by an earlier stage of this pipeline
+        inside = pipeline and os.path.abspath(path).startswith(os.path.abspath(pipeline) + os.sep)
+        return bool(inside) and not os.path.exists(path)
+
+    checkpoints = [(cfg.model.init_from, "model.init_from", "any" if cfg.train.kind in SCALAR else "lm")]
+    if cfg.train.kind == "rl" and cfg.rl.reward_model != GOLD:
+        checkpoints.append((cfg.rl.reward_model, "rl.reward_model", "scalar"))
+    if cfg.train.kind == "preference":
+        checkpoints.append((cfg.preference.reference, "preference.reference", "lm"))
+    for path, key, want in checkpoints:
+        if path and not later(path):
+            _checkpoint(path, k(key), want)
+
+
+def _checkpoint(path: str, key: str, want: str) -> None:
+    """path is an HF checkpoint directory, or a finished run's workdir, of the wanted head.
+    want "scalar": must have a score head; "lm": must not be only a reward model (an LM
+    checkpoint serves a reward model too: its backbone starts the score head); "any"."""
+    from rlhf_jax.loops.common import checkpoint_dir
+    from rlhf_jax.models.hf import checkpoint_head, read_config
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{key}={path}: no such file or directory")
+    try:
+        directory = checkpoint_dir(path)
+        read_config(directory)
+        head = checkpoint_head(directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"{key}={path}: not a usable checkpoint ({e})") from None
+    if want == "scalar" and head != "scalar":
+        raise ValueError(
+            f"{key}={path}: a policy (LM head), not a reward model: it has no score head. "
+            "Name a reward run's workdir or an HF directory of a *ForSequenceClassification model"
+        )
+    if want == "lm" and head == "scalar":
+        raise ValueError(f"{key}={path}: a reward model (score head), not a policy")
+
+
+def _check_mesh(shape, key: str) -> None:
+    import math
+
+    import jax
+
+    if any(s == 0 or s < -1 for s in shape) or list(shape).count(-1) > 1:
+        raise ValueError(f"{key}={tuple(shape)}: entries must be positive, with at most one -1")
+    known, n = math.prod(s for s in shape if s != -1), jax.device_count()
+    if (-1 in shape and n % known) or (-1 not in shape and known > n):
+        raise ValueError(f"{key}={tuple(shape)}: does not fit the {n} devices of this run")

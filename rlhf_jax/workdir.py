@@ -1,0 +1,133 @@
+"""A run's workdir: one run at a time (an exclusive lock), a finished run left as it is,
+and `--restart`, which moves a run's outputs aside before starting over.
+
+The lock is `<workdir>/.lock`, held with flock(2) for the life of the process and holding
+the holder's pid and host. The kernel drops a flock when its holder dies, so a lock left
+by a killed run is free: the next run takes it over and says whose it was. Where the file
+system has no flock (some network mounts), the pid file alone decides: a lock whose pid no
+longer lives on this host is taken over; one held on another host is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+
+from rlhf_jax.errors import WorkdirBusy
+
+LOCK = ".lock"
+# What a run writes (besides its data: tfds/, tokenizer/, which are deterministic and kept).
+OUTPUTS = ("checkpoints", "checkpoints.unreadable", "metrics.jsonl", "tb", "hf", "summary.json", "plots")
+STAGES = ("sft", "reward", "policy")
+
+
+def check(path: str) -> None:
+    """A workdir must be a directory, or not exist yet (it is created)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--workdir {path}: exists and is not a directory")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    """`with Lock(workdir):` an exclusive hold on the workdir, or WorkdirBusy."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK)
+        self.fd: int | None = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            previous = os.read(fd, 4096).decode(errors="replace").strip()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = previous or "holder unknown"
+                raise WorkdirBusy(
+                    f"--workdir {os.path.dirname(self.path)} is in use by another run ({holder}); "
+                    "wait for it to end, or use another --workdir"
+                ) from None
+            except OSError:  # no flock here: the pid file decides
+                self._refuse_if_held_elsewhere(previous)
+            # the file we locked may have been removed by a holder that just released it
+            if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                break
+            os.close(fd)
+        if previous:
+            print(f"taking over the lock of a run that is gone ({previous})")
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd
+        return self
+
+    def _refuse_if_held_elsewhere(self, previous: str) -> None:
+        parts = previous.split()
+        if len(parts) >= 4 and parts[0] == "pid" and parts[1].isdigit():
+            pid, host = int(parts[1]), parts[3]
+            if host != socket.gethostname() or (_alive(pid) and pid != os.getpid()):
+                raise WorkdirBusy(f"--workdir {os.path.dirname(self.path)} is in use by another run ({previous})")
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.unlink(self.path)  # while still held, so a waiting opener re-checks (above)
+            os.close(self.fd)
+            self.fd = None
+
+
+def finished(workdir: str, resolved: dict) -> bool:
+    """Whether workdir holds a finished run of this config (summary.json written last)."""
+    summary, config = os.path.join(workdir, "summary.json"), os.path.join(workdir, "config.json")
+    if not (os.path.exists(summary) and os.path.exists(config)):
+        return False
+    from rlhf_jax import config as config_lib
+
+    with open(config) as f:
+        return not config_lib.differences(json.load(f), resolved)
+
+
+def move_outputs_aside(workdir: str) -> str | None:
+    """--restart: move every output of the run (and of its pipeline stages) to
+    <workdir>/previous-<time>/, keeping the prepared data. Returns where, or None if there
+    was nothing to move."""
+    found = [name for name in OUTPUTS if os.path.exists(os.path.join(workdir, name))]
+    found += [
+        os.path.join(stage, name)
+        for stage in STAGES
+        for name in (*OUTPUTS, "config.json")
+        if os.path.exists(os.path.join(workdir, stage, name))
+    ]
+    if not found:
+        return None
+    aside = os.path.join(workdir, f"previous-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while os.path.exists(aside):
+        aside, n = f"{aside.rsplit('.', 1)[0]}.{n}", n + 1
+    for name in found:
+        target = os.path.join(aside, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(os.path.join(workdir, name), target)
+    return aside
+
+
+def write_json(path: str, value) -> None:
+    """Write JSON atomically (a temporary file renamed over the target): a reader, or a
+    run killed mid-write, sees the old file or the new one, never half of one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
