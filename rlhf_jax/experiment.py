@@ -92,8 +92,6 @@ class DataSection:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"data.task={self.task!r}: expected one of {TASKS}")
-        if self.task in REAL_TASKS and not self.source_dir:
-            raise ValueError(f"data.source_dir: task {self.task} is read from its original files; name their directory")
         if self.max_prompt_len < 1 or self.max_completion_len < 1:
             raise ValueError("data.max_prompt_len and data.max_completion_len must be positive")
         smallest = 1 if self.task in SYNTHETIC_TASKS else 0

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except errors.Interrupted as e:
-        print(f"stopped by {e} before training or after it; what was saved is kept; rerun the same command to continue")
+        print(f"stopped by {e}; what was saved is kept; rerun the same command to continue")
         return 0
     except Exception as e:
         cause = errors.describe(e)

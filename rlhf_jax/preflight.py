@@ -100,6 +100,10 @@ def _positions(model, k):
 
 
 def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
+    if cfg.data.task not in SYNTHETIC_TASKS and not cfg.data.source_dir:
+        raise ValueError(
+            f"{k('data.source_dir')}: task {cfg.data.task} is read from its original files; name their directory"
+        )
     if cfg.data.tokenizer and not os.path.isdir(cfg.data.tokenizer):
         raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")
     if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir):

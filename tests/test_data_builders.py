@@ -117,3 +117,32 @@ def test_bad_records_name_the_file_and_line(tmp_path):
     (tmp_path / "other" / "README.txt").write_text("not data")
     with pytest.raises(FileNotFoundError, match=r"other: none of \['test.jsonl'"):
         builders.prepare(builders.TldrSft, str(tmp_path / "data"), str(tmp_path / "other"))
+
+
+def test_undecodable_and_damaged_files_name_the_file_and_line(tmp_path):
+    good = json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"})
+    path = tmp_path / "train.jsonl"
+    path.write_bytes((good + "\n" + good[:20]).encode() + b"\xff\xfe" + good[20:].encode() + b"\n")
+    with pytest.raises(ValueError, match=r"train.jsonl:2: not UTF-8 text"):
+        list(formats.hh_rlhf(str(path), formats.Skips()))
+    gz = tmp_path / "test.jsonl.gz"
+    write_jsonl(gz, [good] * 2000, gz=True)
+    data = gz.read_bytes()
+    gz.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"test.jsonl.gz:\d+: damaged or truncated gzip file"):
+        list(formats.hh_rlhf(str(gz), formats.Skips()))
+
+
+def test_tldr_records_of_the_wrong_type_are_named_and_duplicate_ids_skipped(tmp_path):
+    post = dict(subreddit="cats", title="My cat", post="She sleeps all day.")
+    path = tmp_path / "batch1.json"
+    write_jsonl(path, [{"info": {"id": "t3_1", **post}, "summaries": [3, 4], "choice": 0}])
+    with pytest.raises(ValueError, match=r"batch1.json:1: each entry of 'summaries' should be an object"):
+        list(formats.tldr_comparisons(str(path), formats.Skips()))
+    rows = [{"id": "t3_1", **post, "summary": "one"}, {"id": "t3_1", **post, "summary": "two"}]
+    write_jsonl(tmp_path / "sft" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "sft" / "test.jsonl", [{"id": "t3_9", **post, "summary": "three"}])
+    built = builders.prepare(builders.TldrSft, str(tmp_path / "data"), str(tmp_path / "sft"))
+    assert [r["completion"] for r in builders.records(built, "train")] == [" one"]
+    assert built.skips["train"] == {"duplicate id": 1}
+    assert f"duplicate id, e.g. {tmp_path / 'sft' / 'train.jsonl'}:2" in built.skips["train"].report("tldr")

@@ -61,7 +61,7 @@ class Skips(collections.Counter):
 def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) of a .jsonl / .json-lines file, optionally gzipped."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rb") as f:
         for number, line in enumerate(_lines(f, path), start=1):
             if not line.strip():
                 continue
@@ -75,20 +75,21 @@ def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _lines(f, path: str) -> Iterator[str]:
-    """The lines of an open text file; a decoding error or a damaged gzip stream is an
-    error naming the file and the line where it happened."""
+    """The lines of a file opened in binary, decoded one by one, so that a decoding error
+    or a damaged gzip stream names the file and the line where it happened."""
     number = 0
     while True:
-        try:
-            line = f.readline()
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}:{number + 1}: not UTF-8 text ({e.reason} at byte {e.start} of a read)") from None
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise ValueError(f"{path}:{number + 1}: damaged or truncated gzip file ({e})") from None
-        if not line:
-            return
         number += 1
-        yield line
+        try:
+            raw = f.readline()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise ValueError(f"{path}:{number}: damaged or truncated gzip file ({e})") from None
+        if not raw:
+            return
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
 
 
 def _field(record: dict, key: str, path: str, number: int, kind=str):
