@@ -83,18 +83,34 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-    """The state of step 0; the optimiser state follows the params' shardings (moments
-    sharded like their parameters, scalars replicated over the same mesh)."""
-    opt_state = jax.jit(optimizer.init)(params)
+    """The state of step 0. On a mesh, the optimiser state is created directly in its
+    shardings: every per-parameter leaf (Adam's moments) sharded like its parameter,
+    the rest (counts) replicated over the same mesh. `jax.jit(optimizer.init)` alone would
+    not do it: init reads only shapes, so jit drops its inputs and puts the whole state on
+    one device, to be copied to every chip."""
     step = jnp.zeros((), jnp.int32)
     sharding = jax.tree.leaves(params)[0].sharding
-    if isinstance(sharding, jax.sharding.NamedSharding):
-        mesh = sharding.mesh
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        on_mesh = lambda x: isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.mesh == mesh  # noqa: E731
-        opt_state = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, replicated), opt_state)
-        step = jax.device_put(step, replicated)
-    return TrainState(step=step, params=params, opt_state=opt_state)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return TrainState(step=step, params=params, opt_state=jax.jit(optimizer.init)(params))
+    replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    out_shardings = optax_state_shardings(optimizer, params, replicated)
+    opt_state = jax.jit(optimizer.init, out_shardings=out_shardings)(params)
+    return TrainState(step=jax.device_put(step, replicated), params=params, opt_state=opt_state)
+
+
+def optax_state_shardings(optimizer: optax.GradientTransformation, params, other):
+    """The shardings of optimizer.init(params): each parameter's own for the leaves that
+    mirror it, `other` for the rest."""
+    abstract = jax.eval_shape(optimizer.init, params)
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    return optax.tree_map_params(
+        optimizer,
+        lambda _, sharding: sharding,
+        abstract,
+        param_shardings,
+        transform_non_params=lambda _: other,
+        is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
+    )
 
 
 def state_shardings(state: TrainState):

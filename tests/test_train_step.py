@@ -106,3 +106,23 @@ def test_sharded_step_equals_single_device():
     assert (
         out.params["layers"][0]["mlp"]["up"]["kernel"].sharding.spec == p_shard["layers"][0]["mlp"]["up"]["kernel"].spec
     )
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_optimiser_moments_are_sharded_like_their_parameters(weight_decay):
+    # Adam's moments of every parameter (a policy and a critic, as PPO trains them) live in
+    # the parameter's own sharding (the train step pins its output to the state's shardings).
+    mesh = mesh_lib.make_mesh((2, 2, 2))
+    _, policy = init_model(TINY_LLAMA, seed=0, mesh=mesh)
+    _, critic = init_model(TINY_LLAMA, head="scalar", seed=1, mesh=mesh)
+    params = {"policy": policy, "value": critic}
+    optimizer = make_optimizer(OptimConfig(weight_decay=weight_decay))
+    state = init_state(params, optimizer)
+    moments = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")]
+    assert len(moments) == 1
+    want = jax.tree.map(lambda p: p.sharding, params)
+    for tree in (moments[0].mu, moments[0].nu):
+        same = jax.tree.map(lambda m, s: m.sharding.is_equivalent_to(s, m.ndim), tree, want)
+        assert all(jax.tree.leaves(same)), same
+    assert any(len(m.sharding.device_set) == 8 and not m.sharding.is_fully_replicated for m in jax.tree.leaves(tree))
+    assert moments[0].count.sharding.is_fully_replicated and moments[0].count.sharding.mesh == mesh
