@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from rlhf_jax.losses.preference import PreferenceConfig
-from rlhf_jax.models.config import ModelConfig
+from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
 from rlhf_jax.train_step import OptimConfig
 
@@ -37,8 +37,11 @@ class ModelSection:
     d_ff: int = 256
     max_positions: int = 256
     init_from: str = ""
+    remat: str = "none"  # per-block rematerialisation of the trained models: models.config.REMAT_POLICIES
 
     def __post_init__(self):
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat={self.remat!r}: expected one of {REMAT_POLICIES}")
         if self.vocab_size < 0:
             raise ValueError(f"model.vocab_size={self.vocab_size}: must be >= 0 (0 = the tokenizer's)")
         if self.preset or self.init_from:
@@ -59,8 +62,9 @@ class ModelSection:
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         if self.preset:
-            return preset(self.preset)
+            return dataclasses.replace(preset(self.preset), remat=self.remat)
         return ModelConfig(
+            remat=self.remat,
             family=self.family,
             vocab_size=self.vocab_size or vocab_size,
             d_model=self.d_model,

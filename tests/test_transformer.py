@@ -140,3 +140,43 @@ def test_config_errors_name_the_field():
         ModelConfig(family="gpt2", vocab_size=0, d_model=8, n_layers=1, n_heads=2, d_ff=8)
     with pytest.raises(ValueError, match="head"):
         init_model(TINY["gpt2"], head="classifier")
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_remat_changes_no_gradient(family, policy):
+    from rlhf_jax.models.transformer import with_remat
+
+    model, params = init_model(TINY[family], seed=2)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 64, (4, 16)))
+    mask = jnp.ones_like(tokens).at[0, :3].set(0)
+    grad = lambda m: jax.jit(jax.grad(lambda p: m.token_logps(p, tokens, mask).mean()))(params)  # noqa: E731
+    plain, remat = grad(model), grad(with_remat(model, policy))
+    assert with_remat(model, policy).cfg.remat == policy and model.cfg.remat == "none"
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(plain))
+    for a, b in zip(jax.tree.leaves(remat), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6 * scale, rtol=0)
+
+
+def test_remat_lowers_the_compiled_backward_memory():
+    from rlhf_jax.models.transformer import with_remat
+
+    cfg = ModelConfig(family="llama", vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_positions=128)
+    model, params = init_model(cfg, seed=0)
+    tokens = jnp.ones((8, 128), jnp.int32)
+
+    def temp_bytes(m):
+        fn = jax.jit(jax.grad(lambda p: m.token_logps(p, tokens, jnp.ones_like(tokens)).sum()))
+        return fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(with_remat(model, "full")) < temp_bytes(model)
+
+
+def test_remat_is_not_part_of_the_checkpoint(tmp_path):
+    from rlhf_jax.models.config import to_hf_config
+    from rlhf_jax.models.transformer import with_remat
+
+    model = with_remat(init_model(TINY["llama"])[0], "full")
+    assert "remat" not in str(to_hf_config(model.cfg))
+    with pytest.raises(ValueError, match="remat"):
+        ModelConfig(family="llama", vocab_size=8, d_model=8, n_layers=1, n_heads=2, d_ff=8, remat="some")

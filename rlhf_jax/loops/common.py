@@ -28,7 +28,7 @@ from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
-from rlhf_jax.models.transformer import init_model
+from rlhf_jax.models.transformer import init_model, with_remat
 from rlhf_jax.workdir import write_json
 
 
@@ -253,7 +253,7 @@ def scalar_from_lm(model, lm_params, mesh, seed: int = 0):
 
 def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
     """From scratch (model.* sizes, train.seed), or from model.init_from; vocab_size is
-    the tokenizer's, which the model's vocabulary must hold."""
+    the tokenizer's, which the model's vocabulary must hold. Run with model.remat."""
     if not cfg.model.init_from:
         if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
             raise ValueError(
@@ -264,6 +264,7 @@ def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
         model, params = load_hf(checkpoint_dir(cfg.model.init_from), mesh=mesh)
     else:
         model, params = load_scalar(cfg.model.init_from, mesh, cfg.train.seed)
+    model = with_remat(model, cfg.model.remat)
     if model.cfg.vocab_size < vocab_size:
         raise ValueError(
             f"model.init_from={cfg.model.init_from}: a vocabulary of {model.cfg.vocab_size} tokens, "

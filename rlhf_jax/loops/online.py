@@ -36,7 +36,7 @@ from rlhf_jax.loops.common import build_model, drive, finish, load_scalar, scala
 from rlhf_jax.loops.data import TaskData, task_data
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
-from rlhf_jax.models.transformer import param_shardings
+from rlhf_jax.models.transformer import param_shardings, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.tasks import gold_judge
 from rlhf_jax.train_step import (
@@ -274,7 +274,7 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     critic = None
     if rl.estimator in CRITIC_ESTIMATORS:
         if rl.critic_from == "reward" and rm is not None:
-            critic, value_params = rm, jax.tree.map(jnp.copy, rm_params)
+            critic, value_params = with_remat(rm, cfg.model.remat), jax.tree.map(jnp.copy, rm_params)
         else:
             critic, value_params = scalar_from_lm(policy, ref_params, mesh, cfg.train.seed)
             value_params = jax.tree.map(jnp.copy, value_params)

@@ -14,6 +14,10 @@ FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
 ACTIVATIONS = ("gelu_new", "gelu", "silu", "relu")
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16")
+# Rematerialisation of each block in the backward pass (jax.checkpoint policies): "none"
+# keeps every activation; "full" keeps only each block's input and recomputes the rest;
+# "dots" keeps the matmul outputs; "dots_no_batch" those without batch dimensions.
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 # Hugging Face activation names -> ours (gelu_new is the tanh approximation).
 _HF_ACTIVATIONS = {
@@ -60,6 +64,7 @@ class ModelConfig:
     rope_high_freq_factor: float = 4.0
     rope_original_max_positions: int = 8192
     dtype: str = "float32"  # compute dtype; parameters are always float32
+    remat: str = "none"  # REMAT_POLICIES; how to run, not what the model is (not in config.json)
 
     def __post_init__(self):
         _check(self.family in FAMILIES, "family", self.family, f"one of {FAMILIES}")
@@ -89,6 +94,7 @@ class ModelConfig:
         _check(0.0 < self.rotary_pct <= 1.0, "rotary_pct", self.rotary_pct, "in (0, 1]")
         _check(self.rope_type in ROPE_TYPES, "rope_type", self.rope_type, f"one of {ROPE_TYPES}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {DTYPES}")
+        _check(self.remat in REMAT_POLICIES, "remat", self.remat, f"one of {REMAT_POLICIES}")
         _check(self.norm_eps > 0, "norm_eps", self.norm_eps, "positive")
         if self.uses_rope:
             _check(self.rotary_dim % 2 == 0, "rotary_pct", self.rotary_pct, "giving an even rotary dim")

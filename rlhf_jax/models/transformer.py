@@ -68,6 +68,9 @@ class Transformer(nnx.Module):
         new_cache = []
         for i, block in enumerate(self.layers):
             last = last_only and i == len(self.layers) - 1
+            if cache is None and self.cfg.remat != "none":  # training forwards: recompute in the backward
+                x = _remat_block(block, x, rope, mask_BxTxS, last, self.cfg.remat)
+                continue
             x, layer_cache = block(x, rope, mask_BxTxS, None if cache is None else cache[i], index, last)
             new_cache.append(layer_cache)
         return self.final_norm(x), (new_cache if cache is not None else None)
@@ -87,6 +90,30 @@ class Transformer(nnx.Module):
         else:
             logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, self.lm_head[...].astype(hidden_BxTxD.dtype))
         return mesh_lib.shard(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
+
+
+_POLICIES = {
+    "full": None,  # save nothing inside the block
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _remat_block(block, x_BxTxD, rope, mask_BxTxS, last: bool, policy: str):
+    """A block under jax.checkpoint (nnx.remat) with the named policy: the backward pass
+    recomputes what the policy does not save, trading FLOPs for activation memory."""
+
+    def run(block, x, rope, mask):
+        return block(x, rope, mask, None, 0, last)[0]
+
+    return nnx.remat(run, policy=_POLICIES[policy])(block, x_BxTxD, rope, mask_BxTxS)
+
+
+def with_remat(model: Model, policy: str) -> Model:
+    """The same model (same params pytree) run with another remat policy."""
+    if policy == model.cfg.remat:
+        return model
+    return abstract_model(dataclasses.replace(model.cfg, remat=policy), model.head)[0]
 
 
 # ----------------------------------------------------------------------------- pure API
