@@ -24,10 +24,10 @@ from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.eval.metrics import win_rate
 from rlhf_jax.eval.report import evaluate_policy
 from rlhf_jax.experiment import ExperimentConfig
-from rlhf_jax.loops.common import checkpoint_dir, load_scalar
+from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.models.hf import load_hf
-from rlhf_jax.workdir import write_json
+from rlhf_jax.workdir import checkpoint_dir, write_json
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,8 +85,8 @@ def _check_vocab(cfg: ExperimentConfig, k) -> None:
 def _positions(model, k):
     """(max positions, where the figure comes from) of the model a stage builds."""
     if model.init_from:
-        from rlhf_jax.loops.common import checkpoint_dir
         from rlhf_jax.models.hf import read_config
+        from rlhf_jax.workdir import checkpoint_dir
 
         try:
             return read_config(checkpoint_dir(model.init_from)).max_positions, f"{k('model.init_from')}'s config"
@@ -129,11 +129,11 @@ def _checkpoint(path: str, key: str, want: str) -> None:
     """path is an HF checkpoint directory, or a finished run's workdir, of the wanted head.
     want "scalar": must have a score head; "lm": must not be only a reward model (an LM
     checkpoint serves a reward model too: its backbone starts the score head); "any"."""
-    from rlhf_jax.loops.common import checkpoint_dir
-    from rlhf_jax.models.hf import checkpoint_head, read_config
-
-    if not os.path.exists(path):
+    if not os.path.exists(path):  # before the imports below, which take seconds
         raise FileNotFoundError(f"{key}={path}: no such file or directory")
+    from rlhf_jax.models.hf import checkpoint_head, read_config
+    from rlhf_jax.workdir import checkpoint_dir
+
     try:
         directory = checkpoint_dir(path)
         read_config(directory)

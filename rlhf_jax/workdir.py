@@ -124,6 +124,16 @@ def move_outputs_aside(workdir: str) -> str | None:
     return aside
 
 
+def checkpoint_dir(path: str) -> str:
+    """An HF directory, or a previous run's workdir (its exported hf/)."""
+    exported = os.path.join(path, "hf")
+    if os.path.exists(os.path.join(exported, "config.json")):
+        return exported
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path}: neither an HF checkpoint directory nor a finished run's workdir (no hf/)")
+    return path
+
+
 def write_json(path: str, value) -> None:
     """Write JSON atomically (a temporary file renamed over the target): a reader, or a
     run killed mid-write, sees the old file or the new one, never half of one."""

@@ -29,7 +29,7 @@ from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
 from rlhf_jax.models.transformer import init_model, with_remat
-from rlhf_jax.workdir import write_json
+from rlhf_jax.workdir import checkpoint_dir, write_json
 
 
 class MetricsLog:
@@ -221,16 +221,6 @@ def drive(
                 return None
     ckpt.close()
     return Trained(state, last, resumed_from)
-
-
-def checkpoint_dir(path: str) -> str:
-    """An HF directory, or a previous run's workdir (its exported hf/)."""
-    exported = os.path.join(path, "hf")
-    if os.path.exists(os.path.join(exported, "config.json")):
-        return exported
-    if not os.path.exists(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path}: neither an HF checkpoint directory nor a finished run's workdir (no hf/)")
-    return path
 
 
 def load_scalar(path: str, mesh, seed: int = 0, strict: bool = False):

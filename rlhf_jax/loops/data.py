@@ -19,8 +19,8 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.data import batching, builders, formats
 from rlhf_jax.data.tokenizer import train_tokenizer
 from rlhf_jax.experiment import ExperimentConfig
-from rlhf_jax.loops.common import checkpoint_dir
 from rlhf_jax.models.hf import load_tokenizer
+from rlhf_jax.workdir import checkpoint_dir
 
 BUILDERS = {"summarization": builders.SyntheticSummarization, "arithmetic": builders.Arithmetic}
 
