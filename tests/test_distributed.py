@@ -13,6 +13,8 @@ import pytest
 
 from rlhf_jax import mesh as mesh_lib
 
+pytestmark = pytest.mark.slow  # end-to-end runs: the whole suite, not `-m "not slow"`
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "experiments/rl_summarization.py:tiny"
 

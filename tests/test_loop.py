@@ -11,6 +11,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from rlhf_jax import loops
 from rlhf_jax.main import load_experiment, main
@@ -20,6 +21,7 @@ TINY = "experiments/sft_summarization.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_sft_experiment_runs_and_its_loss_falls(tmp_path):
     assert main(["--config", TINY, "--workdir", str(tmp_path)]) == 0
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -32,6 +34,7 @@ def test_sft_experiment_runs_and_its_loss_falls(tmp_path):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tb"))
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_bit_identical_parameters(tmp_path):
     cfg = load_experiment(TINY)
     data = dataclasses.replace(cfg.data, data_dir=str(tmp_path / "tfds"))
@@ -48,6 +51,7 @@ def test_an_interrupted_run_resumes_to_bit_identical_parameters(tmp_path):
     assert steps == [4, 8, 12]
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_exits_zero(tmp_path):
     cmd = [
         sys.executable,
@@ -88,6 +92,7 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path, capsys):
     assert "holds a run with a different config" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_with_an_error_naming_the_step(tmp_path, capsys):
     sets = ["--set", "optim.learning_rate=1e30", "--set", "optim.max_grad_norm=0"]
     assert main(["--config", TINY, "--workdir", str(tmp_path), *sets]) == 2
@@ -95,6 +100,7 @@ def test_a_nan_loss_stops_with_an_error_naming_the_step(tmp_path, capsys):
     assert re.search(r"error: .* finite at step \d+; nothing from that step on was saved; (last good|no) ", err)
 
 
+@pytest.mark.slow
 def test_reward_experiment_runs_from_scratch_and_from_an_sft_checkpoint(tmp_path):
     assert main(["--config", "experiments/reward_summarization.py:tiny", "--workdir", str(tmp_path / "rm")]) == 0
     summary = json.load(open(tmp_path / "rm" / "summary.json"))

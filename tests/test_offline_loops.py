@@ -18,6 +18,8 @@ from rlhf_jax.losses.preference import OBJECTIVES
 from rlhf_jax.losses.reward import NO_STEP
 from rlhf_jax.main import load_experiment
 
+pytestmark = pytest.mark.slow  # end-to-end runs: the whole suite, not `-m "not slow"`
+
 
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):

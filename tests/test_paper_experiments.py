@@ -64,6 +64,7 @@ def test_the_settings_are_the_papers():
         load_experiment(spec("hh_pythia", "rloo"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_every_variant_traces_at_full_size(module):
     task, family, P, beta = MODULES[module]
@@ -128,6 +129,7 @@ RUNS = {  # module -> the stages run for one step (every data kind and loop kind
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", RUNS)
 def test_one_step_with_a_tiny_stand_in(module, stand_ins, tmp_path):
     root, dirs = stand_ins

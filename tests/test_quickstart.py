@@ -11,6 +11,8 @@ import pytest
 
 from rlhf_jax.main import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs: the whole suite, not `-m "not slow"`
+
 METHODS = ("ppo", "reinforce", "vanilla_pg", "raft", "dpo")
 
 

@@ -91,6 +91,7 @@ def empty_dir(step_dir):
     os.makedirs(step_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corrupt", [truncate_largest, delete_state_metadata, garbage_meta, empty_dir])
 def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_resumes_to_the_end(
     corrupt, finished, tfds_dir, tmp_path, capsys
@@ -109,6 +110,7 @@ def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_resumes_to_the_e
     assert json.load(open(run / "summary.json"))["resumed_from"] == [8]
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_refuses_to_start_over_unless_told(finished, tfds_dir, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
@@ -162,6 +164,7 @@ def test_all_finite_sees_parameters_optimiser_state_and_loss():
     assert float(all_finite(jnp.float32(0.5), {**good, "mu": jnp.array([0.0, jnp.nan])})) == 0.0
 
 
+@pytest.mark.slow
 def test_a_diverging_run_ends_with_one_line_naming_the_step(tfds_dir, tmp_path, capsys):
     args = sft_args(tmp_path, tfds_dir, "optim.learning_rate=1e30", "train.log_every=8", "train.save_every=1")
     assert main(args) == 2
@@ -209,6 +212,7 @@ def test_a_workdir_that_is_a_file_is_refused(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_policy_named_as_the_reward_model_is_refused(finished, tmp_path, capsys):
     assert main(["--config", RL, "--workdir", str(tmp_path / "rl"), "--set", f"rl.reward_model={finished}"]) == 2
     err = capsys.readouterr().err
@@ -218,6 +222,7 @@ def test_a_policy_named_as_the_reward_model_is_refused(finished, tmp_path, capsy
 # ----------------------------------------------------------------------------- the workdir
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_is_refused_and_the_first_is_unharmed(tfds_dir, tmp_path, capsys):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlhf_jax.main", *sft_args(run, tfds_dir, "train.steps=40", "optim.total_steps=40")]
@@ -244,6 +249,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
     assert f"taking over the lock of a run that is gone (pid {dead.pid}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_changes_no_file(finished, tfds_dir, capsys):
     before = tree_digest(finished)
     assert main(sft_args(finished, tfds_dir)) == 0
@@ -251,6 +257,7 @@ def test_rerunning_a_finished_run_changes_no_file(finished, tfds_dir, capsys):
     assert tree_digest(finished) == before
 
 
+@pytest.mark.slow
 def test_sigint_during_data_preparation_stops_the_run(tmp_path):
     # 100,000 generated documents take far longer to prepare than the signal may take to act.
     run, log = tmp_path / "run", tmp_path / "log"
@@ -294,6 +301,7 @@ def test_storage_errors_are_one_line_naming_the_cause():
         assert errors.describe(e).startswith("no space left on the device")
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_what_was_saved(
     finished, tfds_dir, tmp_path, monkeypatch, capsys
 ):

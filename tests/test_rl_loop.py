@@ -19,6 +19,8 @@ from rlhf_jax.experiment import ESTIMATORS, RLSection
 from rlhf_jax.main import load_experiment, main
 from rlhf_jax.models.hf import load_hf
 
+pytestmark = pytest.mark.slow  # end-to-end runs: the whole suite, not `-m "not slow"`
+
 TINY = "experiments/rl_summarization.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

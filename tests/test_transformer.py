@@ -142,8 +142,9 @@ def test_config_errors_name_the_field():
         init_model(TINY["gpt2"], head="classifier")
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize(
+    "family, policy", [("llama", "full"), ("llama", "dots"), ("llama", "dots_no_batch"), ("gpt2", "full")]
+)
 def test_remat_changes_no_gradient(family, policy):
     from rlhf_jax.models.transformer import with_remat
 
