@@ -51,10 +51,15 @@ def raise_if_interrupted() -> None:
         raise Interrupted(_pending[0])
 
 
-def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise `Interrupted` (the training loop defers them itself)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise)
+def install_signal_handlers() -> dict:
+    """SIGINT and SIGTERM raise `Interrupted` (the training loop defers them itself);
+    returns the handlers they replace."""
+    return {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 # What the OS says, in words a user acts on.

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from rlhf_jax import errors
 
-    errors.install_signal_handlers()
+    previous = errors.install_signal_handlers()
     try:
         return run(args)
     except errors.Interrupted as e:
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {cause}", file=sys.stderr)
         return 2
+    finally:
+        errors.restore_signal_handlers(previous)  # main() may run inside another program (tests)
 
 
 def run(args) -> int:
@@ -180,9 +182,11 @@ def run(args) -> int:
 
     main_process = jax.process_index() == 0
     with workdir_lib.Lock(workdir) if main_process else contextlib.nullcontext():
-        if args.restart and main_process:
-            aside = workdir_lib.move_outputs_aside(workdir)
-            print(f"--restart: the previous run's outputs are in {aside}" if aside else "--restart: nothing to move")
+        if args.restart:
+            if main_process:
+                aside = workdir_lib.move_outputs_aside(workdir)
+                print(f"--restart: the previous outputs are in {aside}" if aside else "--restart: nothing to move")
+            mesh_lib.barrier("outputs moved aside")
         elif workdir_lib.finished(workdir, config_lib.to_dict(cfg)):
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
