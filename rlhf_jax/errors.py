@@ -54,7 +54,9 @@ def raise_if_interrupted() -> None:
 def install_signal_handlers() -> dict:
     """SIGINT and SIGTERM raise `Interrupted` (the training loop defers them itself);
     returns the handlers they replace."""
-    return {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stops = (signal.SIGINT, signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # a launcher may have blocked them: the mask is inherited
+    return {sig: signal.signal(sig, _raise) for sig in stops}
 
 
 def restore_signal_handlers(previous: dict) -> None:

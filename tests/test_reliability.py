@@ -258,12 +258,21 @@ def test_rerunning_a_finished_run_changes_no_file(finished, tfds_dir, capsys):
 
 
 @pytest.mark.slow
+def as_from_a_terminal():
+    """The signal state a shell gives a foreground command, whatever this test process's
+    own is after a long session (default dispositions, nothing blocked)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def test_sigint_during_data_preparation_stops_the_run(tmp_path):
     # 100,000 generated documents take far longer to prepare than the signal may take to act.
     run, log = tmp_path / "run", tmp_path / "log"
+    blocked = [line for line in open("/proc/self/status") if line.startswith("SigBlk")]
     cmd = [sys.executable, "-m", "rlhf_jax.main", *sft_args(run, tmp_path / "tfds", "data.n_train=100000")]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=as_from_a_terminal)
         deadline = time.time() + 120
         while not os.path.exists(tmp_path / "tfds") and time.time() < deadline:
             time.sleep(0.05)
@@ -271,6 +280,8 @@ def test_sigint_during_data_preparation_stops_the_run(tmp_path):
         proc.send_signal(signal.SIGINT)
         try:  # preparing the data alone would take minutes
             proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"not stopped; this process's {blocked}; {log.read_text()[-2000:]}")
         finally:
             proc.kill()
     out = log.read_text()
