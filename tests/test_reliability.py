@@ -257,22 +257,23 @@ def test_rerunning_a_finished_run_changes_no_file(finished, tfds_dir, capsys):
     assert tree_digest(finished) == before
 
 
+# The signal state a shell gives a foreground command (default dispositions, nothing
+# blocked), whatever this test process's own is after a long session; then the run itself.
+AS_FROM_A_TERMINAL = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+    "[signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]; "
+    "os.execv(sys.executable, [sys.executable, '-m', 'rlhf_jax.main', *sys.argv[1:]])"
+)
+
+
 @pytest.mark.slow
-def as_from_a_terminal():
-    """The signal state a shell gives a foreground command, whatever this test process's
-    own is after a long session (default dispositions, nothing blocked)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
 def test_sigint_during_data_preparation_stops_the_run(tmp_path):
     # 100,000 generated documents take far longer to prepare than the signal may take to act.
     run, log = tmp_path / "run", tmp_path / "log"
     blocked = [line for line in open("/proc/self/status") if line.startswith("SigBlk")]
-    cmd = [sys.executable, "-m", "rlhf_jax.main", *sft_args(run, tmp_path / "tfds", "data.n_train=100000")]
+    cmd = [sys.executable, "-c", AS_FROM_A_TERMINAL, *sft_args(run, tmp_path / "tfds", "data.n_train=100000")]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=as_from_a_terminal)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while not os.path.exists(tmp_path / "tfds") and time.time() < deadline:
             time.sleep(0.05)
