@@ -38,13 +38,13 @@ def _program_bytes(compiled) -> int:
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
-def worker(directory: str, estimator: str) -> dict:
+def worker(directory: str, method: str) -> dict:
     import jax
     import numpy as np
 
     from rlhf_jax.loops.online import minibatch_order
 
-    iteration, state, progress = build_jax(directory, estimator)
+    iteration, state, progress = build_jax(directory, method)
     n = iteration.rl.n_prompts
     ids = np.tile(prompt_ids(2), (K, 1))
     pmask = np.ones((n, P), np.int32)

@@ -67,7 +67,7 @@ def prompt_ids(steps: int):
     return rng.integers(2, 8000, size=(steps * PROMPTS, P))
 
 
-def build_jax(directory: str, estimator: str = "rloo"):
+def build_jax(directory: str, method: str = "rloo"):
     """(iteration, state, progress) of rlhf_jax's RL loop on the bench checkpoints, built
     as `run_rl` builds them; PPO's critic starts from the reward model (TRL's default)."""
     import jax
@@ -80,10 +80,10 @@ def build_jax(directory: str, estimator: str = "rloo"):
     from rlhf_jax.train_step import OptimConfig, init_state, make_optimizer
 
     mesh = mesh_lib.make_mesh((1, 1, 1))
-    k = K if estimator == "rloo" else 1
+    k = K if method == "rloo" else 1
     reward_dir = os.path.join(directory, "reward")
     batch = PROMPTS * K
-    rl = RLSection(estimator=estimator, k=k, rollout_batch=batch, minibatch=batch, beta=BETA, reward_model=reward_dir)
+    rl = RLSection(method=method, k=k, rollout_batch=batch, minibatch=batch, beta=BETA, reward_model=reward_dir)
     model = ModelSection(init_from=os.path.join(directory, "policy"))
     cfg = ExperimentConfig(model=model, rl=rl, optim=OptimConfig(learning_rate=LR), mesh=(1, 1, 1))
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, 0, mesh)
@@ -95,15 +95,15 @@ def build_jax(directory: str, estimator: str = "rloo"):
     return iteration, state, progress
 
 
-def worker_jax(directory: str, steps: int, warmup: int, estimator: str = "rloo") -> dict:
+def worker_jax(directory: str, steps: int, warmup: int, method: str = "rloo") -> dict:
     import jax
     import numpy as np
 
     from rlhf_jax.compiles import CompileCounter
 
-    iteration, state, progress = build_jax(directory, estimator)
+    iteration, state, progress = build_jax(directory, method)
     n_prompts = iteration.rl.n_prompts
-    ids = np.tile(prompt_ids(steps), (K if estimator != "rloo" else 1, 1))
+    ids = np.tile(prompt_ids(steps), (K if method != "rloo" else 1, 1))
     times = []
     with CompileCounter() as compiles:
         for i in range(steps):

@@ -55,7 +55,8 @@ def worker_jax(directory: str, steps: int, warmup: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from rlhf_jax.losses.sft import SFTBatch, sft_loss
+    from rlhf_jax.batches import SFTBatch
+    from rlhf_jax.losses.sft import sft_loss
     from rlhf_jax.models.hf import load_hf
     from rlhf_jax.train_step import OptimConfig, init_state, make_optimizer, make_train_step
 

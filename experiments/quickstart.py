@@ -60,7 +60,7 @@ def full() -> PipelineConfig:
             data=data,
             optim=OptimConfig(learning_rate=1e-4, warmup_steps=3, total_steps=100),
             train=TrainSection(kind="rl", steps=100, log_every=5, save_every=50),
-            rl=RLSection(estimator="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
+            rl=RLSection(method="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
         ),
     )
 
@@ -96,7 +96,7 @@ def with_method(cfg: PipelineConfig, method: str) -> PipelineConfig:
         )
     elif method != "rloo":
         k = 4 if method == "raft" else 1
-        rl = dataclasses.replace(policy.rl, estimator=method, k=k, whiten_advantages=method == "ppo")
+        rl = dataclasses.replace(policy.rl, method=method, k=k, whiten_advantages=method == "ppo")
         policy = dataclasses.replace(policy, rl=rl)
     return dataclasses.replace(
         cfg, name=f"quickstart_{method}", policy=dataclasses.replace(policy, name=f"quickstart_{method}")

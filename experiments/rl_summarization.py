@@ -1,5 +1,5 @@
 """Online RL on the built-in summarisation task (default RLOO, k = 4, against the task's
-gold judge; any estimator with --set rl.estimator=..., a reward model with
+gold judge; any method with --set rl.method=..., a reward model with
 --set rl.reward_model=<reward workdir>). Start the policy from an SFT run:
 
     python -m rlhf_jax.main --config experiments/rl_summarization.py --workdir /tmp/rlhf_jax_rl \\
@@ -20,7 +20,7 @@ def get_config(variant: str | None = None) -> ExperimentConfig:
             data=DataSection(task="summarization", n_train=64, n_test=16, max_prompt_len=80, max_completion_len=16),
             optim=OptimConfig(learning_rate=3e-2, total_steps=1000),
             train=TrainSection(kind="rl", steps=16, log_every=2, save_every=4),
-            rl=RLSection(estimator="rloo", k=4, rollout_batch=16, minibatch=8, updates_per_batch=1, beta=0.05),
+            rl=RLSection(method="rloo", k=4, rollout_batch=16, minibatch=8, updates_per_batch=1, beta=0.05),
         )
     if variant is not None:
         raise ValueError(f"rl_summarization: unknown variant {variant!r}; known: tiny")
@@ -30,5 +30,5 @@ def get_config(variant: str | None = None) -> ExperimentConfig:
         data=DataSection(task="summarization", n_train=2000, n_test=200, max_prompt_len=48, max_completion_len=12),
         optim=OptimConfig(learning_rate=3e-4, warmup_steps=5, total_steps=100),
         train=TrainSection(kind="rl", steps=100, log_every=5, save_every=25),
-        rl=RLSection(estimator="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
+        rl=RLSection(method="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
     )

@@ -38,13 +38,13 @@ from rlhf_jax.train_step import OptimConfig
 
 CONTEXT = 512
 METHODS = {
-    "rloo_k2": {"estimator": "rloo", "k": 2},
-    "rloo_k4": {"estimator": "rloo", "k": 4},
-    "raft_k2": {"estimator": "raft", "k": 2},
-    "raft_k4": {"estimator": "raft", "k": 4},
-    "reinforce": {"estimator": "reinforce", "k": 1},
-    "vanilla_pg": {"estimator": "vanilla_pg", "k": 1},
-    "ppo": {"estimator": "ppo", "k": 1},
+    "rloo_k2": {"method": "rloo", "k": 2},
+    "rloo_k4": {"method": "rloo", "k": 4},
+    "raft_k2": {"method": "raft", "k": 2},
+    "raft_k4": {"method": "raft", "k": 4},
+    "reinforce": {"method": "reinforce", "k": 1},
+    "vanilla_pg": {"method": "vanilla_pg", "k": 1},
+    "ppo": {"method": "ppo", "k": 1},
 }
 VARIANTS = ("sft", "reward", *METHODS, "dpo")
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from rlhf_jax import rollout
+from rlhf_jax.losses import policy as policy_losses
+from rlhf_jax.losses.common import KL_ESTIMATORS
 from rlhf_jax.losses.preference import PreferenceConfig
 from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
@@ -17,9 +20,17 @@ KINDS = ("sft", "reward", "orm", "prm", "rl", "preference")
 SYNTHETIC_TASKS = ("summarization", "arithmetic")  # generated from data.seed, with a gold judge
 REAL_TASKS = ("tldr", "hh")  # read from the original files in data.source_dir
 TASKS = SYNTHETIC_TASKS + REAL_TASKS
-KL_ESTIMATORS = ("k1", "k2", "k3")  # rollout.KL_ESTIMATORS, named here so configs need no maths import
-ESTIMATORS = ("rloo", "reinforce", "grpo", "remax", "ppo", "vanilla_pg", "raft")
-CRITIC_ESTIMATORS = ("ppo", "vanilla_pg")
+# The online methods of the literature as (advantage estimator, policy objective) pairs of
+# the registries in rollout.py and losses/policy.py; rl.advantage / rl.loss override either.
+METHODS = {
+    "rloo": ("rloo", "reinforce"),  # Ahmadian et al. 2024
+    "reinforce": ("moving_average", "reinforce"),  # Williams 1992, the RLOO paper's baseline
+    "grpo": ("grpo", "ppo"),  # Shao et al. 2024 (DeepSeekMath): group advantages, clipped per token
+    "remax": ("remax", "reinforce"),  # Li et al. 2023
+    "ppo": ("gae", "ppo"),  # Schulman et al. 2017, Ziegler et al. 2019
+    "vanilla_pg": ("reward_to_go", "vanilla_pg"),  # the RLOO paper's Vanilla PG
+    "raft": ("best_of_k", "raft"),  # Dong et al. 2023
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +147,11 @@ class RLSection:
     `rollout_batch // k` prompts, scores them, and takes `updates_per_batch` passes of
     `rollout_batch // minibatch` gradient steps over them; train.steps counts iterations.
 
-    estimator: rloo | reinforce (moving-average baseline; `baseline_decay` 0 = the mean of
-    all past rewards, RLOO paper eq. 8) | grpo | remax | ppo | vanilla_pg | raft.
+    method: a named method of `METHODS` (rloo | reinforce: moving-average baseline,
+    `baseline_decay` 0 = the mean of all past rewards, RLOO paper eq. 8 | grpo | remax |
+    ppo | vanilla_pg | raft), i.e. an advantage estimator and a policy objective;
+    advantage / loss: either one by name from the registries (`rollout.ESTIMATORS`,
+    `losses.policy.OBJECTIVES`) instead of the method's ("" = the method's).
     reward_model: a reward run's workdir or an HF directory with a scalar head; "gold" =
     the task's gold judge. critic_from: "reward" (TRL's default) or "policy" (its backbone).
     beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
@@ -147,7 +161,9 @@ class RLSection:
     forward over the sampled sequences; equal up to rounding, which in bf16 may matter).
     """
 
-    estimator: str = "rloo"
+    method: str = "rloo"
+    advantage: str = ""
+    loss: str = ""
     k: int = 4
     rollout_batch: int = 64
     minibatch: int = 64
@@ -176,12 +192,20 @@ class RLSection:
     old_logps: str = "sampler"
 
     def __post_init__(self):
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"rl.estimator={self.estimator!r}: expected one of {ESTIMATORS}")
-        if self.k < 1 or (self.estimator in ("rloo", "grpo") and self.k < 2):
+        if self.method not in METHODS:
+            raise ValueError(f"rl.method={self.method!r}: expected one of {tuple(METHODS)}")
+        if self.advantage and self.advantage not in rollout.ESTIMATORS:
+            raise ValueError(f"rl.advantage={self.advantage!r}: expected one of {tuple(rollout.ESTIMATORS)}")
+        if self.loss and self.loss not in policy_losses.OBJECTIVES:
+            raise ValueError(f"rl.loss={self.loss!r}: expected one of {tuple(policy_losses.OBJECTIVES)}")
+        est, obj = self.estimator, self.objective
+        if est.level not in obj.accepts:
             raise ValueError(
-                f"rl.k={self.k}: {self.estimator} needs k >= {2 if self.estimator in ('rloo', 'grpo') else 1}"
+                f"rl.loss={obj.name!r} takes {' or '.join(obj.accepts)}-level advantages; "
+                f"rl.advantage={est.name!r} gives {est.level}-level ones"
             )
+        if self.k < max(1, est.min_k):
+            raise ValueError(f"rl.k={self.k}: the {est.name} estimator needs k >= {max(1, est.min_k)}")
         if self.rollout_batch < 1:
             raise ValueError(f"rl.rollout_batch={self.rollout_batch}: must be >= 1")
         if self.rollout_batch % self.k:
@@ -222,6 +246,16 @@ class RLSection:
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"rl.{name}={getattr(self, name)}: must be in [0, 1]")
+
+    @property
+    def estimator(self) -> rollout.Estimator:
+        """The advantage estimator's record (rl.advantage, else the method's)."""
+        return rollout.ESTIMATORS[self.advantage or METHODS[self.method][0]]
+
+    @property
+    def objective(self) -> policy_losses.Objective:
+        """The policy objective's record (rl.loss, else the method's)."""
+        return policy_losses.OBJECTIVES[self.loss or METHODS[self.method][1]]
 
     @property
     def n_prompts(self) -> int:

@@ -27,7 +27,10 @@ import json
 import os
 import sys
 
-from rlhf_jax import config as config_lib
+# transformers announces at import that PyTorch is missing; we use its tokenizers and configs only
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+from rlhf_jax import config as config_lib  # noqa: E402
 
 
 def load_experiment(spec: str):
@@ -109,7 +112,7 @@ def dry_run(cfg) -> str:
     """What one iteration of cfg's loop holds at full size, traced without allocating."""
     import jax
 
-    from rlhf_jax.loops.shapes import abstract_iteration
+    from rlhf_jax.dry_run import abstract_iteration
 
     out = abstract_iteration(cfg)
     lines = [f"{cfg.name}: train.kind={cfg.train.kind}, {out['params'] / 1e6:,.1f}M parameters"]
@@ -191,13 +194,29 @@ def run(args) -> int:
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
         check_and_write_config(cfg, workdir, args.overwrite_config)
-        from rlhf_jax import loops
+        from rlhf_jax import loops, pipeline
 
-        summary = loops.run(cfg, workdir)
+        summary = (pipeline.run if isinstance(cfg, pipeline.PipelineConfig) else loops.run)(cfg, workdir)
     if main_process and not summary.get("stopped"):
-        shown = {k: v for k, v in summary.items() if k != "curves"}  # per-step lists stay in summary.json
-        print(json.dumps(shown, indent=2))
+        if not isinstance(cfg, pipeline.PipelineConfig):  # a pipeline printed its table
+            print("\n".join(digest(summary)))
+        print(f"summary: {os.path.join(workdir, 'summary.json')}")
     return 0
+
+
+def digest(summary: dict, prefix: str = "") -> list[str]:
+    """The summary's held-out figures as `key  value` lines: numbers only, nested keys
+    dotted; the training metrics, per-step curves and bookkeeping stay in summary.json."""
+    lines = []
+    for key, value in summary.items():
+        if key in ("train", "curves", "resumed_from", "steps", "plots", "seconds"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            lines += digest(value, name + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            lines.append(f"{name:<40} {value:.4g}")
+    return lines
 
 
 DEBUG_ENV = "RLHF_JAX_DEBUG"

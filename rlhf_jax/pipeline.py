@@ -18,6 +18,7 @@ import time
 import jax
 
 from rlhf_jax import config as config_lib
+from rlhf_jax import loops
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.eval import plots
 from rlhf_jax.eval.judges import RewardModelJudge
@@ -48,8 +49,10 @@ class PipelineConfig:
 
     @property
     def method(self) -> str:
-        p = self.policy
-        return p.rl.estimator if p.train.kind == "rl" else p.preference.objective
+        p, rl = self.policy, self.policy.rl
+        if p.train.kind != "rl":
+            return p.preference.objective
+        return f"{rl.estimator.name}+{rl.objective.name}" if rl.advantage or rl.loss else rl.method
 
 
 def stages(cfg: PipelineConfig, workdir: str) -> dict[str, ExperimentConfig]:
@@ -72,8 +75,6 @@ def stages(cfg: PipelineConfig, workdir: str) -> dict[str, ExperimentConfig]:
 
 
 def run_stage(name: str, cfg: ExperimentConfig, directory: str) -> dict:
-    from rlhf_jax import loops
-
     summary_path = os.path.join(directory, "summary.json")
     os.makedirs(directory, exist_ok=True)
     config_path = os.path.join(directory, "config.json")

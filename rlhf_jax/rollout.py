@@ -1,4 +1,4 @@
-"""Rollouts, the KL-shaped reward and the advantage estimators of online RLHF.
+"""The KL-shaped reward and the advantage estimators of online RLHF, each registered as data.
 
 Everything is a pure function of arrays. Token arrays use the token-aligned convention
 of `Model.token_logps`: position t holds the quantity for generating token x_t from the
@@ -7,46 +7,35 @@ prompt: the k samples of prompt i are rows i*k .. i*k + k - 1.
 
 The KL-shaped reward (the RLOO paper, eq. 1):
     R(x, y) = r(x, y) - beta * log(pi(y|x) / pi_ref(y|x)).
+
+An advantage estimator is one function registered with `register_estimator`: it gets the
+KL-shaped rewards (one per completion for level "sequence" and "selection", per token for
+"token") and returns the advantages. `estimate` is the one place that shapes the reward,
+calls the estimator and whitens; the RL loop, the dry run and the tests all go through it.
+
+    name            level      advantage                                   needs
+    rloo            sequence   R_i - mean_{j != i} R_j over the prompt's k   k >= 2
+    moving_average  sequence   R_i - b, b the running mean of past R         state
+    grpo            sequence   (R_i - mean_k R) / (std_k R + eps)            k >= 2
+    remax           sequence   R_i - R(greedy completion of the prompt)      a greedy rollout
+    best_of_k       selection  1 on each prompt's best completion (RAFT)
+    gae             token      GAE(gamma, lambda) on R_t and V(s_t)          a critic
+    reward_to_go    token      sum_{i>=t} gamma^(i-t) R_i - V(s_t)           a critic
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from rlhf_jax.losses.common import check_same_shape, is_concrete, masked_sum, whiten
+from rlhf_jax.losses.common import check_same_shape, is_concrete, kl_per_token, masked_sum, whiten
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-@struct.dataclass
-class Rollout:
-    """A batch of sampled completions with everything the losses need.
-
-    tokens_BxT: prompt (left-padded) then completion (right-padded); mask_BxT: real tokens.
-    completion_mask_BxT: the completion's tokens up to and including the first EOS.
-    old_logps_BxT: log pi_old(x_t | x_<t), recomputed by a training forward (not the
-      sampler's, whose numerics may differ); ref_logps_BxT: the same under pi_ref.
-    values_BxT: the critic's V(s_t) (PPO / Vanilla PG; zeros otherwise).
-    scores_B: the reward model's r(x, y). k: samples per prompt (static).
-    advantages / returns: filled by an estimator (per row [B] or per token [B, T]).
-    """
-
-    tokens_BxT: jax.Array
-    mask_BxT: jax.Array
-    completion_mask_BxT: jax.Array
-    old_logps_BxT: jax.Array
-    ref_logps_BxT: jax.Array
-    scores_B: jax.Array
-    values_BxT: jax.Array | None = None
-    advantages: jax.Array | None = None
-    returns_BxT: jax.Array | None = None
-    k: int = struct.field(pytree_node=False, default=1)
-
-    @property
-    def n_prompts(self) -> int:
-        return self.tokens_BxT.shape[0] // self.k
+LEVELS = ("sequence", "token", "selection")
 
 
 def check_group(what: str, batch: int, k: int, min_k: int = 1) -> None:
@@ -57,27 +46,11 @@ def check_group(what: str, batch: int, k: int, min_k: int = 1) -> None:
 
 
 def check_beta(beta) -> None:
-    if is_concrete(beta) and float(jnp.min(jnp.asarray(beta))) < 0:
+    if is_concrete(beta) and float(np.min(np.asarray(beta))) < 0:  # numpy: no tracer under jit
         raise ValueError(f"beta={beta}: the KL coefficient must be >= 0")
 
 
 # ----------------------------------------------------------------------------- KL
-
-
-def kl_per_token(logps_BxT, ref_logps_BxT, estimator: str = "k1"):
-    """Per-token estimators of KL(pi || pi_ref) from samples of pi, with
-    log_r = log pi(x_t) - log pi_ref(x_t) (Schulman's k1, k2, k3):
-        k1 = log_r;  k2 = log_r^2 / 2;  k3 = exp(-log_r) - 1 + log_r  (>= 0, unbiased).
-    """
-    if estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl estimator {estimator!r}: expected one of {KL_ESTIMATORS}")
-    check_same_shape("kl_per_token", logps=logps_BxT, ref_logps=ref_logps_BxT)
-    log_r = logps_BxT - ref_logps_BxT
-    if estimator == "k1":
-        return log_r
-    if estimator == "k2":
-        return 0.5 * jnp.square(log_r)
-    return jnp.expm1(-log_r) + log_r
 
 
 def sequence_kl_reward(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, estimator="k1"):
@@ -197,3 +170,177 @@ def vanilla_pg_advantages(rewards_BxT, values_BxT, mask_BxT, gamma: float = 1.0)
     """Vanilla PG: the return sum_{i>=t} gamma^(i-t) R_i minus the learned baseline b(s_t)
     (GAE with lambda = 1). Returns (advantages_BxT, returns_BxT)."""
     return gae(rewards_BxT, values_BxT, mask_BxT, gamma=gamma, lam=1.0)
+
+
+def raft_weights(rewards_B, k: int):
+    """1 on the best of each prompt's k completions (first on ties), 0 elsewhere."""
+    check_group("raft_weights", rewards_B.shape[0], k)
+    best_P = jnp.argmax(rewards_B.reshape(-1, k), axis=-1)
+    return jax.nn.one_hot(best_P, k, dtype=jnp.float32).reshape(-1)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageInputs:
+    """What an estimator sees. rewards: the KL-shaped R_B (levels "sequence" and
+    "selection") or R_BxT (level "token", the score on the last completion token);
+    values_BxT: the critic's V(s_t) (estimators with critic=True), else None; baseline:
+    the loop's moving-average state; greedy_rewards_P: the KL-shaped reward of each
+    prompt's greedy completion (estimators with greedy_rollout=True), else None."""
+
+    rewards: jax.Array
+    completion_mask_BxT: jax.Array
+    k: int
+    values_BxT: jax.Array | None = None
+    baseline: BaselineState | None = None
+    greedy_rewards_P: jax.Array | None = None
+    gamma: float = 1.0
+    lam: float = 0.95
+    baseline_decay: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Advantages:
+    """An estimator's output: advantages of its level's shape ([B] or [B, T]), the value
+    targets when it uses a critic, and the new moving-average state when it keeps one."""
+
+    advantages: jax.Array
+    returns_BxT: jax.Array | None = None
+    baseline: BaselineState | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+    """A registered advantage estimator: its function and what the loop must provide."""
+
+    name: str
+    fn: Callable[[AdvantageInputs], Advantages]
+    level: str
+    min_k: int = 1
+    critic: bool = False
+    greedy_rollout: bool = False
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str, *, level: str, min_k: int = 1, critic: bool = False, greedy_rollout: bool = False):
+    """Decorator: make `fn(AdvantageInputs) -> Advantages` the estimator `rl.advantage=name`."""
+    if level not in LEVELS:
+        raise ValueError(f"estimator {name!r}: level {level!r}, expected one of {LEVELS}")
+
+    def add(fn):
+        if name in ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is registered already")
+        ESTIMATORS[name] = Estimator(name, fn, level, min_k, critic, greedy_rollout)
+        return fn
+
+    return add
+
+
+def estimator(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise ValueError(f"advantage estimator {name!r}: expected one of {tuple(ESTIMATORS)}")
+    return ESTIMATORS[name]
+
+
+@register_estimator("rloo", level="sequence", min_k=2)
+def _rloo(x: AdvantageInputs) -> Advantages:
+    return Advantages(rloo_advantages(x.rewards, x.k))
+
+
+@register_estimator("moving_average", level="sequence")
+def _moving_average(x: AdvantageInputs) -> Advantages:
+    advantages_B, baseline = reinforce_ma_advantages(x.rewards, x.baseline, x.baseline_decay)
+    return Advantages(advantages_B, baseline=baseline)
+
+
+@register_estimator("grpo", level="sequence", min_k=2)
+def _grpo(x: AdvantageInputs) -> Advantages:
+    return Advantages(grpo_advantages(x.rewards, x.k))
+
+
+@register_estimator("remax", level="sequence", greedy_rollout=True)
+def _remax(x: AdvantageInputs) -> Advantages:
+    return Advantages(remax_advantages(x.rewards, x.greedy_rewards_P, x.k))
+
+
+@register_estimator("best_of_k", level="selection")
+def _best_of_k(x: AdvantageInputs) -> Advantages:
+    return Advantages(raft_weights(x.rewards, x.k))
+
+
+@register_estimator("gae", level="token", critic=True)
+def _gae(x: AdvantageInputs) -> Advantages:
+    advantages_BxT, returns_BxT = gae(x.rewards, x.values_BxT, x.completion_mask_BxT, x.gamma, x.lam)
+    return Advantages(advantages_BxT, returns_BxT)
+
+
+@register_estimator("reward_to_go", level="token", critic=True)
+def _reward_to_go(x: AdvantageInputs) -> Advantages:
+    advantages_BxT, returns_BxT = vanilla_pg_advantages(x.rewards, x.values_BxT, x.completion_mask_BxT, x.gamma)
+    return Advantages(advantages_BxT, returns_BxT)
+
+
+@struct.dataclass
+class Estimate:
+    """`estimate`'s result: exactly one of advantages_B / advantages_BxT (by the level),
+    returns_BxT with a critic, the new baseline state (None: the estimator keeps none),
+    and per completion the total KL-shaped reward R_B and the KL estimate kl_B (metrics)."""
+
+    advantages_B: jax.Array | None
+    advantages_BxT: jax.Array | None
+    returns_BxT: jax.Array | None
+    baseline: BaselineState | None
+    rewards_B: jax.Array
+    kl_B: jax.Array
+
+
+def estimate(
+    name: str,
+    scores_B,
+    logps_BxT,
+    ref_logps_BxT,
+    completion_mask_BxT,
+    *,
+    beta,
+    k: int,
+    kl_estimator: str = "k1",
+    values_BxT=None,
+    baseline=None,
+    greedy_rewards_P=None,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    baseline_decay: float | None = None,
+    whiten_advantages: bool = False,
+) -> Estimate:
+    """The KL-shaped reward at the estimator's level, then its advantages. Whitening
+    (whiten_advantages) standardises sequence advantages over the batch and token ones
+    over the completion tokens; a selection (best_of_k's weights) is never whitened."""
+    est = estimator(name)
+    check_group(name, scores_B.shape[0], k, est.min_k)
+    if est.level == "token":
+        rewards, kl_BxT = token_kl_rewards(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, kl_estimator)
+        rewards_B, kl_B = rewards.sum(-1), kl_BxT.sum(-1)
+    else:
+        rewards, kl_B = sequence_kl_reward(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, kl_estimator)
+        rewards_B = rewards
+    inputs = AdvantageInputs(rewards, completion_mask_BxT, k, values_BxT, baseline, greedy_rewards_P, gamma, lam,
+                             baseline_decay)  # fmt: skip
+    out = est.fn(inputs)
+    adv = out.advantages
+    if whiten_advantages and est.level == "sequence":
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    elif whiten_advantages and est.level == "token":
+        adv = whiten(adv, completion_mask_BxT)
+    per_token = est.level == "token"
+    return Estimate(
+        advantages_B=None if per_token else adv,
+        advantages_BxT=adv if per_token else None,
+        returns_BxT=out.returns_BxT,
+        baseline=out.baseline,
+        rewards_B=rewards_B,
+        kl_B=kl_B,
+    )

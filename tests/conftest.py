@@ -69,16 +69,3 @@ def padded_batch():
     tokens = rng.integers(3, 97, size=(3, 7))
     mask = (np.arange(7)[None] >= np.array([3, 0, 1])[:, None]).astype(np.int32)
     return np.where(mask, tokens, 0), mask
-
-
-@pytest.fixture(params=[False, True], ids=["eager", "jit"])
-def run(request):
-    """run(fn, *args, **static): fn called eagerly, or jitted with the keyword args static."""
-    import jax
-
-    def call(fn, *args, **static):
-        if request.param:
-            return jax.jit(lambda *a: fn(*a, **static))(*args)
-        return fn(*args, **static)
-
-    return call

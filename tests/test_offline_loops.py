@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from rlhf_jax import loops
+from rlhf_jax.batches import NO_STEP
 from rlhf_jax.experiment import PreferenceSection
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.loops.offline import kto_rows
 from rlhf_jax.loops.supervised import prm_batch, step_ends
 from rlhf_jax.losses.preference import OBJECTIVES
-from rlhf_jax.losses.reward import NO_STEP
 from rlhf_jax.main import load_experiment
 
 pytestmark = pytest.mark.slow  # end-to-end runs: the whole suite, not `-m "not slow"`

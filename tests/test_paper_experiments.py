@@ -11,7 +11,7 @@ import pytest
 from test_data_builders import HH_PROMPT, write_jsonl
 
 from rlhf_jax.data.tokenizer import train_tokenizer
-from rlhf_jax.loops.shapes import abstract_iteration
+from rlhf_jax.dry_run import abstract_iteration
 from rlhf_jax.main import load_experiment, main
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.hf import save_hf
@@ -39,7 +39,7 @@ def test_the_settings_are_the_papers():
     )
     assert cfg.data.max_prompt_len + cfg.data.max_completion_len == 512
     rl = cfg.rl
-    assert (rl.estimator, rl.k, rl.rollout_batch, rl.minibatch, rl.beta) == ("rloo", 4, 512, 256, 0.03)
+    assert (rl.method, rl.k, rl.rollout_batch, rl.minibatch, rl.beta) == ("rloo", 4, 512, 256, 0.03)
     assert rl.steps_per_iteration == 2 and cfg.train.steps == 600
     assert cfg.optim.learning_rate == 1e-6 and cfg.optim.schedule == "constant"
     assert cfg.optim.warmup_steps == 36 and cfg.optim.total_steps == 1200  # 3% of 600 x 2 gradient steps

@@ -1,6 +1,9 @@
 """Policy-gradient objectives and losses: hand values, the RLOO paper's appendix B form,
 PPO = Vanilla PG at ratio 1, padding invariance and a finite-difference gradient check."""
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,60 +11,79 @@ import pytest
 from helpers import tiny_model
 
 from rlhf_jax import rollout as R
+from rlhf_jax.batches import Rollout
 from rlhf_jax.losses import policy as P
 
 
-def test_reinforce_objective_plain_and_clipped(run):
-    seq = jnp.array([-1.0, -2.0])
-    adv = jnp.array([1.0, 1.0])
-    loss, _ = run(P.reinforce_objective, seq, adv)
-    np.testing.assert_allclose(loss, 1.5)
-    loss, m = run(P.reinforce_objective, seq, adv, jnp.array([-1.5, -2.0]), clip_eps=0.2)
-    np.testing.assert_allclose(loss, -(1.2 + 1.0) / 2, rtol=1e-6)
-    np.testing.assert_allclose(m["clip_frac"], 0.5)
+def PPO(cfg):
+    return dataclasses.replace(cfg, objective="ppo")
 
 
-def test_rloo_k2_equals_the_appendix_b_contrastive_form(run):
-    R_plus, R_minus, lp_plus, lp_minus = 3.0, 0.5, -4.0, -6.5
-    adv = run(R.rloo_advantages, jnp.array([R_plus, R_minus]), k=2)
-    loss, _ = run(P.reinforce_objective, jnp.array([lp_plus, lp_minus]), adv)
-    expected = (R_plus - R_minus) / 2 * (-lp_plus + lp_minus)
-    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+def VPG(cfg):
+    return dataclasses.replace(cfg, objective="vanilla_pg")
 
 
-def test_ppo_objective_hand_values(run):
-    loss, m = run(
-        P.ppo_objective,
-        jnp.array([[-1.0, -2.0]]),
-        jnp.array([[-1.2, -2.0]]),
-        jnp.array([[1.0, -1.0]]),
-        jnp.ones((1, 2)),
-        clip_eps=0.1,
-    )
-    np.testing.assert_allclose(loss, -(1.1 - 1.0) / 2, rtol=1e-5)
-    np.testing.assert_allclose(m["clip_frac"], 0.5)
-    np.testing.assert_allclose(m["ratio_max"], np.exp(0.2), rtol=1e-6)
-    np.testing.assert_allclose(m["approx_kl"], (np.exp(-0.2) - 1 + 0.2) / 2, rtol=1e-5)
+class PolicyObjectivesTest(chex.TestCase):
+    """Each test runs twice, jitted and eagerly (chex.variants)."""
 
+    def call(self, fn, *args, **static):
+        """fn(*args, **static) under the variant: jitted with the keyword arguments static."""
+        return self.variant(lambda *a: fn(*a, **static))(*args)
 
-def test_value_objective_clipped_and_not(run):
-    args = (jnp.array([[1.0, 2.0]]), jnp.array([[0.5, 2.0]]), jnp.array([[2.0, 1.0]]), jnp.ones((1, 2)))
-    loss, m = run(P.value_objective, *args, clip=0.2)
-    np.testing.assert_allclose(loss, 0.5 * (1.69 + 1.0) / 2, rtol=1e-6)
-    np.testing.assert_allclose(m["value_clip_frac"], 0.5)
-    loss, _ = run(P.value_objective, *args, clip=None)
-    np.testing.assert_allclose(loss, 0.5, rtol=1e-6)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_reinforce_objective_plain_and_clipped(self):
+        seq = jnp.array([-1.0, -2.0])
+        adv = jnp.array([1.0, 1.0])
+        loss, _ = self.call(P.reinforce_objective, seq, adv)
+        np.testing.assert_allclose(loss, 1.5)
+        loss, m = self.call(P.reinforce_objective, seq, adv, jnp.array([-1.5, -2.0]), clip_eps=0.2)
+        np.testing.assert_allclose(loss, -(1.2 + 1.0) / 2, rtol=1e-6)
+        np.testing.assert_allclose(m["clip_frac"], 0.5)
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_rloo_k2_equals_the_appendix_b_contrastive_form(self):
+        R_plus, R_minus, lp_plus, lp_minus = 3.0, 0.5, -4.0, -6.5
+        adv = self.call(R.rloo_advantages, jnp.array([R_plus, R_minus]), k=2)
+        loss, _ = self.call(P.reinforce_objective, jnp.array([lp_plus, lp_minus]), adv)
+        expected = (R_plus - R_minus) / 2 * (-lp_plus + lp_minus)
+        np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
-def test_vanilla_pg_and_raft_objectives(run):
-    loss, _ = run(P.vanilla_pg_objective, jnp.array([[-1.0, -2.0]]), jnp.array([[2.0, 1.0]]), jnp.ones((1, 2)))
-    np.testing.assert_allclose(loss, 2.0)
-    weights = run(P.raft_weights, jnp.array([1.0, 5.0, 3.0, 2.0, 2.0, 0.0]), k=3)
-    np.testing.assert_array_equal(weights, [0, 1, 0, 1, 0, 0])
-    logps = jnp.array([[-9.0, -9.0], [-1.0, -3.0], [-9.0, -9.0], [-2.0, 0.0], [-9.0, -9.0], [-9.0, -9.0]])
-    mask = jnp.array([[1, 1], [1, 1], [1, 1], [1, 0], [1, 1], [1, 1]])
-    loss, _ = run(P.raft_objective, logps, weights, mask)
-    np.testing.assert_allclose(loss, (1.0 + 3.0 + 2.0) / 3)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ppo_objective_hand_values(self):
+        loss, m = self.call(
+            P.ppo_objective,
+            jnp.array([[-1.0, -2.0]]),
+            jnp.array([[-1.2, -2.0]]),
+            jnp.array([[1.0, -1.0]]),
+            jnp.ones((1, 2)),
+            clip_eps=0.1,
+        )
+        np.testing.assert_allclose(loss, -(1.1 - 1.0) / 2, rtol=1e-5)
+        np.testing.assert_allclose(m["clip_frac"], 0.5)
+        np.testing.assert_allclose(m["ratio_max"], np.exp(0.2), rtol=1e-6)
+        np.testing.assert_allclose(m["approx_kl"], (np.exp(-0.2) - 1 + 0.2) / 2, rtol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_value_objective_clipped_and_not(self):
+        args = (jnp.array([[1.0, 2.0]]), jnp.array([[0.5, 2.0]]), jnp.array([[2.0, 1.0]]), jnp.ones((1, 2)))
+        loss, m = self.call(P.value_objective, *args, clip=0.2)
+        np.testing.assert_allclose(loss, 0.5 * (1.69 + 1.0) / 2, rtol=1e-6)
+        np.testing.assert_allclose(m["value_clip_frac"], 0.5)
+        loss, _ = self.call(P.value_objective, *args, clip=None)
+        np.testing.assert_allclose(loss, 0.5, rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_vanilla_pg_and_raft_objectives(self):
+        loss, _ = self.call(
+            P.vanilla_pg_objective, jnp.array([[-1.0, -2.0]]), jnp.array([[2.0, 1.0]]), jnp.ones((1, 2))
+        )
+        np.testing.assert_allclose(loss, 2.0)
+        weights = self.call(R.raft_weights, jnp.array([1.0, 5.0, 3.0, 2.0, 2.0, 0.0]), k=3)
+        np.testing.assert_array_equal(weights, [0, 1, 0, 1, 0, 0])
+        logps = jnp.array([[-9.0, -9.0], [-1.0, -3.0], [-9.0, -9.0], [-2.0, 0.0], [-9.0, -9.0], [-9.0, -9.0]])
+        mask = jnp.array([[1, 1], [1, 1], [1, 1], [1, 0], [1, 1], [1, 1]])
+        loss, _ = self.call(P.raft_objective, logps, weights, mask)
+        np.testing.assert_allclose(loss, (1.0 + 3.0 + 2.0) / 3)
 
 
 # ----------------------------------------------------------------------------- with a model
@@ -88,7 +110,7 @@ def make_rollout(model, params, k=2, left_pad=0, right_pad=0, seed=0):
     rewards_BxT, _ = R.token_kl_rewards(scores, old, ref, cmask, 0.05)
     adv_t, ret = R.gae(rewards_BxT, values, cmask, 1.0, 0.95)
     seq_reward, _ = R.sequence_kl_reward(scores, old, ref, cmask, 0.05)
-    rollout = R.Rollout(
+    rollout = Rollout(
         tokens_BxT=jnp.asarray(tokens),
         mask_BxT=jnp.asarray(mask),
         completion_mask_BxT=jnp.asarray(cmask),
@@ -96,7 +118,7 @@ def make_rollout(model, params, k=2, left_pad=0, right_pad=0, seed=0):
         ref_logps_BxT=ref,
         scores_B=scores,
         values_BxT=values,
-        advantages=R.rloo_advantages(seq_reward, k),
+        advantages_B=R.rloo_advantages(seq_reward, k),
         returns_BxT=ret,
         k=k,
     )
@@ -107,15 +129,15 @@ def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
     model, params = tiny_model()
     value_model, value_params = tiny_model("scalar", seed=1)
     rollout, adv_t = make_rollout(model, params)
-    rollout = rollout.replace(advantages=adv_t)
+    rollout = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
     both = {"policy": params, "value": value_params}
     cfg = P.PolicyLossConfig(ppo_clip=0.2, vf_coef=0.0)
-    g_ppo = jax.jit(jax.grad(lambda p: P.ppo_loss(p, rollout, cfg, model, value_model)[0]))(both)
-    g_vpg = jax.jit(jax.grad(lambda p: P.vanilla_pg_loss(p, rollout, cfg, model, value_model)[0]))(both)
+    g_ppo = jax.jit(jax.grad(lambda p: P.policy_loss(p, rollout, PPO(cfg), model, value_model)[0]))(both)
+    g_vpg = jax.jit(jax.grad(lambda p: P.policy_loss(p, rollout, VPG(cfg), model, value_model)[0]))(both)
     for a, b in zip(jax.tree.leaves(g_ppo["policy"]), jax.tree.leaves(g_vpg["policy"]), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_ppo["policy"])) > 0
-    _, metrics = P.ppo_loss(both, rollout, cfg, model, value_model)
+    _, metrics = P.policy_loss(both, rollout, PPO(cfg), model, value_model)
     np.testing.assert_allclose(metrics["clip_frac"], 0.0)
     np.testing.assert_allclose(metrics["ratio_mean"], 1.0, atol=1e-6)
 
@@ -131,11 +153,11 @@ def test_log_probs_of_the_completion_positions_only_change_nothing(loss_name):
     for completion_len in (0, 4):
         cfg = P.PolicyLossConfig(completion_len=completion_len, ent_coef=0.01, kl_loss_coef=0.1)
         if loss_name == "reinforce":
-            fn = lambda p, cfg=cfg: P.reinforce_loss(p, rollout, cfg, model)  # noqa: E731
+            fn = lambda p, cfg=cfg: P.policy_loss(p, rollout, cfg, model)  # noqa: E731
             args = params
         else:
-            r = rollout.replace(advantages=adv_t)
-            fn = lambda p, cfg=cfg, r=r: P.ppo_loss(p, r, cfg, model, value_model)  # noqa: E731
+            r = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
+            fn = lambda p, cfg=cfg, r=r: P.policy_loss(p, r, PPO(cfg), model, value_model)  # noqa: E731
             args = {"policy": params, "value": value_params}
         out.append(jax.jit(jax.value_and_grad(fn, has_aux=True))(args))
     ((l0, m0), g0), ((l1, m1), g1) = out
@@ -157,14 +179,14 @@ def test_padding_changes_nothing(loss_name):
     for left, right in [(0, 0), (2, 3)]:
         rollout, adv_t = make_rollout(model, params, left_pad=left, right_pad=right)
         if loss_name == "reinforce":
-            losses.append(P.reinforce_loss(params, rollout, cfg, model))
+            losses.append(P.policy_loss(params, rollout, cfg, model))
         elif loss_name == "raft":
-            rollout = rollout.replace(advantages=P.raft_weights(rollout.scores_B, 2))
-            losses.append(P.raft_loss(params, rollout, cfg, model))
+            rollout = rollout.replace(advantages_B=R.raft_weights(rollout.scores_B, 2))
+            losses.append(P.policy_loss(params, rollout, dataclasses.replace(cfg, objective="raft"), model))
         else:
-            rollout = rollout.replace(advantages=adv_t)
+            rollout = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
             both = {"policy": params, "value": value_params}
-            losses.append(P.ppo_loss(both, rollout, cfg, model, value_model))
+            losses.append(P.policy_loss(both, rollout, PPO(cfg), model, value_model))
     (l0, m0), (l1, m1) = losses
     np.testing.assert_allclose(l0, l1, atol=1e-5)
     for key in m0:
@@ -175,8 +197,8 @@ def test_reinforce_loss_gradient_matches_finite_differences():
     model, params = tiny_model()
     rollout, _ = make_rollout(model, params, seed=3)
     cfg = P.PolicyLossConfig(kl_loss_coef=0.1)
-    loss = jax.jit(lambda p: P.reinforce_loss(p, rollout, cfg, model)[0])
-    grads = jax.jit(jax.grad(lambda p: P.reinforce_loss(p, rollout, cfg, model)[0]))(params)
+    loss = jax.jit(lambda p: P.policy_loss(p, rollout, cfg, model)[0])
+    grads = jax.jit(jax.grad(lambda p: P.policy_loss(p, rollout, cfg, model)[0]))(params)
     rng = np.random.default_rng(0)
     direction = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
     norm = np.sqrt(sum(float(jnp.sum(d * d)) for d in jax.tree.leaves(direction)))
@@ -200,3 +222,38 @@ def test_policy_loss_config_errors():
         P.PolicyLossConfig(clip_eps=0.0)
     with pytest.raises(ValueError, match="ppo_objective: shapes disagree"):
         P.ppo_objective(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.zeros((2, 4)), jnp.ones((2, 3)), 0.2)
+
+
+def test_ppo_objective_with_one_advantage_per_completion_is_grpo_per_token():
+    # GRPO (DeepSeekMath): the group advantage A_i on every token of completion i, in PPO's
+    # clipped per-token surrogate; Rollout.token_advantages broadcasts it.
+    model, params = tiny_model()
+    rollout, _ = make_rollout(model, params)
+    cfg = P.PolicyLossConfig(objective="ppo", ppo_clip=0.2)
+    loss_seq, _ = jax.jit(lambda p: P.policy_loss(p, rollout, cfg, model))(params)
+    per_token = rollout.advantages_B[:, None] * rollout.completion_mask_BxT
+    chex.assert_shape(rollout.token_advantages(), rollout.tokens_BxT.shape)
+    chex.assert_trees_all_close(rollout.token_advantages(), per_token)
+    by_token = rollout.replace(advantages_B=None, advantages_BxT=per_token)
+    loss_tok, _ = jax.jit(lambda p: P.policy_loss(p, by_token, cfg, model))(params)
+    chex.assert_trees_all_close(loss_seq, loss_tok, atol=1e-6)
+    # at ratio 1 the surrogate is -mean over completion tokens of A_i
+    want = -float(jnp.sum(per_token) / jnp.sum(rollout.completion_mask_BxT))
+    chex.assert_trees_all_close(float(loss_seq), want, atol=1e-5)
+
+
+def test_the_value_loss_joins_when_there_is_a_critic():
+    model, params = tiny_model()
+    value_model, value_params = tiny_model("scalar", seed=1)
+    rollout, adv_t = make_rollout(model, params)
+    rollout = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
+    both = {"policy": params, "value": value_params}
+    for vf_coef in (0.0, 0.5):
+        cfg = P.PolicyLossConfig(objective="ppo", vf_coef=vf_coef)
+        loss, m = P.policy_loss(both, rollout, cfg, model, value_model)
+        chex.assert_tree_all_finite((loss, m))
+        chex.assert_trees_all_close(loss, m["policy_loss"] + vf_coef * m["value_loss"], atol=1e-6)
+    with pytest.raises(ValueError, match="'ppo' is registered already"):
+        P.register_objective("ppo", accepts=("token",))(lambda *a: a)
+    with pytest.raises(ValueError, match="objective='a2c'"):
+        P.PolicyLossConfig(objective="a2c")

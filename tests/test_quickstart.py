@@ -88,7 +88,7 @@ def test_every_variant_runs_end_to_end(method, shared, tmp_path):
     if method == "dpo":
         assert policy_config["train"]["kind"] == "preference"
     else:
-        assert policy_config["rl"]["estimator"] == method
+        assert policy_config["rl"]["method"] == method
         assert policy_config["rl"]["reward_model"] == str(tmp_path / "reward")
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rlhf_jax.losses.reward import NEGATIVE, NEUTRAL, POSITIVE
+from rlhf_jax.batches import NEGATIVE, NEUTRAL, POSITIVE
 from rlhf_jax.tasks import arithmetic as A
 from rlhf_jax.tasks import classification as C
 from rlhf_jax.tasks import summarization as S

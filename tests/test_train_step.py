@@ -11,7 +11,8 @@ import pytest
 from helpers import TINY_LLAMA
 
 from rlhf_jax import mesh as mesh_lib
-from rlhf_jax.losses.sft import SFTBatch, sft_loss
+from rlhf_jax.batches import SFTBatch
+from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models.transformer import init_model, param_shardings
 from rlhf_jax.train_step import (
     OptimConfig,

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_jax.losses.preference import PreferenceBatch
-from rlhf_jax.losses.sft import SFTBatch
+from rlhf_jax.batches import PreferenceBatch, SFTBatch
 
 
 @dataclasses.dataclass

@@ -7,12 +7,10 @@ from rlhf_jax.experiment import ExperimentConfig
 
 
 def run(cfg: ExperimentConfig, workdir: str) -> dict:
-    """Run the loop of cfg.train.kind in workdir (a PipelineConfig runs all its stages)."""
-    from rlhf_jax import pipeline
-    from rlhf_jax.loops import offline, online, supervised
+    """Run the loop of cfg.train.kind in workdir (`pipeline.run` runs a PipelineConfig's
+    stages through this)."""
+    from rlhf_jax.loops import offline, online, supervised  # only the one asked for is used
 
-    if isinstance(cfg, pipeline.PipelineConfig):
-        return pipeline.run(cfg, workdir)
     loops = {
         "sft": supervised.run_sft,
         "reward": supervised.run_reward,

@@ -1,4 +1,5 @@
-"""What every loop shares: the resumable driver (`drive`), metrics logging, signal
+"""What every loop shares: the resumable driver (`drive`), minibatch training over a
+fixed data set (`train`) and held-out loss means (`evaluate`), metrics logging, signal
 handling, model construction from a checkpoint, and the end-of-run outputs.
 
 A loop resumes from the workdir's newest readable checkpoint (train state plus the loop's
@@ -26,9 +27,11 @@ from tensorboardX import SummaryWriter
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.compiles import CompileCounter
+from rlhf_jax.data import batching
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
 from rlhf_jax.models.transformer import init_model, with_remat
+from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
 from rlhf_jax.workdir import checkpoint_dir, write_json
 
 
@@ -221,6 +224,35 @@ def drive(
                 return None
     ckpt.close()
     return Trained(state, last, resumed_from)
+
+
+def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch, n_train: int):
+    """Minibatch training over the rows of a fixed data set, resumable (the loader's
+    position is saved). Returns `common.Trained`, or None when stopped."""
+    optimizer = make_optimizer(cfg.optim)
+    state = init_state(params, optimizer)
+    loader = batching.Loader(n_train, cfg.train.batch_size, cfg.train.seed)
+    step_fn = make_train_step(
+        loss_fn, optimizer, schedule=make_schedule(cfg.optim), state_shardings=state_shardings(state)
+    )
+
+    def advance(state, i):
+        return step_fn(state, mesh_lib.put_rows(make_batch, next(loader), mesh))
+
+    return drive(cfg, workdir, mesh, state, loader, advance)
+
+
+def evaluate(loss_fn, params, batch_of, n: int, batch_size: int) -> dict[str, float]:
+    """Row-weighted means of a loss's metrics over n held-out rows, in batches."""
+    fn = jax.jit(loss_fn)
+    totals, count = {}, 0
+    for start in range(0, n, batch_size):
+        rows = list(range(start, min(start + batch_size, n)))
+        _, metrics = fn(params, batch_of(rows))
+        for k, v in jax.device_get(metrics).items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(rows)
+        count += len(rows)
+    return {k: v / count for k, v in totals.items()}
 
 
 def load_scalar(path: str, mesh, seed: int = 0, strict: bool = False):

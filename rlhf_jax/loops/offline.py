@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.batches import KTOBatch
 from rlhf_jax.data import batching
+from rlhf_jax.eval.policies import Scorer, evaluate_policies
 from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
-from rlhf_jax.loops.common import build_model, finish
+from rlhf_jax.loops.common import build_model, evaluate, finish, train
 from rlhf_jax.loops.data import TaskData, task_data
-from rlhf_jax.loops.online import Scorer, evaluate_policies
-from rlhf_jax.loops.supervised import evaluate, train
-from rlhf_jax.losses.preference import KTOBatch, completion_logps, kto_loss, preference_loss
+from rlhf_jax.losses.preference import completion_logps, kto_loss, preference_loss
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.workdir import checkpoint_dir
 

@@ -1,4 +1,5 @@
-"""Online RL from a reward model (train.kind "rl"): every estimator of `rollout.py`.
+"""Online RL from a reward model (train.kind "rl"): any advantage estimator of `rollout.py`
+with any policy objective of `losses/policy.py` that accepts its advantages.
 
 One iteration i:
   1. draw rollout_batch // k prompts, sample k completions each at the policy's
@@ -29,16 +30,16 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
+from rlhf_jax.batches import Rollout
 from rlhf_jax.data import batching
-from rlhf_jax.eval import metrics as eval_metrics
-from rlhf_jax.experiment import CRITIC_ESTIMATORS, SYNTHETIC_TASKS, ExperimentConfig, RLSection
+from rlhf_jax.eval import policies as policy_eval
+from rlhf_jax.experiment import ExperimentConfig, RLSection
 from rlhf_jax.loops.common import build_model, drive, finish, load_scalar, scalar_from_lm
-from rlhf_jax.loops.data import TaskData, task_data
+from rlhf_jax.loops.data import task_data
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
 from rlhf_jax.models.transformer import param_shardings, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
-from rlhf_jax.tasks import gold_judge
 from rlhf_jax.train_step import (
     init_state,
     make_optimizer,
@@ -46,8 +47,6 @@ from rlhf_jax.train_step import (
     state_shardings,
     train_step_fn,
 )
-
-SEQUENCE_LEVEL = ("rloo", "reinforce", "grpo", "remax", "raft")
 
 
 @dataclasses.dataclass
@@ -74,6 +73,7 @@ class RLProgress:
 
 def policy_loss_config(rl: RLSection, completion_len: int = 0) -> policy_losses.PolicyLossConfig:
     return policy_losses.PolicyLossConfig(
+        objective=rl.objective.name,
         completion_len=completion_len,
         clip_eps=rl.clip_eps,
         ppo_clip=rl.ppo_clip,
@@ -87,51 +87,20 @@ def policy_loss_config(rl: RLSection, completion_len: int = 0) -> policy_losses.
 
 
 def make_loss(rl: RLSection, policy, critic, completion_len: int = 0):
-    """loss(params, rollout) of the estimator; params = {"policy", "value"} with a critic.
-    completion_len K > 0: completions fill the last K positions (log-probs only there)."""
+    """loss(params, rollout) of rl's policy objective; params = {"policy", "value"} with a
+    critic. completion_len K > 0: completions fill the last K positions (log-probs only there)."""
     cfg = policy_loss_config(rl, completion_len)
-    if rl.estimator == "ppo":
-        return functools.partial(policy_losses.ppo_loss, cfg=cfg, model=policy, value_model=critic)
-    if rl.estimator == "vanilla_pg":
-        return functools.partial(policy_losses.vanilla_pg_loss, cfg=cfg, model=policy, value_model=critic)
-    if rl.estimator == "raft":
-        return functools.partial(policy_losses.raft_loss, cfg=cfg, model=policy)
-    return functools.partial(policy_losses.reinforce_loss, cfg=cfg, model=policy)
-
-
-def advantages(rl: RLSection, k: int, scores_B, logps_BxT, ref_BxT, cmask_BxT, values_BxT, beta, baseline, greedy_R):
-    """(advantages, returns_BxT or None, new baseline, R per row, kl per row) of the
-    estimator; pure."""
-    if rl.estimator in SEQUENCE_LEVEL:
-        R_B, kl_B = rl_math.sequence_kl_reward(scores_B, logps_BxT, ref_BxT, cmask_BxT, beta, rl.kl_estimator)
-        if rl.estimator == "rloo":
-            adv = rl_math.rloo_advantages(R_B, k)
-        elif rl.estimator == "reinforce":
-            adv, baseline = rl_math.reinforce_ma_advantages(R_B, baseline, rl.baseline_decay or None)
-        elif rl.estimator == "grpo":
-            adv = rl_math.grpo_advantages(R_B, k)
-        elif rl.estimator == "remax":
-            adv = rl_math.remax_advantages(R_B, greedy_R, k)
-        else:  # raft: the best of k by the KL-shaped reward
-            return policy_losses.raft_weights(R_B, k), None, baseline, R_B, kl_B
-        if rl.whiten_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        return adv, None, baseline, R_B, kl_B
-    rewards_BxT, kl_BxT = rl_math.token_kl_rewards(scores_B, logps_BxT, ref_BxT, cmask_BxT, beta, rl.kl_estimator)
-    if rl.estimator == "ppo":
-        adv, returns = rl_math.gae(rewards_BxT, values_BxT, cmask_BxT, rl.gamma, rl.lam, rl.whiten_advantages)
-    else:
-        adv, returns = rl_math.vanilla_pg_advantages(rewards_BxT, values_BxT, cmask_BxT, rl.gamma)
-    return adv, returns, baseline, rewards_BxT.sum(-1), kl_BxT.sum(-1)
+    return functools.partial(policy_losses.policy_loss, cfg=cfg, model=policy, value_model=critic)
 
 
 def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int = 0):
     """The compiled scoring step: (params, ref_params, batch, beta, baseline, key) ->
-    (Rollout, new baseline, metrics). `batch` holds tokens/mask/completion mask [N, T],
+    (Rollout, new baseline, metrics), with rl's advantage estimator (`rollout.estimate`).
+    `batch` holds tokens/mask/completion mask [N, T],
     scores [N] and ended [N] (whether the completion emitted EOS), optionally "logps" [N, L]
     (log pi_old of the L completion tokens, from the sampler; else a forward computes them),
-    and for ReMax the same for the greedy completions under "greedy". completion_len as
-    in `make_loss`."""
+    and, for an estimator with a greedy rollout (ReMax), the same for one greedy completion
+    per prompt under "greedy". completion_len as in `make_loss`."""
     T, K = rl.temperature, completion_len
 
     def shaped_scores(scores_B, ended_B, key):
@@ -163,8 +132,12 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T, K)
             g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
             greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
-        adv, returns, baseline, R_B, kl_B = advantages(rl, k, r_B, old, ref, cmask, values, beta, baseline, greedy_R)
-        rollout = rl_math.Rollout(
+        est = rl_math.estimate(
+            rl.estimator.name, r_B, old, ref, cmask, beta=beta, k=k, kl_estimator=rl.kl_estimator,
+            values_BxT=values, baseline=baseline, greedy_rewards_P=greedy_R, gamma=rl.gamma, lam=rl.lam,
+            baseline_decay=rl.baseline_decay or None, whiten_advantages=rl.whiten_advantages,
+        )  # fmt: skip
+        rollout = Rollout(
             tokens_BxT=tokens,
             mask_BxT=mask,
             completion_mask_BxT=cmask,
@@ -172,23 +145,24 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             ref_logps_BxT=ref,
             scores_B=r_B,
             values_BxT=values,
-            advantages=adv,
-            returns_BxT=returns,
+            advantages_B=est.advantages_B,
+            advantages_BxT=est.advantages_BxT,
+            returns_BxT=est.returns_BxT,
             k=k,
         )
         lengths = cmask.sum(-1).astype(jnp.float32)
         metrics = {
             "score": batch["scores"].mean(),
             "score_std": batch["scores"].std(),
-            "reward": R_B.mean(),
-            "kl": kl_B.mean(),
+            "reward": est.rewards_B.mean(),
+            "kl": est.kl_B.mean(),
             "kl_k1": masked_sum(old - ref, cmask, axis=-1).mean(),
             "beta": beta,
             "length": lengths.mean(),
             "ended": batch["ended"].astype(jnp.float32).mean(),
         }
-        if rl.estimator == "reinforce":
-            metrics["baseline"] = baseline.mean
+        if est.baseline is not None:
+            metrics["baseline"], baseline = est.baseline.mean, est.baseline
         return rollout, baseline, metrics
 
     return jax.jit(experience)
@@ -216,43 +190,6 @@ def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
     return np.concatenate(passes).reshape(-1, rl.minibatch).astype(np.int32)
 
 
-class Scorer:
-    """r(x, y) of sampled completions: a reward model (compiled) or the task's gold judge
-    (host, on the decoded text). `gold` gives the gold judge's scores (a metric) where the
-    task has one (the built-in tasks), else None."""
-
-    def __init__(self, cfg: ExperimentConfig, data: TaskData, rm=None, rm_params=None):
-        self.data, self.rm, self.rm_params = data, rm, rm_params
-        self.judge = gold_judge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
-        if self.judge is None and rm is None:
-            raise ValueError(f"rl.reward_model=gold: task {cfg.data.task} has no gold judge; name a reward model")
-        self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
-
-    def texts(self, samples) -> list[str]:
-        mask = mesh_lib.to_host(samples.mask)
-        tokens = mesh_lib.to_host(samples.tokens) * mask
-        eos = self.data.tokenizer.eos_token_id
-        rows = [[int(t) for t, m in zip(row, mrow, strict=True) if m and t != eos] for row, mrow in
-                zip(tokens, mask, strict=True)]  # fmt: skip
-        return self.data.tokenizer.batch_decode(rows, skip_special_tokens=True)
-
-    def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
-        """rows: the encoded row of each sample."""
-        if self.judge is None:
-            return None
-        texts = self.texts(samples)
-        records = [self.data.row(int(r), split) for r in rows]
-        return np.asarray([self.judge(rec, t) for rec, t in zip(records, texts, strict=True)], np.float32)
-
-    def __call__(self, samples, sequences, rows, split: str = "train"):
-        """(scores [N] as a device or host array, gold scores [N] on the host or None)."""
-        gold = self.gold(samples, rows, split)
-        if self.rm is None:
-            return gold, gold
-        tokens, mask, _ = sequences
-        return self._rm_fn(self.rm_params, tokens, mask), gold
-
-
 def ended(samples, eos_id: int):
     return jnp.any((samples.tokens == eos_id) & samples.mask.astype(bool), axis=-1)
 
@@ -272,7 +209,7 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
                 f"the policy's has {policy.cfg.vocab_size} (they must share the tokenizer)"
             )
     critic = None
-    if rl.estimator in CRITIC_ESTIMATORS:
+    if rl.estimator.critic:
         if rl.critic_from == "reward" and rm is not None:
             critic, value_params = with_remat(rm, cfg.model.remat), jax.tree.map(jnp.copy, rm_params)
         else:
@@ -345,7 +282,7 @@ class Iteration:
         sample_key, greedy_key, noise_key = jax.random.split(key, 3)
         params_s = self.for_sampling(state)
         batch, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
-        if rl.estimator == "remax":
+        if rl.estimator.greedy_rollout:
             batch["greedy"], _ = self.sample_scored(self.greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
         # placed like the step's outputs, so the first call's program serves every later one
         beta, baseline = jax.device_put((progress.beta, progress.baseline), self.replicated)
@@ -367,7 +304,7 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     data = task_data(cfg, workdir, "sft")
     mesh = mesh_lib.make_mesh(cfg.mesh)
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, len(data.tokenizer), mesh)
-    scorer = Scorer(cfg, data, rm, rm_params)
+    scorer = policy_eval.Scorer(cfg, data, rm, rm_params)
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(
         cfg, policy, critic, ref_params, scorer, state, data.tokenizer.eos_token_id, data.tokenizer.pad_token_id,
@@ -390,57 +327,7 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     state = result.state
     final = state.params["policy"] if critic is not None else state.params
     summary = {"steps": cfg.train.steps, "train": result.last}
-    summary["test"] = evaluate_policies(
+    summary["test"] = policy_eval.evaluate_policies(
         cfg, data, policy, {"policy": final, "reference": ref_params}, ref_params, scorer, mesh
     )
     return finish(workdir, summary, policy, final, data.tokenizer, result)
-
-
-def evaluate_policies(cfg, data: TaskData, policy, named_params: dict, ref_params, scorer: Scorer, mesh) -> dict:
-    """On the test prompts, one completion per prompt at the training temperature from each
-    policy: mean score, gold reward (where the task has a gold judge), KL to the reference,
-    length; and the win-rate of "policy" against "reference" (ties count half) by the gold
-    reward (`gold_win_rate`), or else by the reward model (`score_win_rate`). Prompts go
-    through in chunks of rl.rollout_batch rows (the training sampler's batch; the last
-    chunk is padded, so one program serves all)."""
-    n, size = len(data.test.kept), cfg.rl.rollout_batch
-    sampling = SamplingConfig(
-        max_new_tokens=data.C,
-        temperature=cfg.rl.temperature,
-        eos_ids=(data.tokenizer.eos_token_id,),
-        pad_id=data.tokenizer.pad_token_id,
-        max_cache_len=policy.cfg.max_positions,
-    )
-    sampler = Sampler(policy, sampling, mesh)
-    logps_fn = jax.jit(policy.token_logps, static_argnums=3)
-    base_key = jax.random.key(cfg.train.seed + 1)
-
-    def chunk(params, c):
-        rows = np.minimum(np.arange(c, c + size), n - 1)  # past the end: the last row again
-        prompts, pmask = data.prompts(rows, "test")
-        samples = sampler(params, prompts, pmask, jax.random.fold_in(base_key, c))
-        tokens, mask, cmask = samples.sequences()
-        scores, gold = scorer(samples, (tokens, mask, cmask), rows, "test")
-        logps = logps_fn(params, tokens, mask, cfg.rl.temperature)
-        ref = logps_fn(ref_params, tokens, mask, cfg.rl.temperature)
-        host = [mesh_lib.to_host(x) for x in (scores, logps, ref, cmask)] + [gold]
-        kept = min(size, n - c)
-        return [None if x is None else x[:kept] for x in host]
-
-    out, ranked = {}, {}
-    for name, params in named_params.items():
-        parts = [chunk(params, c) for c in range(0, n, size)]
-        scores, logps, ref, cmask, gold = (
-            None if part[0] is None else np.concatenate(part) for part in zip(*parts, strict=True)
-        )
-        ranked[name] = scores if gold is None else gold
-        out[name] = {
-            "score": float(scores.mean()),
-            "kl": eval_metrics.sequence_kl(logps, ref, cmask),
-            "length": eval_metrics.mean_length(cmask),
-            **({} if gold is None else {"gold": float(gold.mean())}),
-        }
-    if "reference" in ranked:
-        name = "gold_win_rate" if scorer.judge is not None else "score_win_rate"
-        out[name] = eval_metrics.win_rate(ranked["policy"], ranked["reference"])
-    return out

@@ -11,46 +11,16 @@ import jax
 import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
-from rlhf_jax.data import batching
+from rlhf_jax.batches import NO_STEP
 from rlhf_jax.experiment import ExperimentConfig
-from rlhf_jax.loops.common import build_model, drive, finish
+from rlhf_jax.loops.common import build_model, evaluate, finish, train
 from rlhf_jax.loops.data import TaskData, task_data
-from rlhf_jax.losses.reward import NO_STEP, orm_loss, pair_loss, prm_loss
+from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
-from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
 
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
 # characters at a step's last token are the three class logits.
 PRM_LABEL_TEXT = ("-", "=", "+")
-
-
-def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch, n_train: int):
-    """Minibatch training over the rows of a fixed data set, resumable (the loader's
-    position is saved). Returns `common.Trained`, or None when stopped."""
-    optimizer = make_optimizer(cfg.optim)
-    state = init_state(params, optimizer)
-    loader = batching.Loader(n_train, cfg.train.batch_size, cfg.train.seed)
-    step_fn = make_train_step(
-        loss_fn, optimizer, schedule=make_schedule(cfg.optim), state_shardings=state_shardings(state)
-    )
-
-    def advance(state, i):
-        return step_fn(state, mesh_lib.put_rows(make_batch, next(loader), mesh))
-
-    return drive(cfg, workdir, mesh, state, loader, advance)
-
-
-def evaluate(loss_fn, params, batch_of, n: int, batch_size: int) -> dict[str, float]:
-    """Row-weighted means of a loss's metrics over n held-out rows, in batches."""
-    fn = jax.jit(loss_fn)
-    totals, count = {}, 0
-    for start in range(0, n, batch_size):
-        rows = list(range(start, min(start + batch_size, n)))
-        _, metrics = fn(params, batch_of(rows))
-        for k, v in jax.device_get(metrics).items():
-            totals[k] = totals.get(k, 0.0) + float(v) * len(rows)
-        count += len(rows)
-    return {k: v / count for k, v in totals.items()}
 
 
 def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:

@@ -1,4 +1,5 @@
-"""Masked reductions and input checks shared by the losses."""
+"""Masked reductions, the per-token KL estimators and input checks shared by the losses
+and the advantage estimators."""
 
 from __future__ import annotations
 
@@ -30,6 +31,25 @@ def whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
     if not shift_mean:
         out = out + mean
     return jnp.where(mask.astype(bool), out, 0.0)
+
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_per_token(logps_BxT, ref_logps_BxT, estimator: str = "k1"):
+    """Per-token estimators of KL(pi || pi_ref) from samples of pi, with
+    log_r = log pi(x_t) - log pi_ref(x_t) (Schulman's k1, k2, k3):
+        k1 = log_r;  k2 = log_r^2 / 2;  k3 = exp(-log_r) - 1 + log_r  (>= 0, unbiased).
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl estimator {estimator!r}: expected one of {KL_ESTIMATORS}")
+    check_same_shape("kl_per_token", logps=logps_BxT, ref_logps=ref_logps_BxT)
+    log_r = logps_BxT - ref_logps_BxT
+    if estimator == "k1":
+        return log_r
+    if estimator == "k2":
+        return 0.5 * jnp.square(log_r)
+    return jnp.expm1(-log_r) + log_r
 
 
 def sequence_sum(logps_BxT, mask_BxT):

@@ -1,4 +1,4 @@
-"""Policy-gradient losses of online RLHF over a pre-sampled `Rollout`.
+"""Policy-gradient losses of online RLHF over a pre-sampled `Rollout`, each registered as data.
 
 Objectives (pure, on log-probs; minimised):
     REINFORCE / RLOO / GRPO / ReMax   -mean_i A_i log pi(y_i|x_i)
@@ -11,28 +11,45 @@ Objectives (pure, on log-probs; minimised):
     RAFT                              -mean over the best-of-k completions' tokens of log pi(y_t|s_t)
 Token means run over every completion token of the batch. An optional KL loss term
 beta_loss * mean_t kl_t(pi, pi_ref) (k1/k2/k3) replaces or complements the KL in the reward.
+
+A policy objective is one function registered with `register_objective`: it maps the
+token log-probs of the current policy and the rollout to (loss, metrics), and declares
+which advantage levels (`rollout.LEVELS`) it accepts; a token-level objective given one
+advantage per completion sees it on every completion token (`Rollout.token_advantages`:
+"ppo" with GRPO's advantages is the DeepSeekMath GRPO objective). `policy_loss` is the one
+place that runs the forward, adds the critic's value loss when the estimator has one, the
+KL loss term and the entropy bonus.
+
+    name        accepts               objective
+    reinforce   sequence              REINFORCE on log pi(y|x), clipped sequence ratio with clip_eps
+    ppo         token, sequence       PPO's clipped per-token surrogate
+    vanilla_pg  token, sequence       -A_t log pi(y_t|s_t)
+    raft        selection             NLL of the selected completions
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from rlhf_jax.losses.common import check_same_shape, masked_mean, sequence_sum
-from rlhf_jax.rollout import KL_ESTIMATORS, Rollout, check_group, kl_per_token
+from rlhf_jax.batches import Rollout
+from rlhf_jax.losses.common import KL_ESTIMATORS, check_same_shape, kl_per_token, masked_mean, sequence_sum
 
 
 @dataclasses.dataclass(frozen=True)
 class PolicyLossConfig:
-    """clip_eps: REINFORCE/RLOO sequence-ratio clip (None = plain REINFORCE, valid for one
-    update per batch); ppo_clip: PPO's epsilon; value_clip: critic clip (None = unclipped);
+    """objective: a registered policy objective (`OBJECTIVES`); clip_eps: REINFORCE/RLOO
+    sequence-ratio clip (None = plain REINFORCE, valid for one update per batch);
+    ppo_clip: PPO's epsilon; value_clip: critic clip (None = unclipped);
     vf_coef / ent_coef: weights of the value loss and the entropy bonus; kl_loss_coef with
     kl_estimator: KL to the reference as a loss term; temperature: the sampling one;
     completion_len: K > 0 when completions fill the last K positions of every row (the
     RL loop's layout): log-probs are computed there only."""
 
+    objective: str = "reinforce"
     clip_eps: float | None = None
     ppo_clip: float = 0.2
     value_clip: float | None = 0.2
@@ -51,6 +68,8 @@ class PolicyLossConfig:
             raise ValueError(f"PolicyLossConfig.completion_len={self.completion_len}: must be >= 0 (0 = all positions)")
         if self.clip_eps is not None and self.clip_eps <= 0:
             raise ValueError(f"PolicyLossConfig.clip_eps={self.clip_eps}: must be positive or None")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"PolicyLossConfig.objective={self.objective!r}: one of {tuple(OBJECTIVES)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"PolicyLossConfig.kl_estimator={self.kl_estimator!r}: one of {KL_ESTIMATORS}")
 
@@ -113,17 +132,69 @@ def vanilla_pg_objective(logps_BxT, advantages_BxT, mask_BxT):
     return -masked_mean(adv * logps_BxT, mask_BxT), {"advantage_mean": masked_mean(adv, mask_BxT)}
 
 
-def raft_weights(rewards_B, k: int):
-    """1 on the best of each prompt's k completions (first on ties), 0 elsewhere."""
-    check_group("raft_weights", rewards_B.shape[0], k)
-    best_P = jnp.argmax(rewards_B.reshape(-1, k), axis=-1)
-    return jax.nn.one_hot(best_P, k, dtype=jnp.float32).reshape(-1)
-
-
 def raft_objective(logps_BxT, weights_B, mask_BxT):
     """Negative log-likelihood, token mean over the selected completions."""
     selected = mask_BxT.astype(jnp.float32) * jax.lax.stop_gradient(weights_B)[:, None]
     return -masked_mean(logps_BxT, selected), {"selected": weights_B.sum()}
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A registered policy objective: fn(logps_BxT, rollout, cfg) -> (loss, metrics);
+    accepts: the advantage levels it can use; value_clip: whether the critic's value loss
+    (when the estimator has a critic) is clipped by cfg.value_clip."""
+
+    name: str
+    fn: Callable
+    accepts: tuple[str, ...]
+    value_clip: bool = True
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str, *, accepts: tuple[str, ...], value_clip: bool = True):
+    """Decorator: make `fn(logps_BxT, rollout, cfg) -> (loss, metrics)` the objective `rl.loss=name`."""
+
+    def add(fn):
+        if name in OBJECTIVES:
+            raise ValueError(f"policy objective {name!r} is registered already")
+        OBJECTIVES[name] = Objective(name, fn, tuple(accepts), value_clip)
+        return fn
+
+    return add
+
+
+def objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"policy objective {name!r}: expected one of {tuple(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+@register_objective("reinforce", accepts=("sequence",))
+def _reinforce(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    cmask = rollout.completion_mask_BxT
+    old_B = sequence_sum(rollout.old_logps_BxT, cmask)
+    return reinforce_objective(sequence_sum(logps_BxT, cmask), rollout.advantages_B, old_B, cfg.clip_eps)
+
+
+@register_objective("ppo", accepts=("token", "sequence"))
+def _ppo(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    adv_BxT = rollout.token_advantages()
+    return ppo_objective(logps_BxT, rollout.old_logps_BxT, adv_BxT, rollout.completion_mask_BxT, cfg.ppo_clip)
+
+
+@register_objective("vanilla_pg", accepts=("token", "sequence"), value_clip=False)
+def _vanilla_pg(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    return vanilla_pg_objective(logps_BxT, rollout.token_advantages(), rollout.completion_mask_BxT)
+
+
+@register_objective("raft", accepts=("selection",))
+def _raft(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    return raft_objective(logps_BxT, rollout.advantages_B, rollout.completion_mask_BxT)
 
 
 # ----------------------------------------------------------------------------- with a model
@@ -135,70 +206,32 @@ def aligned_values(model, params, tokens_BxT, mask_BxT):
     return jnp.pad(values[:, :-1], ((0, 0), (1, 0)))
 
 
-def _kl_term(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig, metrics: dict):
-    if cfg.kl_loss_coef == 0:
-        return 0.0
-    kl = masked_mean(kl_per_token(logps_BxT, rollout.ref_logps_BxT, cfg.kl_estimator), rollout.completion_mask_BxT)
-    metrics["kl_loss"] = kl
-    return cfg.kl_loss_coef * kl
+def policy_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model=None):
+    """loss = objective(log pi) [+ vf_coef * value loss] [+ kl_loss_coef * KL] [- ent_coef * H].
 
-
-def _finish(loss, metrics, entropy_BxT, rollout: Rollout, cfg: PolicyLossConfig):
-    entropy = masked_mean(entropy_BxT, rollout.completion_mask_BxT)
+    Without a critic `params` are the policy's; with one (value_model, the estimator's
+    critic) params = {"policy": ..., "value": ...} and rollout.returns_BxT are the value
+    targets (rollout.values_BxT the values at sampling time, for clipping)."""
+    policy_params = params if value_model is None else params["policy"]
+    logps, entropy = model.token_logps_and_entropy(
+        policy_params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
+    )
+    obj = objective(cfg.objective)
+    loss, metrics = obj.fn(logps, rollout, cfg)
+    cmask = rollout.completion_mask_BxT
+    if value_model is not None:
+        values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
+        clip = cfg.value_clip if obj.value_clip else None
+        vf, vmetrics = value_objective(values, rollout.values_BxT, rollout.returns_BxT, cmask, clip)
+        metrics.update(vmetrics, policy_loss=loss, value_loss=vf)
+        loss = loss + cfg.vf_coef * vf
+    if cfg.kl_loss_coef:
+        kl = masked_mean(kl_per_token(logps, rollout.ref_logps_BxT, cfg.kl_estimator), cmask)
+        metrics["kl_loss"] = kl
+        loss = loss + cfg.kl_loss_coef * kl
+    entropy = masked_mean(entropy, cmask)
     metrics["entropy"] = entropy
     if cfg.ent_coef:  # else a metric only: 0 * H would still send a backward pass through H
         loss = loss - cfg.ent_coef * entropy
     metrics["loss"] = loss
     return loss, metrics
-
-
-def reinforce_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
-    """REINFORCE-family loss on sequence log-probs; rollout.advantages is [B] (from
-    reinforce_ma_advantages, rloo_advantages, grpo_advantages or remax_advantages)."""
-    logps, entropy = model.token_logps_and_entropy(
-        params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
-    )
-    cmask = rollout.completion_mask_BxT
-    old = sequence_sum(rollout.old_logps_BxT, cmask)
-    loss, metrics = reinforce_objective(sequence_sum(logps, cmask), rollout.advantages, old, cfg.clip_eps)
-    loss = loss + _kl_term(logps, rollout, cfg, metrics)
-    return _finish(loss, metrics, entropy, rollout, cfg)
-
-
-def ppo_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
-    """PPO: params = {"policy": ..., "value": ...}; rollout.advantages and returns_BxT
-    per token (gae), rollout.values_BxT the critic's values at sampling time."""
-    logps, entropy = model.token_logps_and_entropy(
-        params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
-    )
-    cmask = rollout.completion_mask_BxT
-    pg, metrics = ppo_objective(logps, rollout.old_logps_BxT, rollout.advantages, cmask, cfg.ppo_clip)
-    values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
-    vf, vmetrics = value_objective(values, rollout.values_BxT, rollout.returns_BxT, cmask, cfg.value_clip)
-    metrics.update(vmetrics, policy_loss=pg, value_loss=vf)
-    loss = pg + cfg.vf_coef * vf + _kl_term(logps, rollout, cfg, metrics)
-    return _finish(loss, metrics, entropy, rollout, cfg)
-
-
-def vanilla_pg_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model, value_model):
-    """Vanilla PG: per-token returns minus a learned baseline (unclipped value loss)."""
-    logps, entropy = model.token_logps_and_entropy(
-        params["policy"], rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
-    )
-    cmask = rollout.completion_mask_BxT
-    pg, metrics = vanilla_pg_objective(logps, rollout.advantages, cmask)
-    values = aligned_values(value_model, params["value"], rollout.tokens_BxT, rollout.mask_BxT)
-    vf, _ = value_objective(values, rollout.values_BxT, rollout.returns_BxT, cmask, None)
-    metrics.update(policy_loss=pg, value_loss=vf)
-    loss = pg + cfg.vf_coef * vf + _kl_term(logps, rollout, cfg, metrics)
-    return _finish(loss, metrics, entropy, rollout, cfg)
-
-
-def raft_loss(params, rollout: Rollout, cfg: PolicyLossConfig, model):
-    """RAFT: NLL on the best of k; rollout.advantages holds raft_weights of the chosen reward."""
-    logps, entropy = model.token_logps_and_entropy(
-        params, rollout.tokens_BxT, rollout.mask_BxT, cfg.temperature, cfg.completion_len
-    )
-    loss, metrics = raft_objective(logps, rollout.advantages, rollout.completion_mask_BxT)
-    loss = loss + _kl_term(logps, rollout, cfg, metrics)
-    return _finish(loss, metrics, entropy, rollout, cfg)

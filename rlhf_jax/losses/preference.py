@@ -20,8 +20,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from rlhf_jax.batches import KTOBatch, PreferenceBatch
 from rlhf_jax.losses.common import check_nonempty_rows, check_same_shape, masked_sum
 
 OBJECTIVES = ("dpo", "ipo", "cpo", "orpo", "simpo", "kto")
@@ -138,36 +138,6 @@ def kto_objective(pi_B, ref_B, desirable_B, z0, beta: float, w_desirable: float 
 
 
 # ----------------------------------------------------------------------------- with a model
-
-
-@struct.dataclass
-class PreferenceBatch:
-    """Chosen and rejected sequences (prompt + completion, same T), their completion masks,
-    and the reference model's sequence log-probs (zeros for reference-free objectives)."""
-
-    chosen_tokens_BxT: jnp.ndarray
-    chosen_mask_BxT: jnp.ndarray
-    chosen_completion_mask_BxT: jnp.ndarray
-    rejected_tokens_BxT: jnp.ndarray
-    rejected_mask_BxT: jnp.ndarray
-    rejected_completion_mask_BxT: jnp.ndarray
-    ref_chosen_logps_B: jnp.ndarray
-    ref_rejected_logps_B: jnp.ndarray
-
-
-@struct.dataclass
-class KTOBatch:
-    """Unpaired completions with a desirable flag; kl_* hold mismatched (x, y') pairs."""
-
-    tokens_BxT: jnp.ndarray
-    mask_BxT: jnp.ndarray
-    completion_mask_BxT: jnp.ndarray
-    desirable_B: jnp.ndarray
-    ref_logps_B: jnp.ndarray
-    kl_tokens_BxT: jnp.ndarray
-    kl_mask_BxT: jnp.ndarray
-    kl_completion_mask_BxT: jnp.ndarray
-    kl_ref_logps_B: jnp.ndarray
 
 
 def completion_logps(model, params, tokens_BxT, mask_BxT, completion_mask_BxT):

@@ -14,10 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlhf_jax.batches import NEUTRAL, NO_STEP, POSITIVE
 from rlhf_jax.losses.common import check_labels, check_same_shape, masked_mean
-
-NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
-NO_STEP = -1
 
 
 def bradley_terry_objective(r_chosen_B, r_rejected_B, margin_B=None, center_coef: float = 0.0):

@@ -15,20 +15,11 @@ completion's.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from flax import struct
 
+from rlhf_jax.batches import SFTBatch
 from rlhf_jax.losses.common import check_nonempty_rows, check_same_shape, masked_mean, sequence_mean
 
 REDUCTIONS = ("token", "sequence")
-
-
-@struct.dataclass
-class SFTBatch:
-    """tokens_BxT: prompt then completion; mask_BxT: real tokens; completion_mask_BxT: the loss tokens."""
-
-    tokens_BxT: jnp.ndarray
-    mask_BxT: jnp.ndarray
-    completion_mask_BxT: jnp.ndarray
 
 
 def sft_objective(

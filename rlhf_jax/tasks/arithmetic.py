@@ -4,7 +4,7 @@ process (PRM) labels and a verifiable reward.
 A prompt is a left-nested expression, "Compute: ((3 + 4) * 2) - 5\\n"; a solution is one
 step a line, "3 + 4 = 7", "7 * 2 = 14", "14 - 5 = 9", then "The answer is 9". Sampled
 solutions carry injected slips (a step's result off by a little); later steps then work
-correctly from the wrong value. Step labels (PRM800K's classes, losses.reward):
+correctly from the wrong value. Step labels (PRM800K's classes, batches.py):
     POSITIVE  the step's arithmetic is right and it continues from the right value;
     NEGATIVE  the step's arithmetic is wrong, or it cannot be parsed;
     NEUTRAL   the arithmetic is right but it continues from an earlier mistake.
@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from rlhf_jax.losses.reward import NEGATIVE, NEUTRAL, POSITIVE
+from rlhf_jax.batches import NEGATIVE, NEUTRAL, POSITIVE
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 _STEP = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")

@@ -13,10 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax.experiment import CRITIC_ESTIMATORS, ExperimentConfig
-from rlhf_jax.losses.preference import KTOBatch, PreferenceBatch, kto_loss, preference_loss
+from rlhf_jax.batches import KTOBatch, PreferenceBatch, SFTBatch
+from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.loops import online
+from rlhf_jax.losses.preference import kto_loss, preference_loss
 from rlhf_jax.losses.reward import pair_loss
-from rlhf_jax.losses.sft import SFTBatch, sft_loss
+from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models.transformer import abstract_model
 from rlhf_jax.rollout import BaselineState
 from rlhf_jax.sampling import Sampler, SamplingConfig
@@ -62,12 +64,10 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
     out: dict = {}
 
     if kind == "rl":
-        from rlhf_jax.loops import online  # the RL loop's own compiled pieces
-
-        rl = cfg.rl
+        rl = cfg.rl  # the RL loop's own compiled pieces at abstract shapes
         critic = None
         state_params = params
-        if rl.estimator in CRITIC_ESTIMATORS:
+        if rl.estimator.critic:
             critic, value_params, _ = abstract_model(model_cfg, "scalar")
             state_params = {"policy": params, "value": value_params}
         sampler = Sampler(
@@ -87,7 +87,7 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
             return batch
 
         batch = scored(rl.rollout_batch)
-        if rl.estimator == "remax":  # one greedy completion per prompt
+        if rl.estimator.greedy_rollout:  # one greedy completion per prompt (ReMax)
             batch["greedy"] = scored(rl.n_prompts)
         experience = online.make_experience(rl, rl.k, model, critic, C)
         baseline = jax.eval_shape(BaselineState.init)
