@@ -20,6 +20,7 @@ def tokenizer(tmp_path_factory):
 
 def test_tokenizer_round_trips_task_text_and_loads_with_autotokenizer(tokenizer):
     assert tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 1
+    assert tokenizer.padding_side == "left"  # saved with it: the sampler takes left-padded prompts
     ex = arithmetic.examples(3, 1)[0]
     ids = tokenizer(ex["completion"], add_special_tokens=False)["input_ids"]
     assert decode(tokenizer, ids + [tokenizer.eos_token_id, 0]) == ex["completion"]

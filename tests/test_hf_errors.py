@@ -66,3 +66,25 @@ def test_missing_shard_is_named(hf_checkpoints, tmp_path):
     json.dump(index, open(os.path.join(d, "model.safetensors.index.json"), "w"))
     with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
         load_hf(d)
+
+
+def test_an_export_carries_the_tokenizers_special_ids_and_null_for_the_missing(tmp_path, caplog):
+    import logging
+
+    import transformers
+
+    from rlhf_jax.data.tokenizer import train_tokenizer
+    from rlhf_jax.models.config import ModelConfig
+    from rlhf_jax.models.hf import save_hf
+    from rlhf_jax.models.transformer import init_model
+
+    tokenizer = train_tokenizer(["a few words to learn from", "and a few more"], vocab_size=300)  # no bos
+    model, params = init_model(ModelConfig(family="gpt2", vocab_size=len(tokenizer), d_model=16, n_layers=1,
+                                           n_heads=2, d_ff=32, max_positions=16))  # fmt: skip
+    save_hf(model, params, str(tmp_path), tokenizer=tokenizer)
+    config = json.load(open(tmp_path / "config.json"))
+    assert (config["pad_token_id"], config["eos_token_id"]) == (tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert config["bos_token_id"] is None  # not GPT-2's 50256, outside this vocabulary
+    with caplog.at_level(logging.WARNING):
+        loaded = transformers.AutoConfig.from_pretrained(str(tmp_path))
+    assert loaded.bos_token_id is None and "bos_token_id" not in caplog.text

@@ -9,6 +9,7 @@ reuses) a dataset; `records(builder, split)` reads a split as dicts of str.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -17,11 +18,35 @@ from rlhf_jax.data import formats
 from rlhf_jax.errors import raise_if_interrupted
 from rlhf_jax.tasks import arithmetic, summarization
 
+
+class _NotCustomConfigs(logging.Filter):
+    """TFDS warns about every config not declared in BUILDER_CONFIGS; the built-in tasks'
+    configs are made per setting on purpose (`task_config`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_NotCustomConfigs())
+
+
+class _Quiet:
+    """One line while a dataset is prepared, instead of TFDS's download-size banner
+    ("Unknown size" for data made offline) and its completion message."""
+
+    def _log_download_bytes(self) -> None:
+        config = f"/{self.builder_config.name}" if self.builder_config else ""
+        print(f"preparing {self.name}{config} in {self.data_dir}", flush=True)
+
+    def _log_download_done(self) -> None:
+        pass
+
+
 PAIR = {"prompt": tfds.features.Text(), "chosen": tfds.features.Text(), "rejected": tfds.features.Text()}
 SFT = {"prompt": tfds.features.Text(), "completion": tfds.features.Text()}
 
 
-class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
+class _LocalBuilder(_Quiet, tfds.core.GeneratorBasedBuilder):
     """Reads the files of one format from manual_dir, split by file name."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -106,7 +131,7 @@ def task_config(kind: str = "default", seed: int = 0, n_train: int = 2000, n_tes
     return TaskConfig(name=name, kind=kind, seed=seed, n_train=n_train, n_test=n_test)
 
 
-class _TaskBuilder(tfds.core.GeneratorBasedBuilder):
+class _TaskBuilder(_Quiet, tfds.core.GeneratorBasedBuilder):
     """A built-in task: `examples(n, seed)` gives the rows; the test split uses seed + 10000."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -173,6 +198,7 @@ class Arithmetic(_TaskBuilder):
 
 def prepare(builder_cls, data_dir: str, source_dir: str | None = None, config: str | TaskConfig | None = None):
     """Build (once) and return the builder; later calls reuse the prepared files."""
+    tfds.display_progress_bar(False)  # its bars write escape codes into logs; one line says what runs
     builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
     download_config = tfds.download.DownloadConfig(manual_dir=source_dir) if source_dir else None
     builder.download_and_prepare(download_config=download_config)

@@ -304,7 +304,8 @@ def save_hf(
     """Write a directory that `transformers` `from_pretrained` loads with the same logits.
 
     `token_ids` (pad_token_id, bos_token_id, eos_token_id) go into config.json; by default
-    they are the tokenizer's. Only process 0 writes; params are gathered to the host first.
+    they are the tokenizer's, and null when unknown or outside the vocabulary. Only
+    process 0 writes; params are gathered to the host first.
     With `max_shard_bytes` the tensors are split over `model-0000i-of-0000n.safetensors`
     files with an index.
     """
@@ -319,13 +320,14 @@ def save_hf(
         tensors[name] = np.ascontiguousarray(spec.join(tuple(_at(host, p) for p in spec.paths)))
     _write_tensors(tensors, directory, max_shard_bytes)
     hf_config = to_hf_config(model.cfg, model.head)
-    if tokenizer is not None:
+    if tokenizer is not None:  # the tokenizer's ids, null where it has none
         for name in ("pad", "bos", "eos"):
-            if getattr(tokenizer, f"{name}_token_id", None) is not None:
-                hf_config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id")
+            hf_config[f"{name}_token_id"] = getattr(tokenizer, f"{name}_token_id", None)
     hf_config.update(token_ids or {})
-    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # a family default outside a small vocabulary
-        if isinstance(hf_config.get(name), int) and not 0 <= hf_config[name] < model.cfg.vocab_size:
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        # written even when unknown: a missing key makes transformers fill in the family's
+        # default (GPT-2's 50256), which may lie outside a small vocabulary
+        if not (isinstance(hf_config.get(name), int) and 0 <= hf_config[name] < model.cfg.vocab_size):
             hf_config[name] = None
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
