@@ -21,9 +21,8 @@ from rlhf_jax import config as config_lib
 from rlhf_jax import loops
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.eval import plots
-from rlhf_jax.eval.judges import RewardModelJudge
-from rlhf_jax.eval.metrics import win_rate
-from rlhf_jax.eval.report import evaluate_policy
+from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
+from rlhf_jax.eval.policies import compare
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
@@ -122,15 +121,13 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
     _, final_params = load_hf(checkpoint_dir(os.path.join(workdir, "policy")), mesh=mesh)
     rm, rm_params = load_scalar(os.path.join(workdir, "reward"), mesh)
     rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
-    task, temperature = policy_cfg.data.task, policy_cfg.rl.temperature
-    figures, curves, completions = {}, {}, {}
-    for label, params in (("sft", sft_params), (cfg.method, final_params)):
-        figures[label], curves[label], completions[label] = evaluate_policy(
-            model, params, sft_params, data, task, rm_judge, temperature, cfg.seed, mesh
-        )
-
-    def head_to_head(decoding: str) -> float:
-        return win_rate(completions[cfg.method][decoding].gold, completions["sft"][decoding].gold)
+    m = cfg.method
+    result = compare(
+        model, {"sft": sft_params, m: final_params}, sft_params, data, pairs=[(m, "sft")],
+        gold=GoldJudge(policy_cfg.data.task), rm_judge=rm_judge, temperature=policy_cfg.rl.temperature,
+        seed=cfg.seed, mesh=mesh,
+    )  # fmt: skip
+    figures, curves, versus = result["policies"], result["curves"], result[f"{m}_vs_sft"]
 
     out_dir = os.path.join(workdir, "plots")
     os.makedirs(out_dir, exist_ok=True)
@@ -148,8 +145,8 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
             "test_pairs": results["reward"]["test_pairs"],
         },
         "policies": figures,
-        f"gold_win_rate_{cfg.method}_vs_sft": head_to_head("greedy"),
-        f"gold_win_rate_{cfg.method}_vs_sft_sampled": head_to_head("sampled"),
+        f"gold_win_rate_{m}_vs_sft": versus["greedy"]["gold_win_rate"],
+        f"gold_win_rate_{m}_vs_sft_sampled": versus["sampled"]["gold_win_rate"],
         "curves": curves,
         "plots": written,
     }

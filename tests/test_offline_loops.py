@@ -53,7 +53,9 @@ def test_every_preference_objective_trains(objective, tfds_dir, tmp_path):
     if objective in ("dpo", "kto"):  # the policy starts as the reference: log 2 and 1/2
         assert loss[0] == pytest.approx({"dpo": np.log(2), "kto": 0.5}[objective], abs=0.02)
     assert np.isfinite(summary["held_out"]["loss"])
-    assert summary["test"]["reference"]["kl"] == 0.0 and "gold_win_rate" in summary["test"]
+    test = summary["test"]
+    assert test["policies"]["reference"]["kl_to_reference"] == 0.0
+    assert 0 <= test["policy_vs_reference"]["sampled"]["gold_win_rate"] <= 1
 
 
 def test_preference_reference_from_an_earlier_run(tfds_dir, tmp_path):
@@ -68,7 +70,7 @@ def test_preference_reference_from_an_earlier_run(tfds_dir, tmp_path):
     )
     summary = loops.run(cfg, str(tmp_path / "dpo"))
     assert losses(tmp_path / "dpo")[0] == pytest.approx(np.log(2), abs=1e-5)  # same start as its reference
-    assert "reference" not in summary["test"]  # a separate reference model is not sampled
+    assert list(summary["test"]["policies"]) == ["policy"]  # a separate reference model is not sampled
 
 
 def test_bad_preference_settings_name_the_field():

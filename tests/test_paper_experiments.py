@@ -153,7 +153,8 @@ def test_one_step_with_a_tiny_stand_in(module, stand_ins, tmp_path):
         if cfg.train.kind == "rl":
             assert np.isfinite(summary["train"]["loss"])
             test = summary["test"]
-            assert "gold" not in test["policy"] and 0 <= test["score_win_rate"] <= 1  # no gold judge: the RM ranks
+            assert "gold" not in test["policies"]["policy"]["sampled"]  # no gold judge: the reward model ranks
+            assert 0 <= test["policy_vs_reference"]["sampled"]["reward_model_win_rate"] <= 1
         metrics = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
         assert [m["step"] for m in metrics] == [1] and np.isfinite(metrics[0]["loss"])
     jax.clear_caches()

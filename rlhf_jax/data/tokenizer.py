@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 PAD, EOS = "<pad>", "<eos>"
@@ -41,3 +42,15 @@ def train_tokenizer(texts: Iterable[str], directory: str | None = None, vocab_si
 def decode(tokenizer, ids) -> str:
     """Text of token ids, special tokens (padding, EOS) dropped."""
     return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def completion_texts(tokenizer, tokens_NxL, mask_NxL) -> tuple[list[str], list[list[int]]]:
+    """(texts, token ids) of sampled completions: the real tokens up to the mask's end,
+    EOS dropped, decoded without special tokens. The one place samples become text."""
+    eos = tokenizer.eos_token_id
+    tokens, mask = np.asarray(tokens_NxL), np.asarray(mask_NxL)
+    ids = [
+        [int(t) for t, m in zip(row, m_row, strict=True) if m and t != eos]
+        for row, m_row in zip(tokens, mask, strict=True)
+    ]
+    return tokenizer.batch_decode(ids, skip_special_tokens=True), ids

@@ -1,101 +1,184 @@
-"""Sampled evaluation of policies on a task's held-out prompts, and the scorer that gives
-their completions a reward (a reward model, or the task's gold judge): what the online
-and offline loops report under "test" in summary.json."""
+"""The one evaluation path for policies: every loop, the pipeline and the studies report a
+policy on a task's test prompts through `compare`, with the same metric names.
+
+Per policy (`evaluate_policy`), one completion per test prompt, by greedy decoding (the
+RLOO paper's tables; top level) and sampled at the training temperature (the distribution
+RL optimises; under "sampled"):
+    gold                         {mean, variance} of the task's gold reward (built-in tasks)
+    reward_model                 {mean, variance} of a reward model's score (when given one)
+    gold_win_rate_vs_reference   against the data's reference (preferred) completions
+    length                       completion tokens, EOS included
+    distinct_1, distinct_2       of the greedy completions
+    perplexity_of_reference      of the reference completions under the policy
+    kl_to_reference              sum_t log pi - log pi_ref over the sampled completions
+and per generation step of the greedy completions the normalised entropy and the
+top-1/16/32/64 probability mass (curves). `compare` adds the head-to-head win-rates of
+pairs of policies, by the gold reward or else by the reward model.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
-from rlhf_jax.eval import metrics as eval_metrics
-from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
+from rlhf_jax.batches import PreferenceBatch
+from rlhf_jax.data.tokenizer import completion_texts
+from rlhf_jax.eval import metrics
+from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
 from rlhf_jax.sampling import Sampler, SamplingConfig
-from rlhf_jax.tasks import gold_judge
+
+TOP_KS = (1, 16, 32, 64)
+_COMPILED: dict = {}  # (model, sampling config or "logps", mesh) -> compiled function, shared by policies
 
 
-class Scorer:
-    """r(x, y) of sampled completions: a reward model (compiled) or the task's gold judge
-    (host, on the decoded text). `gold` gives the gold judge's scores (a metric) where the
-    task has one (the built-in tasks), else None."""
-
-    def __init__(self, cfg: ExperimentConfig, data, rm=None, rm_params=None):
-        self.data, self.rm, self.rm_params = data, rm, rm_params
-        self.judge = gold_judge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
-        if self.judge is None and rm is None:
-            raise ValueError(f"rl.reward_model=gold: task {cfg.data.task} has no gold judge; name a reward model")
-        self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
-
-    def texts(self, samples) -> list[str]:
-        mask = mesh_lib.to_host(samples.mask)
-        tokens = mesh_lib.to_host(samples.tokens) * mask
-        eos = self.data.tokenizer.eos_token_id
-        rows = [[int(t) for t, m in zip(row, mrow, strict=True) if m and t != eos] for row, mrow in
-                zip(tokens, mask, strict=True)]  # fmt: skip
-        return self.data.tokenizer.batch_decode(rows, skip_special_tokens=True)
-
-    def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
-        """rows: the encoded row of each sample."""
-        if self.judge is None:
-            return None
-        texts = self.texts(samples)
-        records = [self.data.row(int(r), split) for r in rows]
-        return np.asarray([self.judge(rec, t) for rec, t in zip(records, texts, strict=True)], np.float32)
-
-    def __call__(self, samples, sequences, rows, split: str = "train"):
-        """(scores [N] as a device or host array, gold scores [N] on the host or None)."""
-        gold = self.gold(samples, rows, split)
-        if self.rm is None:
-            return gold, gold
-        tokens, mask, _ = sequences
-        return self._rm_fn(self.rm_params, tokens, mask), gold
+def _sampler(model, cfg: SamplingConfig, mesh) -> Sampler:
+    key = (model, cfg, mesh)
+    if key not in _COMPILED:
+        _COMPILED[key] = Sampler(model, cfg, mesh)
+    return _COMPILED[key]
 
 
-def evaluate_policies(cfg, data, policy, named_params: dict, ref_params, scorer: Scorer, mesh) -> dict:
-    """On the test prompts, one completion per prompt at the training temperature from each
-    policy: mean score, gold reward (where the task has a gold judge), KL to the reference,
-    length; and the win-rate of "policy" against "reference" (ties count half) by the gold
-    reward (`gold_win_rate`), or else by the reward model (`score_win_rate`). Prompts go
-    through in chunks of rl.rollout_batch rows (the training sampler's batch; the last
-    chunk is padded, so one program serves all)."""
-    n, size = len(data.test.kept), cfg.rl.rollout_batch
-    sampling = SamplingConfig(
+def _logps_fn(model):
+    key = (model, "logps", None)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(model.token_logps, static_argnums=3)
+    return _COMPILED[key]
+
+
+@dataclasses.dataclass
+class Completions:
+    texts: list[str]
+    token_ids: list[list[int]]
+    samples: object  # sampling.Samples, on the host
+    gold: np.ndarray | None = None  # [N] gold reward of each, once judged
+    scores: np.ndarray | None = None  # [N] reward-model score of each, once judged
+
+
+def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, seed: int = 0, mesh=None,
+             logits: bool = False, chunk: int | None = None) -> Completions:  # fmt: skip
+    """One completion per test prompt of `data` (a loops.data.TaskData). chunk: prompts per
+    sampler call (the last call padded with the last prompt, so one program serves all;
+    call c draws with key fold_in(seed, c)); None: all in one call, drawn with `seed`."""
+    n = len(data.test.kept)
+    eos = data.tokenizer.eos_token_id
+    cfg = SamplingConfig(
         max_new_tokens=data.C,
-        temperature=cfg.rl.temperature,
-        eos_ids=(data.tokenizer.eos_token_id,),
+        temperature=temperature,
+        greedy=greedy,
+        eos_ids=(eos,),
         pad_id=data.tokenizer.pad_token_id,
-        max_cache_len=policy.cfg.max_positions,
+        max_cache_len=model.cfg.max_positions,
+        return_logits=logits,
     )
-    sampler = Sampler(policy, sampling, mesh)
-    logps_fn = jax.jit(policy.token_logps, static_argnums=3)
-    base_key = jax.random.key(cfg.train.seed + 1)
+    sampler = _sampler(model, cfg, mesh)
+    if chunk is None or chunk >= n:
+        prompts, pmask = data.prompts(np.arange(n), "test")
+        samples = jax.tree.map(mesh_lib.to_host, sampler(params, prompts, pmask, seed))
+    else:
+        parts = []
+        for c in range(0, n, chunk):
+            prompts, pmask = data.prompts(np.minimum(np.arange(c, c + chunk), n - 1), "test")
+            key = jax.random.fold_in(jax.random.key(seed), c)
+            parts.append(jax.tree.map(lambda x: mesh_lib.to_host(x)[: n - c], sampler(params, prompts, pmask, key)))
+        samples = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    texts, ids = completion_texts(data.tokenizer, samples.tokens, samples.mask)
+    return Completions(texts, ids, samples)
 
-    def chunk(params, c):
-        rows = np.minimum(np.arange(c, c + size), n - 1)  # past the end: the last row again
-        prompts, pmask = data.prompts(rows, "test")
-        samples = sampler(params, prompts, pmask, jax.random.fold_in(base_key, c))
-        tokens, mask, cmask = samples.sequences()
-        scores, gold = scorer(samples, (tokens, mask, cmask), rows, "test")
-        logps = logps_fn(params, tokens, mask, cfg.rl.temperature)
-        ref = logps_fn(ref_params, tokens, mask, cfg.rl.temperature)
-        host = [mesh_lib.to_host(x) for x in (scores, logps, ref, cmask)] + [gold]
-        kept = min(size, n - c)
-        return [None if x is None else x[:kept] for x in host]
 
-    out, ranked = {}, {}
+def _references(data) -> tuple[list[str], object]:
+    """The test split's reference completions (SFT data: the completion; preference pairs:
+    the chosen one) and their batch (tokens, mask, completion mask)."""
+    batch = data.test_batch()
+    records = [data.row(i, "test") for i in range(len(data.test.kept))]
+    if isinstance(batch, PreferenceBatch):
+        texts = [r["chosen"] for r in records]
+        return texts, (batch.chosen_tokens_BxT, batch.chosen_mask_BxT, batch.chosen_completion_mask_BxT)
+    return [r["completion"] for r in records], (batch.tokens_BxT, batch.mask_BxT, batch.completion_mask_BxT)
+
+
+def evaluate_policy(
+    model,
+    params,
+    ref_params,
+    data,
+    *,
+    gold: GoldJudge | None = None,
+    rm_judge: RewardModelJudge | None = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    mesh=None,
+    greedy: bool = True,
+    chunk: int | None = None,
+) -> tuple[dict, dict, dict[str, Completions]]:
+    """(figures, per-step curves, {"greedy", "sampled"} completions) of one policy on
+    data's test split; see the module docstring. greedy=False: the sampled completions
+    only (no distinct-n, no curves). chunk as in `generate`."""
+    records = [data.row(i, "test") for i in range(len(data.test.kept))]
+    prompts = [r["prompt"] for r in records]
+    ref_texts, (ref_tokens, ref_mask, ref_cmask) = _references(data)
+    reference_gold = gold(records, ref_texts) if gold is not None else None
+
+    def judged(completions: Completions) -> dict:
+        out = {"length": metrics.mean_length(completions.samples.mask)}
+        if gold is not None:
+            completions.gold = gold(records, completions.texts)
+            out["gold"] = metrics.reward_stats(completions.gold)
+            out["gold_win_rate_vs_reference"] = metrics.win_rate(completions.gold, reference_gold)
+        if rm_judge is not None:
+            completions.scores = rm_judge(prompts, completions.texts)
+            out["reward_model"] = metrics.reward_stats(completions.scores)
+        return out
+
+    jitted = _logps_fn(model)
+    logps_fn = lambda *args: mesh_lib.to_host(jitted(*args))  # noqa: E731
+    sampled = generate(model, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh, chunk=chunk)
+    tokens, mask, cmask = sampled.samples.sequences()
+    kl = metrics.sequence_kl(
+        logps_fn(params, tokens, mask, temperature), logps_fn(ref_params, tokens, mask, temperature), cmask
+    )
+    figures = {
+        "perplexity_of_reference": metrics.perplexity(logps_fn(params, ref_tokens, ref_mask, 1.0), ref_cmask),
+        "kl_to_reference": kl,
+        "sampled": judged(sampled),
+    }
+    completions, curves = {"sampled": sampled}, {}
+    if greedy:
+        completions["greedy"] = generate(model, params, data, greedy=True, mesh=mesh, logits=True, chunk=chunk)
+        figures.update(judged(completions["greedy"]))
+        figures["distinct_1"] = metrics.distinct_n(completions["greedy"].token_ids, 1)
+        figures["distinct_2"] = metrics.distinct_n(completions["greedy"].token_ids, 2)
+        step_mask = np.asarray(completions["greedy"].samples.mask)
+        logits = completions["greedy"].samples.logits
+        curves["normalised_entropy"] = metrics.per_step_mean(metrics.normalised_entropy(logits), step_mask).tolist()
+        for k, mass in metrics.top_k_mass(logits, TOP_KS).items():
+            curves[f"top_{k}_mass"] = metrics.per_step_mean(mass, step_mask).tolist()
+    return figures, curves, completions
+
+
+def head_to_head(a: Completions, b: Completions) -> tuple[str, float]:
+    """("gold_win_rate", ...) of a's completions against b's on the same prompts, or
+    ("reward_model_win_rate", ...) where there is no gold reward; ties count half."""
+    if a.gold is not None:
+        return "gold_win_rate", metrics.win_rate(a.gold, b.gold)
+    return "reward_model_win_rate", metrics.win_rate(a.scores, b.scores)
+
+
+def compare(model, named_params: dict, ref_params, data, pairs=(), **kwargs) -> dict:
+    """Every named policy through `evaluate_policy` (kwargs), and for each (a, b) in pairs
+    the head-to-head win-rates of a against b per decoding. Returns {"policies": {name:
+    figures}, "curves": {name: curves}, "<a>_vs_<b>": {decoding: {gold_win_rate: x}}}."""
+    out: dict = {"policies": {}, "curves": {}}
+    completions = {}
     for name, params in named_params.items():
-        parts = [chunk(params, c) for c in range(0, n, size)]
-        scores, logps, ref, cmask, gold = (
-            None if part[0] is None else np.concatenate(part) for part in zip(*parts, strict=True)
-        )
-        ranked[name] = scores if gold is None else gold
-        out[name] = {
-            "score": float(scores.mean()),
-            "kl": eval_metrics.sequence_kl(logps, ref, cmask),
-            "length": eval_metrics.mean_length(cmask),
-            **({} if gold is None else {"gold": float(gold.mean())}),
+        out["policies"][name], curves, completions[name] = evaluate_policy(model, params, ref_params, data, **kwargs)
+        if curves:
+            out["curves"][name] = curves
+    for a, b in pairs:
+        out[f"{a}_vs_{b}"] = {
+            decoding: dict([head_to_head(completions[a][decoding], completions[b][decoding])])
+            for decoding in completions[a]
         }
-    if "reference" in ranked:
-        name = "gold_win_rate" if scorer.judge is not None else "score_win_rate"
-        out[name] = eval_metrics.win_rate(ranked["policy"], ranked["reference"])
     return out

@@ -1,6 +1,7 @@
 """What every loop shares: the resumable driver (`drive`), minibatch training over a
 fixed data set (`train`) and held-out loss means (`evaluate`), metrics logging, signal
-handling, model construction from a checkpoint, and the end-of-run outputs.
+handling, model construction from a checkpoint, the held-out report of a policy
+(`held_out_report`) and the end-of-run outputs.
 
 A loop resumes from the workdir's newest readable checkpoint (train state plus the loop's
 own state: data position, baseline, KL coefficient), saves every `save_every`
@@ -28,7 +29,9 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.data import batching
-from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.eval import policies as policy_eval
+from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
+from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
 from rlhf_jax.models.transformer import init_model, with_remat
 from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
@@ -304,3 +307,19 @@ def finish(workdir: str, summary: dict, model, params, tokenizer, trained: Train
         save_hf(model, params, os.path.join(workdir, "hf"), tokenizer=tokenizer)
         write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
+
+
+def held_out_report(
+    cfg: ExperimentConfig, data, model, named_params: dict, ref_params, mesh, rm=None, rm_params=None
+) -> dict:
+    """The loops' held-out report (`eval.policies.compare`): one sampled completion per
+    test prompt at the training temperature from each named policy, in sampler calls of
+    rl.rollout_batch prompts; judged by the gold reward (built-in tasks) and the reward
+    model (when there is one); "policy" against "reference" head to head."""
+    gold = GoldJudge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
+    rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C) if rm is not None else None
+    pairs = [("policy", "reference")] if "reference" in named_params and (gold or rm_judge) else []
+    return policy_eval.compare(
+        model, named_params, ref_params, data, pairs, gold=gold, rm_judge=rm_judge, temperature=cfg.rl.temperature,
+        seed=cfg.train.seed + 1, mesh=mesh, greedy=False, chunk=cfg.rl.rollout_batch,
+    )  # fmt: skip

@@ -19,9 +19,8 @@ import numpy as np
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.batches import KTOBatch
 from rlhf_jax.data import batching
-from rlhf_jax.eval.policies import Scorer, evaluate_policies
 from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
-from rlhf_jax.loops.common import build_model, evaluate, finish, train
+from rlhf_jax.loops.common import build_model, evaluate, finish, held_out_report, train
 from rlhf_jax.loops.data import TaskData, task_data
 from rlhf_jax.losses.preference import completion_logps, kto_loss, preference_loss
 from rlhf_jax.models.hf import load_hf
@@ -93,5 +92,5 @@ def run_preference(cfg: ExperimentConfig, workdir: str) -> dict:
     summary = {"steps": cfg.train.steps, "objective": pcfg.objective, "train": last, "held_out": test}
     named = {"policy": state.params, "reference": ref_params} if ref_model is model else {"policy": state.params}
     if cfg.data.task in SYNTHETIC_TASKS:  # sampled completions judged by the task's gold reward
-        summary["test"] = evaluate_policies(cfg, data, model, named, ref_params, Scorer(cfg, data), mesh)
+        summary["test"] = held_out_report(cfg, data, model, named, ref_params, mesh)
     return finish(workdir, summary, model, state.params, data.tokenizer, result)

@@ -32,14 +32,15 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
 from rlhf_jax.batches import Rollout
 from rlhf_jax.data import batching
-from rlhf_jax.eval import policies as policy_eval
-from rlhf_jax.experiment import ExperimentConfig, RLSection
-from rlhf_jax.loops.common import build_model, drive, finish, load_scalar, scalar_from_lm
+from rlhf_jax.data.tokenizer import completion_texts
+from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig, RLSection
+from rlhf_jax.loops.common import build_model, drive, finish, held_out_report, load_scalar, scalar_from_lm
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
 from rlhf_jax.models.transformer import param_shardings, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
+from rlhf_jax.tasks import gold_judge
 from rlhf_jax.train_step import (
     init_state,
     make_optimizer,
@@ -88,7 +89,8 @@ def policy_loss_config(rl: RLSection, completion_len: int = 0) -> policy_losses.
 
 def make_loss(rl: RLSection, policy, critic, completion_len: int = 0):
     """loss(params, rollout) of rl's policy objective; params = {"policy", "value"} with a
-    critic. completion_len K > 0: completions fill the last K positions (log-probs only there)."""
+    critic. completion_len > 0: completions fill the last completion_len positions (log-probs
+    only there)."""
     cfg = policy_loss_config(rl, completion_len)
     return functools.partial(policy_losses.policy_loss, cfg=cfg, model=policy, value_model=critic)
 
@@ -101,7 +103,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
     (log pi_old of the L completion tokens, from the sampler; else a forward computes them),
     and, for an estimator with a greedy rollout (ReMax), the same for one greedy completion
     per prompt under "greedy". completion_len as in `make_loss`."""
-    T, K = rl.temperature, completion_len
+    temperature = rl.temperature  # (T is a sequence length elsewhere)
 
     def shaped_scores(scores_B, ended_B, key):
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
@@ -112,14 +114,14 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
     def old_logps(policy_params, batch):
         """[N, T] token-aligned: the sampler's completion log-probs after zeros for the prompt."""
         if "logps" not in batch:
-            return policy.token_logps(policy_params, batch["tokens"], batch["mask"], T, K)
+            return policy.token_logps(policy_params, batch["tokens"], batch["mask"], temperature, completion_len)
         return jnp.pad(batch["logps"], ((0, 0), (batch["tokens"].shape[1] - batch["logps"].shape[1], 0)))
 
     def experience(params, ref_params, batch, beta, baseline, key):
         policy_params = params["policy"] if critic is not None else params
         tokens, mask, cmask = batch["tokens"], batch["mask"], batch["completion_mask"]
         old = old_logps(policy_params, batch)
-        ref = policy.token_logps(ref_params, tokens, mask, T, K)
+        ref = policy.token_logps(ref_params, tokens, mask, temperature, completion_len)
         noise_key, greedy_key = jax.random.split(key)
         r_B = shaped_scores(batch["scores"], batch["ended"], noise_key)
         values = None
@@ -129,7 +131,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         if "greedy" in batch:
             g = batch["greedy"]
             g_old = old_logps(policy_params, g)
-            g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], T, K)
+            g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], temperature, completion_len)
             g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
             greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
         est = rl_math.estimate(
@@ -188,6 +190,40 @@ def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
     rng = np.random.default_rng([seed, iteration, 7])
     passes = [rng.permutation(rl.rollout_batch) for _ in range(rl.updates_per_batch)]
     return np.concatenate(passes).reshape(-1, rl.minibatch).astype(np.int32)
+
+
+class Scorer:
+    """The training reward r(x, y) of sampled completions: a reward model (compiled) or the task's gold judge
+    (host, on the decoded text). `gold` gives the gold judge's scores (a metric) where the
+    task has one (the built-in tasks), else None."""
+
+    def __init__(self, cfg: ExperimentConfig, data, rm=None, rm_params=None):
+        self.data, self.rm, self.rm_params = data, rm, rm_params
+        self.judge = gold_judge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
+        if self.judge is None and rm is None:
+            raise ValueError(f"rl.reward_model=gold: task {cfg.data.task} has no gold judge; name a reward model")
+        self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
+
+    def texts(self, samples) -> list[str]:
+        return completion_texts(self.data.tokenizer, mesh_lib.to_host(samples.tokens), mesh_lib.to_host(samples.mask))[
+            0
+        ]
+
+    def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
+        """rows: the encoded row of each sample."""
+        if self.judge is None:
+            return None
+        texts = self.texts(samples)
+        records = [self.data.row(int(r), split) for r in rows]
+        return np.asarray([self.judge(rec, t) for rec, t in zip(records, texts, strict=True)], np.float32)
+
+    def __call__(self, samples, sequences, rows, split: str = "train"):
+        """(scores [N] as a device or host array, gold scores [N] on the host or None)."""
+        gold = self.gold(samples, rows, split)
+        if self.rm is None:
+            return gold, gold
+        tokens, mask, _ = sequences
+        return self._rm_fn(self.rm_params, tokens, mask), gold
 
 
 def ended(samples, eos_id: int):
@@ -304,7 +340,7 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     data = task_data(cfg, workdir, "sft")
     mesh = mesh_lib.make_mesh(cfg.mesh)
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, len(data.tokenizer), mesh)
-    scorer = policy_eval.Scorer(cfg, data, rm, rm_params)
+    scorer = Scorer(cfg, data, rm, rm_params)
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(
         cfg, policy, critic, ref_params, scorer, state, data.tokenizer.eos_token_id, data.tokenizer.pad_token_id,
@@ -327,7 +363,6 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
     state = result.state
     final = state.params["policy"] if critic is not None else state.params
     summary = {"steps": cfg.train.steps, "train": result.last}
-    summary["test"] = policy_eval.evaluate_policies(
-        cfg, data, policy, {"policy": final, "reference": ref_params}, ref_params, scorer, mesh
-    )
+    named = {"policy": final, "reference": ref_params}
+    summary["test"] = held_out_report(cfg, data, policy, named, ref_params, mesh, rm, rm_params)
     return finish(workdir, summary, policy, final, data.tokenizer, result)
