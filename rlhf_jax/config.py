@@ -38,12 +38,11 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if type(None) in args and text.strip().lower() in ("none", "null"):
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return parse_value(text, arg, key)
-            except ValueError as e:
-                errors.append(str(e))
+            except ValueError:
+                continue
         raise ValueError(f"--set {key}={text!r}: expected {tp}")
     if origin is tuple:
         (item_tp, *_) = typing.get_args(tp) or (str,)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +169,23 @@ def cache_bounds(prompt_len: int, max_new_tokens: int, completion_chunks: int) -
     return (0, *range(prompt_len, total, step), total)
 
 
+class _LoopState(NamedTuple):
+    """The decode loop's carry: step i, the caches, the token drawn for step i and its
+    log-prob, which cache slots hold keys, which rows have ended, the PRNG key, the tokens
+    and log-probs recorded so far, and the logits kept (return_logits) or a placeholder."""
+
+    i: jax.Array
+    cache: list
+    token_N: jax.Array
+    logp_N: jax.Array
+    key_valid_NxS: jax.Array
+    done_N: jax.Array
+    key: jax.Array
+    tokens_NxL: jax.Array
+    logps_NxL: jax.Array
+    kept: jax.Array
+
+
 def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask_BxP, key):
     n = cfg.n_samples
     prompt = jnp.repeat(prompt_BxP, n, axis=0)
@@ -205,32 +223,34 @@ def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask
 
     # The loop carries the token drawn for step i, not the logits it came from: the [N, V]
     # logits live and die inside one iteration, and the last step runs no forward.
-    def cond(state):
-        i, done = state[0], state[5]
-        return (i < L - 1) & ~jnp.all(done)
+    def cond(st: _LoopState):
+        return (st.i < L - 1) & ~jnp.all(st.done_N)
 
-    def body(state):
-        i, cache, token, logp, key_valid, done, key, tokens, logps, kept = state
-        done, tokens, logps = record(i, token, logp, done, tokens, logps)
-        key_valid = key_valid.at[:, P + i].set(True)
-        hidden, cache = module(token[:, None], (next_pos_N + i)[:, None], key_valid[:, None, :], cache, P + i)
-        token, logp, key, kept = draw(i + 1, module.readout(hidden)[:, 0], key, kept)
-        return i + 1, cache, token, logp, key_valid, done, key, tokens, logps, kept
+    def body(st: _LoopState) -> _LoopState:
+        i = st.i
+        done, tokens, logps = record(i, st.token_N, st.logp_N, st.done_N, st.tokens_NxL, st.logps_NxL)
+        key_valid = st.key_valid_NxS.at[:, P + i].set(True)
+        hidden, cache = module(st.token_N[:, None], (next_pos_N + i)[:, None], key_valid[:, None, :], st.cache, P + i)
+        token, logp, key, kept = draw(i + 1, module.readout(hidden)[:, 0], st.key, st.kept)
+        return _LoopState(i + 1, cache, token, logp, key_valid, done, key, tokens, logps, kept)
 
     token, logp, key, kept = draw(0, logits_NxV, key, kept)
-    state = (
-        jnp.asarray(0),
-        cache,
-        token,
-        logp,
-        key_valid_NxS,
-        jnp.zeros((N,), bool),
-        key,
-        jnp.full((N, L), cfg.pad_id, jnp.int32),
-        jnp.zeros((N, L), jnp.float32),
-        kept,
+    start = _LoopState(
+        i=jnp.asarray(0),
+        cache=cache,
+        token_N=token,
+        logp_N=logp,
+        key_valid_NxS=key_valid_NxS,
+        done_N=jnp.zeros((N,), bool),
+        key=key,
+        tokens_NxL=jnp.full((N, L), cfg.pad_id, jnp.int32),
+        logps_NxL=jnp.zeros((N, L), jnp.float32),
+        kept=kept,
     )
-    i, _, token, logp, _, done, _, tokens, logps, kept = jax.lax.while_loop(cond, body, state)
+    end = jax.lax.while_loop(cond, body, start)
+    i, token, logp, done, tokens, logps, kept = (
+        end.i, end.token_N, end.logp_N, end.done_N, end.tokens_NxL, end.logps_NxL, end.kept
+    )  # fmt: skip
     _, tokens, logps = record(i, token, logp, done, tokens, logps)  # step i's token, drawn in the loop's last pass
     n_steps = i + 1
     mask = _completion_mask(tokens, eos, n_steps)
@@ -302,7 +322,3 @@ class Sampler:
                 raise ValueError(f"sampler: prompt rows {empty[:10].tolist()} are empty (mask all 0)")
             if (np.diff(mask.astype(np.int8), axis=-1) < 0).any():
                 raise ValueError("sampler: prompts must be left-padded (mask 0...0 1...1 in every row)")
-
-    def compiled_count(self) -> int:
-        """How many programs this sampler has compiled (one per distinct input shape)."""
-        return self._fn._cache_size()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_model
+from helpers import first_fast, tiny_model
 
 from rlhf_jax import rollout as R
 from rlhf_jax.batches import Rollout
@@ -104,7 +104,7 @@ def make_rollout(model, params, k=2, left_pad=0, right_pad=0, seed=0):
     values = rng.normal(size=tokens.shape).astype(np.float32) * cmask
     pad = lambda x: np.pad(x, ((0, 0), (left_pad, right_pad)))  # noqa: E731
     tokens, mask, cmask, values = pad(tokens), pad(mask), pad(cmask), jnp.asarray(pad(values))
-    old = model.token_logps(params, tokens, mask)
+    old = jax.jit(model.token_logps)(params, tokens, mask)
     ref = old - 0.1 * jnp.asarray(cmask)
     scores = jnp.array([1.0, -1.0, 0.5, 2.0])
     rewards_BxT, _ = R.token_kl_rewards(scores, old, ref, cmask, 0.05)
@@ -125,6 +125,7 @@ def make_rollout(model, params, k=2, left_pad=0, right_pad=0, seed=0):
     return rollout, adv_t
 
 
+@pytest.mark.slow
 def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
     model, params = tiny_model()
     value_model, value_params = tiny_model("scalar", seed=1)
@@ -142,7 +143,7 @@ def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
     np.testing.assert_allclose(metrics["ratio_mean"], 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("loss_name", ["reinforce", "ppo"])
+@pytest.mark.parametrize("loss_name", first_fast(["reinforce", "ppo"]))
 def test_log_probs_of_the_completion_positions_only_change_nothing(loss_name):
     # The RL loop's completions fill the last 4 positions (after 3 prompt tokens):
     # completion_len=4 runs the head there only, with the same loss, metrics and gradient.
@@ -170,7 +171,7 @@ def test_log_probs_of_the_completion_positions_only_change_nothing(loss_name):
         P.PolicyLossConfig(completion_len=-1)
 
 
-@pytest.mark.parametrize("loss_name", ["reinforce", "raft", "ppo"])
+@pytest.mark.parametrize("loss_name", first_fast(["ppo", "reinforce", "raft"]))
 def test_padding_changes_nothing(loss_name):
     model, params = tiny_model()
     value_model, value_params = tiny_model("scalar", seed=1)
@@ -179,20 +180,23 @@ def test_padding_changes_nothing(loss_name):
     for left, right in [(0, 0), (2, 3)]:
         rollout, adv_t = make_rollout(model, params, left_pad=left, right_pad=right)
         if loss_name == "reinforce":
-            losses.append(P.policy_loss(params, rollout, cfg, model))
+            loss = jax.jit(lambda p, r: P.policy_loss(p, r, cfg, model))
+            losses.append(loss(params, rollout))
         elif loss_name == "raft":
             rollout = rollout.replace(advantages_B=R.raft_weights(rollout.scores_B, 2))
-            losses.append(P.policy_loss(params, rollout, dataclasses.replace(cfg, objective="raft"), model))
+            loss = jax.jit(lambda p, r: P.policy_loss(p, r, dataclasses.replace(cfg, objective="raft"), model))
+            losses.append(loss(params, rollout))
         else:
             rollout = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
-            both = {"policy": params, "value": value_params}
-            losses.append(P.policy_loss(both, rollout, PPO(cfg), model, value_model))
+            loss = jax.jit(lambda p, r: P.policy_loss(p, r, PPO(cfg), model, value_model))
+            losses.append(loss({"policy": params, "value": value_params}, rollout))
     (l0, m0), (l1, m1) = losses
     np.testing.assert_allclose(l0, l1, atol=1e-5)
     for key in m0:
         np.testing.assert_allclose(m0[key], m1[key], atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 def test_reinforce_loss_gradient_matches_finite_differences():
     model, params = tiny_model()
     rollout, _ = make_rollout(model, params, seed=3)
@@ -250,7 +254,7 @@ def test_the_value_loss_joins_when_there_is_a_critic():
     both = {"policy": params, "value": value_params}
     for vf_coef in (0.0, 0.5):
         cfg = P.PolicyLossConfig(objective="ppo", vf_coef=vf_coef)
-        loss, m = P.policy_loss(both, rollout, cfg, model, value_model)
+        loss, m = jax.jit(lambda p, r, cfg=cfg: P.policy_loss(p, r, cfg, model, value_model))(both, rollout)
         chex.assert_tree_all_finite((loss, m))
         chex.assert_trees_all_close(loss, m["policy_loss"] + vf_coef * m["value_loss"], atol=1e-6)
     with pytest.raises(ValueError, match="'ppo' is registered already"):

@@ -182,6 +182,7 @@ def test_reference_free_objectives_do_not_read_the_reference(objective):
     assert float(a) == float(b)
 
 
+@pytest.mark.slow
 def test_orpo_reduces_to_sft_when_the_odds_ratio_weight_is_zero():
     model, params = tiny_model()
     batch = preference_batch()
@@ -194,12 +195,9 @@ def test_orpo_reduces_to_sft_when_the_odds_ratio_weight_is_zero():
 def test_dpo_with_the_policy_as_its_own_reference_is_log2():
     model, params = tiny_model()
     batch = preference_batch()
-    c, _, _ = P.completion_logps(
-        model, params, batch.chosen_tokens_BxT, batch.chosen_mask_BxT, batch.chosen_completion_mask_BxT
-    )
-    r, _, _ = P.completion_logps(
-        model, params, batch.rejected_tokens_BxT, batch.rejected_mask_BxT, batch.rejected_completion_mask_BxT
-    )
+    seq = jax.jit(lambda *a: P.completion_logps(model, params, *a)[0])
+    c = seq(batch.chosen_tokens_BxT, batch.chosen_mask_BxT, batch.chosen_completion_mask_BxT)
+    r = seq(batch.rejected_tokens_BxT, batch.rejected_mask_BxT, batch.rejected_completion_mask_BxT)
     batch = batch.replace(ref_chosen_logps_B=c, ref_rejected_logps_B=r)
     loss, _ = jax.jit(lambda p: P.preference_loss(p, batch, P.PreferenceConfig(objective="dpo"), model))(params)
     np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-5)
@@ -208,14 +206,18 @@ def test_dpo_with_the_policy_as_its_own_reference_is_log2():
 def test_reward_model_pair_loss_prm_logits_and_orm():
     model, params = tiny_model("scalar", seed=2)
     batch = preference_batch()
-    loss, m = RM.pair_loss(params, batch, model)
-    r = model.rewards(params, jnp.concatenate([batch.chosen_tokens_BxT, batch.rejected_tokens_BxT]), jnp.ones((4, 6)))
+    loss, m = jax.jit(lambda p, b: RM.pair_loss(p, b, model))(params, batch)
+    r = jax.jit(model.rewards)(
+        params, jnp.concatenate([batch.chosen_tokens_BxT, batch.rejected_tokens_BxT]), jnp.ones((4, 6))
+    )
     expected = -np.mean(LOG_SIG(np.asarray(r[:2] - r[2:], np.float64)))
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     lm, lm_params = tiny_model()
     tokens = batch.chosen_tokens_BxT
-    step_logits = RM.prm_step_logits(lm_params, tokens, jnp.ones((2, 6)), jnp.array([[2, 4], [3, 5]]), (5, 6, 7), lm)
-    full = lm.logits(lm_params, tokens, jnp.ones((2, 6)))
+    step_logits = jax.jit(lambda p, t, m, e: RM.prm_step_logits(p, t, m, e, (5, 6, 7), lm))(
+        lm_params, tokens, jnp.ones((2, 6)), jnp.array([[2, 4], [3, 5]])
+    )
+    full = jax.jit(lm.logits)(lm_params, tokens, jnp.ones((2, 6)))
     np.testing.assert_allclose(step_logits[1, 0], full[1, 3, jnp.array([5, 6, 7])], rtol=1e-6)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES
+from helpers import first_fast
 from scipy import stats
 
 from rlhf_jax import mesh as mesh_lib
@@ -23,7 +24,7 @@ PROMPT_MASK = (PROMPTS != 0).astype(np.int32)
 SMALL_VOCAB = ModelConfig(family="llama", vocab_size=8, d_model=16, n_layers=1, n_heads=2, d_ff=32)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", first_fast(FAMILIES))
 def test_greedy_is_token_identical_to_transformers_generate(family, hf_checkpoints):
     directory, hf_model = hf_checkpoints[family]
     model, params = load_hf(directory)
@@ -43,7 +44,7 @@ def test_greedy_is_token_identical_to_transformers_generate(family, hf_checkpoin
     np.testing.assert_array_equal(out.tokens, ref)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", first_fast(["gpt2", "llama"]))
 def test_cached_logits_equal_a_full_forward_at_every_step(family, hf_checkpoints):
     model, params = load_hf(hf_checkpoints[family][0])
     cfg = SamplingConfig(max_new_tokens=6, temperature=0.8, return_logits=True)
@@ -146,12 +147,13 @@ def test_the_n_samples_of_a_prompt_differ_and_are_independent():
 def test_a_second_call_with_the_same_shapes_compiles_nothing():
     model, params = init_model(SMALL_VOCAB, seed=5)
     sampler = Sampler(model, SamplingConfig(max_new_tokens=4, n_samples=2))
-    sampler(params, PROMPTS % 8, PROMPT_MASK, 0)
-    assert sampler.compiled_count() == 1
     other = jax.tree.map(lambda x: x + 0.01, params)
-    sampler(other, (PROMPTS + 1) % 8, PROMPT_MASK, 1)
-    sampler(params, PROMPTS % 8, PROMPT_MASK, jax.random.key(9))
-    assert sampler.compiled_count() == 1
+    with CompileCounter() as compiles:
+        sampler(params, PROMPTS % 8, PROMPT_MASK, 0)
+        assert compiles.take() >= 1
+        sampler(other, (PROMPTS + 1) % 8, PROMPT_MASK, 1)
+        sampler(params, PROMPTS % 8, PROMPT_MASK, jax.random.key(9))
+        assert compiles.take() == 0
 
 
 def test_a_program_compiled_ahead_serves_the_first_call():
@@ -164,6 +166,7 @@ def test_a_program_compiled_ahead_serves_the_first_call():
         assert compiles.take() == 0
 
 
+@pytest.mark.slow
 def test_sharded_sampling_equals_single_device(hf_checkpoints):
     directory = hf_checkpoints["llama"][0]
     model, params = load_hf(directory)
@@ -206,6 +209,7 @@ def test_cache_chunk_bounds():
     assert cache_bounds(6, 8, 1) == (0, 6, 14)
 
 
+@pytest.mark.slow
 def test_chunked_cache_attention_equals_one_softmax():
     """A decode step's per-chunk online softmax, with unfilled chunks skipped, equals one
     softmax over all the slots filled so far; and a write lands in its chunk only."""
@@ -232,6 +236,7 @@ def test_chunked_cache_attention_equals_one_softmax():
         cache.write(keys[:, :, :6], values[:, :, :6], 0)
 
 
+@pytest.mark.slow
 def test_cache_chunk_count_does_not_change_the_samples(hf_checkpoints):
     model, params = load_hf(hf_checkpoints["llama"][0])
     outs = [

@@ -49,6 +49,7 @@ def test_sft_loss_falls():
     assert int(state.step) == 60 and float(metrics["grad_norm"]) > 0
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch():
     model, params = init_model(TINY_LLAMA, seed=1)
     opt = make_optimizer(OptimConfig(learning_rate=1e-2, max_grad_norm=0.0))
@@ -85,6 +86,7 @@ def test_the_state_is_donated():
     assert not jax.tree.leaves(new_state.params)[0].is_deleted()
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device():
     model, params = init_model(TINY_LLAMA, seed=3)
     opt = make_optimizer(OptimConfig(learning_rate=1e-2))

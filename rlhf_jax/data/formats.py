@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from typing import Any
 
 ASSISTANT = "\n\nAssistant:"
-HUMAN = "\n\nHuman:"
 
 
 class Skips(collections.Counter):

@@ -141,7 +141,7 @@ def kto_objective(pi_B, ref_B, desirable_B, z0, beta: float, w_desirable: float 
 
 
 def completion_logps(model, params, tokens_BxT, mask_BxT, completion_mask_BxT):
-    """(sum_t, mean_t) of log pi over each row's completion."""
+    """Per row of the completion: (sum_t log pi, mean_t log pi, number of tokens), each [B]."""
     check_nonempty_rows("preference batch", "completion_mask", completion_mask_BxT)
     logps = model.token_logps(params, tokens_BxT, mask_BxT)
     total = masked_sum(logps, completion_mask_BxT, axis=-1)
