@@ -42,7 +42,7 @@ def full() -> PipelineConfig:
                 learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=sft_steps, end_lr_ratio=0.1
             ),
             train=TrainSection(
-                kind="sft", steps=sft_steps, batch_size=32, log_every=100, save_every=400, prompt_loss_weight=0.3
+                kind="sft", steps=sft_steps, batch_size=32, log_every=200, save_every=400, prompt_loss_weight=0.3
             ),
         ),
         reward=ExperimentConfig(
@@ -52,14 +52,14 @@ def full() -> PipelineConfig:
             optim=OptimConfig(
                 learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=reward_steps, end_lr_ratio=0.1
             ),
-            train=TrainSection(kind="reward", steps=reward_steps, batch_size=32, log_every=50, save_every=200),
+            train=TrainSection(kind="reward", steps=reward_steps, batch_size=32, log_every=100, save_every=200),
         ),
         policy=ExperimentConfig(
             name="quickstart_rloo",
             model=model,
             data=data,
             optim=OptimConfig(learning_rate=1e-4, warmup_steps=3, total_steps=100),
-            train=TrainSection(kind="rl", steps=100, log_every=5, save_every=50),
+            train=TrainSection(kind="rl", steps=100, log_every=10, save_every=50),
             rl=RLSection(method="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
         ),
     )
@@ -91,7 +91,7 @@ def with_method(cfg: PipelineConfig, method: str) -> PipelineConfig:
         policy = dataclasses.replace(
             policy,
             optim=OptimConfig(learning_rate=1e-4, warmup_steps=5, total_steps=60),
-            train=TrainSection(kind="preference", steps=60, batch_size=32, log_every=5, save_every=30),
+            train=TrainSection(kind="preference", steps=60, batch_size=32, log_every=10, save_every=30),
             preference=PreferenceSection(objective="dpo", beta=0.1),
         )
     elif method != "rloo":
