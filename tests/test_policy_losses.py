@@ -125,13 +125,18 @@ def make_rollout(model, params, k=2, left_pad=0, right_pad=0, seed=0):
     return rollout, adv_t
 
 
-@pytest.mark.slow
-def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
+def with_critic():
+    """(policy model, critic, {"policy", "value"} parameters, a rollout with GAE advantages)."""
     model, params = tiny_model()
     value_model, value_params = tiny_model("scalar", seed=1)
     rollout, adv_t = make_rollout(model, params)
     rollout = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
-    both = {"policy": params, "value": value_params}
+    return model, value_model, {"policy": params, "value": value_params}, rollout
+
+
+@pytest.mark.slow
+def test_ppo_gradient_equals_vanilla_pg_at_ratio_one():
+    model, value_model, both, rollout = with_critic()
     cfg = P.PolicyLossConfig(ppo_clip=0.2, vf_coef=0.0)
     g_ppo = jax.jit(jax.grad(lambda p: P.policy_loss(p, rollout, PPO(cfg), model, value_model)[0]))(both)
     g_vpg = jax.jit(jax.grad(lambda p: P.policy_loss(p, rollout, VPG(cfg), model, value_model)[0]))(both)
@@ -247,11 +252,7 @@ def test_ppo_objective_with_one_advantage_per_completion_is_grpo_per_token():
 
 
 def test_the_value_loss_joins_when_there_is_a_critic():
-    model, params = tiny_model()
-    value_model, value_params = tiny_model("scalar", seed=1)
-    rollout, adv_t = make_rollout(model, params)
-    rollout = rollout.replace(advantages_B=None, advantages_BxT=adv_t)
-    both = {"policy": params, "value": value_params}
+    model, value_model, both, rollout = with_critic()
     for vf_coef in (0.0, 0.5):
         cfg = P.PolicyLossConfig(objective="ppo", vf_coef=vf_coef)
         loss, m = jax.jit(lambda p, r, cfg=cfg: P.policy_loss(p, r, cfg, model, value_model))(both, rollout)
