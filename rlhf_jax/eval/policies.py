@@ -88,11 +88,10 @@ def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, see
     return Completions(texts, ids, samples)
 
 
-def _references(data) -> tuple[list[str], object]:
+def _references(data, records) -> tuple[list[str], object]:
     """The test split's reference completions (SFT data: the completion; preference pairs:
     the chosen one) and their batch (tokens, mask, completion mask)."""
     batch = data.test_batch()
-    records = [data.row(i, "test") for i in range(len(data.test.kept))]
     if isinstance(batch, PreferenceBatch):
         texts = [r["chosen"] for r in records]
         return texts, (batch.chosen_tokens_BxT, batch.chosen_mask_BxT, batch.chosen_completion_mask_BxT)
@@ -118,7 +117,7 @@ def evaluate_policy(
     only (no distinct-n, no curves). chunk as in `generate`."""
     records = [data.row(i, "test") for i in range(len(data.test.kept))]
     prompts = [r["prompt"] for r in records]
-    ref_texts, (ref_tokens, ref_mask, ref_cmask) = _references(data)
+    ref_texts, (ref_tokens, ref_mask, ref_cmask) = _references(data, records)
     reference_gold = gold(records, ref_texts) if gold is not None else None
 
     def judged(completions: Completions) -> dict:
@@ -133,7 +132,18 @@ def evaluate_policy(
         return out
 
     jitted = _logps_fn(model)
-    logps_fn = lambda *args: mesh_lib.to_host(jitted(*args))  # noqa: E731
+
+    def logps_fn(params, tokens, mask, temperature):
+        """Token log-probs on the host, in forwards of `chunk` rows (the last padded) as
+        the sampling was, so a large test split never runs as one batch."""
+        n = tokens.shape[0]
+        step = n if chunk is None else min(chunk, n)
+        parts = []
+        for c in range(0, n, step):
+            rows = np.minimum(np.arange(c, c + step), n - 1)
+            parts.append(mesh_lib.to_host(jitted(params, tokens[rows], mask[rows], temperature))[: n - c])
+        return np.concatenate(parts)
+
     sampled = generate(model, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh, chunk=chunk)
     tokens, mask, cmask = sampled.samples.sequences()
     kl = metrics.sequence_kl(
