@@ -60,9 +60,9 @@ def worker(directory: str, method: str) -> dict:
     key = jax.random.key(0)
     sampler = iteration.sampler
     samples_c = sampler._fn.lower(params_s, ids[:n], pmask, key).compile()
-    batch, _ = iteration.sample_scored(sampler, params_s, ids[:n], pmask, np.arange(n), key)
+    scored, _ = iteration.sample_scored(sampler, params_s, ids[:n], pmask, np.arange(n), key)
     beta, baseline = jax.device_put((progress.beta, progress.baseline), iteration.replicated)
-    exp_args = (state.params, iteration.ref_params, batch, beta, baseline, key)
+    exp_args = (state.params, iteration.ref_params, scored, None, beta, baseline, key)
     experience_c = iteration.experience.lower(*exp_args).compile()
     rollout, _, _ = iteration.experience(*exp_args)
     order = minibatch_order(iteration.rl, 0, 0)

@@ -7,7 +7,7 @@ initialised GPT-2-family policy and GPT-2 sequence-classification reward model f
 Hugging Face directory, with a word-level tokenizer (one token per word, so a prompt
 string is exactly 64 tokens on both sides).
 
-- rlhf_jax: `loops.online.Iteration`, the code `run_rl` drives (log pi_old comes from
+- rlhf_jax: `loops.online.Iteration`, the code `loops.online.rl` drives (log pi_old comes from
   the sampler; one compiled sampler, experience step and scanned update).
 - TRL: `RLOOTrainer.train`, timed per optimiser step by a callback: its default config
   (gradient checkpointing on) and with gradient checkpointing off.
@@ -69,7 +69,7 @@ def prompt_ids(steps: int):
 
 def build_jax(directory: str, method: str = "rloo"):
     """(iteration, state, progress) of rlhf_jax's RL loop on the bench checkpoints, built
-    as `run_rl` builds them; PPO's critic starts from the reward model (TRL's default)."""
+    as `loops.online.rl` builds them; PPO's critic starts from the reward model (TRL's default)."""
     import jax
     import jax.numpy as jnp
 

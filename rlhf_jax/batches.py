@@ -60,6 +60,23 @@ class KTOBatch:
 
 
 @struct.dataclass
+class Scored:
+    """Sampled completions with their scores: the input of the RL experience step.
+
+    tokens_NxT / mask_NxT / completion_mask_NxT: prompt + completion, laid out as above;
+    logps_NxC: the sampler's log pi_old of the C completion positions;
+    scores_N: the reward r(x, y); ended_N: whether the completion emitted EOS.
+    """
+
+    tokens_NxT: jax.Array
+    mask_NxT: jax.Array
+    completion_mask_NxT: jax.Array
+    logps_NxC: jax.Array
+    scores_N: jax.Array
+    ended_N: jax.Array
+
+
+@struct.dataclass
 class Rollout:
     """Sampled completions with everything the policy losses need. Rows are grouped by
     prompt: the k samples of prompt i are rows i*k .. i*k + k - 1.

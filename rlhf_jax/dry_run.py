@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax.batches import KTOBatch, PreferenceBatch, SFTBatch
+from rlhf_jax.batches import KTOBatch, PreferenceBatch, Scored, SFTBatch
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import online
 from rlhf_jax.losses.preference import kto_loss, preference_loss
@@ -79,19 +79,15 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
         samples = jax.eval_shape(sampler._fn, params, prompts, prompts, key)
 
         def scored(n):
-            tokens, mask, cmask = _sequences(n, T)
-            ended = _sds((n,), jnp.bool_)
-            batch = {"tokens": tokens, "mask": mask, "completion_mask": cmask, "scores": _sds((n,)), "ended": ended}
-            if rl.old_logps == "sampler":
-                batch["logps"] = _sds((n, C))
-            return batch
+            return Scored(*_sequences(n, T), _sds((n, C)), _sds((n,)), _sds((n,), jnp.bool_))
 
-        batch = scored(rl.rollout_batch)
-        if rl.estimator.greedy_rollout:  # one greedy completion per prompt (ReMax)
-            batch["greedy"] = scored(rl.n_prompts)
+        # one greedy completion per prompt for an estimator with a greedy rollout (ReMax)
+        greedy = scored(rl.n_prompts) if rl.estimator.greedy_rollout else None
         experience = online.make_experience(rl, rl.k, model, critic, C)
         baseline = jax.eval_shape(BaselineState.init)
-        rollout, _, _ = jax.eval_shape(experience, state_params, params, batch, _sds(()), baseline, key)
+        rollout, _, _ = jax.eval_shape(
+            experience, state_params, params, scored(rl.rollout_batch), greedy, _sds(()), baseline, key
+        )
         step = train_step_fn(online.make_loss(rl, model, critic, C), optimizer, cfg.optim.accum_steps, schedule)
         update = online.make_update(step, None)
         order = _sds((rl.steps_per_iteration, rl.minibatch), jnp.int32)

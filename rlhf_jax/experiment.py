@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from rlhf_jax import rollout
+from rlhf_jax.data.tasks import TASKS, Task
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import KL_ESTIMATORS
 from rlhf_jax.losses.preference import PreferenceConfig
@@ -16,10 +17,9 @@ from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
 from rlhf_jax.train_step import OptimConfig
 
-KINDS = ("sft", "reward", "orm", "prm", "rl", "preference")
-SYNTHETIC_TASKS = ("summarization", "arithmetic")  # generated from data.seed, with a gold judge
-REAL_TASKS = ("tldr", "hh")  # read from the original files in data.source_dir
-TASKS = SYNTHETIC_TASKS + REAL_TASKS
+# train.kind -> the kind of the task's data it reads (data.tasks.DATA_KINDS)
+KINDS = {"sft": "sft", "reward": "preference", "orm": "labelled", "prm": "labelled", "rl": "sft",
+         "preference": "preference"}  # fmt: skip
 # The online methods of the literature as (advantage estimator, policy objective) pairs of
 # the registries in rollout.py and losses/policy.py; rl.advantage / rl.loss override either.
 METHODS = {
@@ -106,13 +106,23 @@ class DataSection:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"data.task={self.task!r}: expected one of {TASKS}")
+            raise ValueError(f"data.task={self.task!r}: expected one of {tuple(TASKS)}")
         if self.max_prompt_len < 1 or self.max_completion_len < 1:
             raise ValueError("data.max_prompt_len and data.max_completion_len must be positive")
-        smallest = 1 if self.task in SYNTHETIC_TASKS else 0
+        smallest = 1 if self.generated else 0
         for name in ("n_train", "n_test"):
             if getattr(self, name) < smallest:
                 raise ValueError(f"data.{name}={getattr(self, name)}: must be >= {smallest} for task {self.task}")
+
+    @property
+    def task_spec(self) -> Task:
+        """The `data.tasks.Task` this section names."""
+        return TASKS[self.task]
+
+    @property
+    def generated(self) -> bool:
+        """A built-in task generated from data.seed (with a gold judge); else read from files."""
+        return TASKS[self.task].generated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +141,7 @@ class TrainSection:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"train.kind={self.kind!r}: expected one of {KINDS}")
+            raise ValueError(f"train.kind={self.kind!r}: expected one of {tuple(KINDS)}")
         for name in ("steps", "batch_size", "log_every", "save_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 1")

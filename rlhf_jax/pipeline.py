@@ -20,8 +20,9 @@ import jax
 from rlhf_jax import config as config_lib
 from rlhf_jax import loops
 from rlhf_jax import mesh as mesh_lib
+from rlhf_jax import workdir as workdir_lib
 from rlhf_jax.eval import plots
-from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
+from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.eval.policies import compare
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
@@ -54,54 +55,72 @@ class PipelineConfig:
         return f"{rl.estimator.name}+{rl.objective.name}" if rl.advantage or rl.loss else rl.method
 
 
-def stages(cfg: PipelineConfig, workdir: str) -> dict[str, ExperimentConfig]:
-    """Each stage's config with the pipeline's wiring applied."""
+STAGES = ("sft", "reward", "policy")
 
-    def wire(stage: ExperimentConfig, **model) -> ExperimentConfig:
-        data = dataclasses.replace(stage.data, data_dir=stage.data.data_dir or os.path.join(workdir, "tfds"))
-        train = dataclasses.replace(stage.train, seed=cfg.seed)
-        return dataclasses.replace(stage, data=data, train=train, model=dataclasses.replace(stage.model, **model))
 
-    sft_dir, reward_dir = os.path.join(workdir, "sft"), os.path.join(workdir, "reward")
-    policy = wire(cfg.policy, init_from=cfg.policy.model.init_from or sft_dir)
+def stage_dirs(workdir: str) -> dict[str, str]:
+    """Where a pipeline in workdir runs its stages: <workdir>/<stage> (a study puts the
+    stages its cells share elsewhere)."""
+    return {name: os.path.join(workdir, name) for name in STAGES}
+
+
+def wire(cfg: PipelineConfig, stage: ExperimentConfig, data_dir: str, **model) -> ExperimentConfig:
+    """A stage's config as the pipeline runs it: the pipeline's seed, its data directory
+    (unless the stage names one), model fields set (the checkpoint it starts from)."""
+    data = dataclasses.replace(stage.data, data_dir=stage.data.data_dir or data_dir)
+    train = dataclasses.replace(stage.train, seed=cfg.seed)
+    return dataclasses.replace(stage, data=data, train=train, model=dataclasses.replace(stage.model, **model))
+
+
+def stages(cfg: PipelineConfig, workdir: str, dirs: dict[str, str] | None = None, data_dir: str = ""):
+    """Each stage's config with the pipeline's wiring applied: the reward model and the
+    policy start from the SFT export, the RL stage scores with the reward model.
+    dirs: the stages' directories (default `stage_dirs(workdir)`); data_dir: the prepared
+    data (default <workdir>/tfds)."""
+    dirs = dirs or stage_dirs(workdir)
+    data_dir = data_dir or os.path.join(workdir, "tfds")
+    sft_dir, reward_dir = dirs["sft"], dirs["reward"]
+    policy = wire(cfg, cfg.policy, data_dir, init_from=cfg.policy.model.init_from or sft_dir)
     if policy.train.kind == "rl" and policy.rl.reward_model == "gold":
         policy = dataclasses.replace(policy, rl=dataclasses.replace(policy.rl, reward_model=reward_dir))
     return {
-        "sft": wire(cfg.sft),
-        "reward": wire(cfg.reward, init_from=cfg.reward.model.init_from or sft_dir),
+        "sft": wire(cfg, cfg.sft, data_dir),
+        "reward": wire(cfg, cfg.reward, data_dir, init_from=cfg.reward.model.init_from or sft_dir),
         "policy": policy,
     }
 
 
 def run_stage(name: str, cfg: ExperimentConfig, directory: str) -> dict:
-    summary_path = os.path.join(directory, "summary.json")
-    os.makedirs(directory, exist_ok=True)
-    config_path = os.path.join(directory, "config.json")
-    resolved = config_lib.to_dict(cfg)
-    if os.path.exists(summary_path) and os.path.exists(config_path):
-        with open(config_path) as f:
-            if not config_lib.differences(json.load(f), resolved):
-                print(f"== {name}: already done ({directory})")
-                with open(summary_path) as f:
-                    return json.load(f)
-    with open(config_path, "w") as f:
-        json.dump(resolved, f, indent=2)
-    print(f"== {name}: {cfg.name} ({cfg.train.kind}) in {directory}", flush=True)
-    return loops.run(cfg, directory)
+    """Run one stage in `directory` unless it holds a finished run of this config; the
+    directory is locked while it runs (another process that needs the same stage, such as
+    a study's cell run alongside, waits and then finds it done)."""
+    with workdir_lib.Lock(directory, wait=True):
+        resolved = config_lib.to_dict(cfg)
+        if workdir_lib.finished(directory, resolved):
+            print(f"== {name}: already done ({directory})")
+            with open(os.path.join(directory, "summary.json")) as f:
+                return json.load(f)
+        if jax.process_index() == 0:
+            write_json(os.path.join(directory, "config.json"), resolved)
+        print(f"== {name}: {cfg.name} ({cfg.train.kind}) in {directory}", flush=True)
+        return loops.run(cfg, directory)
 
 
-def run(cfg: PipelineConfig, workdir: str) -> dict:
+def run(cfg: PipelineConfig, workdir: str, dirs: dict[str, str] | None = None, data_dir: str = "") -> dict:
+    """Run the stages in order (each resumable, a finished one skipped), then `evaluate`;
+    writes <workdir>/summary.json and prints the table. dirs, data_dir: as in `stages`."""
     t0 = time.time()
-    configs = stages(cfg, workdir)
+    dirs = dirs or stage_dirs(workdir)
+    configs = stages(cfg, workdir, dirs, data_dir)
     results, timings = {}, {}
     for name, stage in configs.items():
         t = time.time()
-        results[name] = run_stage(name, stage, os.path.join(workdir, name))
+        results[name] = run_stage(name, stage, dirs[name])
         timings[name] = round(time.time() - t, 1)
         if results[name].get("stopped"):
             return {"stopped": True, "stage": name}
     t = time.time()
-    summary = evaluate(cfg, configs, workdir, results)
+    summary = evaluate(cfg, configs, dirs, results, os.path.join(workdir, "plots"))
     timings["evaluation"] = round(time.time() - t, 1)
     summary["seconds"] = {**timings, "total": round(time.time() - t0, 1)}
     if jax.process_index() == 0:
@@ -110,30 +129,30 @@ def run(cfg: PipelineConfig, workdir: str) -> dict:
     return summary
 
 
-def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir: str, results: dict) -> dict:
-    """The SFT and the final policy on the test prompts (greedy and sampled completions), judged by the
-    task's gold reward and the reward model; plots in the workdir."""
+def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], dirs: dict[str, str], results: dict,
+             out_dir: str) -> dict:  # fmt: skip
+    """The SFT and the final policy on the test prompts (greedy and sampled completions),
+    judged by the task's gold reward and the reward model; plots in out_dir."""
     policy_cfg = configs["policy"]
     mesh = mesh_lib.make_mesh(policy_cfg.mesh)
-    sft_model = dataclasses.replace(configs["sft"].model, init_from=os.path.join(workdir, "sft"))  # its tokenizer
-    data = task_data(dataclasses.replace(policy_cfg, model=sft_model), workdir, "sft")
-    model, sft_params = load_hf(checkpoint_dir(os.path.join(workdir, "sft")), mesh=mesh)
-    _, final_params = load_hf(checkpoint_dir(os.path.join(workdir, "policy")), mesh=mesh)
-    rm, rm_params = load_scalar(os.path.join(workdir, "reward"), mesh)
+    sft_model = dataclasses.replace(configs["sft"].model, init_from=dirs["sft"])  # its tokenizer
+    data = task_data(dataclasses.replace(policy_cfg, model=sft_model), dirs["sft"], "sft")
+    model, sft_params = load_hf(checkpoint_dir(dirs["sft"]), mesh=mesh)
+    _, final_params = load_hf(checkpoint_dir(dirs["policy"]), mesh=mesh)
+    rm, rm_params = load_scalar(dirs["reward"], mesh)
     rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
     m = cfg.method
     result = compare(
         model, {"sft": sft_params, m: final_params}, sft_params, data, pairs=[(m, "sft")],
-        gold=GoldJudge(policy_cfg.data.task), rm_judge=rm_judge, temperature=policy_cfg.rl.temperature,
+        gold=data.task.judge, rm_judge=rm_judge, temperature=policy_cfg.rl.temperature,
         seed=cfg.seed, mesh=mesh,
     )  # fmt: skip
     figures, curves, versus = result["policies"], result["curves"], result[f"{m}_vs_sft"]
 
-    out_dir = os.path.join(workdir, "plots")
     os.makedirs(out_dir, exist_ok=True)
     written = [plots.step_curves(curves, out_dir)]
     if policy_cfg.train.kind == "rl":
-        runs = {cfg.method: os.path.join(workdir, "policy")}
+        runs = {cfg.method: dirs["policy"]}
         written += plots.training_curves(runs, {cfg.method: policy_cfg.rl.rollout_batch}, out_dir)
     return {
         "name": cfg.name,
@@ -141,8 +160,9 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], workdir:
         "method": cfg.method,
         "test_prompts": len(data.test.kept),
         "reward_model": {
-            "test_accuracy": results["reward"]["test_accuracy"],
-            "test_pairs": results["reward"]["test_pairs"],
+            k: results["reward"][k]
+            for k in ("test_accuracy", "test_pairs", "content_probe_accuracy", "content_probe_pairs")
+            if k in results["reward"]
         },
         "policies": figures,
         f"gold_win_rate_{m}_vs_sft": versus["greedy"]["gold_win_rate"],
@@ -176,5 +196,9 @@ def table(summary: dict, method: str) -> str:
     for decoding, suffix in (("sampled", "_sampled"), ("greedy", "")):
         win = summary[f"gold_win_rate_{method}_vs_sft{suffix}"]
         lines.append(f"{decoding + ': gold win-rate vs SFT':28s} {'':10s} {win:10.4f}")
-    lines.append(f"reward model held-out pairwise accuracy: {summary['reward_model']['test_accuracy']:.3f}")
+    rm = summary["reward_model"]
+    line = f"reward model held-out pairwise accuracy: {rm['test_accuracy']:.3f}"
+    if "content_probe_accuracy" in rm:
+        line += f"; content probe: {rm['content_probe_accuracy']:.3f}"
+    lines.append(line)
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
+from rlhf_jax.data.tasks import TASKS
+from rlhf_jax.experiment import KINDS, ExperimentConfig
 
 GOLD = "gold"
 SCALAR = ("reward", "orm")  # kinds that train a score head (from an LM or a scalar checkpoint)
@@ -29,13 +30,21 @@ def check(cfg, workdir: str) -> None:
     if isinstance(cfg, ExperimentConfig):
         check_experiment(cfg)
         return
+    if hasattr(cfg, "cells"):  # a study: each cell's pipeline, whose shared stages it will write
+        for cell in cfg.cells:
+            _check_pipeline(dataclasses.replace(cell.pipeline, seed=cell.seed), workdir, f"{cell.name}.")
+        return
+    _check_pipeline(cfg, workdir)
+
+
+def _check_pipeline(cfg, workdir: str, prefix: str = "") -> None:
     stages = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     stages = {name: stage for name, stage in stages.items() if isinstance(stage, ExperimentConfig)}
     sft = stages.get("sft")
     for name, stage in stages.items():
         # the later stages start from the SFT stage's export unless they name a model
         inherited = sft.model if sft is not None and name != "sft" and not stage.model.init_from else None
-        check_experiment(stage, prefix=f"{name}.", model=inherited, pipeline=workdir)
+        check_experiment(stage, prefix=f"{prefix}{name}.", model=inherited, pipeline=workdir)
 
 
 def check_experiment(cfg: ExperimentConfig, prefix: str = "", model=None, pipeline: str = "") -> None:
@@ -52,11 +61,16 @@ def check_experiment(cfg: ExperimentConfig, prefix: str = "", model=None, pipeli
             f"{cfg.data.max_completion_len} = {needed} positions; the model has {positions} ({source})"
         )
     kind, task = cfg.train.kind, cfg.data.task
-    if kind in ("orm", "prm") and task != "arithmetic":
-        raise ValueError(f"{k('train.kind')}={kind!r} needs step/outcome labels: {k('data.task')} must be 'arithmetic'")
-    if kind == "rl" and cfg.rl.reward_model == GOLD and task not in SYNTHETIC_TASKS and not pipeline:
+    spec = cfg.data.task_spec
+    if KINDS[kind] not in spec.offers:
+        offering = [t for t, s in TASKS.items() if KINDS[kind] in s.offers]
+        raise ValueError(
+            f"{k('train.kind')}={kind!r} reads {KINDS[kind]} data; {k('data.task')}={task!r} offers "
+            f"{list(spec.offers)} (tasks with {KINDS[kind]} data: {offering})"
+        )
+    if kind == "rl" and cfg.rl.reward_model == GOLD and spec.judge is None and not pipeline:
         raise ValueError(f"{k('rl.reward_model')}=gold: task {task} has no gold judge; name a reward model")
-    if task in SYNTHETIC_TASKS:
+    if cfg.data.generated:
         rows = cfg.rl.n_prompts if kind == "rl" else cfg.train.batch_size
         key = k("rl.rollout_batch") if kind == "rl" else k("train.batch_size")
         if rows > cfg.data.n_train:
@@ -100,7 +114,7 @@ def _positions(model, k):
 
 
 def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
-    if cfg.data.task not in SYNTHETIC_TASKS and not cfg.data.source_dir:
+    if not cfg.data.generated and not cfg.data.source_dir:
         raise ValueError(
             f"{k('data.source_dir')}: task {cfg.data.task} is read from its original files; name their directory"
         )

@@ -41,14 +41,17 @@ def _alive(pid: int) -> bool:
 
 
 class Lock:
-    """`with Lock(workdir):` an exclusive hold on the workdir, or WorkdirBusy."""
+    """`with Lock(workdir):` an exclusive hold on the workdir, or WorkdirBusy; with
+    wait=True, waits for the holder to let go instead."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, wait: bool = False):
         self.path = os.path.join(workdir, LOCK)
         self.fd: int | None = None
+        self.wait = wait
 
     def __enter__(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        waited = False
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             previous = os.read(fd, 4096).decode(errors="replace").strip()
@@ -57,6 +60,12 @@ class Lock:
             except BlockingIOError:
                 os.close(fd)
                 holder = previous or "holder unknown"
+                if self.wait:
+                    if not waited:
+                        print(f"waiting for {os.path.dirname(self.path)}: in use by {holder}", flush=True)
+                    waited = True
+                    time.sleep(1.0)
+                    continue
                 raise WorkdirBusy(
                     f"--workdir {os.path.dirname(self.path)} is in use by another run ({holder}); "
                     "wait for it to end, or use another --workdir"

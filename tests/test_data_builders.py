@@ -4,9 +4,12 @@ and bad records."""
 import gzip
 import json
 
+import numpy as np
 import pytest
 
 from rlhf_jax.data import builders, formats
+from rlhf_jax.data.tasks import TASKS
+from rlhf_jax.experiment import DataSection
 
 
 def write_jsonl(path, records, gz=False):
@@ -98,6 +101,35 @@ def test_builtin_tasks_are_tfds_datasets_and_deterministic(tmp_path):
     arith = builders.prepare(builders.Arithmetic, str(tmp_path / "c"), config=builders.task_config(n_train=20))
     rows = builders.records(arith, "train")
     assert len(rows) == 20 and all(len(r["step_labels"]) == r["completion"].count("\n") for r in rows)
+
+
+FIELDS = {
+    "sft": {"prompt", "completion"},
+    "preference": {"prompt", "chosen", "rejected"},
+    "labelled": {"prompt", "completion", "outcome", "step_labels"},
+}
+
+
+@pytest.mark.parametrize("name", [n for n, t in TASKS.items() if t.generated])
+def test_every_generated_task_gives_each_kind_it_offers_with_its_fields_and_a_gold_judge(name, tmp_path):
+    task, data = TASKS[name], DataSection(task=name, n_train=6, n_test=3, seed=2)
+    for kind in task.offers:
+        source = task.source(kind)
+        train, test = source.rows(source.prepare(data, str(tmp_path / kind)), data)
+        assert (len(train), len(test)) == (6, 3) and all(FIELDS[kind] <= set(r) for r in train + test), kind
+        assert train != test
+    rows = task.source("sft").rows(task.source("sft").prepare(data, str(tmp_path / "sft")), data)[1]
+    gold = task.judge(rows, [r["completion"] for r in rows])  # the references score as the judge says
+    assert gold.shape == (3,) and np.isfinite(gold).all()
+    with pytest.raises(ValueError, match="offers"):
+        task.source("no-such-kind")
+
+
+def test_a_task_read_from_files_needs_its_directory_and_has_no_gold_judge():
+    task = TASKS["tldr"]
+    assert not task.generated and task.judge is None
+    with pytest.raises(ValueError, match="data.source_dir"):
+        task.source("sft").prepare(DataSection(task="tldr"), "/tmp/unused")
 
 
 def test_bad_records_name_the_file_and_line(tmp_path):

@@ -70,7 +70,6 @@ def test_plots_are_written_from_metrics_and_curves(tmp_path):
 
 
 def test_a_policy_report_on_a_tiny_task(tmp_path):
-    from rlhf_jax.eval.judges import GoldJudge
     from rlhf_jax.eval.policies import compare, evaluate_policy
     from rlhf_jax.loops.data import task_data
     from rlhf_jax.models.config import ModelConfig
@@ -82,7 +81,7 @@ def test_a_policy_report_on_a_tiny_task(tmp_path):
     cfg = ModelConfig(family="gpt2", vocab_size=len(data.tokenizer), d_model=16, n_layers=1, n_heads=2, d_ff=32,
                       max_positions=data.P + data.C)  # fmt: skip
     model, params = init_model(cfg, seed=0)
-    result = compare(model, {"a": params, "b": params}, params, data, [("a", "b")], gold=GoldJudge("summarization"))
+    result = compare(model, {"a": params, "b": params}, params, data, [("a", "b")], gold=data.task.gold)
     figures, curves = result["policies"]["a"], result["curves"]["a"]
     assert result["policies"]["b"] == figures  # the same policy, the same seed
     assert result["a_vs_b"] == {"greedy": {"gold_win_rate": 0.5}, "sampled": {"gold_win_rate": 0.5}}  # all ties
@@ -91,7 +90,7 @@ def test_a_policy_report_on_a_tiny_task(tmp_path):
     assert 0 <= figures["gold_win_rate_vs_reference"] <= 1 and 0 < figures["length"] <= data.C
     assert np.isfinite(figures["perplexity_of_reference"]) and figures["perplexity_of_reference"] > 1
     # sampled in chunks of 4 prompts (the loops' way), the figures have the same names
-    chunked, _, completions = evaluate_policy(model, params, params, data, gold=GoldJudge("summarization"), chunk=4,
+    chunked, _, completions = evaluate_policy(model, params, params, data, gold=data.task.gold, chunk=4,
                                               greedy=False)  # fmt: skip
     assert len(completions["sampled"].texts) == n and set(chunked) == {
         "perplexity_of_reference",
@@ -99,6 +98,6 @@ def test_a_policy_report_on_a_tiny_task(tmp_path):
         "sampled",
     }
     assert chunked["sampled"].keys() == figures["sampled"].keys()
-    gold = GoldJudge("summarization")([data.row(i, "test") for i in range(n)], completions["sampled"].texts)
+    gold = data.task.gold([data.row(i, "test") for i in range(n)], completions["sampled"].texts)
     np.testing.assert_allclose(chunked["sampled"]["gold"]["mean"], gold.mean())
     assert len(curves["normalised_entropy"]) == data.C and set(curves) >= {"top_1_mass", "top_64_mass"}

@@ -51,7 +51,9 @@ def check_summary(workdir, method):
     assert summary["policies"]["sft"]["kl_to_reference"] == 0.0
     for suffix in ("", "_sampled"):
         assert 0 <= summary[f"gold_win_rate_{method}_vs_sft{suffix}"] <= 1
-    assert 0 <= summary["reward_model"]["test_accuracy"] <= 1
+    rm = summary["reward_model"]
+    assert 0 <= rm["test_accuracy"] <= 1 and 0 <= rm["content_probe_accuracy"] <= 1
+    assert 1 <= rm["content_probe_pairs"] <= 16  # the probe's test pairs that fit data.max_prompt_len
     for path in summary["plots"]:
         assert os.path.getsize(path) > 1000
     return summary

@@ -194,6 +194,7 @@ BAD = [
     (RL, "data.task=hh", "data.source_dir"),
     (RL, "data.source_dir=/nonexistent", "data.source_dir"),
     (SFT, "model.vocab_size=10", "model.vocab_size"),
+    (SFT, "train.kind=prm", "data.task"),
     (SFT, "train.batch_size=100", "train.batch_size"),
 ]
 

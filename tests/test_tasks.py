@@ -84,3 +84,17 @@ def test_classification_tasks_are_balanced_deterministic_and_correctly_labelled(
     assert all(C.label(task, r["text"]) == r["label"] for r in rows)
     with pytest.raises(ValueError, match="classification task 'xor'"):
         C.examples("xor", 2, 0)
+
+
+def test_content_probe_pairs_differ_in_one_word_and_only_in_coverage():
+    cfg = S.SummarizationConfig()
+    probes = S.content_probe_examples(200, seed=5)
+    assert probes == S.content_probe_examples(200, seed=5) and len(probes) == 200
+    for ex in probes:
+        chosen, rejected, doc = ex["chosen"].split(), ex["rejected"].split(), ex["document"]
+        assert len(chosen) == len(rejected) == cfg.target_len and len(set(chosen)) == len(set(rejected)) == len(chosen)
+        differ = [i for i in range(len(chosen)) if chosen[i] != rejected[i]]
+        assert len(differ) == 1 and rejected[differ[0]] in doc.split()
+        salient = S.salient_words(doc, cfg.n_topics)
+        assert chosen[differ[0]] in salient and rejected[differ[0]] not in salient
+        np.testing.assert_allclose(S.gold_reward(doc, ex["chosen"]) - S.gold_reward(doc, ex["rejected"]), 0.25)

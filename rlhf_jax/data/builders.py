@@ -159,14 +159,18 @@ class _TaskBuilder(_Quiet, tfds.core.GeneratorBasedBuilder):
 
 
 class SyntheticSummarization(_TaskBuilder):
-    """The built-in summarisation task: `sft` (prompt, completion) and `preference`
-    (prompt, chosen, rejected) configs, generated from the config's seed."""
+    """The built-in summarisation task: `sft` (prompt, completion), `preference` and
+    `probe` (prompt, chosen, rejected) configs, generated from the config's seed."""
 
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
         "1.1.0": "Documents lean more on their topic words; comparisons include early-policy summaries.",
     }
-    BUILDER_CONFIGS = [TaskConfig(name="sft", kind="sft"), TaskConfig(name="preference", kind="preference")]
+    BUILDER_CONFIGS = [
+        TaskConfig(name="sft", kind="sft"),
+        TaskConfig(name="preference", kind="preference"),
+        TaskConfig(name="probe", kind="probe"),
+    ]
 
     def features(self):
         return {**(SFT if self.builder_config.kind == "sft" else PAIR), "document": tfds.features.Text()}
@@ -174,6 +178,8 @@ class SyntheticSummarization(_TaskBuilder):
     def examples(self, n, seed):
         if self.builder_config.kind == "sft":
             return summarization.sft_examples(n, seed)
+        if self.builder_config.kind == "probe":
+            return summarization.content_probe_examples(n, seed)
         return [
             {k: v for k, v in ex.items() if k != "gold_margin"} for ex in summarization.preference_examples(n, seed)
         ]

@@ -16,7 +16,6 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.data import batching
-from rlhf_jax.tasks import gold_judge
 
 TLDR_PROMPT = """Which of the following summaries does a better job of summarizing the most \
 important points in the given forum post, without including unimportant or irrelevant details? \
@@ -103,16 +102,6 @@ class LMJudge:
             elif verdict is not None:
                 out[i] = float((verdict == "A") != swap[i])
         return out
-
-
-class GoldJudge:
-    """The built-in task's gold reward of each (record, completion)."""
-
-    def __init__(self, task: str):
-        self.judge = gold_judge(task)
-
-    def __call__(self, records: Sequence[dict], completions: Sequence[str]) -> np.ndarray:
-        return np.asarray([self.judge(r, c) for r, c in zip(records, completions, strict=True)], np.float64)
 
 
 class RewardModelJudge:

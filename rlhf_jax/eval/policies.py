@@ -19,6 +19,7 @@ pairs of policies, by the gold reward or else by the reward model.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -27,7 +28,7 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.batches import PreferenceBatch
 from rlhf_jax.data.tokenizer import completion_texts
 from rlhf_jax.eval import metrics
-from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
+from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.sampling import Sampler, SamplingConfig
 
 TOP_KS = (1, 16, 32, 64)
@@ -104,7 +105,7 @@ def evaluate_policy(
     ref_params,
     data,
     *,
-    gold: GoldJudge | None = None,
+    gold: Callable[[Sequence[dict], Sequence[str]], np.ndarray] | None = None,
     rm_judge: RewardModelJudge | None = None,
     temperature: float = 1.0,
     seed: int = 0,

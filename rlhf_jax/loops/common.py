@@ -1,5 +1,6 @@
-"""What every loop shares: the resumable driver (`drive`), minibatch training over a
-fixed data set (`train`) and held-out loss means (`evaluate`), metrics logging, signal
+"""What every loop shares: the one run skeleton (`run_loop`, which a loop kind fills in
+with a `Loop`), the resumable driver (`drive`), minibatch training over a fixed data set
+(`fixed_data_loop`) and held-out loss means (`evaluate`), metrics logging, signal
 handling, model construction from a checkpoint, the held-out report of a policy
 (`held_out_report`) and the end-of-run outputs.
 
@@ -30,8 +31,9 @@ from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.compiles import CompileCounter
 from rlhf_jax.data import batching
 from rlhf_jax.eval import policies as policy_eval
-from rlhf_jax.eval.judges import GoldJudge, RewardModelJudge
-from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
+from rlhf_jax.eval.judges import RewardModelJudge
+from rlhf_jax.experiment import KINDS, ExperimentConfig
+from rlhf_jax.loops.data import task_data
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
 from rlhf_jax.models.transformer import init_model, with_remat
 from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
@@ -229,9 +231,39 @@ def drive(
     return Trained(state, last, resumed_from)
 
 
-def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch, n_train: int):
-    """Minibatch training over the rows of a fixed data set, resumable (the loader's
-    position is saved). Returns `common.Trained`, or None when stopped."""
+@dataclasses.dataclass
+class Loop:
+    """What a loop kind fills in of the one run skeleton (`run_loop`): the model it
+    exports, the initial train state, its resumable progress, one step
+    `advance(state, i) -> (state, metrics)`, the held-out report of the trained run, and
+    which parameters of the final state are exported."""
+
+    model: Any
+    state: Any
+    progress: Progress
+    advance: Callable[[Any, int], tuple[Any, dict]]
+    report: Callable[[Trained], dict]
+    export: Callable[[Any], Any] = lambda state: state.params
+
+
+def run_loop(cfg: ExperimentConfig, workdir: str, build: Callable[[ExperimentConfig, Any, Any], Loop]) -> dict:
+    """The one run skeleton of every train.kind: the task's data (the kind
+    `experiment.KINDS` names) -> `build(cfg, data, mesh)` -> `drive` -> the loop's report
+    -> HF export and summary.json. Returns the summary, or {"stopped": True} when a
+    signal stopped the run (after saving)."""
+    data = task_data(cfg, workdir, KINDS[cfg.train.kind])
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    loop = build(cfg, data, mesh)
+    result = drive(cfg, workdir, mesh, loop.state, loop.progress, loop.advance)
+    if result is None:
+        return {"stopped": True}
+    summary = {"steps": cfg.train.steps, **loop.report(result)}
+    return finish(workdir, summary, loop.model, loop.export(result.state), data.tokenizer, result)
+
+
+def fixed_data_loop(cfg: ExperimentConfig, mesh, model, params, loss_fn, make_batch, n_train: int, report) -> Loop:
+    """A `Loop` of minibatch training over the n_train rows of a fixed data set
+    (`make_batch(rows)`), resumable (the loader's position is saved)."""
     optimizer = make_optimizer(cfg.optim)
     state = init_state(params, optimizer)
     loader = batching.Loader(n_train, cfg.train.batch_size, cfg.train.seed)
@@ -242,7 +274,7 @@ def train(cfg: ExperimentConfig, workdir: str, mesh, params, loss_fn, make_batch
     def advance(state, i):
         return step_fn(state, mesh_lib.put_rows(make_batch, next(loader), mesh))
 
-    return drive(cfg, workdir, mesh, state, loader, advance)
+    return Loop(model, state, loader, advance, report)
 
 
 def evaluate(loss_fn, params, batch_of, n: int, batch_size: int) -> dict[str, float]:
@@ -316,7 +348,7 @@ def held_out_report(
     test prompt at the training temperature from each named policy, in sampler calls of
     rl.rollout_batch prompts; judged by the gold reward (built-in tasks) and the reward
     model (when there is one); "policy" against "reference" head to head."""
-    gold = GoldJudge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
+    gold = data.task.judge
     rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C) if rm is not None else None
     pairs = [("policy", "reference")] if "reference" in named_params and (gold or rm_judge) else []
     return policy_eval.compare(

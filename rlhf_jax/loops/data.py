@@ -14,15 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
-from rlhf_jax.data import batching, builders, formats
-from rlhf_jax.data.tokenizer import train_tokenizer
+from rlhf_jax.data import batching
+from rlhf_jax.data.tasks import Task
+from rlhf_jax.data.tokenizer import completion_texts, train_tokenizer
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.models.hf import load_tokenizer
 from rlhf_jax.workdir import checkpoint_dir
-
-BUILDERS = {"summarization": builders.SyntheticSummarization, "arithmetic": builders.Arithmetic}
 
 
 def process_0_first(name: str, make: Callable):
@@ -35,53 +35,13 @@ def process_0_first(name: str, make: Callable):
     return out
 
 
-# Real data sets: (builder, subdirectory of data.source_dir, train split, test splits in order of preference)
-REAL = {
-    ("tldr", "sft"): (builders.TldrSft, "sft", "train", ("test", "valid")),
-    ("tldr", "preference"): (builders.TldrComparisons, "comparisons", "train", ("valid1", "valid2")),
-    ("hh", "sft"): (builders.HhRlhf, "", "train", ("test",)),
-    ("hh", "preference"): (builders.HhRlhf, "", "train", ("test",)),
-}
-
-
-def task_rows(cfg: ExperimentConfig, workdir: str, kind: str):
-    """Train and test rows of the task: kind "sft" (prompt, completion) or "preference"
-    (prompt, chosen, rejected); the arithmetic task gives its solutions with step and
-    outcome labels. HH has no SFT split: its SFT rows are the prompts with the chosen
-    response (as the RLOO paper, appendix C)."""
+def task_rows(cfg: ExperimentConfig, workdir: str, kind: str) -> tuple[list[dict], list[dict]]:
+    """Train and test rows of the task's `kind` of data (`data.tasks.DATA_KINDS`),
+    prepared once through TFDS (by process 0 first)."""
+    source = cfg.data.task_spec.source(kind)
     data_dir = cfg.data.data_dir or os.path.join(workdir, "tfds")
-    if (cfg.data.task, kind) in REAL:
-        return real_rows(cfg, data_dir, kind)
-    if cfg.data.task == "arithmetic":
-        kind = "default"
-    config = builders.task_config(kind, cfg.data.seed, cfg.data.n_train, cfg.data.n_test)
-    builder = process_0_first(
-        "task data prepared", lambda: builders.prepare(BUILDERS[cfg.data.task], data_dir, config=config)
-    )
-    return builders.records(builder, "train"), builders.records(builder, "test")
-
-
-def real_rows(cfg: ExperimentConfig, data_dir: str, kind: str):
-    """The first data.n_train / data.n_test rows (0 = all) of a real data set, prepared
-    once from the original files in data.source_dir."""
-    builder_cls, sub, train_split, test_splits = REAL[(cfg.data.task, kind)]
-    source = cfg.data.source_dir
-    if not source:
-        raise ValueError(f"data.source_dir: task {cfg.data.task} needs the directory of its original files")
-    if sub and os.path.isdir(os.path.join(source, sub)):
-        source = os.path.join(source, sub)
-    builder = process_0_first("task data prepared", lambda: builders.prepare(builder_cls, data_dir, source_dir=source))
-    splits = set(builder.info.splits.keys())
-    test_split = next((s for s in test_splits if s in splits), None)
-    if train_split not in splits or test_split is None:
-        raise ValueError(
-            f"data.source_dir={source}: {builder_cls.__name__} found splits {sorted(splits)}; "
-            f"needs {train_split} and one of {list(test_splits)}"
-        )
-    train, test = builders.records(builder, train_split), builders.records(builder, test_split)
-    if cfg.data.task == "hh" and kind == "sft":
-        train, test = formats.hh_sft_view(train), formats.hh_sft_view(test)
-    return train[: cfg.data.n_train or None], test[: cfg.data.n_test or None]
+    builder = process_0_first("task data prepared", lambda: source.prepare(cfg.data, data_dir))
+    return source.rows(builder, cfg.data)
 
 
 def tokenizer_for(cfg: ExperimentConfig, rows, workdir: str):
@@ -115,8 +75,10 @@ def with_pad(tokenizer):
 
 @dataclasses.dataclass
 class TaskData:
-    """A task's rows, tokenised train and test sets, and how to lay out their batches."""
+    """A task's rows of one kind of data, tokenised train and test sets, how to lay out
+    their batches, and the task's judge of decoded completions (`gold`)."""
 
+    task: Task
     tokenizer: Any
     train_rows: list[dict]
     test_rows: list[dict]
@@ -125,6 +87,7 @@ class TaskData:
     make: Callable  # (encoded, rows, P, C, pad) -> batch
     P: int
     C: int
+    other: Callable[[str], TaskData]  # another kind of the same task's data, with the same tokenizer
 
     def batch(self, rows, split: str = "train"):
         enc = self.train if split == "train" else self.test
@@ -146,15 +109,27 @@ class TaskData:
         enc, rows = (self.train, self.train_rows) if split == "train" else (self.test, self.test_rows)
         return rows[enc.kept[i]]
 
+    def texts(self, tokens, mask) -> list[str]:
+        """The completion texts of sampled [N, C] tokens and mask (host or device)."""
+        return completion_texts(self.tokenizer, mesh_lib.to_host(tokens), mesh_lib.to_host(mask))[0]
+
+    def gold(self, rows, texts, split: str = "train") -> np.ndarray | None:
+        """[N] gold reward of each completion text for encoded row rows[n], or None when
+        the task has no gold judge."""
+        if self.task.gold_reward is None:
+            return None
+        return self.task.gold([self.row(int(r), split) for r in rows], texts)
+
 
 def task_data(cfg: ExperimentConfig, workdir: str, kind: str) -> TaskData:
-    """kind "sft" (prompt, completion) or "preference" (prompt, chosen, rejected)."""
+    """The task's `kind` of data (`data.tasks.DATA_KINDS`), tokenised; "preference" rows
+    are laid out as pairs, the others as (prompt, completion)."""
     train_rows, test_rows = task_rows(cfg, workdir, kind)
     tokenizer = tokenizer_for(cfg, train_rows, workdir)
     P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
-    fields, make = (
-        (("completion",), batching.sft_batch) if kind == "sft" else (("chosen", "rejected"), batching.preference_batch)
-    )
+    pairs = kind in ("preference", "probe")
+    fields = ("chosen", "rejected") if pairs else ("completion",)
+    make = batching.preference_batch if pairs else batching.sft_batch
     train_set = batching.encode(tokenizer, train_rows, P, C, completions=fields)
     test_set = batching.encode(tokenizer, test_rows, P, C, completions=fields)
     print(f"train data: {train_set.report()}")
@@ -163,4 +138,5 @@ def task_data(cfg: ExperimentConfig, workdir: str, kind: str) -> TaskData:
             f"data: no usable examples (train {len(train_set.kept)}, test {len(test_set.kept)}); "
             f"data.max_prompt_len={P} may be too small"
         )
-    return TaskData(tokenizer, train_rows, test_rows, train_set, test_set, make, P, C)
+    other = lambda other_kind: task_data(cfg, workdir, other_kind)  # noqa: E731
+    return TaskData(cfg.data.task_spec, tokenizer, train_rows, test_rows, train_set, test_set, make, P, C, other)

@@ -19,9 +19,9 @@ import numpy as np
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.batches import KTOBatch
 from rlhf_jax.data import batching
-from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig
-from rlhf_jax.loops.common import build_model, evaluate, finish, held_out_report, train
-from rlhf_jax.loops.data import TaskData, task_data
+from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop, held_out_report
+from rlhf_jax.loops.data import TaskData
 from rlhf_jax.losses.preference import completion_logps, kto_loss, preference_loss
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.workdir import checkpoint_dir
@@ -63,12 +63,10 @@ def reference_filler(model, ref_params, kto: bool):
     return fill
 
 
-def run_preference(cfg: ExperimentConfig, workdir: str) -> dict:
+def preference(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     """Train the policy on preference pairs; report held-out loss, preference accuracy
     and a sampled evaluation against the reference (gold reward, KL, win-rate)."""
     pcfg = cfg.preference.loss_config()
-    data = task_data(cfg, workdir, "preference")
-    mesh = mesh_lib.make_mesh(cfg.mesh)
     model, params = build_model(cfg, len(data.tokenizer), mesh)
     if cfg.preference.reference:
         ref_model, ref_params = load_hf(checkpoint_dir(cfg.preference.reference), mesh=mesh)
@@ -84,13 +82,13 @@ def run_preference(cfg: ExperimentConfig, workdir: str) -> dict:
         host = (lambda local: kto_rows(data, local, split)) if kto else (lambda local: data.batch(local, split))
         return fill(mesh_lib.put_rows(host, rows, mesh))
 
-    result = train(cfg, workdir, mesh, params, loss_fn, make, len(data.train.kept))
-    if result is None:
-        return {"stopped": True}
-    state, last = result.state, result.last
-    test = evaluate(loss_fn, state.params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size)
-    summary = {"steps": cfg.train.steps, "objective": pcfg.objective, "train": last, "held_out": test}
-    named = {"policy": state.params, "reference": ref_params} if ref_model is model else {"policy": state.params}
-    if cfg.data.task in SYNTHETIC_TASKS:  # sampled completions judged by the task's gold reward
-        summary["test"] = held_out_report(cfg, data, model, named, ref_params, mesh)
-    return finish(workdir, summary, model, state.params, data.tokenizer, result)
+    def report(trained: Trained) -> dict:
+        params = trained.state.params
+        test = evaluate(loss_fn, params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size)
+        summary = {"objective": pcfg.objective, "train": trained.last, "held_out": test}
+        named = {"policy": params, "reference": ref_params} if ref_model is model else {"policy": params}
+        if data.task.judge is not None:  # sampled completions judged by the task's gold reward
+            summary["test"] = held_out_report(cfg, data, model, named, ref_params, mesh)
+        return summary
+
+    return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,17 +31,14 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
-from rlhf_jax.batches import Rollout
+from rlhf_jax.batches import Rollout, Scored
 from rlhf_jax.data import batching
-from rlhf_jax.data.tokenizer import completion_texts
-from rlhf_jax.experiment import SYNTHETIC_TASKS, ExperimentConfig, RLSection
-from rlhf_jax.loops.common import build_model, drive, finish, held_out_report, load_scalar, scalar_from_lm
-from rlhf_jax.loops.data import task_data
+from rlhf_jax.experiment import ExperimentConfig, RLSection
+from rlhf_jax.loops.common import Loop, build_model, held_out_report, load_scalar, scalar_from_lm
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
 from rlhf_jax.models.transformer import param_shardings, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
-from rlhf_jax.tasks import gold_judge
 from rlhf_jax.train_step import (
     init_state,
     make_optimizer,
@@ -96,13 +94,12 @@ def make_loss(rl: RLSection, policy, critic, completion_len: int = 0):
 
 
 def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int = 0):
-    """The compiled scoring step: (params, ref_params, batch, beta, baseline, key) ->
-    (Rollout, new baseline, metrics), with rl's advantage estimator (`rollout.estimate`).
-    `batch` holds tokens/mask/completion mask [N, T],
-    scores [N] and ended [N] (whether the completion emitted EOS), optionally "logps" [N, L]
-    (log pi_old of the L completion tokens, from the sampler; else a forward computes them),
-    and, for an estimator with a greedy rollout (ReMax), the same for one greedy completion
-    per prompt under "greedy". completion_len as in `make_loss`."""
+    """The compiled scoring step: (params, ref_params, scored, greedy, beta, baseline, key)
+    -> (Rollout, new baseline, metrics), with rl's advantage estimator (`rollout.estimate`).
+    `scored`: the k samples per prompt (`batches.Scored`); `greedy`: one greedy completion
+    per prompt for an estimator with a greedy rollout (ReMax), else None. log pi_old is the
+    sampler's (rl.old_logps "sampler") or a training forward's ("forward").
+    completion_len as in `make_loss`."""
     temperature = rl.temperature  # (T is a sequence length elsewhere)
 
     def shaped_scores(scores_B, ended_B, key):
@@ -111,29 +108,30 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             r = r + rl.reward_noise * jax.random.normal(key, r.shape)
         return r
 
-    def old_logps(policy_params, batch):
+    def old_logps(policy_params, s: Scored):
         """[N, T] token-aligned: the sampler's completion log-probs after zeros for the prompt."""
-        if "logps" not in batch:
-            return policy.token_logps(policy_params, batch["tokens"], batch["mask"], temperature, completion_len)
-        return jnp.pad(batch["logps"], ((0, 0), (batch["tokens"].shape[1] - batch["logps"].shape[1], 0)))
+        if rl.old_logps == "forward":
+            return policy.token_logps(policy_params, s.tokens_NxT, s.mask_NxT, temperature, completion_len)
+        return jnp.pad(s.logps_NxC, ((0, 0), (s.tokens_NxT.shape[1] - s.logps_NxC.shape[1], 0)))
 
-    def experience(params, ref_params, batch, beta, baseline, key):
+    def experience(params, ref_params, scored: Scored, greedy: Scored | None, beta, baseline, key):
         policy_params = params["policy"] if critic is not None else params
-        tokens, mask, cmask = batch["tokens"], batch["mask"], batch["completion_mask"]
-        old = old_logps(policy_params, batch)
+        tokens, mask, cmask = scored.tokens_NxT, scored.mask_NxT, scored.completion_mask_NxT
+        old = old_logps(policy_params, scored)
         ref = policy.token_logps(ref_params, tokens, mask, temperature, completion_len)
         noise_key, greedy_key = jax.random.split(key)
-        r_B = shaped_scores(batch["scores"], batch["ended"], noise_key)
+        r_B = shaped_scores(scored.scores_N, scored.ended_N, noise_key)
         values = None
         if critic is not None:
             values = policy_losses.aligned_values(critic, params["value"], tokens, mask) * cmask
         greedy_R = None
-        if "greedy" in batch:
-            g = batch["greedy"]
-            g_old = old_logps(policy_params, g)
-            g_ref = policy.token_logps(ref_params, g["tokens"], g["mask"], temperature, completion_len)
-            g_r = shaped_scores(g["scores"], g["ended"], greedy_key)
-            greedy_R, _ = rl_math.sequence_kl_reward(g_r, g_old, g_ref, g["completion_mask"], beta, rl.kl_estimator)
+        if rl.estimator.greedy_rollout:
+            g_old = old_logps(policy_params, greedy)
+            g_ref = policy.token_logps(ref_params, greedy.tokens_NxT, greedy.mask_NxT, temperature, completion_len)
+            g_r = shaped_scores(greedy.scores_N, greedy.ended_N, greedy_key)
+            greedy_R, _ = rl_math.sequence_kl_reward(
+                g_r, g_old, g_ref, greedy.completion_mask_NxT, beta, rl.kl_estimator
+            )
         est = rl_math.estimate(
             rl.estimator.name, r_B, old, ref, cmask, beta=beta, k=k, kl_estimator=rl.kl_estimator,
             values_BxT=values, baseline=baseline, greedy_rewards_P=greedy_R, gamma=rl.gamma, lam=rl.lam,
@@ -154,14 +152,14 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         )
         lengths = cmask.sum(-1).astype(jnp.float32)
         metrics = {
-            "score": batch["scores"].mean(),
-            "score_std": batch["scores"].std(),
+            "score": scored.scores_N.mean(),
+            "score_std": scored.scores_N.std(),
             "reward": est.rewards_B.mean(),
             "kl": est.kl_B.mean(),
             "kl_k1": masked_sum(old - ref, cmask, axis=-1).mean(),
             "beta": beta,
             "length": lengths.mean(),
-            "ended": batch["ended"].astype(jnp.float32).mean(),
+            "ended": scored.ended_N.astype(jnp.float32).mean(),
         }
         if est.baseline is not None:
             metrics["baseline"], baseline = est.baseline.mean, est.baseline
@@ -193,29 +191,21 @@ def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
 
 
 class Scorer:
-    """The training reward r(x, y) of sampled completions: a reward model (compiled) or the task's gold judge
-    (host, on the decoded text). `gold` gives the gold judge's scores (a metric) where the
-    task has one (the built-in tasks), else None."""
+    """The training reward r(x, y) of sampled completions: a reward model (compiled) or
+    the task's gold judge (host, on the decoded text). `gold` gives the gold judge's
+    scores (a metric) where the task has one, else None."""
 
-    def __init__(self, cfg: ExperimentConfig, data, rm=None, rm_params=None):
+    def __init__(self, data, rm=None, rm_params=None):
         self.data, self.rm, self.rm_params = data, rm, rm_params
-        self.judge = gold_judge(cfg.data.task) if cfg.data.task in SYNTHETIC_TASKS else None
-        if self.judge is None and rm is None:
-            raise ValueError(f"rl.reward_model=gold: task {cfg.data.task} has no gold judge; name a reward model")
+        if data.task.judge is None and rm is None:
+            raise ValueError(f"rl.reward_model=gold: task {data.task.name} has no gold judge; name a reward model")
         self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
-
-    def texts(self, samples) -> list[str]:
-        return completion_texts(self.data.tokenizer, mesh_lib.to_host(samples.tokens), mesh_lib.to_host(samples.mask))[
-            0
-        ]
 
     def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
         """rows: the encoded row of each sample."""
-        if self.judge is None:
+        if self.data.task.judge is None:
             return None
-        texts = self.texts(samples)
-        records = [self.data.row(int(r), split) for r in rows]
-        return np.asarray([self.judge(rec, t) for rec, t in zip(records, texts, strict=True)], np.float32)
+        return self.data.gold(rows, self.data.texts(samples.tokens, samples.mask), split).astype(np.float32)
 
     def __call__(self, samples, sequences, rows, split: str = "train"):
         """(scores [N] as a device or host array, gold scores [N] on the host or None)."""
@@ -260,7 +250,7 @@ class Iteration:
     `iteration(state, progress, prompts, pmask, rows, i) -> (state, metrics)` samples k
     completions per prompt, scores them, runs the `experience` step and the scanned
     update, and adapts beta. `scorer(samples, sequences, rows, split) -> (scores, gold or
-    None)`. `run_rl` drives it; bench/rloo_iteration.py times it."""
+    None)`. `rl` builds it into the run's `Loop`; bench/rloo_iteration.py times it."""
 
     def __init__(self, cfg: ExperimentConfig, policy, critic, ref_params, scorer, state, eos_id: int, pad_id: int,
                  max_new_tokens: int, mesh):  # fmt: skip
@@ -294,36 +284,27 @@ class Iteration:
         p = state.params["policy"] if self.critic is not None else state.params
         return jax.device_put(p, self.sample_shardings) if self.sample_shardings is not None else p
 
-    def sample_scored(self, sampler, params, prompts, pmask, rows, key, split="train"):
-        """(batch for `experience`, gold scores or None)."""
+    def sample_scored(self, sampler, params, prompts, pmask, rows, key, split="train") -> tuple[Scored, Any]:
+        """(the samples with their scores, gold scores or None)."""
         samples = sampler(params, prompts, pmask, key)
         sequences = samples.sequences()
         n = samples.tokens.shape[0] // prompts.shape[0]
         scores, gold = self.scorer(samples, sequences, np.repeat(rows, n), split)
-        tokens, mask, cmask = sequences
-        batch = {
-            "tokens": tokens,
-            "mask": mask,
-            "completion_mask": cmask,
-            "scores": scores,
-            "ended": ended(samples, self.eos_id),
-        }
-        if self.rl.old_logps == "sampler":
-            batch["logps"] = samples.logps
-        return batch, gold
+        return Scored(*sequences, samples.logps, jnp.asarray(scores), ended(samples, self.eos_id)), gold
 
     def __call__(self, state, progress: RLProgress, prompts, pmask, rows, i: int):
         rl = self.rl
         key = jax.random.fold_in(self.base_key, i)
         sample_key, greedy_key, noise_key = jax.random.split(key, 3)
         params_s = self.for_sampling(state)
-        batch, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
+        scored, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
+        greedy = None
         if rl.estimator.greedy_rollout:
-            batch["greedy"], _ = self.sample_scored(self.greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
+            greedy, _ = self.sample_scored(self.greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
         # placed like the step's outputs, so the first call's program serves every later one
         beta, baseline = jax.device_put((progress.beta, progress.baseline), self.replicated)
         rollout, progress.baseline, metrics = self.experience(
-            state.params, self.ref_params, batch, beta, baseline, noise_key
+            state.params, self.ref_params, scored, greedy, beta, baseline, noise_key
         )
         state, update_metrics = self.update(state, rollout, minibatch_order(rl, self.cfg.train.seed, i))
         if rl.target_kl:
@@ -334,13 +315,11 @@ class Iteration:
         return state, {**update_metrics, **metrics, **gold}
 
 
-def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
+def rl(cfg: ExperimentConfig, data, mesh) -> Loop:
     """Online RL with the estimator of cfg.rl; see the module docstring."""
     rl = cfg.rl
-    data = task_data(cfg, workdir, "sft")
-    mesh = mesh_lib.make_mesh(cfg.mesh)
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, len(data.tokenizer), mesh)
-    scorer = Scorer(cfg, data, rm, rm_params)
+    scorer = Scorer(data, rm, rm_params)
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(
         cfg, policy, critic, ref_params, scorer, state, data.tokenizer.eos_token_id, data.tokenizer.pad_token_id,
@@ -357,12 +336,12 @@ def run_rl(cfg: ExperimentConfig, workdir: str) -> dict:
         prompts, pmask = mesh_lib.put_rows(data.prompts, rows, mesh, mesh_lib.SAMPLE_RULES)
         return iteration(state, progress, prompts, pmask, rows, i)
 
-    result = drive(cfg, workdir, mesh, state, progress, advance)
-    if result is None:
-        return {"stopped": True}
-    state = result.state
-    final = state.params["policy"] if critic is not None else state.params
-    summary = {"steps": cfg.train.steps, "train": result.last}
-    named = {"policy": final, "reference": ref_params}
-    summary["test"] = held_out_report(cfg, data, policy, named, ref_params, mesh, rm, rm_params)
-    return finish(workdir, summary, policy, final, data.tokenizer, result)
+    def export(state):
+        return state.params["policy"] if critic is not None else state.params
+
+    def report(trained) -> dict:
+        named = {"policy": export(trained.state), "reference": ref_params}
+        test = held_out_report(cfg, data, policy, named, ref_params, mesh, rm, rm_params)
+        return {"train": trained.last, "test": test}
+
+    return Loop(policy, state, progress, advance, report, export)

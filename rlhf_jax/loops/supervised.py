@@ -1,20 +1,20 @@
 """Supervised loops: SFT, and the reward models (Bradley-Terry on pairs, ORM on outcome
-labels, PRM on per-step labels). Each trains with `common.drive` and ends with its
-held-out figures in summary.json and an HF export."""
+labels, PRM on per-step labels). Each is a `common.Loop` over a fixed data set that the
+run skeleton (`common.run_loop`) trains, reports on the test split and exports."""
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.batches import NO_STEP
 from rlhf_jax.experiment import ExperimentConfig
-from rlhf_jax.loops.common import build_model, evaluate, finish, train
-from rlhf_jax.loops.data import TaskData, task_data
+from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop
+from rlhf_jax.loops.data import TaskData
 from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
 
@@ -23,51 +23,53 @@ from rlhf_jax.losses.sft import sft_loss
 PRM_LABEL_TEXT = ("-", "=", "+")
 
 
-def run_sft(cfg: ExperimentConfig, workdir: str) -> dict:
-    """Supervised fine-tuning on the task's reference completions."""
-    data = task_data(cfg, workdir, "sft")
-    mesh = mesh_lib.make_mesh(cfg.mesh)
+def held_out(cfg: ExperimentConfig, data: TaskData, loss_fn, make) -> Callable[[Trained], dict]:
+    """A report of the loss's held-out means over the test split (`make(rows, split)`)
+    with the last logged training loss."""
+
+    def report(trained: Trained) -> dict:
+        test = evaluate(
+            loss_fn, trained.state.params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size
+        )
+        return {"train_loss": trained.last.get("loss"), **{f"test_{k}": v for k, v in test.items()}}
+
+    return report
+
+
+def sft(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
+    """Supervised fine-tuning on the task's reference completions; reports the test
+    split's token NLL and perplexity."""
     model, params = build_model(cfg, len(data.tokenizer), mesh)
     loss_fn = functools.partial(sft_loss, model=model, prompt_weight=cfg.train.prompt_loss_weight)
-    result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
-    if result is None:
-        return {"stopped": True}
-    state, last = result.state, result.last
-    test_nll = float(jax.jit(loss_fn)(state.params, data.test_batch())[1]["nll"])
-    summary = {"steps": cfg.train.steps, "train_loss": last.get("loss"), "test_nll": test_nll}
-    summary["test_ppl"] = math.exp(test_nll)
-    return finish(workdir, summary, model, state.params, data.tokenizer, result)
+
+    def report(trained: Trained) -> dict:
+        test_nll = float(jax.jit(loss_fn)(trained.state.params, data.test_batch())[1]["nll"])
+        return {"train_loss": trained.last.get("loss"), "test_nll": test_nll, "test_ppl": math.exp(test_nll)}
+
+    return fixed_data_loop(cfg, mesh, model, params, loss_fn, data.batch, len(data.train.kept), report)
 
 
-def run_reward(cfg: ExperimentConfig, workdir: str) -> dict:
+def reward(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     """A Bradley-Terry reward model on the task's preference pairs; reports held-out
-    pairwise accuracy."""
-    data = task_data(cfg, workdir, "preference")
-    mesh = mesh_lib.make_mesh(cfg.mesh)
+    pairwise accuracy, and where the task has a content probe (pairs of equal form that
+    only what they say separates) the share of its test pairs ranked right."""
     model, params = build_model(cfg, len(data.tokenizer), mesh, head="scalar")
     loss_fn = functools.partial(pair_loss, model=model)
-    result = train(cfg, workdir, mesh, params, loss_fn, data.batch, len(data.train.kept))
-    if result is None:
-        return {"stopped": True}
-    state, last = result.state, result.last
-    test = evaluate(loss_fn, state.params, data.test_batch_of, len(data.test.kept), cfg.train.batch_size)
-    summary = {
-        "steps": cfg.train.steps,
-        "train_loss": last.get("loss"),
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
-        "test_pairs": len(data.test.kept),
-    }
-    return finish(workdir, summary, model, state.params, data.tokenizer, result)
+    means = held_out(cfg, data, loss_fn, data.batch)
+
+    def report(trained: Trained) -> dict:
+        test = means(trained)
+        out = {k: test[k] for k in ("train_loss", "test_loss", "test_accuracy")} | {"test_pairs": len(data.test.kept)}
+        if "probe" in data.task.offers:
+            probe = data.other("probe")
+            ranked = held_out(cfg, probe, loss_fn, probe.batch)(trained)
+            out |= {"content_probe_accuracy": ranked["test_accuracy"], "content_probe_pairs": len(probe.test.kept)}
+        return out
+
+    return fixed_data_loop(cfg, mesh, model, params, loss_fn, data.batch, len(data.train.kept), report)
 
 
 # ----------------------------------------------------------------------------- ORM / PRM
-
-
-def labelled_data(cfg: ExperimentConfig, workdir: str) -> TaskData:
-    if cfg.data.task != "arithmetic":
-        raise ValueError(f"train.kind={cfg.train.kind!r} needs step/outcome labels: data.task must be 'arithmetic'")
-    return task_data(cfg, workdir, "sft")
 
 
 def orm_batch(data: TaskData, rows, split: str = "train") -> dict:
@@ -117,38 +119,30 @@ def prm_label_ids(tokenizer) -> tuple[int, ...]:
     return tuple(i[0] for i in ids)
 
 
-def run_orm(cfg: ExperimentConfig, workdir: str) -> dict:
-    """An outcome reward model: a scalar head trained on whether the final answer is right."""
-    data = labelled_data(cfg, workdir)
-    mesh = mesh_lib.make_mesh(cfg.mesh)
+def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
+    """An outcome reward model: a scalar head trained on whether the final answer is
+    right; reports held-out accuracy beside the majority-class baseline."""
     model, params = build_model(cfg, len(data.tokenizer), mesh, head="scalar")
 
     def loss_fn(params, batch):
         return orm_loss(params, batch["tokens_BxT"], batch["mask_BxT"], batch["labels_B"], model)
 
-    result = train(cfg, workdir, mesh, params, loss_fn, lambda rows: orm_batch(data, rows), len(data.train.kept))
-    if result is None:
-        return {"stopped": True}
-    state, last = result.state, result.last
-    test = evaluate(
-        loss_fn, state.params, lambda rows: orm_batch(data, rows, "test"), len(data.test.kept), cfg.train.batch_size
-    )
-    positive = np.mean([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
-    summary = {
-        "steps": cfg.train.steps,
-        "train_loss": last.get("loss"),
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
-        "test_majority_baseline": float(max(positive, 1 - positive)),
-    }
-    return finish(workdir, summary, model, state.params, data.tokenizer, result)
+    make = lambda rows, split="train": orm_batch(data, rows, split)  # noqa: E731
+    means = held_out(cfg, data, loss_fn, make)
+
+    def report(trained: Trained) -> dict:
+        test = means(trained)
+        positive = np.mean([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
+        return {k: test[k] for k in ("train_loss", "test_loss", "test_accuracy")} | {
+            "test_majority_baseline": float(max(positive, 1 - positive))
+        }
+
+    return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)
 
 
-def run_prm(cfg: ExperimentConfig, workdir: str, max_steps: int = 8) -> dict:
+def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = 8) -> Loop:
     """A process reward model: the LM predicts each step's label (negative / neutral /
     positive) as one of three label tokens at the step's last token (PRM800K)."""
-    data = labelled_data(cfg, workdir)
-    mesh = mesh_lib.make_mesh(cfg.mesh)
     model, params = build_model(cfg, len(data.tokenizer), mesh)
     label_ids = prm_label_ids(data.tokenizer)
 
@@ -159,15 +153,10 @@ def run_prm(cfg: ExperimentConfig, workdir: str, max_steps: int = 8) -> dict:
         )  # fmt: skip
 
     make = lambda rows, split="train": prm_batch(data, rows, max_steps, split)  # noqa: E731
-    result = train(cfg, workdir, mesh, params, loss_fn, make, len(data.train.kept))
-    if result is None:
-        return {"stopped": True}
-    state, last = result.state, result.last
-    test = evaluate(loss_fn, state.params, lambda rows: make(rows, "test"), len(data.test.kept), cfg.train.batch_size)
-    summary = {
-        "steps": cfg.train.steps,
-        "train_loss": last.get("loss"),
-        "test_loss": test["loss"],
-        "test_step_accuracy": test["step_accuracy"],
-    }
-    return finish(workdir, summary, model, state.params, data.tokenizer, result)
+    means = held_out(cfg, data, loss_fn, make)
+
+    def report(trained: Trained) -> dict:
+        test = means(trained)
+        return {k: test[k] for k in ("train_loss", "test_loss", "test_step_accuracy")}
+
+    return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)

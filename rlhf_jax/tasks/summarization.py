@@ -158,6 +158,37 @@ def preference_examples(n: int, seed: int, cfg: SummarizationConfig = Summarizat
     return out
 
 
+def content_probe_examples(n: int, seed: int, cfg: SummarizationConfig = SummarizationConfig()) -> list[dict]:
+    """{"prompt", "chosen", "rejected", "document"}: two summaries of target_len distinct
+    words in the same order that differ in one word only: a salient word of the document
+    in "chosen", a non-salient word of the document in "rejected". Their gold rewards
+    differ by exactly 1 / n_topics (coverage; length and repeats are equal), so a reward
+    model ranks them right only by what the summary says, not by its form. Documents with
+    too few distinct non-salient words are skipped."""
+    rng = np.random.default_rng(seed)
+    vocab = content_words()
+    out = []
+    while len(out) < n:
+        doc = make_document(rng, cfg, vocab)
+        salient = salient_words(doc, cfg.n_topics)
+        others = sorted({w for w in doc.split() if w not in FUNCTION_WORDS and w != "." and w not in salient})
+        n_salient = int(rng.integers(1, min(len(salient), cfg.target_len) + 1))
+        n_others = cfg.target_len - n_salient
+        if len(others) < n_others + 1:
+            continue
+        picked = [str(w) for w in rng.choice(salient, size=n_salient, replace=False)]
+        fillers = [str(w) for w in rng.choice(others, size=n_others + 1, replace=False)]
+        words = picked + fillers[:n_others]
+        order = rng.permutation(len(words))
+        chosen = [words[i] for i in order]
+        swapped = int(np.flatnonzero(order == int(rng.integers(n_salient)))[0])  # where one salient word landed
+        rejected = list(chosen)
+        rejected[swapped] = fillers[-1]
+        out.append({"prompt": prompt(doc), "chosen": " " + " ".join(chosen), "rejected": " " + " ".join(rejected),
+                    "document": doc})  # fmt: skip
+    return out
+
+
 def document_of(prompt_text: str) -> str:
     """The document inside a prompt (for judging a completion given only the prompt)."""
     if not prompt_text.startswith("Document: ") or not prompt_text.endswith(PROMPT_SUFFIX):
