@@ -38,9 +38,12 @@ def load_experiment(spec: str):
     path, _, variant = spec.partition(":")
     if not os.path.exists(path):
         raise FileNotFoundError(f"--config {spec}: no file {path}")
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if os.path.exists(os.path.join(os.path.dirname(path), "__init__.py")) and package_root not in sys.path:
-        sys.path.insert(0, package_root)  # a module may import its siblings: from experiments.x import ...
+    package_root = os.path.dirname(os.path.abspath(path))
+    while os.path.exists(os.path.join(package_root, "__init__.py")):
+        package_root = os.path.dirname(package_root)
+    inside_package = package_root != os.path.dirname(os.path.abspath(path))
+    if inside_package and package_root not in sys.path:  # a module may import its package's: from experiments.x import
+        sys.path.insert(0, package_root)
     module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -75,11 +78,6 @@ def local_paths(cfg, prefix: str = ""):
         elif dataclasses.is_dataclass(value):
             changes[field.name] = local_paths(value, key + ".")
     return dataclasses.replace(cfg, **changes) if changes else cfg
-
-
-def resolve(spec: str, overrides: list[str]):
-    """The config of the module with the overrides applied and gs:// paths made local."""
-    return local_paths(config_lib.override(load_experiment(spec), overrides))
 
 
 def check_and_write_config(cfg, workdir: str, overwrite: bool = False) -> None:
@@ -141,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="trace one iteration at full size (jax.eval_shape: no parameters, no data), print it and exit",
     )
+    study = parser.add_argument_group("studies (a module whose get_config returns a study.StudyConfig)")
+    study.add_argument("--jobs", type=int, default=1, help="run up to N stages and cells at once, each in its process")
+    study.add_argument("--cell", metavar="NAME", help="run this cell only (and the shared stages it needs)")
+    study.add_argument("--records", metavar="DIR", default="", help="the cells' records (default WORKDIR/records)")
+    study.add_argument("--job", help=argparse.SUPPRESS)  # one planned job, in a process of `study.run_jobs`
     parser.add_argument("--debug", action="store_true", help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
     group = parser.add_argument_group("several processes (see above)")
     group.add_argument("--distributed", action="store_true", help="discover the processes (TPU pod slice)")
@@ -174,7 +177,13 @@ def run(args) -> int:
 
     mesh_lib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
     workdir = local_path(args.workdir)
-    cfg = resolve(args.config, args.set)
+    from rlhf_jax import study
+
+    if isinstance(load := load_experiment(args.config), study.StudyConfig):
+        return run_study(args, load, workdir)
+    if args.jobs != 1 or args.cell or args.records or args.job:
+        raise ValueError(f"--jobs, --cell and --records are for studies; {args.config} is a single run or a pipeline")
+    cfg = local_paths(config_lib.override(load, args.set))
     preflight.check(cfg, workdir)
     if args.dry_run:
         print(dry_run(cfg))
@@ -201,6 +210,28 @@ def run(args) -> int:
         if not isinstance(cfg, pipeline.PipelineConfig):  # a pipeline printed its table
             print("\n".join(digest(summary)))
         print(f"summary: {os.path.join(workdir, 'summary.json')}")
+    return 0
+
+
+def run_study(args, cfg, workdir: str) -> int:
+    """A study: what is missing of its grid, then its report (`study.run`)."""
+    from rlhf_jax import preflight, study
+
+    unused = [flag for flag, given in (("--set", args.set), ("--restart", args.restart), ("--dry-run", args.dry_run),
+                                       ("--overwrite-config", args.overwrite_config)) if given]  # fmt: skip
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not for a study (its grid is fixed by {args.config}; a changed cell "
+                         "runs again by itself, and its old record is ignored)")  # fmt: skip
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: must be >= 1")
+    preflight.check(cfg, workdir)
+    if args.cell:
+        cfg.cell(args.cell)  # an unknown name is refused before any work
+    records = local_path(args.records, "--records") if args.records else ""
+    out = study.run(cfg, workdir, records, args.jobs, args.cell, args.job, spec=args.config)
+    if out.get("stopped"):
+        print("stopped; what was saved is kept; rerun the same command to continue")
+        return 3 if args.job else 0  # a job process that was stopped has not done its job
     return 0
 
 

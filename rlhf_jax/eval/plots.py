@@ -7,6 +7,7 @@ import json
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -61,3 +62,34 @@ def step_curves(curves: dict[str, dict[str, list[float]]], out_dir: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def study_curves(curves: dict[str, list[list[dict]]], keys: tuple[str, ...], out_dir: str) -> list[str]:
+    """curves: group -> one training curve per seed (rows with "completions" and the
+    metrics). Per key, curve_<key>.png: the mean over seeds against completions sampled
+    (steps for offline training), with the seeds' range shaded."""
+    paths = []
+    for key in keys:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        drawn = False
+        for group, runs in curves.items():
+            runs = [[r for r in run if key in r] for run in runs]
+            runs = [run for run in runs if run]
+            if not runs:
+                continue
+            n = min(len(run) for run in runs)
+            x_key = "completions" if runs[0][0].get("completions") else "step"
+            x = [r[x_key] for r in runs[0][:n]]
+            y = np.asarray([[r[key] for r in run[:n]] for run in runs])
+            ax.plot(x, y.mean(0), label=f"{group} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
+            drawn = True
+        if drawn:
+            ax.set(xlabel="completions sampled", ylabel=key, title=f"{key} over training (mean over seeds)")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            paths.append(os.path.join(out_dir, f"curve_{key}.png"))
+            fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths

@@ -1,0 +1,504 @@
+"""Studies: a grid of pipelines (methods x settings x seeds), run as one resumable whole and
+reported with intervals over seeds.
+
+    python -m rlhf_jax.main --config experiments/studies/X.py[:variant] --workdir DIR
+        [--jobs N] [--cell NAME] [--records DIR]
+
+A study module's `get_config(variant)` returns a `StudyConfig`: its cells (each a
+`pipeline.PipelineConfig` at one seed, in a named group) and the metrics its report shows.
+The grid, the seeds and the validation split are fixed in the module, before any result
+is read; `--set` does not apply.
+
+Layout of DIR:
+
+    tfds/                      the task data, prepared once for every cell
+    shared/<stage>-<key>/      a stage several cells have in common, run once (one SFT and
+                               one reward model per seed, not per method); <key> is a hash
+                               of the stage's config, its seed and the stages it starts from
+    cells/<group>.seed<s>/     the cell's own stage (its policy), evaluation and plots
+    logs/<job>.log             the console of each job run in a process of its own (--jobs)
+    results.json, report.md, plots/
+
+and each finished cell leaves a small record, `<records>/<cell>.json` (its metrics, config,
+the commit and the machine that made it; --records, default DIR/records, where
+report.md and plots/ then go too). Records are
+what a study resumes from: commit them with the report, and a study cut off part-way
+continues on any machine with only the cells that have no record of their current config.
+
+Every stage is an ordinary resumable run (SIGKILL anywhere, rerun the same command). With
+--jobs N, stages and cells run in N processes at a time, each job once the stages it
+needs are done; --cell NAME runs one cell (and any shared stage it needs that is missing)
+so that a cluster can run cells side by side: a stage's directory is locked while it runs,
+so a second process that needs it waits and then finds it done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from rlhf_jax import config as config_lib
+from rlhf_jax import pipeline
+from rlhf_jax.pipeline import PipelineConfig
+from rlhf_jax.workdir import finished, write_json
+
+CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One pipeline of the grid at one seed. Cells of a group differ only in their seed:
+    the report gives a group's mean and interval over them. settings: the grid coordinates
+    of the group, for the report (e.g. (("method", "rloo"), ("k", "4")))."""
+
+    group: str
+    seed: int
+    pipeline: PipelineConfig
+    settings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}.seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A column of the report: `path` is a dotted key of a cell record's metrics; "{p}" in
+    it stands for "policy" (the cell's trained policy) or "sft" (the SFT row)."""
+
+    label: str
+    path: str
+
+
+DEFAULT_METRICS = (
+    Metric("greedy gold reward", "{p}.greedy.gold.mean"),
+    Metric("greedy win-rate vs reference", "{p}.greedy.gold_win_rate_vs_reference"),
+    Metric("greedy win-rate vs SFT", "policy_vs_sft.greedy"),
+    Metric("sampled gold reward", "{p}.sampled.gold.mean"),
+    Metric("sampled win-rate vs SFT", "policy_vs_sft.sampled"),
+    Metric("KL to SFT", "{p}.greedy.kl_to_reference"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A grid of cells and what its report shows. sft_row: a first row with the SFT
+    policy's figures (one per seed: the SFT is shared by the seed's cells). curves: the
+    training metrics plotted against completions sampled, mean over seeds per group."""
+
+    name: str
+    cells: tuple[Cell, ...]
+    metrics: tuple[Metric, ...] = DEFAULT_METRICS
+    sft_row: bool = True
+    curves: tuple[str, ...] = ("gold", "score", "kl")
+    description: str = ""
+
+    def __post_init__(self):
+        names = [c.name for c in self.cells]
+        if not names:
+            raise ValueError(f"study {self.name}: no cells")
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"study {self.name}: cells named twice: {duplicated}")
+        bad = [n for n in names if not CELL_NAME.match(n)]
+        if bad:
+            raise ValueError(f"study {self.name}: cell names may hold letters, digits and _.=+- only: {bad}")
+
+    def cell(self, name: str) -> Cell:
+        for c in self.cells:
+            if c.name == name:
+                return c
+        raise ValueError(f"--cell {name}: study {self.name} has no such cell; it has {[c.name for c in self.cells]}")
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(c.group for c in self.cells))
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cell_key(cell: Cell) -> str:
+    """Identifies what the cell computes (its pipeline's config and seed), not where: a
+    record is current while its key is."""
+    return digest(config_lib.to_dict(cell.pipeline), cell.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    """A cell placed in the study's workdir: its stages' directories and configs."""
+
+    cell: Cell
+    directory: str
+    dirs: dict[str, str]
+    configs: dict[str, pipeline.ExperimentConfig]
+    shared: tuple[str, ...]  # the keys ("shared/<stage>-<hash>") of the shared stages it needs
+
+
+def place(cell: Cell, workdir: str) -> Placed:
+    p = dataclasses.replace(cell.pipeline, seed=cell.seed)
+    sft_key = f"sft-{digest(config_lib.to_dict(p.sft), cell.seed)}"
+    reward_key = f"reward-{digest(config_lib.to_dict(p.reward), cell.seed, sft_key)}"
+    directory = os.path.join(workdir, "cells", cell.name)
+    dirs = {
+        "sft": os.path.join(workdir, "shared", sft_key),
+        "reward": os.path.join(workdir, "shared", reward_key),
+        "policy": os.path.join(directory, "policy"),
+    }
+    configs = pipeline.stages(p, directory, dirs, data_dir=os.path.join(workdir, "tfds"))
+    return Placed(cell, directory, dirs, configs, (f"shared/{sft_key}", f"shared/{reward_key}"))
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def read_record(records: str, cell: Cell) -> dict | None:
+    """The cell's record if it is there and of the cell's current config."""
+    path = os.path.join(records, f"{cell.name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    return record if record.get("key") == cell_key(cell) else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def cell_metrics(summary: dict) -> dict[str, float]:
+    """A pipeline summary's figures under names that do not depend on the method: "sft.*",
+    "policy.*" (greedy.* and sampled.* each), "policy_vs_sft.{greedy,sampled}" (gold
+    win-rate), "reward_model.*", and "train.*" (the last logged training metrics)."""
+    m = summary["method"]
+    policies = summary["policies"]
+
+    def split(figures: dict) -> dict:
+        return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
+
+    tree = {
+        "sft": split(policies["sft"]),
+        "policy": split(policies[m]),
+        "policy_vs_sft": {
+            "greedy": summary[f"gold_win_rate_{m}_vs_sft"],
+            "sampled": summary[f"gold_win_rate_{m}_vs_sft_sampled"],
+        },
+        "reward_model": summary["reward_model"],
+    }
+    return flatten(tree)
+
+
+def training_curve(policy_dir: str, keys: tuple[str, ...], per_step: int) -> list[dict]:
+    """The policy stage's logged metrics (`keys` of them) with the completions sampled by
+    each logged step (per_step per iteration; 0 for offline training)."""
+    path = os.path.join(policy_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [{"step": r["step"], "completions": r["step"] * per_step, **{k: r[k] for k in keys if k in r}} for r in rows]
+
+
+def machine() -> str:
+    """The CPU model and core count, and the accelerator when there is one."""
+    import jax
+
+    cpu = platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    device = jax.devices()[0]
+    accelerator = "" if device.platform == "cpu" else f", {len(jax.devices())} x {device.device_kind}"
+    return f"{cpu}, {os.cpu_count()} cores{accelerator}"
+
+
+def commit() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip()[:12] + ("+changes" if dirty.stdout.strip() else "")
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A unit of work: a shared stage ("shared/<stage>-<hash>") or a cell ("cells/<name>"),
+    run once the jobs it needs are done."""
+
+    key: str
+    needs: tuple[str, ...]
+    run: Callable[[], None]
+
+
+def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
+    """The cell's pipeline (its shared stages are found done, or run) and its record."""
+    t0 = time.time()
+    cell = placed.cell
+    p = dataclasses.replace(cell.pipeline, seed=cell.seed)
+    summary = pipeline.run(p, placed.directory, placed.dirs, placed.configs["sft"].data.data_dir)
+    if summary.get("stopped"):
+        return summary
+    policy = placed.configs["policy"]
+    per_step = policy.rl.rollout_batch if policy.train.kind == "rl" else 0
+    record = {
+        "cell": cell.name,
+        "group": cell.group,
+        "seed": cell.seed,
+        "settings": dict(cell.settings),
+        "key": cell_key(cell),
+        "metrics": cell_metrics(summary),
+        "curve": training_curve(placed.dirs["policy"], study.curves, per_step),
+        "config": config_lib.to_dict(cell.pipeline),
+        "commit": commit(),
+        "machine": machine(),
+        "seconds": round(time.time() - t0, 1),
+        "stages_seconds": summary.get("seconds", {}),
+    }
+    write_json(os.path.join(records, f"{cell.name}.json"), record)
+    print(f"== cell {cell.name}: done, record {os.path.join(records, cell.name + '.json')}", flush=True)
+    return record
+
+
+def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None) -> list[Job]:
+    """The jobs still to run, in an order where each comes after the jobs it needs: the
+    shared stages of cells without a current record (unless done), then those cells."""
+    cells = [study.cell(only)] if only else list(study.cells)
+    jobs: dict[str, Job] = {}
+    for cell in cells:
+        if read_record(records, cell) is not None:
+            continue
+        placed = place(cell, workdir)
+        needs: list[str] = []  # the shared stages still to run, in order (the reward model needs the SFT)
+        for stage, key in zip(("sft", "reward"), placed.shared, strict=True):
+            cfg, directory = placed.configs[stage], placed.dirs[stage]
+            if key not in jobs and not finished(directory, config_lib.to_dict(cfg)):
+                jobs[key] = Job(key, tuple(needs), _stage_runner(stage, cfg, directory))
+            if key in jobs:
+                needs.append(key)
+        key = f"cells/{cell.name}"
+        jobs[key] = Job(key, tuple(needs), lambda placed=placed: run_cell(study, placed, records))
+    return list(jobs.values())
+
+
+def _stage_runner(stage: str, cfg, directory: str) -> Callable[[], None]:
+    return lambda: pipeline.run_stage(stage, cfg, directory)
+
+
+def run_jobs(jobs: list[Job], n: int, command: Callable[[str], list[str]], logs: str) -> list[str]:
+    """Run each job in a process of its own (`command(key)`), at most n at a time, each
+    once the jobs it needs have succeeded. Returns the keys of the jobs that failed (and of
+    those that needed them). SIGTERM / SIGINT: the running jobs are stopped (they save)."""
+    os.makedirs(logs, exist_ok=True)
+    pending, running, done, failed = list(jobs), {}, set(), []
+    try:
+        while pending or running:
+            for job in [j for j in pending if any(k in failed for k in j.needs)]:
+                pending.remove(job)
+                failed.append(job.key)
+                print(f"-- {job.key}: skipped (a stage it needs failed)", flush=True)
+            ready = [j for j in pending if all(k in done for k in j.needs)]
+            while ready and len(running) < n:
+                job = ready.pop(0)
+                pending.remove(job)
+                log = open(log_path(logs, job.key), "a")
+                running[job.key] = (subprocess.Popen(command(job.key), stdout=log, stderr=subprocess.STDOUT), log)
+                print(f"-- {job.key}: started (log {log.name})", flush=True)
+            time.sleep(0.5)
+            for key, (proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[key]
+                if proc.returncode == 0:
+                    done.add(key)
+                    print(f"-- {key}: done", flush=True)
+                else:
+                    failed.append(key)
+                    print(f"-- {key}: failed (exit {proc.returncode}; see {log.name})", flush=True)
+    finally:
+        for proc, _ in running.values():  # interrupted: stop the jobs (they save first)
+            proc.terminate()
+        for proc, log in running.values():
+            proc.wait()
+            log.close()
+    return failed
+
+
+def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only: str | None = None,
+        job: str | None = None, spec: str = "") -> dict:  # fmt: skip
+    """Run what is missing of the study (or of one cell: `only`; or one planned `job`, as
+    a process of `run_jobs` does), then write the results and the report. spec: the
+    --config the study was named by (for the job processes)."""
+    records = records or os.path.join(workdir, "records")
+    os.makedirs(records, exist_ok=True)
+    todo = plan(study, workdir, records, only)
+    if job is not None:
+        found = [j for j in todo if j.key == job]
+        out = found[0].run() if found else None
+        return {"job": job, "stopped": isinstance(out, dict) and bool(out.get("stopped"))}
+    n_cells, n_shared = (sum(j.key.startswith(kind) for j in todo) for kind in ("cells/", "shared/"))
+    print(f"study {study.name}: {len(study.cells)} cells, {n_cells} to run, {n_shared} shared stages to run; "
+          f"records in {records}", flush=True)  # fmt: skip
+    if jobs > 1 and len(todo) > 1:
+        command = lambda key: [  # noqa: E731
+            sys.executable, "-m", "rlhf_jax.main", "--config", spec, "--workdir", workdir, "--records", records,
+            "--job", key,
+        ]  # fmt: skip
+        failed = run_jobs(todo, jobs, command, os.path.join(workdir, "logs"))
+        if failed:
+            raise RuntimeError(f"study {study.name}: jobs failed: {failed}; their logs are in {workdir}/logs")
+    else:
+        for j in todo:
+            out = run_logged(j, os.path.join(workdir, "logs"))
+            if isinstance(out, dict) and out.get("stopped"):
+                return {"stopped": True, "job": j.key}
+    return report(study, workdir, records)
+
+
+def log_path(logs: str, key: str) -> str:
+    return os.path.join(logs, key.replace("/", "--") + ".log")
+
+
+def run_logged(job: Job, logs: str):
+    """Run a job in this process with its console (Python's prints) in its log file."""
+    os.makedirs(logs, exist_ok=True)
+    path = log_path(logs, job.key)
+    print(f"-- {job.key}: started (log {path})", flush=True)
+    t0 = time.time()
+    with open(path, "a") as f, contextlib.redirect_stdout(f):
+        out = job.run()
+    print(f"-- {job.key}: {'stopped' if isinstance(out, dict) and out.get('stopped') else 'done'} "
+          f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def interval(values) -> dict[str, float]:
+    """Mean and its 95% t-interval over seeds (half-width nan for one seed)."""
+    from scipy import stats
+
+    x = np.asarray(values, np.float64)
+    n = len(x)
+    mean = float(x.mean())
+    if n < 2:
+        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n}
+    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def results(study: StudyConfig, records: list[dict]) -> dict:
+    """{"rows": {row: {metric label: interval}}, "cells": ..., "missing": [...]}; rows are
+    "SFT" (one record per seed) and the groups, in the study's order."""
+    by_group: dict[str, list[dict]] = {}
+    for r in records:
+        by_group.setdefault(r["group"], []).append(r)
+    rows = {}
+    if study.sft_row:
+        per_seed = {r["seed"]: r for r in records}
+        rows["SFT"] = _row(study, list(per_seed.values()), "sft")
+    for group in study.groups:
+        if group in by_group:
+            rows[group] = _row(study, by_group[group], "policy")
+    have = {r["cell"] for r in records}
+    return {
+        "study": study.name,
+        "rows": rows,
+        "cells": {r["cell"]: {k: r[k] for k in ("commit", "machine", "seconds")} for r in records},
+        "missing": [c.name for c in study.cells if c.name not in have],
+    }
+
+
+def _row(study: StudyConfig, records: list[dict], who: str) -> dict:
+    row = {}
+    for m in study.metrics:
+        if who == "sft" and "{p}" not in m.path:
+            continue
+        path = m.path.format(p=who)
+        values = [r["metrics"][path] for r in records if path in r["metrics"]]
+        if values:
+            row[m.label] = interval(values)
+    return row
+
+
+def markdown(study: StudyConfig, res: dict) -> str:
+    """report.md: one table, mean [95% interval] over seeds per metric, then each cell's
+    commit, machine and time."""
+
+    def fmt(v: dict | None) -> str:
+        if v is None:
+            return "-"
+        if np.isnan(v["low"]):
+            return f"{v['mean']:.3f} (n=1)"
+        return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+
+    labels = [m.label for m in study.metrics]
+    lines = [f"# {study.name}", ""]
+    if study.description:
+        lines += [study.description, ""]
+    lines += ["Mean over seeds [95% t-interval]; n = seeds.", ""]
+    lines.append("| | n | " + " | ".join(labels) + " |")
+    lines.append("|---|---|" + "---|" * len(labels))
+    for name, row in res["rows"].items():
+        n = max((v["n"] for v in row.values()), default=0)
+        lines.append(f"| {name} | {n} | " + " | ".join(fmt(row.get(label)) for label in labels) + " |")
+    if res["missing"]:
+        lines += ["", f"Missing cells ({len(res['missing'])}): {', '.join(res['missing'])}."]
+    lines += ["", "| cell | commit | machine | seconds |", "|---|---|---|---|"]
+    lines += [f"| {c} | {v['commit']} | {v['machine']} | {v['seconds']:.0f} |" for c, v in res["cells"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def report(study: StudyConfig, workdir: str, records: str) -> dict:
+    """results.json, report.md and the plots from the records there are."""
+    from rlhf_jax.eval import plots
+
+    found = [r for c in study.cells if (r := read_record(records, c)) is not None]
+    res = results(study, found)
+    beside_records = os.path.abspath(records) != os.path.abspath(os.path.join(workdir, "records"))
+    out_dir = os.path.join(records if beside_records else workdir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    res["plots"] = plots.study_curves(
+        {g: [r["curve"] for r in found if r["group"] == g] for g in study.groups}, study.curves, out_dir
+    )
+    write_json(os.path.join(workdir, "results.json"), res)
+    text = markdown(study, res)
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(text)
+    if beside_records:  # the report and its plots beside the records, to commit together
+        with open(os.path.join(records, "report.md"), "w") as f:
+            f.write(text)
+    print(text)
+    print(f"report: {os.path.join(workdir, 'report.md')}")
+    return res

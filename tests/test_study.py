@@ -1,0 +1,145 @@
+"""The study runner: its plan (shared stages once), the report's intervals on hand-made
+records, and, end to end at smoke size, --cell, resuming after SIGKILL, and --jobs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rlhf_jax import study as study_lib
+from rlhf_jax.main import load_experiment, main
+
+SMOKE = "experiments/studies/rloo_paper.py:smoke"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_plan_shares_one_sft_and_one_reward_model_per_seed_and_orders_them_before_the_cells(tmp_path):
+    study = load_experiment(SMOKE)
+    jobs = study_lib.plan(study, str(tmp_path), str(tmp_path / "records"))
+    keys = [j.key for j in jobs]
+    shared = [k for k in keys if k.startswith("shared/")]
+    cells = [k for k in keys if k.startswith("cells/")]
+    assert len(cells) == len(study.cells) == 4
+    assert sorted(k.split("/")[1].split("-")[0] for k in shared) == ["reward", "reward", "sft", "sft"]  # per seed
+    for job in jobs:
+        assert all(keys.index(n) < keys.index(job.key) for n in job.needs)
+        if job.key.startswith("cells/"):
+            assert len(job.needs) == 2  # its seed's SFT and reward model
+    by_seed = {}
+    for cell in study.cells:
+        by_seed.setdefault(cell.seed, set()).add(study_lib.place(cell, str(tmp_path)).shared)
+    assert all(len(v) == 1 for v in by_seed.values()) and len(by_seed) == 2
+
+
+def test_a_cell_with_a_current_record_is_not_planned_and_a_changed_one_is(tmp_path):
+    study = load_experiment(SMOKE)
+    records = tmp_path / "records"
+    records.mkdir()
+    cell = study.cells[0]
+    (records / f"{cell.name}.json").write_text(json.dumps({"key": study_lib.cell_key(cell)}))
+    assert f"cells/{cell.name}" not in [j.key for j in study_lib.plan(study, str(tmp_path), str(records))]
+    (records / f"{cell.name}.json").write_text(json.dumps({"key": "an-older-config"}))
+    assert f"cells/{cell.name}" in [j.key for j in study_lib.plan(study, str(tmp_path), str(records))]
+
+
+def test_interval_is_the_t_interval_of_the_mean():
+    got = study_lib.interval([1.0, 2.0, 3.0])
+    half = 4.302652729749464 * 1.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    assert got["mean"] == 2.0 and got["n"] == 3
+    np.testing.assert_allclose([got["low"], got["high"]], [2 - half, 2 + half], rtol=1e-9)
+    one = study_lib.interval([5.0])
+    assert one["mean"] == 5.0 and np.isnan(one["low"]) and np.isnan(one["high"])
+
+
+def record(cell, gold, sft_gold, win):
+    return {
+        "cell": cell.name, "group": cell.group, "seed": cell.seed, "commit": "abc", "machine": "m", "seconds": 1.0,
+        "metrics": {"policy.greedy.gold.mean": gold, "sft.greedy.gold.mean": sft_gold, "policy_vs_sft.greedy": win},
+        "curve": [],
+    }  # fmt: skip
+
+
+def test_the_report_gives_each_group_and_the_sft_its_mean_and_interval_and_names_missing_cells():
+    study = load_experiment(SMOKE)
+    metrics = (study_lib.Metric("gold", "{p}.greedy.gold.mean"), study_lib.Metric("win vs SFT", "policy_vs_sft.greedy"))
+    study = study_lib.StudyConfig("s", study.cells, metrics)
+    a0, a1, b0, b1 = study.cells  # rloo_k2 seeds 0, 1; raft_k2 seeds 0, 1
+    records = [record(a0, 1.0, 0.0, 0.6), record(a1, 3.0, 0.5, 0.8), record(b0, 2.0, 0.0, 0.7)]
+    res = study_lib.results(study, records)
+    assert res["missing"] == [b1.name]
+    assert res["rows"]["rloo_k2"]["gold"]["mean"] == 2.0 and res["rows"]["rloo_k2"]["gold"]["n"] == 2
+    assert res["rows"]["SFT"]["gold"]["mean"] == 0.25 and "win vs SFT" not in res["rows"]["SFT"]  # one per seed
+    assert res["rows"]["raft_k2"]["gold"]["n"] == 1
+    half = 12.706204736174707 * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
+    text = study_lib.markdown(study, res)
+    assert f"| rloo_k2 | 2 | 2.000 [{2 - half:.3f}, {2 + half:.3f}] | 0.700 [" in text
+    assert "| raft_k2 | 1 | 2.000 (n=1) | 0.700 (n=1) |" in text and "| SFT | 2 | 0.250 [" in text
+    assert f"Missing cells (1): {b1.name}." in text
+
+
+def test_a_study_refuses_set_and_an_unknown_cell_before_any_work(tmp_path, capsys):
+    assert main(["--config", SMOKE, "--workdir", str(tmp_path / "a"), "--set", "seed=1"]) == 2
+    assert "--set: not for a study" in capsys.readouterr().err
+    assert main(["--config", SMOKE, "--workdir", str(tmp_path / "b"), "--cell", "nope.seed0"]) == 2
+    assert "--cell nope.seed0: study rloo_paper_smoke has no such cell" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def records_in(directory):
+    return sorted(f for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(directory) else []
+
+
+@pytest.mark.slow
+def test_cell_runs_only_that_cell_and_the_shared_stages_it_needs(tmp_path):
+    workdir, records = tmp_path / "study", tmp_path / "records"
+    args = ["--config", SMOKE, "--workdir", str(workdir), "--records", str(records)]
+    assert main([*args, "--cell", "raft_k2.seed1"]) == 0
+    assert records_in(records) == ["raft_k2.seed1.json"]
+    assert sorted(os.listdir(workdir / "cells")) == ["raft_k2.seed1"]
+    assert sorted(d.split("-")[0] for d in os.listdir(workdir / "shared")) == ["reward", "sft"]
+    got = json.loads((records / "raft_k2.seed1.json").read_text())
+    assert got["settings"] == {"method": "raft", "k": "2"} and got["key"] == study_lib.cell_key(
+        load_experiment(SMOKE).cell("raft_k2.seed1")
+    )
+    assert np.isfinite(got["metrics"]["policy.greedy.gold.mean"]) and got["curve"][-1]["completions"] > 0
+    report = (workdir / "report.md").read_text()
+    assert "Missing cells (3)" in report and "| raft_k2 | 1 |" in report
+
+
+@pytest.mark.slow
+def test_a_study_killed_part_way_resumes_only_what_is_missing_and_trains_shared_stages_once(tmp_path):
+    workdir, records = tmp_path / "study", tmp_path / "records"
+    cmd = [sys.executable, "-m", "rlhf_jax.main", "--config", SMOKE, "--workdir", str(workdir)]
+    cmd += ["--records", str(records)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while len(records_in(records)) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # part-way: one cell recorded, the next one under way
+    proc.wait()
+    first = records_in(records)
+    assert 1 <= len(first) < 4, first
+    done_before = {f: (records / f).read_text() for f in first}
+
+    out = subprocess.run([*cmd, "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert records_in(records) == sorted(f"{c.name}.json" for c in load_experiment(SMOKE).cells)
+    assert all((records / f).read_text() == text for f, text in done_before.items())  # not run again
+    assert f"cells/{first[0][:-5]}" not in out.stdout  # only the missing cells were planned
+    # one SFT and one reward model per seed, each trained once (its log holds one run of its steps)
+    shared = sorted(os.listdir(workdir / "shared"))
+    assert sorted(d.split("-")[0] for d in shared) == ["reward", "reward", "sft", "sft"]
+    for d in shared:
+        lines = (workdir / "shared" / d / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in lines if line.strip()]
+        summary = json.loads((workdir / "shared" / d / "summary.json").read_text())
+        assert steps == sorted(set(steps)) and steps[-1] == summary["steps"], d
+    res = json.loads((workdir / "results.json").read_text())
+    assert res["missing"] == [] and set(res["rows"]) == {"SFT", "rloo_k2", "raft_k2"}
+    assert all(row["greedy gold reward"]["n"] == 2 for row in res["rows"].values())
+    assert os.path.exists(records / "plots" / "curve_gold.png") and os.path.exists(records / "report.md")
