@@ -46,10 +46,8 @@ import sys
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from rlhf_jax import config as config_lib
-from rlhf_jax import pipeline
+from rlhf_jax import pipeline, study_report
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.workdir import finished, write_json
 
@@ -382,7 +380,7 @@ def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only
             out = run_logged(j, os.path.join(workdir, "logs"))
             if isinstance(out, dict) and out.get("stopped"):
                 return {"stopped": True, "job": j.key}
-    return report(study, workdir, records)
+    return study_report.write(study, workdir, records, [r for c in study.cells if (r := read_record(records, c))])
 
 
 def log_path(logs: str, key: str) -> str:
@@ -400,105 +398,3 @@ def run_logged(job: Job, logs: str):
     print(f"-- {job.key}: {'stopped' if isinstance(out, dict) and out.get('stopped') else 'done'} "
           f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
     return out
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def interval(values) -> dict[str, float]:
-    """Mean and its 95% t-interval over seeds (half-width nan for one seed)."""
-    from scipy import stats
-
-    x = np.asarray(values, np.float64)
-    n = len(x)
-    mean = float(x.mean())
-    if n < 2:
-        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n}
-    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
-
-
-def results(study: StudyConfig, records: list[dict]) -> dict:
-    """{"rows": {row: {metric label: interval}}, "cells": ..., "missing": [...]}; rows are
-    "SFT" (one record per seed) and the groups, in the study's order."""
-    by_group: dict[str, list[dict]] = {}
-    for r in records:
-        by_group.setdefault(r["group"], []).append(r)
-    rows = {}
-    if study.sft_row:
-        per_seed = {r["seed"]: r for r in records}
-        rows["SFT"] = _row(study, list(per_seed.values()), "sft")
-    for group in study.groups:
-        if group in by_group:
-            rows[group] = _row(study, by_group[group], "policy")
-    have = {r["cell"] for r in records}
-    return {
-        "study": study.name,
-        "rows": rows,
-        "cells": {r["cell"]: {k: r[k] for k in ("commit", "machine", "seconds")} for r in records},
-        "missing": [c.name for c in study.cells if c.name not in have],
-    }
-
-
-def _row(study: StudyConfig, records: list[dict], who: str) -> dict:
-    row = {}
-    for m in study.metrics:
-        if who == "sft" and "{p}" not in m.path:
-            continue
-        path = m.path.format(p=who)
-        values = [r["metrics"][path] for r in records if path in r["metrics"]]
-        if values:
-            row[m.label] = interval(values)
-    return row
-
-
-def markdown(study: StudyConfig, res: dict) -> str:
-    """report.md: one table, mean [95% interval] over seeds per metric, then each cell's
-    commit, machine and time."""
-
-    def fmt(v: dict | None) -> str:
-        if v is None:
-            return "-"
-        if np.isnan(v["low"]):
-            return f"{v['mean']:.3f} (n=1)"
-        return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
-
-    labels = [m.label for m in study.metrics]
-    lines = [f"# {study.name}", ""]
-    if study.description:
-        lines += [study.description, ""]
-    lines += ["Mean over seeds [95% t-interval]; n = seeds.", ""]
-    lines.append("| | n | " + " | ".join(labels) + " |")
-    lines.append("|---|---|" + "---|" * len(labels))
-    for name, row in res["rows"].items():
-        n = max((v["n"] for v in row.values()), default=0)
-        lines.append(f"| {name} | {n} | " + " | ".join(fmt(row.get(label)) for label in labels) + " |")
-    if res["missing"]:
-        lines += ["", f"Missing cells ({len(res['missing'])}): {', '.join(res['missing'])}."]
-    lines += ["", "| cell | commit | machine | seconds |", "|---|---|---|---|"]
-    lines += [f"| {c} | {v['commit']} | {v['machine']} | {v['seconds']:.0f} |" for c, v in res["cells"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def report(study: StudyConfig, workdir: str, records: str) -> dict:
-    """results.json, report.md and the plots from the records there are."""
-    from rlhf_jax.eval import plots
-
-    found = [r for c in study.cells if (r := read_record(records, c)) is not None]
-    res = results(study, found)
-    beside_records = os.path.abspath(records) != os.path.abspath(os.path.join(workdir, "records"))
-    out_dir = os.path.join(records if beside_records else workdir, "plots")
-    os.makedirs(out_dir, exist_ok=True)
-    res["plots"] = plots.study_curves(
-        {g: [r["curve"] for r in found if r["group"] == g] for g in study.groups}, study.curves, out_dir
-    )
-    write_json(os.path.join(workdir, "results.json"), res)
-    text = markdown(study, res)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(text)
-    if beside_records:  # the report and its plots beside the records, to commit together
-        with open(os.path.join(records, "report.md"), "w") as f:
-            f.write(text)
-    print(text)
-    print(f"report: {os.path.join(workdir, 'report.md')}")
-    return res

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax import study as study_lib
+from rlhf_jax import study_report
 from rlhf_jax.main import load_experiment, main
 
 SMOKE = "experiments/studies/rloo_paper.py:smoke"
@@ -48,11 +49,11 @@ def test_a_cell_with_a_current_record_is_not_planned_and_a_changed_one_is(tmp_pa
 
 
 def test_interval_is_the_t_interval_of_the_mean():
-    got = study_lib.interval([1.0, 2.0, 3.0])
+    got = study_report.interval([1.0, 2.0, 3.0])
     half = 4.302652729749464 * 1.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
     assert got["mean"] == 2.0 and got["n"] == 3
     np.testing.assert_allclose([got["low"], got["high"]], [2 - half, 2 + half], rtol=1e-9)
-    one = study_lib.interval([5.0])
+    one = study_report.interval([5.0])
     assert one["mean"] == 5.0 and np.isnan(one["low"]) and np.isnan(one["high"])
 
 
@@ -70,13 +71,13 @@ def test_the_report_gives_each_group_and_the_sft_its_mean_and_interval_and_names
     study = study_lib.StudyConfig("s", study.cells, metrics)
     a0, a1, b0, b1 = study.cells  # rloo_k2 seeds 0, 1; raft_k2 seeds 0, 1
     records = [record(a0, 1.0, 0.0, 0.6), record(a1, 3.0, 0.5, 0.8), record(b0, 2.0, 0.0, 0.7)]
-    res = study_lib.results(study, records)
+    res = study_report.results(study, records)
     assert res["missing"] == [b1.name]
     assert res["rows"]["rloo_k2"]["gold"]["mean"] == 2.0 and res["rows"]["rloo_k2"]["gold"]["n"] == 2
     assert res["rows"]["SFT"]["gold"]["mean"] == 0.25 and "win vs SFT" not in res["rows"]["SFT"]  # one per seed
     assert res["rows"]["raft_k2"]["gold"]["n"] == 1
     half = 12.706204736174707 * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
-    text = study_lib.markdown(study, res)
+    text = study_report.markdown(study, res)
     assert f"| rloo_k2 | 2 | 2.000 [{2 - half:.3f}, {2 + half:.3f}] | 0.700 [" in text
     assert "| raft_k2 | 1 | 2.000 (n=1) | 0.700 (n=1) |" in text and "| SFT | 2 | 0.250 [" in text
     assert f"Missing cells (1): {b1.name}." in text
