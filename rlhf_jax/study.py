@@ -48,6 +48,7 @@ from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline, study_report
+from rlhf_jax.eval import plots
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.workdir import finished, write_json
 
@@ -188,7 +189,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 def cell_metrics(summary: dict) -> dict[str, float]:
     """A pipeline summary's figures under names that do not depend on the method: "sft.*",
     "policy.*" (greedy.* and sampled.* each), "policy_vs_sft.{greedy,sampled}" (gold
-    win-rate), "reward_model.*", and "train.*" (the last logged training metrics)."""
+    win-rate) and "reward_model.*" (its held-out accuracy, content probe)."""
     m = summary["method"]
     policies = summary["policies"]
 
@@ -210,11 +211,9 @@ def cell_metrics(summary: dict) -> dict[str, float]:
 def training_curve(policy_dir: str, keys: tuple[str, ...], per_step: int) -> list[dict]:
     """The policy stage's logged metrics (`keys` of them) with the completions sampled by
     each logged step (per_step per iteration; 0 for offline training)."""
-    path = os.path.join(policy_dir, "metrics.jsonl")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(policy_dir, "metrics.jsonl")):
         return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = plots.read_metrics(policy_dir)
     return [{"step": r["step"], "completions": r["step"] * per_step, **{k: r[k] for k in keys if k in r}} for r in rows]
 
 

@@ -89,6 +89,11 @@ class Task:
     sources: Mapping[str, Generated | FromFiles]
     gold_reward: Callable[[dict, str], float] | None = None
 
+    def __post_init__(self):
+        unknown = [k for k in self.sources if k not in DATA_KINDS]
+        if unknown:
+            raise ValueError(f"task {self.name}: kinds of data {unknown}; known: {DATA_KINDS}")
+
     @property
     def generated(self) -> bool:
         """Generated from data.seed (no files needed)."""
@@ -145,9 +150,3 @@ TASKS = {
         },
     ),
 }
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"data.task={name!r}: expected one of {tuple(TASKS)}")
-    return TASKS[name]
