@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -145,6 +146,7 @@ class Placed:
     cell: Cell
     directory: str
     dirs: dict[str, str]
+    data_dir: str  # the study's prepared data, shared by every cell
     configs: dict[str, pipeline.ExperimentConfig]
     shared: tuple[str, ...]  # the keys ("shared/<stage>-<hash>") of the shared stages it needs
 
@@ -159,8 +161,9 @@ def place(cell: Cell, workdir: str) -> Placed:
         "reward": os.path.join(workdir, "shared", reward_key),
         "policy": os.path.join(directory, "policy"),
     }
-    configs = pipeline.stages(p, directory, dirs, data_dir=os.path.join(workdir, "tfds"))
-    return Placed(cell, directory, dirs, configs, (f"shared/{sft_key}", f"shared/{reward_key}"))
+    data_dir = os.path.join(workdir, "tfds")
+    configs = pipeline.stages(p, directory, dirs, data_dir)
+    return Placed(cell, directory, dirs, data_dir, configs, (f"shared/{sft_key}", f"shared/{reward_key}"))
 
 
 # ----------------------------------------------------------------------------- records
@@ -262,7 +265,7 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     t0 = time.time()
     cell = placed.cell
     p = dataclasses.replace(cell.pipeline, seed=cell.seed)
-    summary = pipeline.run(p, placed.directory, placed.dirs, placed.configs["sft"].data.data_dir)
+    summary = pipeline.run(p, placed.directory, placed.dirs, placed.data_dir)
     if summary.get("stopped"):
         return summary
     policy = placed.configs["policy"]
@@ -299,16 +302,12 @@ def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None
         for stage, key in zip(("sft", "reward"), placed.shared, strict=True):
             cfg, directory = placed.configs[stage], placed.dirs[stage]
             if key not in jobs and not finished(directory, config_lib.to_dict(cfg)):
-                jobs[key] = Job(key, tuple(needs), _stage_runner(stage, cfg, directory))
+                jobs[key] = Job(key, tuple(needs), functools.partial(pipeline.run_stage, stage, cfg, directory))
             if key in jobs:
                 needs.append(key)
         key = f"cells/{cell.name}"
-        jobs[key] = Job(key, tuple(needs), lambda placed=placed: run_cell(study, placed, records))
+        jobs[key] = Job(key, tuple(needs), functools.partial(run_cell, study, placed, records))
     return list(jobs.values())
-
-
-def _stage_runner(stage: str, cfg, directory: str) -> Callable[[], None]:
-    return lambda: pipeline.run_stage(stage, cfg, directory)
 
 
 def run_jobs(jobs: list[Job], n: int, command: Callable[[str], list[str]], logs: str) -> list[str]:
