@@ -87,12 +87,17 @@ class ModelSection:
         )
 
 
+EVAL_SPLITS = ("test", "validation")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSection:
     """task: a built-in task (summarization, arithmetic: generated, n_train / n_test rows)
     or a real data set read from `source_dir` (tldr: the TL;DR SFT files for prompts and
     SFT, the human comparisons for pairs; hh: Anthropic HH-RLHF), of which n_train /
-    n_test rows are used (0 = all). Prompts over max_prompt_len tokens are dropped."""
+    n_test rows are used (0 = all). Prompts over max_prompt_len tokens are dropped.
+    eval_split: the held-out rows every report of the run is computed on: "test", or
+    "validation" (disjoint from test: for choosing settings without reading test figures)."""
 
     task: str = "summarization"
     data_dir: str = ""  # TFDS data dir; "" = <workdir>/tfds
@@ -103,10 +108,13 @@ class DataSection:
     max_prompt_len: int = 64
     max_completion_len: int = 16
     tokenizer: str = ""  # an HF tokenizer directory; "" = the init_from checkpoint's, else train one
+    eval_split: str = "test"
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"data.task={self.task!r}: expected one of {tuple(TASKS)}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"data.eval_split={self.eval_split!r}: expected one of {EVAL_SPLITS}")
         if self.max_prompt_len < 1 or self.max_completion_len < 1:
             raise ValueError("data.max_prompt_len and data.max_completion_len must be positive")
         smallest = 1 if self.generated else 0

@@ -225,9 +225,9 @@ def run_study(args, cfg, workdir: str) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs {args.jobs}: must be >= 1")
     preflight.check(cfg, workdir)
-    if args.cell:
-        cfg.cell(args.cell)  # an unknown name is refused before any work
     records = local_path(args.records, "--records") if args.records else ""
+    if args.cell:  # an unknown name, or a test cell whose setting is not chosen yet, is refused before any work
+        cfg.cell(args.cell, records or os.path.join(workdir, "records"))
     out = study.run(cfg, workdir, records, args.jobs, args.cell, args.job, spec=args.config)
     if out.get("stopped"):
         print("stopped; what was saved is kept; rerun the same command to continue")

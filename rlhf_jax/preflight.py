@@ -31,7 +31,7 @@ def check(cfg, workdir: str) -> None:
         check_experiment(cfg)
         return
     if hasattr(cfg, "cells"):  # a study: each cell's pipeline, whose shared stages it will write
-        for cell in cfg.cells:
+        for cell in cfg.cells + cfg.selection_cells:
             _check_pipeline(dataclasses.replace(cell.pipeline, seed=cell.seed), workdir, f"{cell.name}.")
         return
     _check_pipeline(cfg, workdir)

@@ -92,10 +92,35 @@ DEFAULT_METRICS = (
 
 
 @dataclasses.dataclass(frozen=True)
+class Selection:
+    """A setting chosen per group on the validation split before any test cell runs. Each
+    value is run at `seeds` as a selection cell "select.<group>.<name>=<value>.seed<s>":
+    the group's pipeline with `apply(pipeline, value)`, its policy stage and evaluation
+    reading data.eval_split = validation (the shared SFT and reward model are the test
+    cells' own: choosing reads no test figure). A group's test cells then run with the
+    value of the highest mean `metric` over the selection seeds (the first on a tie)."""
+
+    name: str
+    values: tuple
+    apply: Callable[[PipelineConfig, object], PipelineConfig]
+    seeds: tuple[int, ...]
+    metric: str = "policy.greedy.gold.mean"
+
+    def __post_init__(self):
+        if not self.values or not self.seeds:
+            raise ValueError(f"selection {self.name}: needs values and seeds")
+
+    def label(self, value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A grid of cells and what its report shows. sft_row: a first row with the SFT
     policy's figures (one per seed: the SFT is shared by the seed's cells). curves: the
-    training metrics plotted against completions sampled, mean over seeds per group."""
+    training metrics plotted against completions sampled, mean over seeds per group.
+    selection: a setting chosen per group on the validation split first; `cells` are
+    then the test cells before it is applied (`test_cells` gives them with it)."""
 
     name: str
     cells: tuple[Cell, ...]
@@ -103,9 +128,10 @@ class StudyConfig:
     sft_row: bool = True
     curves: tuple[str, ...] = ("gold", "score", "kl")
     description: str = ""
+    selection: Selection | None = None
 
     def __post_init__(self):
-        names = [c.name for c in self.cells]
+        names = [c.name for c in self.cells + self.selection_cells]
         if not names:
             raise ValueError(f"study {self.name}: no cells")
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -115,15 +141,81 @@ class StudyConfig:
         if bad:
             raise ValueError(f"study {self.name}: cell names may hold letters, digits and _.=+- only: {bad}")
 
-    def cell(self, name: str) -> Cell:
-        for c in self.cells:
+    def cell(self, name: str, records: str) -> Cell:
+        """The selection or test cell of that name (a test cell once its group's value is chosen)."""
+        for c in self.selection_cells:
             if c.name == name:
                 return c
-        raise ValueError(f"--cell {name}: study {self.name} has no such cell; it has {[c.name for c in self.cells]}")
+        for c in self.cells:
+            if c.name == name:
+                chosen = self.test_cells(records)
+                if c.group not in {t.group for t in chosen}:
+                    raise ValueError(
+                        f"--cell {name}: its {self.selection.name} is chosen on the validation split first: "
+                        f"run the cells select.{c.group}.* (or the whole study) before it"
+                    )
+                return next(t for t in chosen if t.name == name)
+        known = [c.name for c in self.selection_cells + self.cells]
+        raise ValueError(f"--cell {name}: study {self.name} has no such cell; it has {known}")
 
     @property
     def groups(self) -> list[str]:
         return list(dict.fromkeys(c.group for c in self.cells))
+
+    @property
+    def selection_cells(self) -> tuple[Cell, ...]:
+        sel = self.selection
+        if sel is None:
+            return ()
+        out = []
+        for group in self.groups:
+            template = next(c for c in self.cells if c.group == group)
+            for value in sel.values:
+                p = sel.apply(template.pipeline, value)
+                policy = dataclasses.replace(p.policy, data=dataclasses.replace(p.policy.data, eval_split="validation"))
+                settings = template.settings + ((sel.name, sel.label(value)),)
+                for seed in sel.seeds:
+                    out.append(Cell(f"select.{group}.{sel.name}={sel.label(value)}", seed,
+                                    dataclasses.replace(p, policy=policy), settings))  # fmt: skip
+        return tuple(out)
+
+    def chosen(self, records: str) -> dict[str, dict]:
+        """Per group whose selection cells all have records: {"value", "label", "means"
+        (label -> mean metric on the validation split)}."""
+        sel = self.selection
+        out: dict[str, dict] = {}
+        if sel is None:
+            return out
+        cells = self.selection_cells
+        for group in self.groups:
+            means = {}
+            for value in sel.values:
+                mine = [c for c in cells if c.group == f"select.{group}.{sel.name}={sel.label(value)}"]
+                found = [read_record(records, c) for c in mine]
+                if any(r is None or sel.metric not in r.get("metrics", {}) for r in found):
+                    break
+                means[sel.label(value)] = sum(r["metrics"][sel.metric] for r in found) / len(found)
+            else:
+                best = max(sel.values, key=lambda v: means[sel.label(v)])  # max keeps the first of equals
+                out[group] = {"value": best, "label": sel.label(best), "means": means}
+        return out
+
+    def test_cells(self, records: str) -> tuple[Cell, ...]:
+        """The test cells that can run: all of them without a selection, else those of the
+        groups whose value is chosen, with it applied."""
+        if self.selection is None:
+            return self.cells
+        chosen = self.chosen(records)
+        return tuple(
+            Cell(
+                c.group,
+                c.seed,
+                self.selection.apply(c.pipeline, chosen[c.group]["value"]),
+                c.settings + ((self.selection.name, chosen[c.group]["label"]),),
+            )  # fmt: skip
+            for c in self.cells
+            if c.group in chosen
+        )
 
 
 # ----------------------------------------------------------------------------- layout
@@ -292,7 +384,7 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
 def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None) -> list[Job]:
     """The jobs still to run, in an order where each comes after the jobs it needs: the
     shared stages of cells without a current record (unless done), then those cells."""
-    cells = [study.cell(only)] if only else list(study.cells)
+    cells = [study.cell(only, records)] if only else list(study.selection_cells + study.test_cells(records))
     jobs: dict[str, Job] = {}
     for cell in cells:
         if read_record(records, cell) is not None:
@@ -362,8 +454,24 @@ def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only
         found = [j for j in todo if j.key == job]
         out = found[0].run() if found else None
         return {"job": job, "stopped": isinstance(out, dict) and bool(out.get("stopped"))}
+    phase = 0
+    while todo:  # with a selection: its cells, then the test cells it lets run
+        phase += 1
+        if phase > 2:
+            raise RuntimeError(f"study {study.name}: cells still to run after they ran: {[j.key for j in todo]}")
+        out = _run_planned(study, todo, workdir, records, jobs, spec)
+        if out is not None:
+            return out
+        todo = [] if only else plan(study, workdir, records)
+    cells = study.selection_cells + study.test_cells(records)
+    return study_report.write(study, workdir, records, [r for c in cells if (r := read_record(records, c))])
+
+
+def _run_planned(study: StudyConfig, todo: list[Job], workdir: str, records: str, jobs: int, spec: str):
+    """Run planned jobs; {"stopped", "job"} when one was stopped, else None."""
     n_cells, n_shared = (sum(j.key.startswith(kind) for j in todo) for kind in ("cells/", "shared/"))
-    print(f"study {study.name}: {len(study.cells)} cells, {n_cells} to run, {n_shared} shared stages to run; "
+    n_all = len(study.cells) + len(study.selection_cells)
+    print(f"study {study.name}: {n_all} cells, {n_cells} to run now, {n_shared} shared stages to run; "
           f"records in {records}", flush=True)  # fmt: skip
     if jobs > 1 and len(todo) > 1:
         command = lambda key: [  # noqa: E731
@@ -378,7 +486,7 @@ def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only
             out = run_logged(j, os.path.join(workdir, "logs"))
             if isinstance(out, dict) and out.get("stopped"):
                 return {"stopped": True, "job": j.key}
-    return study_report.write(study, workdir, records, [r for c in study.cells if (r := read_record(records, c))])
+    return None
 
 
 def log_path(logs: str, key: str) -> str:

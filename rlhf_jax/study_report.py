@@ -32,8 +32,8 @@ def results(study, records: list[dict]) -> dict:
     for r in records:
         by_group.setdefault(r["group"], []).append(r)
     rows = {}
-    if study.sft_row:
-        per_seed = {r["seed"]: r for r in records}
+    if study.sft_row:  # from the test cells (a selection cell evaluates on the validation split)
+        per_seed = {r["seed"]: r for r in records if r["group"] in study.groups}
         rows["SFT"] = _row(study, list(per_seed.values()), "sft")
     for group in study.groups:
         if group in by_group:
@@ -82,14 +82,37 @@ def markdown(study, res: dict) -> str:
         lines.append(f"| {name} | {n} | " + " | ".join(fmt(row.get(label)) for label in labels) + " |")
     if res["missing"]:
         lines += ["", f"Missing cells ({len(res['missing'])}): {', '.join(res['missing'])}."]
+    if res.get("selection"):
+        lines += ["", selection_markdown(study, res["selection"])]
     lines += ["", "| cell | commit | machine | seconds |", "|---|---|---|---|"]
     lines += [f"| {c} | {v['commit']} | {v['machine']} | {v['seconds']:.0f} |" for c, v in res["cells"].items()]
     return "\n".join(lines) + "\n"
 
 
+def selection_markdown(study, chosen: dict[str, dict]) -> str:
+    """The selection's table: per group, the mean validation metric of each value, the
+    chosen one in bold."""
+    sel = study.selection
+    labels = [sel.label(v) for v in sel.values]
+    lines = [
+        f"{sel.name} chosen per group on the validation split ({sel.metric}, mean over seeds "
+        f"{', '.join(map(str, sel.seeds))}; the chosen value in bold):",
+        "",
+        "| | " + " | ".join(f"{sel.name}={label}" for label in labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for group, c in chosen.items():
+        cells = [f"**{c['means'][x]:.3f}**" if x == c["label"] else f"{c['means'][x]:.3f}" for x in labels]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write(study, workdir: str, records: str, found: list[dict]) -> dict:
-    """results.json, report.md and the plots from the records found (in `records`)."""
+    """results.json, report.md and the plots from the records found (in `records`), with
+    the selection's choices when the study has one."""
     res = results(study, found)
+    if study.selection is not None:
+        res["selection"] = study.chosen(records)
     beside_records = os.path.abspath(records) != os.path.abspath(os.path.join(workdir, "records"))
     out_dir = os.path.join(records if beside_records else workdir, "plots")
     os.makedirs(out_dir, exist_ok=True)

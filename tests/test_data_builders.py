@@ -1,6 +1,7 @@
 """TFDS builders on small files in the real HH-RLHF and TL;DR formats, the built-in tasks,
 and bad records."""
 
+import dataclasses
 import gzip
 import json
 
@@ -120,6 +121,9 @@ def test_every_generated_task_gives_each_kind_it_offers_with_its_fields_and_a_go
         n_train = getattr(source, "n_train", 0) or 6  # the probe's train split holds one row
         assert (len(train), len(test)) == (n_train, 3) and all(FIELDS[kind] <= set(r) for r in train + test), kind
         assert train != test
+        validation = dataclasses.replace(data, eval_split="validation")
+        held_out = source.rows(source.prepare(validation, str(tmp_path / kind)), validation)[1]
+        assert len(held_out) == 3 and not {r["prompt"] for r in held_out} & {r["prompt"] for r in test}, kind
     rows = task.source("sft").rows(task.source("sft").prepare(data, str(tmp_path / "sft")), data)[1]
     gold = task.judge(rows, [r["completion"] for r in rows])  # the references score as the judge says
     assert gold.shape == (3,) and np.isfinite(gold).all()
@@ -132,6 +136,8 @@ def test_a_task_read_from_files_needs_its_directory_and_has_no_gold_judge():
     assert not task.generated and task.judge is None
     with pytest.raises(ValueError, match="data.source_dir"):
         task.source("sft").prepare(DataSection(task="tldr"), "/tmp/unused")
+    with pytest.raises(ValueError, match="data.eval_split='nope'"):
+        DataSection(eval_split="nope")
 
 
 def test_bad_records_name_the_file_and_line(tmp_path):

@@ -19,29 +19,67 @@ SMOKE = "experiments/studies/rloo_paper.py:smoke"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_the_plan_shares_one_sft_and_one_reward_model_per_seed_and_orders_them_before_the_cells(tmp_path):
+def selection_records(study, records, gold_by_lr):
+    """Hand-made records of the selection cells: the validation gold reward per lr label."""
+    records.mkdir(exist_ok=True)
+    for cell in study.selection_cells:
+        label = dict(cell.settings)["lr"]
+        rec = {"key": study_lib.cell_key(cell), "metrics": {"policy.greedy.gold.mean": gold_by_lr[label]}}
+        (records / f"{cell.name}.json").write_text(json.dumps(rec))
+
+
+def test_the_plan_runs_the_selection_first_then_the_test_cells_sharing_one_sft_and_reward_model_per_seed(tmp_path):
     study = load_experiment(SMOKE)
-    jobs = study_lib.plan(study, str(tmp_path), str(tmp_path / "records"))
+    records = tmp_path / "records"
+    first = study_lib.plan(study, str(tmp_path), str(records))
+    cells = [j.key for j in first if j.key.startswith("cells/")]
+    assert sorted(cells) == sorted(f"cells/{c.name}" for c in study.selection_cells) and len(cells) == 4
+    assert sorted(j.key.split("/")[1].split("-")[0] for j in first if j.key.startswith("shared/")) == ["reward", "sft"]
+    with pytest.raises(ValueError, match="chosen on the validation split first"):
+        study.cell("raft_k2.seed1", str(records))
+
+    selection_records(study, records, {"0.01": 0.2, "0.03": 0.5})
+    jobs = study_lib.plan(study, str(tmp_path), str(records))
     keys = [j.key for j in jobs]
-    shared = [k for k in keys if k.startswith("shared/")]
     cells = [k for k in keys if k.startswith("cells/")]
-    assert len(cells) == len(study.cells) == 4
-    assert sorted(k.split("/")[1].split("-")[0] for k in shared) == ["reward", "reward", "sft", "sft"]  # per seed
+    assert sorted(cells) == sorted(f"cells/{c.name}" for c in study.cells) and len(cells) == 4
+    shared = [k for k in keys if k.startswith("shared/")]  # seed 0's were planned above; seed 1's only now
+    assert sorted(k.split("/")[1].split("-")[0] for k in shared) == ["reward", "reward", "sft", "sft"]
     for job in jobs:
         assert all(keys.index(n) < keys.index(job.key) for n in job.needs)
         if job.key.startswith("cells/"):
             assert len(job.needs) == 2  # its seed's SFT and reward model
     by_seed = {}
-    for cell in study.cells:
+    for cell in study.test_cells(str(records)) + study.selection_cells:
         by_seed.setdefault(cell.seed, set()).add(study_lib.place(cell, str(tmp_path)).shared)
     assert all(len(v) == 1 for v in by_seed.values()) and len(by_seed) == 2
+
+
+def test_the_selection_takes_the_best_mean_on_validation_and_the_test_cells_run_with_it(tmp_path):
+    study = load_experiment(SMOKE)
+    for cell in study.selection_cells:  # the policy stage and its evaluation read the validation split
+        assert cell.pipeline.policy.data.eval_split == "validation"
+        assert cell.pipeline.sft.data.eval_split == cell.pipeline.reward.data.eval_split == "test"
+    records = tmp_path / "records"
+    selection_records(study, records, {"0.01": 0.2, "0.03": 0.5})
+    chosen = study.chosen(str(records))
+    assert {g: c["value"] for g, c in chosen.items()} == {"rloo_k2": 3e-2, "raft_k2": 3e-2}
+    for cell in study.test_cells(str(records)):
+        assert cell.pipeline.policy.optim.learning_rate == 3e-2 and dict(cell.settings)["lr"] == "0.03"
+        assert cell.pipeline.policy.data.eval_split == "test"
+    selection_records(study, records, {"0.01": 0.5, "0.03": 0.5})  # a tie: the first value of the grid
+    assert {c["value"] for c in study.chosen(str(records)).values()} == {1e-2}
+    text = study_report.selection_markdown(study, study.chosen(str(records)))
+    assert "| rloo_k2 | **0.500** | 0.500 |" in text
+    (records / f"{study.selection_cells[0].name}.json").unlink()  # rloo_k2's selection incomplete
+    assert [c.group for c in study.test_cells(str(records))] == ["raft_k2", "raft_k2"]
 
 
 def test_a_cell_with_a_current_record_is_not_planned_and_a_changed_one_is(tmp_path):
     study = load_experiment(SMOKE)
     records = tmp_path / "records"
     records.mkdir()
-    cell = study.cells[0]
+    cell = study.selection_cells[0]
     (records / f"{cell.name}.json").write_text(json.dumps({"key": study_lib.cell_key(cell)}))
     assert f"cells/{cell.name}" not in [j.key for j in study_lib.plan(study, str(tmp_path), str(records))]
     (records / f"{cell.name}.json").write_text(json.dumps({"key": "an-older-config"}))
@@ -71,7 +109,8 @@ def test_the_report_gives_each_group_and_the_sft_its_mean_and_interval_and_names
     study = study_lib.StudyConfig("s", study.cells, metrics)
     a0, a1, b0, b1 = study.cells  # rloo_k2 seeds 0, 1; raft_k2 seeds 0, 1
     records = [record(a0, 1.0, 0.0, 0.6), record(a1, 3.0, 0.5, 0.8), record(b0, 2.0, 0.0, 0.7)]
-    res = study_report.results(study, records)
+    selecting = study_lib.Cell("select.rloo_k2.lr=1", 0, a0.pipeline)  # evaluated on validation: not in a row
+    res = study_report.results(study, [*records, record(selecting, 9.0, 9.0, 1.0)])
     assert res["missing"] == [b1.name]
     assert res["rows"]["rloo_k2"]["gold"]["mean"] == 2.0 and res["rows"]["rloo_k2"]["gold"]["n"] == 2
     assert res["rows"]["SFT"]["gold"]["mean"] == 0.25 and "win vs SFT" not in res["rows"]["SFT"]  # one per seed
@@ -99,17 +138,17 @@ def records_in(directory):
 def test_cell_runs_only_that_cell_and_the_shared_stages_it_needs(tmp_path):
     workdir, records = tmp_path / "study", tmp_path / "records"
     args = ["--config", SMOKE, "--workdir", str(workdir), "--records", str(records)]
-    assert main([*args, "--cell", "raft_k2.seed1"]) == 0
-    assert records_in(records) == ["raft_k2.seed1.json"]
-    assert sorted(os.listdir(workdir / "cells")) == ["raft_k2.seed1"]
+    name = "select.raft_k2.lr=0.03.seed0"
+    assert main([*args, "--cell", name]) == 0
+    assert records_in(records) == [f"{name}.json"]
+    assert sorted(os.listdir(workdir / "cells")) == [name]
     assert sorted(d.split("-")[0] for d in os.listdir(workdir / "shared")) == ["reward", "sft"]
-    got = json.loads((records / "raft_k2.seed1.json").read_text())
-    assert got["settings"] == {"method": "raft", "k": "2"} and got["key"] == study_lib.cell_key(
-        load_experiment(SMOKE).cell("raft_k2.seed1")
+    got = json.loads((records / f"{name}.json").read_text())
+    assert got["settings"] == {"method": "raft", "k": "2", "lr": "0.03"} and got["key"] == study_lib.cell_key(
+        load_experiment(SMOKE).cell(name, str(records))
     )
     assert np.isfinite(got["metrics"]["policy.greedy.gold.mean"]) and got["curve"][-1]["completions"] > 0
-    report = (workdir / "report.md").read_text()
-    assert "Missing cells (3)" in report and "| raft_k2 | 1 |" in report
+    assert "Missing cells (4)" in (workdir / "report.md").read_text()  # no test cell yet
 
 
 @pytest.mark.slow
@@ -124,12 +163,13 @@ def test_a_study_killed_part_way_resumes_only_what_is_missing_and_trains_shared_
     os.kill(proc.pid, signal.SIGKILL)  # part-way: one cell recorded, the next one under way
     proc.wait()
     first = records_in(records)
-    assert 1 <= len(first) < 4, first
+    assert 1 <= len(first) < 4, first  # selection cells
     done_before = {f: (records / f).read_text() for f in first}
 
     out = subprocess.run([*cmd, "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert records_in(records) == sorted(f"{c.name}.json" for c in load_experiment(SMOKE).cells)
+    study = load_experiment(SMOKE)
+    assert records_in(records) == sorted(f"{c.name}.json" for c in study.cells + study.selection_cells)
     assert all((records / f).read_text() == text for f, text in done_before.items())  # not run again
     assert f"cells/{first[0][:-5]}" not in out.stdout  # only the missing cells were planned
     # one SFT and one reward model per seed, each trained once (its log holds one run of its steps)
@@ -144,3 +184,6 @@ def test_a_study_killed_part_way_resumes_only_what_is_missing_and_trains_shared_
     assert res["missing"] == [] and set(res["rows"]) == {"SFT", "rloo_k2", "raft_k2"}
     assert all(row["greedy gold reward"]["n"] == 2 for row in res["rows"].values())
     assert os.path.exists(records / "plots" / "curve_gold.png") and os.path.exists(records / "report.md")
+    assert (
+        set(res["selection"]) == {"rloo_k2", "raft_k2"} and "lr chosen per group" in (records / "report.md").read_text()
+    )

@@ -132,9 +132,11 @@ def task_config(kind: str = "default", seed: int = 0, n_train: int = 2000, n_tes
 
 
 class _TaskBuilder(_Quiet, tfds.core.GeneratorBasedBuilder):
-    """A built-in task: `examples(n, seed)` gives the rows; the test split uses seed + 10000."""
+    """A built-in task: `examples(n, seed)` gives the rows; the test split uses seed + 10000
+    and the validation split (n_test rows, for choosing settings) seed + 20000."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "A validation split."}
 
     def features(self) -> dict:
         return {}
@@ -150,6 +152,7 @@ class _TaskBuilder(_Quiet, tfds.core.GeneratorBasedBuilder):
         return {
             "train": self._generate_examples(c.n_train, c.seed),
             "test": self._generate_examples(c.n_test, c.seed + 10_000),
+            "validation": self._generate_examples(c.n_test, c.seed + 20_000),
         }
 
     def _generate_examples(self, n, seed):
@@ -162,9 +165,10 @@ class SyntheticSummarization(_TaskBuilder):
     """The built-in summarisation task: `sft` (prompt, completion), `preference` and
     `probe` (prompt, chosen, rejected) configs, generated from the config's seed."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.1.0": "Documents lean more on their topic words; comparisons include early-policy summaries.",
+        "1.2.0": "A validation split.",
     }
     BUILDER_CONFIGS = [
         TaskConfig(name="sft", kind="sft"),
