@@ -31,7 +31,7 @@ METHODS = ("rloo", "ppo", "reinforce", "vanilla_pg", "raft", "dpo")
 def full() -> PipelineConfig:
     model = ModelSection(family="gpt2", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=64)
     data = DataSection(task="summarization", n_train=20000, n_test=200, max_prompt_len=48, max_completion_len=12)
-    sft_steps, reward_steps = 1600, 400  # each schedule decays over its stage's whole run
+    sft_steps, reward_steps = 1600, 800  # each schedule decays over its stage's whole run
     return PipelineConfig(
         name="quickstart",
         sft=ExperimentConfig(

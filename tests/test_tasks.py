@@ -38,16 +38,33 @@ def test_summarization_data_are_deterministic_and_labelled_mostly_by_the_gold_re
     assert S.document_of(sft[0]["prompt"]) == sft[0]["document"]
 
 
-def test_degenerate_summaries_keep_the_summary_and_score_lower():
-    rng = np.random.default_rng(0)
-    drops = []
-    for ex in S.sft_examples(100, seed=1):
-        summary = ex["completion"].strip()
-        bad = S.degenerate(rng, ex["document"], summary)
-        words, it = bad.split(), iter(bad.split())
-        assert len(words) > len(summary.split()) and all(w in it for w in summary.split())  # a supersequence
-        drops.append(S.gold_reward(ex["document"], summary) - S.gold_reward(ex["document"], bad))
-    assert np.mean(drops) > 0.2 and np.mean(np.asarray(drops) > 0) > 0.9
+def test_a_document_names_its_topics_in_the_lede_and_they_are_its_salient_words_by_a_margin():
+    rng, cfg = np.random.default_rng(0), S.SummarizationConfig()
+    for _ in range(200):
+        doc = S.make_document(rng, cfg, S.content_words())
+        lede = doc.split(" . ")[0].split()
+        salient = S.salient_words(doc, cfg.n_topics)
+        assert set(salient) == set(lede) - set(S.FUNCTION_WORDS)
+        words = [w for w in doc.split() if w not in S.FUNCTION_WORDS and w != "."]
+        assert all(words.count(w) >= 2 for w in salient) and all(
+            words.count(w) == 1 for w in S.other_words(doc, salient)
+        )
+
+
+def test_a_comparison_is_of_content_at_one_length_or_of_form_one_word_apart_and_never_of_equal_gold():
+    kinds = []
+    for ex in S.preference_examples(400, seed=5):
+        a, b = sorted((ex["chosen"].split(), ex["rejected"].split()), key=len)
+        assert ex["gold_margin"] != 0 and set(a + b) <= set(ex["document"].split())
+        if len(a) == len(b):  # content: distinct words, whole salient words apart
+            assert len(set(a)) == len(a) and len(set(b)) == len(b)
+            whole = abs(ex["gold_margin"]) / 0.25
+            assert whole == pytest.approx(round(whole))
+            kinds.append("content")
+        else:  # form: the same words with one more (a repeat, a word past the target length, or one deleted)
+            assert len(b) == len(a) + 1 and all(w in iter(b) for w in a)
+            kinds.append("form")
+    assert 0.15 < kinds.count("form") / len(kinds) < 0.35
 
 
 def test_a_correct_step_is_positive_a_wrong_one_negative_and_later_ones_neutral():

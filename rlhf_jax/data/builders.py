@@ -165,10 +165,12 @@ class SyntheticSummarization(_TaskBuilder):
     """The built-in summarisation task: `sft` (prompt, completion), `preference` and
     `probe` (prompt, chosen, rejected) configs, generated from the config's seed."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {
         "1.1.0": "Documents lean more on their topic words; comparisons include early-policy summaries.",
         "1.2.0": "A validation split.",
+        "2.0.0": "Documents open with a lede that names their topic words, which recur; other content words appear "
+        "once. Comparisons are between two summaries of one length without repeats, so that they turn on content.",
     }
     BUILDER_CONFIGS = [
         TaskConfig(name="sft", kind="sft"),

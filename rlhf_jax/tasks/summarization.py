@@ -1,15 +1,21 @@
 """Synthetic summarisation, a stand-in for TL;DR with a known gold judge.
 
-A document is a few sentences over a made-up vocabulary, built around k topic words that
-recur. The gold reward of a summary (a short list of words) is
+A document is a few sentences over a made-up vocabulary about k topic words: its first
+sentence (the lede) names them all, they recur in the body, and every other content word
+appears once, in the body. The gold reward of a summary (a short list of words) is
 
     r = coverage - lambda_len * max(0, |s| - target) / target - lambda_rep * repeated / |s|
 
 with coverage the share of the document's k salient words the summary names, the
-salient words being the k content words the document uses most (ties alphabetical), so
-the judge needs only the document and the summary. SFT references are imperfect
-(salient words dropped, document words added, repeats), and preference pairs are
-labelled by the gold reward through Bradley-Terry with a temperature: noisy, like people.
+salient words being the k content words the document uses most (ties alphabetical; by
+construction the topic words, with a margin), so the judge needs only the document and
+the summary. SFT references are imperfect (salient words dropped, other document words
+added, repeats). Most comparisons are between two summaries of the same length without
+repeats (as two samples of one policy mostly are), so that they turn on what they say;
+the rest (form_prob) between a summary and itself with one word deleted, repeated or
+added. A
+label is drawn from Bradley-Terry on the gold reward at a temperature; pairs of equal
+gold reward are not asked about.
 """
 
 from __future__ import annotations
@@ -40,35 +46,52 @@ def content_words(n: int = 400, seed: int = 1234) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class SummarizationConfig:
     n_topics: int = 4  # k salient words per document
-    n_sentences: int = 4
-    sentence_len: tuple[int, int] = (5, 9)
-    topic_prob: float = 0.5  # a document word is one of its topic words
-    function_prob: float = 0.35  # ... a function word; else any word of the vocabulary
+    n_sentences: int = 4  # the lede and the body's sentences
+    sentence_len: tuple[int, int] = (5, 9)  # a body sentence's words
+    topic_prob: float = 0.3  # a body word is one of the topic words
+    function_prob: float = 0.35  # ... a function word; else a content word used nowhere else
     target_len: int = 4
     length_penalty: float = 0.5
     repeat_penalty: float = 1.0
     drop_prob: float = 0.3  # reference summaries: chance to drop a salient word
     noise_words: tuple[int, int] = (0, 3)  # reference summaries: extra document words
-    bt_temperature: float = 0.1  # preference labels: P(a > b) = sigmoid((r_a - r_b) / T)
-    degenerate_prob: float = 0.3  # preference pairs: chance a summary is an early policy's (repeats, rambling)
+    repeat_prob: float = 0.15  # reference summaries: chance of a repeated word
+    pair_len: tuple[int, int] = (2, 6)  # comparisons: the length both summaries share
+    form_prob: float = 0.25  # comparisons: chance of a summary against itself one word deleted, repeated or added
+    bt_temperature: float = 0.05  # preference labels: P(a > b) = sigmoid((r_a - r_b) / T)
 
 
 def make_document(rng: np.random.Generator, cfg: SummarizationConfig, vocab: list[str]) -> str:
-    topics = list(rng.choice(vocab, size=cfg.n_topics, replace=False))
-    sentences = []
-    for _ in range(cfg.n_sentences):
-        n = int(rng.integers(cfg.sentence_len[0], cfg.sentence_len[1] + 1))
+    """The lede (the topic words and one to three function words, shuffled), then body
+    sentences of topic words, function words and content words used once each; every
+    topic word recurs in the body, so the topic words are the k most frequent."""
+    topics = [str(w) for w in rng.choice(vocab, size=cfg.n_topics, replace=False)]
+    lede = topics + [str(rng.choice(FUNCTION_WORDS)) for _ in range(int(rng.integers(1, 4)))]
+    rng.shuffle(lede)
+    fresh = iter(str(w) for w in rng.permutation([w for w in vocab if w not in topics]))
+    body = []
+    for _ in range(cfg.n_sentences - 1):
         words = []
-        for _ in range(n):
+        for _ in range(int(rng.integers(cfg.sentence_len[0], cfg.sentence_len[1] + 1))):
             u = rng.random()
             if u < cfg.topic_prob:
                 words.append(str(rng.choice(topics)))
             elif u < cfg.topic_prob + cfg.function_prob:
                 words.append(str(rng.choice(FUNCTION_WORDS)))
             else:
-                words.append(str(rng.choice(vocab)))
-        sentences.append(" ".join(words) + " .")
-    return " ".join(sentences)
+                words.append(next(fresh))
+        body.append(words)
+    for topic in topics:
+        if not any(topic in words for words in body):
+            words = body[int(rng.integers(len(body)))]
+            words.insert(int(rng.integers(len(words) + 1)), topic)
+    return " ".join(" ".join(words) + " ." for words in [lede, *body])
+
+
+def other_words(document: str, salient: list[str]) -> list[str]:
+    """The document's content words that are not salient, in order of first use."""
+    seen = dict.fromkeys(w for w in document.split() if w not in FUNCTION_WORDS and w != ".")
+    return [w for w in seen if w not in salient]
 
 
 def salient_words(document: str, k: int) -> list[str]:
@@ -89,31 +112,34 @@ def gold_reward(document: str, summary: str, cfg: SummarizationConfig = Summariz
     return coverage - cfg.length_penalty * too_long - cfg.repeat_penalty * repeated
 
 
-def make_summary(rng: np.random.Generator, document: str, cfg: SummarizationConfig, quality: float = 1.0) -> str:
-    """An imperfect human-like summary; lower `quality` drops more salient words."""
+def make_summary(rng: np.random.Generator, document: str, cfg: SummarizationConfig) -> str:
+    """An imperfect human-like summary: each salient word kept with 1 - drop_prob, a few
+    other content words of the document added, sometimes a word repeated; shuffled."""
     salient = salient_words(document, cfg.n_topics)
-    drop = 1 - quality * (1 - cfg.drop_prob)
-    kept = [w for w in salient if rng.random() >= drop]
-    doc_words = [w for w in document.split() if w != "."]
-    extra = int(rng.integers(cfg.noise_words[0], cfg.noise_words[1] + 1))
-    words = kept + [str(rng.choice(doc_words)) for _ in range(extra)]
-    if words and rng.random() < 0.15:
+    others = other_words(document, salient)
+    kept = [w for w in salient if rng.random() >= cfg.drop_prob]
+    extra = min(int(rng.integers(cfg.noise_words[0], cfg.noise_words[1] + 1)), len(others))
+    words = kept + [str(w) for w in rng.choice(others, size=extra, replace=False)]
+    if not words:
+        words = [str(rng.choice(others or salient))]
+    if rng.random() < cfg.repeat_prob:
         words.append(str(rng.choice(words)))
     rng.shuffle(words)
-    return " ".join(words) if words else str(rng.choice(doc_words))
-
-
-def degenerate(rng: np.random.Generator, document: str, summary: str) -> str:
-    """What an early policy writes: a word of the summary repeated, or document words
-    run on past the target length."""
-    words = summary.split()
-    if rng.random() < 0.5:
-        at = int(rng.integers(len(words)))
-        words[at + 1 : at + 1] = [words[at]] * int(rng.integers(1, 6))
-    else:
-        doc_words = [w for w in document.split() if w != "."]
-        words += [str(rng.choice(doc_words)) for _ in range(int(rng.integers(3, 8)))]
     return " ".join(words)
+
+
+def same_length_summary(rng: np.random.Generator, salient: list[str], others: list[str], length: int) -> str | None:
+    """`length` distinct words of the document, a random number of them salient (as one
+    policy's samples vary in what they name); None if the document has too few words."""
+    low, high = max(0, length - len(others)), min(len(salient), length)
+    if low > high:
+        return None
+    n_salient = int(rng.integers(low, high + 1))
+    words = list(rng.choice(salient, size=n_salient, replace=False)) + list(
+        rng.choice(others, size=length - n_salient, replace=False)
+    )
+    rng.shuffle(words)
+    return " ".join(str(w) for w in words)
 
 
 def prompt(document: str) -> str:
@@ -131,18 +157,42 @@ def sft_examples(n: int, seed: int, cfg: SummarizationConfig = SummarizationConf
     return out
 
 
+def form_edit(rng: np.random.Generator, summary: str, others: list[str]) -> str:
+    """The summary with one word fewer, one of its words repeated, or one more word of the
+    document that is not salient (the gold reward then differs by a salient word lost or
+    by its penalties)."""
+    words = summary.split()
+    extra = [w for w in others if w not in words]
+    kind = int(rng.integers(3)) if extra else int(rng.integers(2))
+    if kind == 0 and len(words) > 1:
+        del words[int(rng.integers(len(words)))]
+    else:
+        word = str(rng.choice(words)) if kind < 2 else str(rng.choice(extra))
+        words.insert(int(rng.integers(len(words) + 1)), word)
+    return " ".join(words)
+
+
 def preference_examples(n: int, seed: int, cfg: SummarizationConfig = SummarizationConfig()) -> list[dict]:
-    """{"prompt", "chosen", "rejected", "document", "gold_margin"}: two summaries of varied
-    quality (some degenerate, as comparison data sampled from several policies include),
-    the label drawn from Bradley-Terry on the gold reward at `bt_temperature`."""
+    """{"prompt", "chosen", "rejected", "document", "gold_margin"}: two summaries of one
+    length (drawn from pair_len) without repeats that name different numbers of salient
+    words or, with form_prob, a summary and its `form_edit`; the label drawn from
+    Bradley-Terry on the gold reward at `bt_temperature`."""
     rng = np.random.default_rng(seed)
     vocab = content_words()
     out = []
-    for _ in range(n):
+    while len(out) < n:
         doc = make_document(rng, cfg, vocab)
-        a, b = (make_summary(rng, doc, cfg, quality=float(rng.uniform(0.2, 1.0))) for _ in range(2))
-        a, b = (degenerate(rng, doc, x) if rng.random() < cfg.degenerate_prob else x for x in (a, b))
+        salient = salient_words(doc, cfg.n_topics)
+        others = other_words(doc, salient)
+        length = int(rng.integers(cfg.pair_len[0], cfg.pair_len[1] + 1))
+        a, b = (same_length_summary(rng, salient, others, length) for _ in range(2))
+        if a is None or b is None:
+            continue
+        if rng.random() < cfg.form_prob:
+            b = form_edit(rng, a, others)
         ra, rb = gold_reward(doc, a, cfg), gold_reward(doc, b, cfg)
+        if ra == rb:
+            continue
         p_a = 1.0 / (1.0 + math.exp(-(ra - rb) / cfg.bt_temperature))
         chosen, rejected = (a, b) if rng.random() < p_a else (b, a)
         margin = gold_reward(doc, chosen, cfg) - gold_reward(doc, rejected, cfg)
@@ -171,7 +221,7 @@ def content_probe_examples(n: int, seed: int, cfg: SummarizationConfig = Summari
     while len(out) < n:
         doc = make_document(rng, cfg, vocab)
         salient = salient_words(doc, cfg.n_topics)
-        others = sorted({w for w in doc.split() if w not in FUNCTION_WORDS and w != "." and w not in salient})
+        others = other_words(doc, salient)
         n_salient = int(rng.integers(1, min(len(salient), cfg.target_len) + 1))
         n_others = cfg.target_len - n_salient
         if len(others) < n_others + 1:
