@@ -113,6 +113,15 @@ class Selection:
     def label(self, value) -> str:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
+    def applied(self, cell: Cell, value, group: str = "") -> Cell:
+        """The cell with `value` applied and named in its settings (in `group` if given)."""
+        settings = cell.settings + ((self.name, self.label(value)),)
+        return Cell(group or cell.group, cell.seed, self.apply(cell.pipeline, value), settings)
+
+    def group(self, group: str, value) -> str:
+        """The group of a value's selection cells."""
+        return f"select.{group}.{self.name}={self.label(value)}"
+
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
@@ -171,12 +180,11 @@ class StudyConfig:
         for group in self.groups:
             template = next(c for c in self.cells if c.group == group)
             for value in sel.values:
-                p = sel.apply(template.pipeline, value)
-                policy = dataclasses.replace(p.policy, data=dataclasses.replace(p.policy.data, eval_split="validation"))
-                settings = template.settings + ((sel.name, sel.label(value)),)
                 for seed in sel.seeds:
-                    out.append(Cell(f"select.{group}.{sel.name}={sel.label(value)}", seed,
-                                    dataclasses.replace(p, policy=policy), settings))  # fmt: skip
+                    c = sel.applied(dataclasses.replace(template, seed=seed), value, sel.group(group, value))
+                    policy = c.pipeline.policy
+                    policy = dataclasses.replace(policy, data=dataclasses.replace(policy.data, eval_split="validation"))
+                    out.append(dataclasses.replace(c, pipeline=dataclasses.replace(c.pipeline, policy=policy)))
         return tuple(out)
 
     def chosen(self, records: str) -> dict[str, dict]:
@@ -190,7 +198,7 @@ class StudyConfig:
         for group in self.groups:
             means = {}
             for value in sel.values:
-                mine = [c for c in cells if c.group == f"select.{group}.{sel.name}={sel.label(value)}"]
+                mine = [c for c in cells if c.group == sel.group(group, value)]
                 found = [read_record(records, c) for c in mine]
                 if any(r is None or sel.metric not in r.get("metrics", {}) for r in found):
                     break
@@ -206,16 +214,7 @@ class StudyConfig:
         if self.selection is None:
             return self.cells
         chosen = self.chosen(records)
-        return tuple(
-            Cell(
-                c.group,
-                c.seed,
-                self.selection.apply(c.pipeline, chosen[c.group]["value"]),
-                c.settings + ((self.selection.name, chosen[c.group]["label"]),),
-            )  # fmt: skip
-            for c in self.cells
-            if c.group in chosen
-        )
+        return tuple(self.selection.applied(c, chosen[c.group]["value"]) for c in self.cells if c.group in chosen)
 
 
 # ----------------------------------------------------------------------------- layout
