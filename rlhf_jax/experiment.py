@@ -173,7 +173,8 @@ class RLSection:
     reward_model: a reward run's workdir or an HF directory with a scalar head; "gold" =
     the task's gold judge. critic_from: "reward" (TRL's default) or "policy" (its backbone).
     beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
-    reward_noise: std of Gaussian noise added to r (the robustness sweeps).
+    reward_noise: std of Gaussian noise added to r (the robustness sweeps), in the units of
+    reward_noise_scale: "absolute" or "score_std" (multiples of the batch's score std).
     old_logps: where log pi_old comes from: "sampler" (the log-probs the sampler computed
     while drawing, under the same parameters: no extra forward) or "forward" (a training
     forward over the sampled sequences; equal up to rounding, which in bf16 may matter).
@@ -197,6 +198,7 @@ class RLSection:
     critic_from: str = "reward"
     missing_eos_penalty: float = 0.0
     reward_noise: float = 0.0
+    reward_noise_scale: str = "absolute"
     whiten_advantages: bool = False
     baseline_decay: float = 0.0
     clip_eps: float | None = None
@@ -234,6 +236,10 @@ class RLSection:
             raise ValueError(f"rl.updates_per_batch={self.updates_per_batch}: must be >= 1")
         if self.old_logps not in ("sampler", "forward"):
             raise ValueError(f"rl.old_logps={self.old_logps!r}: expected 'sampler' or 'forward'")
+        if self.reward_noise_scale not in rollout.NOISE_SCALES:
+            raise ValueError(
+                f"rl.reward_noise_scale={self.reward_noise_scale!r}: expected one of {rollout.NOISE_SCALES}"
+            )
         if self.critic_from not in ("reward", "policy"):
             raise ValueError(f"rl.critic_from={self.critic_from!r}: expected 'reward' or 'policy'")
         for name in ("beta", "target_kl", "reward_noise", "baseline_decay", "missing_eos_penalty"):

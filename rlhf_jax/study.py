@@ -60,12 +60,15 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 class Cell:
     """One pipeline of the grid at one seed. Cells of a group differ only in their seed:
     the report gives a group's mean and interval over them. settings: the grid coordinates
-    of the group, for the report (e.g. (("method", "rloo"), ("k", "4")))."""
+    of the group, for the report (e.g. (("method", "rloo"), ("k", "4"))). select_with: with
+    a selection, the group whose chosen value this cell takes instead of one of its own
+    (a variant of a method, e.g. PPO at another lambda, runs at the method's setting)."""
 
     group: str
     seed: int
     pipeline: PipelineConfig
     settings: tuple[tuple[str, str], ...] = ()
+    select_with: str = ""
 
     @property
     def name(self) -> str:
@@ -89,6 +92,25 @@ DEFAULT_METRICS = (
     Metric("sampled win-rate vs SFT", "policy_vs_sft.sampled"),
     Metric("KL to SFT", "{p}.greedy.kl_to_reference"),
 )
+
+
+FIGURE_SOURCES = ("training", "generation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A comparison of some groups that the report draws and tabulates, mean over seeds.
+    source "training": the policy stage's logged `keys` (of the study's curves) against
+    completions sampled, and a table of each key's mean over training and last logged
+    value per group, with intervals. source "generation": the evaluation's curves per
+    generation step (the RLOO paper's appendix A: normalised entropy, top-k mass) of the
+    groups' policies; "SFT" names the SFT policy."""
+
+    name: str
+    title: str
+    groups: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    source: str = "training"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +151,8 @@ class StudyConfig:
     policy's figures (one per seed: the SFT is shared by the seed's cells). curves: the
     training metrics plotted against completions sampled, mean over seeds per group.
     selection: a setting chosen per group on the validation split first; `cells` are
-    then the test cells before it is applied (`test_cells` gives them with it)."""
+    then the test cells before it is applied (`test_cells` gives them with it).
+    figures: comparisons of a few groups each (`Figure`)."""
 
     name: str
     cells: tuple[Cell, ...]
@@ -138,8 +161,26 @@ class StudyConfig:
     curves: tuple[str, ...] = ("gold", "score", "kl")
     description: str = ""
     selection: Selection | None = None
+    figures: tuple[Figure, ...] = ()
 
     def __post_init__(self):
+        groups = set(self.groups)
+        for c in self.cells:
+            if c.select_with and (c.select_with not in self.selecting_groups or self.selection is None):
+                raise ValueError(
+                    f"study {self.name}: cell {c.name} selects with {c.select_with!r}, which is not a group "
+                    "that runs the selection"
+                )
+        for f in self.figures:
+            if f.source not in FIGURE_SOURCES:
+                raise ValueError(
+                    f"study {self.name}: figure {f.name}: source {f.source!r}, expected one of {FIGURE_SOURCES}"
+                )
+            unknown = [g for g in f.groups if g not in groups and not (f.source == "generation" and g == "SFT")]
+            if unknown:
+                raise ValueError(f"study {self.name}: figure {f.name} names groups it does not have: {unknown}")
+            if f.source == "training" and not set(f.keys) <= set(self.curves):
+                raise ValueError(f"study {self.name}: figure {f.name}: keys {f.keys} not all in curves {self.curves}")
         names = [c.name for c in self.cells + self.selection_cells]
         if not names:
             raise ValueError(f"study {self.name}: no cells")
@@ -161,7 +202,7 @@ class StudyConfig:
                 if c.group not in {t.group for t in chosen}:
                     raise ValueError(
                         f"--cell {name}: its {self.selection.name} is chosen on the validation split first: "
-                        f"run the cells select.{c.group}.* (or the whole study) before it"
+                        f"run the cells select.{c.select_with or c.group}.* (or the whole study) before it"
                     )
                 return next(t for t in chosen if t.name == name)
         known = [c.name for c in self.selection_cells + self.cells]
@@ -172,12 +213,17 @@ class StudyConfig:
         return list(dict.fromkeys(c.group for c in self.cells))
 
     @property
+    def selecting_groups(self) -> list[str]:
+        """The groups that choose their own value (those whose cells select with no other)."""
+        return list(dict.fromkeys(c.group for c in self.cells if not c.select_with))
+
+    @property
     def selection_cells(self) -> tuple[Cell, ...]:
         sel = self.selection
         if sel is None:
             return ()
         out = []
-        for group in self.groups:
+        for group in self.selecting_groups:
             template = next(c for c in self.cells if c.group == group)
             for value in sel.values:
                 for seed in sel.seeds:
@@ -195,7 +241,7 @@ class StudyConfig:
         if sel is None:
             return out
         cells = self.selection_cells
-        for group in self.groups:
+        for group in self.selecting_groups:
             means = {}
             for value in sel.values:
                 mine = [c for c in cells if c.group == sel.group(group, value)]
@@ -214,7 +260,11 @@ class StudyConfig:
         if self.selection is None:
             return self.cells
         chosen = self.chosen(records)
-        return tuple(self.selection.applied(c, chosen[c.group]["value"]) for c in self.cells if c.group in chosen)
+        return tuple(
+            self.selection.applied(c, chosen[c.select_with or c.group]["value"])
+            for c in self.cells
+            if (c.select_with or c.group) in chosen
+        )
 
 
 # ----------------------------------------------------------------------------- layout
@@ -311,6 +361,12 @@ def training_curve(policy_dir: str, keys: tuple[str, ...], per_step: int) -> lis
     return [{"step": r["step"], "completions": r["step"] * per_step, **{k: r[k] for k in keys if k in r}} for r in rows]
 
 
+def generation_curves(summary: dict) -> dict:
+    """The evaluation's curves per generation step: {"sft": {...}, "policy": {...}}."""
+    curves = summary.get("curves", {})
+    return {who: curves[name] for who, name in (("sft", "sft"), ("policy", summary["method"])) if name in curves}
+
+
 def machine() -> str:
     """The CPU model and core count, and the accelerator when there is one."""
     import jax
@@ -359,6 +415,7 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
         "key": cell_key(cell),
         "metrics": cell_metrics(summary),
         "curve": training_curve(placed.dirs["policy"], study.curves, per_step),
+        "generation": generation_curves(summary),
         "config": config_lib.to_dict(cell.pipeline),
         "commit": commit(),
         "machine": machine(),

@@ -59,17 +59,91 @@ def _row(study, records: list[dict], who: str) -> dict:
     return row
 
 
+def figure_results(study, records: list[dict]) -> dict:
+    """Per training figure: {group: {key: {"mean": interval over seeds of the key's mean
+    over training, "last": interval of its last logged value}}}."""
+    out = {}
+    for fig in study.figures:
+        if fig.source != "training":
+            continue
+        table = {}
+        for group in fig.groups:
+            runs = [r["curve"] for r in records if r["group"] == group and r.get("curve")]
+            row = {}
+            for key in fig.keys:
+                series = [[p[key] for p in run if key in p] for run in runs]
+                series = [x for x in series if x]
+                if series:
+                    row[key] = {
+                        "mean": interval([np.mean(x) for x in series]),
+                        "last": interval([x[-1] for x in series]),
+                    }
+            if row:
+                table[group] = row
+        out[fig.name] = table
+    return out
+
+
+def figure_plots(study, records: list[dict], out_dir: str) -> dict[str, list[str]]:
+    """Each figure's plots: training keys against completions sampled, or the curves per
+    generation step averaged over seeds."""
+    paths = {}
+    for fig in study.figures:
+        if fig.source == "training":
+            curves = {g: [r["curve"] for r in records if r["group"] == g] for g in fig.groups}
+            paths[fig.name] = plots.study_curves(curves, fig.keys, out_dir, name=fig.name, title=fig.title)
+            continue
+        averaged = {}
+        for group in fig.groups:
+            if group == "SFT":
+                mine = list({r["seed"]: r["generation"]["sft"] for r in records if r["group"] in study.groups
+                             and "sft" in r.get("generation", {})}.values())  # fmt: skip
+            else:
+                mine = [
+                    r["generation"]["policy"]
+                    for r in records
+                    if r["group"] == group and "policy" in r.get("generation", {})
+                ]
+            if mine:
+                keys = set.intersection(*(set(c) for c in mine))
+                averaged[f"{group} (n={len(mine)})"] = {
+                    k: np.mean([c[k][: min(len(x[k]) for x in mine)] for c in mine], axis=0).tolist() for k in keys
+                }
+        paths[fig.name] = [plots.step_curves(averaged, out_dir, name=fig.name)] if averaged else []
+    return paths
+
+
+def figures_markdown(study, tables: dict) -> str:
+    """Each training figure's table: per group and key, the mean over training and the
+    last logged value, mean [95% interval] over seeds."""
+    lines = []
+    for fig in study.figures:
+        table = tables.get(fig.name)
+        if not table:
+            continue
+        lines += [f"{fig.title} (mean over training / last logged value; mean [95% interval] over seeds):", ""]
+        lines.append("| | n | " + " | ".join(f"{k} (mean) | {k} (last)" for k in fig.keys) + " |")
+        lines.append("|---|---|" + "---|---|" * len(fig.keys))
+        for group, row in table.items():
+            n = max(v["mean"]["n"] for v in row.values())
+            cells = [f"{_fmt(row[k]['mean'])} | {_fmt(row[k]['last'])}" if k in row else "- | -" for k in fig.keys]
+            lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v: dict | None) -> str:
+    if v is None:
+        return "-"
+    if np.isnan(v["low"]):
+        return f"{v['mean']:.3f} (n=1)"
+    return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+
+
 def markdown(study, res: dict) -> str:
     """report.md: one table, mean [95% interval] over seeds per metric, then each cell's
     commit, machine and time."""
-
-    def fmt(v: dict | None) -> str:
-        if v is None:
-            return "-"
-        if np.isnan(v["low"]):
-            return f"{v['mean']:.3f} (n=1)"
-        return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
-
+    fmt = _fmt
     labels = [m.label for m in study.metrics]
     lines = [f"# {study.name}", ""]
     if study.description:
@@ -84,6 +158,8 @@ def markdown(study, res: dict) -> str:
         lines += ["", f"Missing cells ({len(res['missing'])}): {', '.join(res['missing'])}."]
     if res.get("selection"):
         lines += ["", selection_markdown(study, res["selection"])]
+    if res.get("figures"):
+        lines += ["", figures_markdown(study, res["figures"])]
     lines += ["", "| cell | commit | machine | seconds |", "|---|---|---|---|"]
     lines += [f"| {c} | {v['commit']} | {v['machine']} | {v['seconds']:.0f} |" for c, v in res["cells"].items()]
     return "\n".join(lines) + "\n"
@@ -119,6 +195,9 @@ def write(study, workdir: str, records: str, found: list[dict]) -> dict:
     res["plots"] = plots.study_curves(
         {g: [r["curve"] for r in found if r["group"] == g] for g in study.groups}, study.curves, out_dir
     )
+    if study.figures:
+        res["figures"] = figure_results(study, found)
+        res["figure_plots"] = figure_plots(study, found, out_dir)
     write_json(os.path.join(workdir, "results.json"), res)
     text = markdown(study, res)
     with open(os.path.join(workdir, "report.md"), "w") as f:

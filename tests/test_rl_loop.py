@@ -195,6 +195,8 @@ def test_bad_rl_settings_are_refused(tfds_dir, tmp_path, capsys):
         RLSection(k=4, rollout_batch=10)
     with pytest.raises(ValueError, match="rl.method='a2c'"):
         RLSection(method="a2c")
+    with pytest.raises(ValueError, match="rl.reward_noise_scale='std': expected one of"):
+        RLSection(reward_noise=1.0, reward_noise_scale="std")
     assert main(["--config", TINY, "--workdir", str(tmp_path), "--set", "rl.minibatch=3"]) == 2
     assert "rl.minibatch=3: must divide rl.rollout_batch=16" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="neither an HF checkpoint directory nor a finished run"):

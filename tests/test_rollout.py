@@ -3,6 +3,7 @@
 import functools
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -187,6 +188,19 @@ class RolloutMathTest(chex.TestCase):
         weights = self.call(R.raft_weights, jnp.array([1.0, 5.0, 3.0, 2.0, 2.0, 0.0]), k=3)
         chex.assert_trees_all_close(weights, jnp.array([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]))
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_reward_noise_is_scaled_by_the_batchs_score_std_or_not(self):
+        scores = jnp.array([1.0, 3.0, 1.0, 3.0])  # std 1
+        key = jax.random.PRNGKey(0)
+        eps = jax.random.normal(key, (4,))
+        absolute = self.call(R.noisy_scores, scores * 10, key=key, sigma=2.0, scale="absolute")
+        chex.assert_trees_all_close(absolute, scores * 10 + 2.0 * eps, atol=1e-5)
+        relative = self.call(R.noisy_scores, scores * 10, key=key, sigma=2.0, scale="score_std")
+        chex.assert_trees_all_close(relative, scores * 10 + 2.0 * 10.0 * eps, atol=1e-4)  # std of 10 x scores: 10
+        flat = self.call(R.noisy_scores, jnp.full((4,), 5.0), key=key, sigma=3.0, scale="score_std")
+        chex.assert_trees_all_close(flat, jnp.full((4,), 5.0))  # no spread, no noise
+        chex.assert_trees_all_close(self.call(R.noisy_scores, scores, key=key, sigma=0.0, scale="absolute"), scores)
+
 
 def test_the_estimator_registry_refuses_duplicates_and_unknown_levels():
     with pytest.raises(ValueError, match="'rloo' is registered already"):
@@ -200,6 +214,8 @@ def test_the_estimator_registry_refuses_duplicates_and_unknown_levels():
 
 
 def test_bad_input_errors():
+    with pytest.raises(ValueError, match="reward noise scale 'batch'"):
+        R.noisy_scores(jnp.zeros(2), 1.0, "batch", jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="k=3 does not divide the batch of 4"):
         R.rloo_advantages(jnp.zeros(4), k=3)
     with pytest.raises(ValueError, match="needs k >= 2"):

@@ -42,7 +42,7 @@ def test_the_plan_runs_the_selection_first_then_the_test_cells_sharing_one_sft_a
     jobs = study_lib.plan(study, str(tmp_path), str(records))
     keys = [j.key for j in jobs]
     cells = [k for k in keys if k.startswith("cells/")]
-    assert sorted(cells) == sorted(f"cells/{c.name}" for c in study.cells) and len(cells) == 4
+    assert sorted(cells) == sorted(f"cells/{c.name}" for c in study.cells) and len(cells) == 5
     shared = [k for k in keys if k.startswith("shared/")]  # seed 0's were planned above; seed 1's only now
     assert sorted(k.split("/")[1].split("-")[0] for k in shared) == ["reward", "reward", "sft", "sft"]
     for job in jobs:
@@ -73,6 +73,32 @@ def test_the_selection_takes_the_best_mean_on_validation_and_the_test_cells_run_
     assert "| rloo_k2 | **0.500** | 0.500 |" in text
     (records / f"{study.selection_cells[0].name}.json").unlink()  # rloo_k2's selection incomplete
     assert [c.group for c in study.test_cells(str(records))] == ["raft_k2", "raft_k2"]
+
+
+def test_a_variant_group_runs_no_selection_of_its_own_and_takes_its_base_groups_value(tmp_path):
+    study = load_experiment(SMOKE)
+    (variant,) = [c for c in study.cells if c.group == "rloo_k2.noise=3"]
+    assert variant.select_with == "rloo_k2" and study.selecting_groups == ["rloo_k2", "raft_k2"]
+    assert not [c for c in study.selection_cells if "noise" in c.name]
+    records = tmp_path / "records"
+    selection_records(study, records, {"0.01": 0.2, "0.03": 0.5})
+    (records / "select.raft_k2.lr=0.03.seed0.json").write_text(
+        json.dumps({"key": study_lib.cell_key(study.selection_cells[-1]), "metrics": {"policy.greedy.gold.mean": 0.0}})
+    )  # raft_k2 now chooses 0.01, rloo_k2 (and its variant) 0.03
+    got = {c.group: c for c in study.test_cells(str(records))}
+    assert got["raft_k2"].pipeline.policy.optim.learning_rate == 1e-2
+    noisy = got["rloo_k2.noise=3"].pipeline.policy
+    assert noisy.optim.learning_rate == 3e-2 and (noisy.rl.reward_noise, noisy.rl.reward_noise_scale) == (
+        3.0,
+        "score_std",
+    )
+    assert study.cell("rloo_k2.noise=3.seed0", str(records)).pipeline.policy.optim.learning_rate == 3e-2
+    with pytest.raises(ValueError, match="selects with 'ppo', which is not a group that runs the selection"):
+        study_lib.StudyConfig("s", (*study.cells, study_lib.Cell("x", 0, variant.pipeline, select_with="ppo")),
+                              selection=study.selection)  # fmt: skip
+    with pytest.raises(ValueError, match=r"figure f names groups it does not have: \['ppo'\]"):
+        study_lib.StudyConfig("s", study.cells, selection=study.selection,
+                              figures=(study_lib.Figure("f", "t", ("rloo_k2", "ppo"), ("gold",)),))  # fmt: skip
 
 
 def test_a_cell_with_a_current_record_is_not_planned_and_a_changed_one_is(tmp_path):
@@ -106,7 +132,7 @@ def record(cell, gold, sft_gold, win):
 def test_the_report_gives_each_group_and_the_sft_its_mean_and_interval_and_names_missing_cells():
     study = load_experiment(SMOKE)
     metrics = (study_lib.Metric("gold", "{p}.greedy.gold.mean"), study_lib.Metric("win vs SFT", "policy_vs_sft.greedy"))
-    study = study_lib.StudyConfig("s", study.cells, metrics)
+    study = study_lib.StudyConfig("s", study.cells[:4], metrics)
     a0, a1, b0, b1 = study.cells  # rloo_k2 seeds 0, 1; raft_k2 seeds 0, 1
     records = [record(a0, 1.0, 0.0, 0.6), record(a1, 3.0, 0.5, 0.8), record(b0, 2.0, 0.0, 0.7)]
     selecting = study_lib.Cell("select.rloo_k2.lr=1", 0, a0.pipeline)  # evaluated on validation: not in a row
@@ -120,6 +146,39 @@ def test_the_report_gives_each_group_and_the_sft_its_mean_and_interval_and_names
     assert f"| rloo_k2 | 2 | 2.000 [{2 - half:.3f}, {2 + half:.3f}] | 0.700 [" in text
     assert "| raft_k2 | 1 | 2.000 (n=1) | 0.700 (n=1) |" in text and "| SFT | 2 | 0.250 [" in text
     assert f"Missing cells (1): {b1.name}." in text
+
+
+def test_a_figure_tabulates_each_groups_mean_over_training_and_last_value_and_averages_generation_curves(
+    tmp_path, monkeypatch
+):
+    smoke = load_experiment(SMOKE)
+    a0, a1, b0 = smoke.cells[:3]  # rloo_k2 seeds 0, 1; raft_k2 seed 0
+    figures = (
+        study_lib.Figure("f", "gold of two methods", ("rloo_k2", "raft_k2"), ("gold",)),
+        study_lib.Figure("g", "per step", ("SFT", "rloo_k2"), source="generation"),
+    )
+    study = study_lib.StudyConfig("s", smoke.cells[:4], figures=figures)
+    recs = [record(c, 0.0, 0.0, 0.5) for c in (a0, a1, b0)]
+    recs[0]["curve"] = [{"completions": 8, "gold": 1.0}, {"completions": 16, "gold": 3.0}]
+    recs[1]["curve"] = [{"completions": 8, "gold": 3.0}, {"completions": 16, "gold": 5.0}]
+    recs[2]["curve"] = [{"completions": 8, "gold": -1.0}]
+    sfts, pols = ([0.5, 0.4], [0.7, 0.6], [0.5, 0.4]), ([0.2, 0.1], [0.4, 0.3], [0.0, 0.0])  # SFT: one per seed
+    for r, sft, pol in zip(recs, sfts, pols, strict=True):
+        r["generation"] = {"sft": {"normalised_entropy": sft}, "policy": {"normalised_entropy": pol}}
+    table = study_report.figure_results(study, recs)["f"]
+    assert table["rloo_k2"]["gold"]["mean"]["mean"] == 3.0 and table["rloo_k2"]["gold"]["last"]["mean"] == 4.0
+    assert table["raft_k2"]["gold"]["last"] == {"mean": -1.0, "low": table["raft_k2"]["gold"]["last"]["low"], "high":
+        table["raft_k2"]["gold"]["last"]["high"], "n": 1}  # fmt: skip
+    text = study_report.figures_markdown(study, {"f": table})
+    half = 12.706204736174707 * np.std([2.0, 4.0], ddof=1) / np.sqrt(2)
+    assert f"| rloo_k2 | 2 | 3.000 [{3 - half:.3f}, {3 + half:.3f}] | 4.000 [" in text
+    assert "| raft_k2 | 1 | -1.000 (n=1) | -1.000 (n=1) |" in text
+    drawn = {}
+    monkeypatch.setattr(study_report.plots, "step_curves", lambda curves, out, name: drawn.setdefault(name, curves))
+    study_report.figure_plots(study, recs, str(tmp_path))
+    got = drawn["g"]  # SFT: one curve per seed (seeds 0 and 1); rloo_k2: its two cells
+    np.testing.assert_allclose(got["SFT (n=2)"]["normalised_entropy"], [0.6, 0.5])
+    np.testing.assert_allclose(got["rloo_k2 (n=2)"]["normalised_entropy"], [0.3, 0.2])
 
 
 def test_a_study_refuses_set_and_an_unknown_cell_before_any_work(tmp_path, capsys):
@@ -148,7 +207,7 @@ def test_cell_runs_only_that_cell_and_the_shared_stages_it_needs(tmp_path):
         load_experiment(SMOKE).cell(name, str(records))
     )
     assert np.isfinite(got["metrics"]["policy.greedy.gold.mean"]) and got["curve"][-1]["completions"] > 0
-    assert "Missing cells (4)" in (workdir / "report.md").read_text()  # no test cell yet
+    assert "Missing cells (5)" in (workdir / "report.md").read_text()  # no test cell yet
 
 
 @pytest.mark.slow
@@ -181,9 +240,11 @@ def test_a_study_killed_part_way_resumes_only_what_is_missing_and_trains_shared_
         summary = json.loads((workdir / "shared" / d / "summary.json").read_text())
         assert steps == sorted(set(steps)) and steps[-1] == summary["steps"], d
     res = json.loads((workdir / "results.json").read_text())
-    assert res["missing"] == [] and set(res["rows"]) == {"SFT", "rloo_k2", "raft_k2"}
-    assert all(row["greedy gold reward"]["n"] == 2 for row in res["rows"].values())
+    assert res["missing"] == [] and set(res["rows"]) == {"SFT", "rloo_k2", "raft_k2", "rloo_k2.noise=3"}
+    assert [row["greedy gold reward"]["n"] for row in res["rows"].values()] == [2, 2, 2, 1]
     assert os.path.exists(records / "plots" / "curve_gold.png") and os.path.exists(records / "report.md")
+    assert set(res["figures"]["noise"]) == {"rloo_k2", "rloo_k2.noise=3"}  # the figure's table and plots
+    assert os.path.exists(records / "plots" / "noise_gold.png") and os.path.exists(records / "plots" / "generation.png")
     assert (
         set(res["selection"]) == {"rloo_k2", "raft_k2"} and "lr chosen per group" in (records / "report.md").read_text()
     )

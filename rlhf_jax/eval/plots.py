@@ -45,9 +45,9 @@ def training_curves(runs: dict[str, str], rollout_batch: dict[str, int], out_dir
     return paths
 
 
-def step_curves(curves: dict[str, dict[str, list[float]]], out_dir: str) -> str:
+def step_curves(curves: dict[str, dict[str, list[float]]], out_dir: str, name: str = "generation_steps") -> str:
     """curves: policy label -> {"normalised_entropy": [...], "top_k_mass": [...]}; the
-    RLOO paper's figure 7 (left: entropy, right: top-k mass) per policy."""
+    RLOO paper's figure 7 (left: entropy, right: top-k mass) per policy, in <name>.png."""
     fig, (ax_h, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, c in curves.items():
         ax_h.plot(range(1, len(c["normalised_entropy"]) + 1), c["normalised_entropy"], label=label)
@@ -58,15 +58,17 @@ def step_curves(curves: dict[str, dict[str, list[float]]], out_dir: str) -> str:
     for ax in (ax_h, ax_m):
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = os.path.join(out_dir, "generation_steps.png")
+    path = os.path.join(out_dir, f"{name}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def study_curves(curves: dict[str, list[list[dict]]], keys: tuple[str, ...], out_dir: str) -> list[str]:
+def study_curves(
+    curves: dict[str, list[list[dict]]], keys: tuple[str, ...], out_dir: str, name: str = "curve", title: str = ""
+) -> list[str]:
     """curves: group -> one training curve per seed (rows with "completions" and the
-    metrics). Per key, curve_<key>.png: the mean over seeds against completions sampled
+    metrics). Per key, <name>_<key>.png: the mean over seeds against completions sampled
     (steps for offline training), with the seeds' range shaded."""
     paths = []
     for key in keys:
@@ -86,10 +88,10 @@ def study_curves(curves: dict[str, list[list[dict]]], keys: tuple[str, ...], out
                 ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
             drawn = True
         if drawn:
-            ax.set(xlabel="completions sampled", ylabel=key, title=f"{key} over training (mean over seeds)")
+            ax.set(xlabel="completions sampled", ylabel=key, title=title or f"{key} over training (mean over seeds)")
             ax.legend(fontsize=7)
             fig.tight_layout()
-            paths.append(os.path.join(out_dir, f"curve_{key}.png"))
+            paths.append(os.path.join(out_dir, f"{name}_{key}.png"))
             fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths

@@ -104,9 +104,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
 
     def shaped_scores(scores_B, ended_B, key):
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
-        if rl.reward_noise:
-            r = r + rl.reward_noise * jax.random.normal(key, r.shape)
-        return r
+        return rl_math.noisy_scores(r, rl.reward_noise, rl.reward_noise_scale, key)
 
     def old_logps(policy_params, s: Scored):
         """[N, T] token-aligned: the sampler's completion log-probs after zeros for the prompt."""
