@@ -107,6 +107,26 @@ def to_dict(cfg) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def non_default(cfg) -> dict[str, Any]:
+    """The config as a dict without the fields at their defaults (nested configs likewise):
+    what identifies a run in a way that adding an option, off by default, leaves alone."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = non_default(value)
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if default is dataclasses.MISSING or value != default:
+            out[f.name] = json.loads(json.dumps(value))
+    return out
+
+
 def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     """Keys whose values differ between two config dicts, dotted."""
     out = []

@@ -97,7 +97,10 @@ class DataSection:
     SFT, the human comparisons for pairs; hh: Anthropic HH-RLHF), of which n_train /
     n_test rows are used (0 = all). Prompts over max_prompt_len tokens are dropped.
     eval_split: the held-out rows every report of the run is computed on: "test", or
-    "validation" (disjoint from test: for choosing settings without reading test figures)."""
+    "validation" (disjoint from test: for choosing settings without reading test figures).
+    comparisons: a directory whose comparisons.jsonl (prompt, chosen, rejected[, document])
+    replaces the task's preference train rows (comparisons of a policy's own samples, as
+    an iterated run collects them); "" = the task's."""
 
     task: str = "summarization"
     data_dir: str = ""  # TFDS data dir; "" = <workdir>/tfds
@@ -109,6 +112,7 @@ class DataSection:
     max_completion_len: int = 16
     tokenizer: str = ""  # an HF tokenizer directory; "" = the init_from checkpoint's, else train one
     eval_split: str = "test"
+    comparisons: str = ""
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -276,8 +276,10 @@ def digest(*parts) -> str:
 
 def cell_key(cell: Cell) -> str:
     """Identifies what the cell computes (its pipeline's config and seed), not where: a
-    record is current while its key is."""
-    return digest(config_lib.to_dict(cell.pipeline), cell.seed)
+    record is current while its key is. Fields at their defaults do not count, so that a
+    new option, off by default, leaves the records current (a default that changes what
+    a run computes must then come with a study setting of its own)."""
+    return digest(config_lib.non_default(cell.pipeline), cell.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,8 +296,8 @@ class Placed:
 
 def place(cell: Cell, workdir: str) -> Placed:
     p = dataclasses.replace(cell.pipeline, seed=cell.seed)
-    sft_key = f"sft-{digest(config_lib.to_dict(p.sft), cell.seed)}"
-    reward_key = f"reward-{digest(config_lib.to_dict(p.reward), cell.seed, sft_key)}"
+    sft_key = f"sft-{digest(config_lib.non_default(p.sft), cell.seed)}"
+    reward_key = f"reward-{digest(config_lib.non_default(p.reward), cell.seed, sft_key)}"
     directory = os.path.join(workdir, "cells", cell.name)
     dirs = {
         "sft": os.path.join(workdir, "shared", sft_key),

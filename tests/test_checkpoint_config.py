@@ -91,6 +91,19 @@ def test_overrides_parse_by_field_type():
     assert C.differences(C.to_dict(Experiment()), C.to_dict(cfg))[0] == "rl.beta: 0.05 -> 0.1"
 
 
+@dataclasses.dataclass(frozen=True)
+class Grown(Experiment):
+    new_option: str = ""  # added later, off by default
+
+
+def test_non_default_keeps_only_the_fields_that_differ_from_their_defaults():
+    cfg = C.override(Experiment(), ["rl.beta=0.1", "rl.eos_ids=2,3", "seed=3"])
+    assert C.non_default(cfg) == {"rl": {"beta": 0.1, "eos_ids": [2, 3]}, "optim": {}, "seed": 3}
+    assert C.non_default(Experiment(rl=Section(beta=0.05))) == {"rl": {}, "optim": {}}  # set, but to the default
+    assert C.non_default(Grown(rl=cfg.rl, seed=3)) == C.non_default(cfg)  # a new option at its default: unseen
+    assert C.non_default(Grown(new_option="x"))["new_option"] == "x"
+
+
 def test_override_errors_name_the_key():
     with pytest.raises(ValueError, match=r"--set rl.bta: unknown key; did you mean rl.beta"):
         C.override(Experiment(), ["rl.bta=0.1"])

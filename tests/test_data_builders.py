@@ -4,13 +4,15 @@ and bad records."""
 import dataclasses
 import gzip
 import json
+import threading
 
 import numpy as np
 import pytest
 
 from rlhf_jax.data import builders, formats
-from rlhf_jax.data.tasks import TASKS
+from rlhf_jax.data.tasks import TASKS, collected_comparisons
 from rlhf_jax.experiment import DataSection
+from rlhf_jax.workdir import Lock
 
 
 def write_jsonl(path, records, gz=False):
@@ -102,6 +104,37 @@ def test_builtin_tasks_are_tfds_datasets_and_deterministic(tmp_path):
     arith = builders.prepare(builders.Arithmetic, str(tmp_path / "c"), config=builders.task_config(n_train=20))
     rows = builders.records(arith, "train")
     assert len(rows) == 20 and all(len(r["step_labels"]) == r["completion"].count("\n") for r in rows)
+
+
+def test_a_data_dir_is_locked_while_a_dataset_is_prepared(tmp_path):
+    """Processes sharing a data dir (a study's jobs) wait for the one preparing a dataset."""
+    cfg = builders.task_config("preference", seed=5, n_train=4, n_test=2)
+    done = []
+    with Lock(str(tmp_path), wait=True):  # another process preparing (flock: per open file)
+        worker = threading.Thread(
+            target=lambda: done.append(builders.prepare(builders.SyntheticSummarization, str(tmp_path), config=cfg))
+        )
+        worker.start()
+        worker.join(timeout=1.5)
+        assert worker.is_alive() and not done  # waiting, nothing written
+    worker.join(timeout=60)
+    assert len(builders.records(done[0], "train")) == 4
+
+
+def test_collected_comparisons_replace_the_tasks_preference_train_rows_only(tmp_path):
+    rows = [
+        {"prompt": "Document: a b .\nTL;DR:", "chosen": " a", "rejected": " b", "document": "a b ."},
+        {"prompt": "Document: c .\nTL;DR:", "chosen": " c", "rejected": " c"},  # one text twice: skipped
+        {"prompt": "Document: d .\nTL;DR:", "chosen": " d", "rejected": " e"},  # no document: ""
+    ]
+    write_jsonl(tmp_path / "round0" / "comparisons.jsonl", rows)
+    got = collected_comparisons(str(tmp_path / "round0"))
+    key = lambda r: r["prompt"]  # noqa: E731  (TFDS orders rows by a hash of their keys)
+    assert sorted(got, key=key) == [rows[0], {**rows[2], "document": ""}]
+    assert (tmp_path / "round0" / "tfds").is_dir()
+    write_jsonl(tmp_path / "bad" / "comparisons.jsonl", [{"prompt": "p", "chosen": "c"}])
+    with pytest.raises(ValueError, match=r"comparisons.jsonl:1: missing field 'rejected'"):
+        collected_comparisons(str(tmp_path / "bad"))
 
 
 FIELDS = {

@@ -1,6 +1,7 @@
 """The study runner: its plan (shared stages once), the report's intervals on hand-made
 records, and, end to end at smoke size, --cell, resuming after SIGKILL, and --jobs."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -110,6 +111,15 @@ def test_a_cell_with_a_current_record_is_not_planned_and_a_changed_one_is(tmp_pa
     assert f"cells/{cell.name}" not in [j.key for j in study_lib.plan(study, str(tmp_path), str(records))]
     (records / f"{cell.name}.json").write_text(json.dumps({"key": "an-older-config"}))
     assert f"cells/{cell.name}" in [j.key for j in study_lib.plan(study, str(tmp_path), str(records))]
+    rl = cell.pipeline.policy.rl  # an option at its default does not count; a changed value does
+    same = dataclasses.replace(rl, reward_noise_scale="absolute")
+    assert study_lib.cell_key(cell) == study_lib.cell_key(with_rl(cell, same))
+    assert study_lib.cell_key(cell) != study_lib.cell_key(with_rl(cell, dataclasses.replace(rl, beta=0.5)))
+
+
+def with_rl(cell, rl):
+    policy = dataclasses.replace(cell.pipeline.policy, rl=rl)
+    return dataclasses.replace(cell, pipeline=dataclasses.replace(cell.pipeline, policy=policy))
 
 
 def test_interval_is_the_t_interval_of_the_mean():

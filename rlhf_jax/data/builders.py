@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from rlhf_jax.data import formats
 from rlhf_jax.errors import raise_if_interrupted
 from rlhf_jax.tasks import arithmetic, summarization
+from rlhf_jax.workdir import Lock
 
 
 class _NotCustomConfigs(logging.Filter):
@@ -111,6 +112,15 @@ class TldrComparisons(_LocalBuilder):
             return super()._split_generators(dl_manager)
         present = {record.get("split", "train") for path in batches for _, record in formats.read_jsonl(path)}
         return {split: self._generate_examples(batches, split) for split in sorted(present)}
+
+
+class CollectedComparisons(_LocalBuilder):
+    """Comparisons of a policy's own samples collected by an iterated run:
+    comparisons.jsonl (prompt, chosen, rejected, document) as its train split."""
+
+    FEATURES = {**PAIR, "document": tfds.features.Text()}
+    SPLIT_FILES = {"train": ("comparisons.jsonl",)}
+    READER = staticmethod(formats.collected_comparisons)
 
 
 # ----------------------------------------------------------------------------- built-in tasks
@@ -209,11 +219,15 @@ class Arithmetic(_TaskBuilder):
 
 
 def prepare(builder_cls, data_dir: str, source_dir: str | None = None, config: str | TaskConfig | None = None):
-    """Build (once) and return the builder; later calls reuse the prepared files."""
+    """Build (once) and return the builder; later calls reuse the prepared files. The data
+    dir is locked while a dataset is prepared: processes that share it (a study's jobs)
+    each wait for the one preparing, then find its files (TFDS's own final rename fails
+    when two prepare one dataset at once)."""
     tfds.display_progress_bar(False)  # its bars write escape codes into logs; one line says what runs
-    builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
-    download_config = tfds.download.DownloadConfig(manual_dir=source_dir) if source_dir else None
-    builder.download_and_prepare(download_config=download_config)
+    with Lock(data_dir, wait=True):
+        builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
+        download_config = tfds.download.DownloadConfig(manual_dir=source_dir) if source_dir else None
+        builder.download_and_prepare(download_config=download_config)
     return builder
 
 

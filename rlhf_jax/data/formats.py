@@ -180,6 +180,19 @@ def tldr_comparisons(path: str, skips: Skips, split: str | None = None) -> Itera
         )
 
 
+def collected_comparisons(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """(key, {"prompt", "chosen", "rejected", "document"}) of comparisons an iterated run
+    collected (`iterated.py`: one JSON object per line with those fields; document may be
+    empty), skipping pairs of one text."""
+    for number, record in read_jsonl(path):
+        row = {k: _field(record, k, path, number) for k in ("prompt", "chosen", "rejected")}
+        if row["chosen"] == row["rejected"]:
+            skips.skip("chosen and rejected are the same text", path, number)
+            continue
+        row["document"] = str(record.get("document") or "")
+        yield str(number), row
+
+
 def find_files(directory: str, names: tuple[str, ...] = (), prefix: str | None = None) -> list[str]:
     """JSON-lines files under `directory` (recursively), sorted: those named one of
     `names`, or whose name starts with `prefix`."""

@@ -85,6 +85,13 @@ class FromFiles:
         return train[: data.n_train or None], test[: data.n_test or None]
 
 
+def collected_comparisons(directory: str) -> list[dict]:
+    """The comparisons in <directory>/comparisons.jsonl (written by an iterated run),
+    prepared through TFDS into <directory>/tfds: the train rows of data.comparisons."""
+    builder = builders.prepare(builders.CollectedComparisons, os.path.join(directory, "tfds"), source_dir=directory)
+    return builders.records(builder, "train")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A task: its sources, one per kind of data it offers, and its gold judge (None: a
