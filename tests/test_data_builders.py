@@ -129,9 +129,13 @@ def test_collected_comparisons_replace_the_tasks_preference_train_rows_only(tmp_
     ]
     write_jsonl(tmp_path / "round0" / "comparisons.jsonl", rows)
     got = collected_comparisons(str(tmp_path / "round0"))
-    key = lambda r: r["prompt"]  # noqa: E731  (TFDS orders rows by a hash of their keys)
-    assert sorted(got, key=key) == [rows[0], {**rows[2], "document": ""}]
+    assert sorted(got, key=lambda r: r["prompt"]) == [rows[0], {**rows[2], "document": ""}]
     assert (tmp_path / "round0" / "tfds").is_dir()
+    many = [{"prompt": f"p{i}", "chosen": f" a{i}", "rejected": f" b{i}"} for i in range(12)]
+    for place in ("here", "elsewhere"):
+        write_jsonl(tmp_path / place / "comparisons.jsonl", many)
+    here = collected_comparisons(str(tmp_path / "here"))  # the order does not depend on where the file is
+    assert here == collected_comparisons(str(tmp_path / "elsewhere")) and len(here) == 12
     write_jsonl(tmp_path / "bad" / "comparisons.jsonl", [{"prompt": "p", "chosen": "c"}])
     with pytest.raises(ValueError, match=r"comparisons.jsonl:1: missing field 'rejected'"):
         collected_comparisons(str(tmp_path / "bad"))

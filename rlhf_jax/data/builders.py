@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -64,18 +65,21 @@ class _LocalBuilder(_Quiet, tfds.core.GeneratorBasedBuilder):
         for split, names in self.SPLIT_FILES.items():
             files = formats.find_files(directory, names)
             if files:
-                splits[split] = self._generate_examples(files, split)
+                splits[split] = self._generate_examples(files, split, directory)
         if not splits:
             wanted = sorted({n for names in self.SPLIT_FILES.values() for n in names})
             raise FileNotFoundError(f"{directory}: none of {wanted} found for {self.name}")
         return splits
 
-    def _generate_examples(self, files, split):
+    def _generate_examples(self, files, split, directory):
+        """Examples keyed by file (relative to the source directory) and record: TFDS orders
+        a split by a hash of the keys, so the order does not depend on where the files are."""
         skips = formats.Skips()
         for path in files:
+            relative = os.path.relpath(path, directory)
             for key, example in self.READER(path, skips, split):
                 raise_if_interrupted()
-                yield f"{path}:{key}", example
+                yield f"{relative}:{key}", example
         print(skips.report(f"{self.name}/{split}"))
         self.skips = getattr(self, "skips", {})
         self.skips[split] = skips
@@ -111,7 +115,7 @@ class TldrComparisons(_LocalBuilder):
         if not batches:
             return super()._split_generators(dl_manager)
         present = {record.get("split", "train") for path in batches for _, record in formats.read_jsonl(path)}
-        return {split: self._generate_examples(batches, split) for split in sorted(present)}
+        return {split: self._generate_examples(batches, split, directory) for split in sorted(present)}
 
 
 class CollectedComparisons(_LocalBuilder):
