@@ -176,6 +176,8 @@ class RLSection:
     `losses.policy.OBJECTIVES`) instead of the method's ("" = the method's).
     reward_model: a reward run's workdir or an HF directory with a scalar head; "gold" =
     the task's gold judge. critic_from: "reward" (TRL's default) or "policy" (its backbone).
+    reference: the KL reference pi_ref, a finished run or an HF directory; "" = the policy's
+    starting checkpoint (a policy that continues training keeps its SFT as reference).
     beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
     reward_noise: std of Gaussian noise added to r (the robustness sweeps), in the units of
     reward_noise_scale: "absolute" or "score_std" (multiples of the batch's score std).
@@ -200,6 +202,7 @@ class RLSection:
     top_p: float = 1.0
     reward_model: str = "gold"
     critic_from: str = "reward"
+    reference: str = ""
     missing_eos_penalty: float = 0.0
     reward_noise: float = 0.0
     reward_noise_scale: str = "absolute"

@@ -186,7 +186,7 @@ def run(args) -> int:
     cfg = local_paths(config_lib.override(load, args.set))
     preflight.check(cfg, workdir)
     if args.dry_run:
-        print(dry_run(cfg))
+        print(dry_run(getattr(cfg, "rounds", None) and cfg.pipeline or cfg))  # an iterated run: its stages
         return 0
     import contextlib
 
@@ -203,11 +203,15 @@ def run(args) -> int:
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
         check_and_write_config(cfg, workdir, args.overwrite_config)
-        from rlhf_jax import loops, pipeline
+        from rlhf_jax import iterated, loops, pipeline
 
-        summary = (pipeline.run if isinstance(cfg, pipeline.PipelineConfig) else loops.run)(cfg, workdir)
+        several = (pipeline.PipelineConfig, iterated.IteratedConfig)  # each prints its own table
+        run_fn = {pipeline.PipelineConfig: pipeline.run, iterated.IteratedConfig: iterated.run}.get(
+            type(cfg), loops.run
+        )
+        summary = run_fn(cfg, workdir)
     if main_process and not summary.get("stopped"):
-        if not isinstance(cfg, pipeline.PipelineConfig):  # a pipeline printed its table
+        if not isinstance(cfg, several):
             print("\n".join(digest(summary)))
         print(f"summary: {os.path.join(workdir, 'summary.json')}")
     return 0

@@ -30,6 +30,9 @@ def check(cfg, workdir: str) -> None:
     if isinstance(cfg, ExperimentConfig):
         check_experiment(cfg)
         return
+    if hasattr(cfg, "rounds"):  # an iterated run: its pipeline's stages, as its first round runs them
+        _check_pipeline(cfg.pipeline, workdir)
+        return
     if hasattr(cfg, "cells"):  # a study: each cell's pipeline, whose shared stages it will write
         for cell in cfg.cells + cfg.selection_cells:
             _check_pipeline(dataclasses.replace(cell.pipeline, seed=cell.seed), workdir, f"{cell.name}.")
@@ -118,20 +121,26 @@ def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
         raise ValueError(
             f"{k('data.source_dir')}: task {cfg.data.task} is read from its original files; name their directory"
         )
-    if cfg.data.tokenizer and not os.path.isdir(cfg.data.tokenizer):
-        raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")
-    if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir):
-        raise FileNotFoundError(f"{k('data.source_dir')}={cfg.data.source_dir}: no such directory")
-    if cfg.data.data_dir and os.path.exists(cfg.data.data_dir) and not os.path.isdir(cfg.data.data_dir):
-        raise ValueError(f"{k('data.data_dir')}={cfg.data.data_dir}: exists and is not a directory")
 
     def later(path: str) -> bool:  # written by an earlier stage of this pipeline
         inside = pipeline and os.path.abspath(path).startswith(os.path.abspath(pipeline) + os.sep)
         return bool(inside) and not os.path.exists(path)
 
+    if cfg.data.tokenizer and not os.path.isdir(cfg.data.tokenizer):
+        raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")
+    if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir):
+        raise FileNotFoundError(f"{k('data.source_dir')}={cfg.data.source_dir}: no such directory")
+    comparisons = os.path.join(cfg.data.comparisons, "comparisons.jsonl")
+    if cfg.data.comparisons and not os.path.exists(comparisons) and not later(comparisons):
+        raise FileNotFoundError(f"{k('data.comparisons')}={cfg.data.comparisons}: no comparisons.jsonl there")
+    if cfg.data.data_dir and os.path.exists(cfg.data.data_dir) and not os.path.isdir(cfg.data.data_dir):
+        raise ValueError(f"{k('data.data_dir')}={cfg.data.data_dir}: exists and is not a directory")
+
     checkpoints = [(cfg.model.init_from, "model.init_from", "any" if cfg.train.kind in SCALAR else "lm")]
     if cfg.train.kind == "rl" and cfg.rl.reward_model != GOLD:
         checkpoints.append((cfg.rl.reward_model, "rl.reward_model", "scalar"))
+    if cfg.train.kind == "rl":
+        checkpoints.append((cfg.rl.reference, "rl.reference", "lm"))
     if cfg.train.kind == "preference":
         checkpoints.append((cfg.preference.reference, "preference.reference", "lm"))
     for path, key, want in checkpoints:

@@ -37,6 +37,7 @@ from rlhf_jax.experiment import ExperimentConfig, RLSection
 from rlhf_jax.loops.common import Loop, build_model, held_out_report, load_scalar, scalar_from_lm
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
+from rlhf_jax.models.hf import load_hf
 from rlhf_jax.models.transformer import param_shardings, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import (
@@ -46,6 +47,7 @@ from rlhf_jax.train_step import (
     state_shardings,
     train_step_fn,
 )
+from rlhf_jax.workdir import checkpoint_dir
 
 
 @dataclasses.dataclass
@@ -224,6 +226,10 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     rl = cfg.rl
     policy, params = build_model(cfg, vocab_size, mesh)
     ref_params = jax.tree.map(jnp.copy, params)  # the state's params are donated
+    if rl.reference:
+        reference, ref_params = load_hf(checkpoint_dir(rl.reference), mesh=mesh)
+        if dataclasses.replace(reference.cfg, remat=policy.cfg.remat) != policy.cfg:
+            raise ValueError(f"rl.reference={rl.reference}: a model other than the policy's ({reference.cfg})")
     rm = rm_params = None
     if rl.reward_model != "gold":
         rm, rm_params = load_scalar(rl.reward_model, mesh, cfg.train.seed, strict=True)

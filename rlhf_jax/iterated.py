@@ -1,0 +1,346 @@
+"""Iterated online RLHF (Bai et al. 2022, section 4.5; the seeds' note 001): rounds of
+fresh comparisons of the current policy's samples, a reward model retrained on every
+comparison so far, and policy training that continues from where it stopped.
+
+    python -m rlhf_jax.main --config experiments/iterated_summarization.py --workdir DIR
+
+The SFT stage runs once (DIR/sft). Then round r = 0 .. rounds - 1, each step a resumable
+stage of its own in DIR/round<r>/ (SIGKILL anywhere, rerun the same command):
+
+    comparisons/   the newest policy (round r-1's; the SFT's for r = 0) samples two
+                   completions for each of comparisons_per_round train prompts that no
+                   other round uses; the labeller prefers one (`label`: Bradley-Terry on
+                   the task's gold reward at labeller_temperature, standing in for
+                   people); comparisons.jsonl holds these and every earlier round's.
+                   held_out.jsonl: the same policy's pairs on held_out_pairs test prompts,
+                   labelled by the gold reward without noise (equal rewards left out)
+    reward/        the reward model on comparisons.jsonl (`data.comparisons`; its held-out
+                   accuracy and content probe still on the task's test pairs), from the
+                   SFT (reward_init "scratch") or round r-1's reward model ("continue"),
+                   for reward_epochs passes over the comparisons
+    policy/        RL against that reward model from round r-1's policy (the SFT for
+                   r = 0), policy.train.steps // rounds steps, the KL reference the SFT
+                   (reference "sft") or round r-1's policy ("last")
+    summary.json   the round's figures: the reward model's accuracy on held_out.jsonl
+                   before retraining (round r-1's model) and after; the policy against
+                   the SFT on the test prompts (gold reward, reward-model score, win-rates,
+                   KL, length: `pipeline.evaluate`); the proxy-gold gap, the policy's gain
+                   over the SFT in reward-model score less its gain in gold reward, each
+                   in units of the SFT's standard deviation (sampled completions): above 0,
+                   the reward model is being over-optimised
+
+DIR/summary.json gathers the rounds. The labelling budget is rounds x
+comparisons_per_round; one round of rounds x n comparisons of SFT samples is the
+non-iterated baseline at the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from rlhf_jax import pipeline
+from rlhf_jax.pipeline import PipelineConfig
+from rlhf_jax.workdir import checkpoint_dir, write_json
+
+REWARD_INITS = ("scratch", "continue")
+REFERENCES = ("sft", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class IteratedConfig:
+    """pipeline: its sft stage (run once), reward stage (each round's reward model:
+    model, optimiser, batch; steps from reward_epochs) and policy stage (an RL stage:
+    train.steps in all, split evenly over the rounds)."""
+
+    name: str
+    pipeline: PipelineConfig
+    rounds: int = 3
+    comparisons_per_round: int = 1000
+    reward_init: str = "scratch"
+    reference: str = "sft"
+    reward_epochs: float = 1.0
+    labeller_temperature: float = 0.05
+    held_out_pairs: int = 200
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise ValueError(f"rounds={self.rounds}: must be >= 1")
+        if self.comparisons_per_round < 1 or self.held_out_pairs < 1:
+            raise ValueError("comparisons_per_round and held_out_pairs must be >= 1")
+        if self.reward_init not in REWARD_INITS:
+            raise ValueError(f"reward_init={self.reward_init!r}: expected one of {REWARD_INITS}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference={self.reference!r}: expected one of {REFERENCES}")
+        if not self.reward_epochs > 0 or not self.labeller_temperature > 0:
+            raise ValueError("reward_epochs and labeller_temperature must be positive")
+        policy = self.pipeline.policy
+        if policy.train.kind != "rl":
+            raise ValueError(f"pipeline.policy.train.kind={policy.train.kind!r}: the rounds train the policy by RL")
+        if policy.train.steps % self.rounds:
+            raise ValueError(
+                f"pipeline.policy.train.steps={policy.train.steps}: must split evenly over rounds={self.rounds}"
+            )
+        if policy.data.task_spec.judge is None:
+            raise ValueError(f"data.task={policy.data.task}: the labeller needs the task's gold reward")
+
+
+def label(rng: np.random.Generator, gold_a: float, gold_b: float, temperature: float) -> bool:
+    """The labeller: True (a preferred) with probability sigmoid((r_a - r_b) / T), the
+    Bradley-Terry model on the gold reward (T -> 0: always the better one; equal rewards:
+    a coin)."""
+    z = (gold_a - gold_b) / temperature
+    p_a = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+    return bool(rng.random() < p_a)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def round_dir(workdir: str, r: int) -> str:
+    return os.path.join(workdir, f"round{r}")
+
+
+def round_stages(cfg: IteratedConfig, workdir: str, r: int) -> dict:
+    """Round r's reward and policy stage configs as they run (wired like a pipeline's)."""
+    p = cfg.pipeline
+    sft_dir = os.path.join(workdir, "sft")
+    here, previous = round_dir(workdir, r), round_dir(workdir, r - 1)
+    n_comparisons = (r + 1) * cfg.comparisons_per_round
+    steps = max(1, math.ceil(cfg.reward_epochs * n_comparisons / p.reward.train.batch_size))
+    reward = dataclasses.replace(
+        p.reward,
+        name=f"{p.reward.name}_round{r}",
+        data=dataclasses.replace(p.reward.data, comparisons=os.path.join(here, "comparisons")),
+        train=dataclasses.replace(p.reward.train, steps=steps, save_every=min(p.reward.train.save_every, steps)),
+        optim=dataclasses.replace(p.reward.optim, total_steps=steps),
+    )
+    if cfg.reward_init == "continue" and r > 0:
+        reward = dataclasses.replace(reward, model=dataclasses.replace(reward.model, init_from=f"{previous}/reward"))
+    per_round = p.policy.train.steps // cfg.rounds
+    policy = dataclasses.replace(
+        p.policy,
+        name=f"{p.policy.name}_round{r}",
+        train=dataclasses.replace(
+            p.policy.train, steps=per_round, save_every=min(p.policy.train.save_every, per_round)
+        ),
+        optim=dataclasses.replace(p.policy.optim, total_steps=per_round),
+        rl=dataclasses.replace(p.policy.rl, reward_model=f"{here}/reward"),
+    )
+    if r > 0:
+        reference = sft_dir if cfg.reference == "sft" else f"{previous}/policy"
+        policy = dataclasses.replace(
+            policy,
+            model=dataclasses.replace(policy.model, init_from=f"{previous}/policy"),
+            rl=dataclasses.replace(policy.rl, reference=reference),
+        )
+    wired = dataclasses.replace(p, reward=reward, policy=policy)
+    dirs = {"sft": sft_dir, "reward": f"{here}/reward", "policy": f"{here}/policy"}
+    return pipeline.stages(wired, workdir, dirs), dirs, wired
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def sample_pairs(model, params, data, rows, split: str, temperature: float, seed: int, mesh=None, batch: int = 64):
+    """Two sampled completion texts per encoded row of `split` (rows[i] -> texts 2i, 2i + 1),
+    `batch` prompts per sampler call (the last one padded), call c drawn with key
+    fold_in(seed, c)."""
+    import jax
+
+    from rlhf_jax import mesh as mesh_lib
+    from rlhf_jax.sampling import Sampler, SamplingConfig
+
+    sampling = SamplingConfig(
+        max_new_tokens=data.C,
+        temperature=temperature,
+        eos_ids=(data.tokenizer.eos_token_id,),
+        pad_id=data.tokenizer.pad_token_id,
+        n_samples=2,
+        max_cache_len=model.cfg.max_positions,
+    )
+    sampler = Sampler(model, sampling, mesh)
+    rows = np.asarray(rows)
+    texts: list[str] = []
+    for c, start in enumerate(range(0, len(rows), batch)):
+        mine = rows[start : start + batch]
+        padded = np.concatenate([mine, np.full(batch - len(mine), mine[-1])])
+        prompts, pmask = data.prompts(padded, split)
+        out = sampler(params, prompts, pmask, jax.random.fold_in(jax.random.key(seed), c))
+        texts += data.texts(mesh_lib.to_host(out.tokens), mesh_lib.to_host(out.mask))[: 2 * len(mine)]
+    return texts
+
+
+def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None) -> str:
+    """Round r's comparisons/ (see the module docstring); written once, atomically: a
+    rerun finds it."""
+    out = os.path.join(round_dir(workdir, r), "comparisons")
+    files = [os.path.join(out, f) for f in ("comparisons.jsonl", "held_out.jsonl")]
+    if all(os.path.exists(f) for f in files):
+        return out
+    from rlhf_jax.loops.data import task_data
+    from rlhf_jax.models.hf import load_hf
+
+    stages, dirs, _ = round_stages(cfg, workdir, r)
+    policy_dir = dirs["sft"] if r == 0 else os.path.join(round_dir(workdir, r - 1), "policy")
+    sft_model = dataclasses.replace(stages["sft"].model, init_from=dirs["sft"])  # its tokenizer
+    data = task_data(dataclasses.replace(stages["policy"], model=sft_model), dirs["sft"], "sft")
+    model, params = load_hf(checkpoint_dir(policy_dir), mesh=mesh)
+    n, seed = cfg.comparisons_per_round, cfg.pipeline.seed
+    order = np.random.default_rng([seed, 7]).permutation(len(data.train.kept))  # the rounds' disjoint prompts
+    if len(order) < cfg.rounds * n:
+        raise ValueError(
+            f"comparisons_per_round={n} x rounds={cfg.rounds}: the task has {len(order)} train prompts "
+            "(raise data.n_train)"
+        )
+    temperature = stages["policy"].rl.temperature
+    mine = order[r * n : (r + 1) * n]
+    texts = sample_pairs(model, params, data, mine, "train", temperature, seed * 1000 + r, mesh)
+    gold = data.gold(np.repeat(mine, 2), texts, "train")
+    rng = np.random.default_rng([seed, r, 11])
+    new = []
+    for i, row in enumerate(mine):
+        a, b = texts[2 * i], texts[2 * i + 1]
+        if a == b:
+            continue  # nothing to compare
+        first = label(rng, gold[2 * i], gold[2 * i + 1], cfg.labeller_temperature)
+        record = data.row(int(row), "train")
+        new.append({"prompt": record["prompt"], "chosen": a if first else b, "rejected": b if first else a,
+                    "document": record.get("document", ""), "round": r})  # fmt: skip
+    held = np.arange(min(cfg.held_out_pairs, len(data.test.kept)))
+    held_texts = sample_pairs(model, params, data, held, "test", temperature, seed * 1000 + r + 500, mesh)
+    held_gold = data.gold(np.repeat(held, 2), held_texts, "test")
+    held_out = []
+    for i, row in enumerate(held):
+        ga, gb = held_gold[2 * i], held_gold[2 * i + 1]
+        if ga == gb:
+            continue
+        a, b = held_texts[2 * i], held_texts[2 * i + 1]
+        record = data.row(int(row), "test")
+        held_out.append({"prompt": record["prompt"], "chosen": a if ga > gb else b, "rejected": b if ga > gb else a})
+    earlier = []
+    if r > 0:
+        with open(os.path.join(round_dir(workdir, r - 1), "comparisons", "comparisons.jsonl")) as f:
+            earlier = [json.loads(line) for line in f if line.strip()]
+    os.makedirs(out, exist_ok=True)
+    _write_jsonl(files[1], held_out)
+    _write_jsonl(files[0], earlier + new)  # last: its presence marks the step done
+    print(f"== round {r}: {len(new)} comparisons of the newest policy's samples ({len(earlier) + len(new)} in all), "
+          f"{len(held_out)} held-out pairs", flush=True)  # fmt: skip
+    return out
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def pair_accuracy(reward_dir: str, data, pairs: list[dict], mesh=None) -> float:
+    """The share of pairs whose chosen completion the reward model scores higher."""
+    from rlhf_jax.eval.judges import RewardModelJudge
+    from rlhf_jax.loops.common import load_scalar
+
+    rm, rm_params = load_scalar(reward_dir, mesh)
+    judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
+    prompts = [p["prompt"] for p in pairs]
+    chosen = judge(prompts, [p["chosen"] for p in pairs])
+    rejected = judge(prompts, [p["rejected"] for p in pairs])
+    return float(np.mean(chosen > rejected))
+
+
+def proxy_gold_gap(sft: dict, policy: dict) -> float:
+    """(score gain) / std_SFT(score) - (gold gain) / std_SFT(gold), sampled completions."""
+
+    def gain(key):
+        base, now = sft["sampled"][key], policy["sampled"][key]
+        return (now["mean"] - base["mean"]) / max(math.sqrt(base["variance"]), 1e-8)
+
+    return gain("reward_model") - gain("gold")
+
+
+def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None) -> dict:
+    path = os.path.join(round_dir(workdir, r), "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    collect(cfg, workdir, r, mesh)
+    stages, dirs, wired = round_stages(cfg, workdir, r)
+    results = {}
+    for name in ("reward", "policy"):
+        results[name] = pipeline.run_stage(name, stages[name], dirs[name])
+        if results[name].get("stopped"):
+            return {"stopped": True, "stage": f"round{r}/{name}"}
+    results["sft"] = {}
+    from rlhf_jax.loops.data import task_data
+
+    sft_model = dataclasses.replace(stages["sft"].model, init_from=dirs["sft"])
+    data = task_data(dataclasses.replace(stages["policy"], model=sft_model), dirs["sft"], "sft")
+    with open(os.path.join(round_dir(workdir, r), "comparisons", "held_out.jsonl")) as f:
+        held_out = [json.loads(line) for line in f if line.strip()]
+    before = pair_accuracy(os.path.join(round_dir(workdir, r - 1), "reward"), data, held_out, mesh) if r else None
+    after = pair_accuracy(dirs["reward"], data, held_out, mesh)
+    summary = pipeline.evaluate(wired, stages, dirs, results, os.path.join(round_dir(workdir, r), "plots"))
+    m = wired.method
+    out = {
+        "round": r,
+        "comparisons": (r + 1) * cfg.comparisons_per_round,
+        "reward_model_on_policy_accuracy": {"before": before, "after": after, "pairs": len(held_out)},
+        "reward_model": summary["reward_model"],
+        "proxy_gold_gap": proxy_gold_gap(summary["policies"]["sft"], summary["policies"][m]),
+        "policy": summary["policies"][m],
+        "sft": summary["policies"]["sft"],
+        "gold_win_rate_vs_sft": {
+            "greedy": summary[f"gold_win_rate_{m}_vs_sft"],
+            "sampled": summary[f"gold_win_rate_{m}_vs_sft_sampled"],
+        },  # fmt: skip
+    }
+    write_json(path, out)
+    return out
+
+
+def run(cfg: IteratedConfig, workdir: str) -> dict:
+    """The SFT stage, then every round not done yet; DIR/summary.json and a table."""
+    from rlhf_jax import mesh as mesh_lib
+
+    stages, dirs, _ = round_stages(cfg, workdir, 0)
+    sft = pipeline.run_stage("sft", stages["sft"], dirs["sft"])
+    if sft.get("stopped"):
+        return {"stopped": True, "stage": "sft"}
+    mesh = mesh_lib.make_mesh(stages["policy"].mesh)
+    rounds = []
+    for r in range(cfg.rounds):
+        out = run_round(cfg, workdir, r, mesh)
+        if out.get("stopped"):
+            return out
+        rounds.append(out)
+    summary = {"name": cfg.name, "seed": cfg.pipeline.seed, "method": cfg.pipeline.method, "rounds": rounds}
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    print(table(rounds))
+    return summary
+
+
+def table(rounds: list[dict]) -> str:
+    """One line per round: comparisons, RM on-policy accuracy before / after, gold (sampled),
+    RM score (sampled), proxy-gold gap, gold win-rate vs SFT (sampled), KL."""
+
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = ["round  comparisons  rm_acc_before  rm_acc_after  gold  rm_score  proxy_gold_gap  win_vs_sft  kl"]
+    for s in rounds:
+        acc, p = s["reward_model_on_policy_accuracy"], s["policy"]
+        lines.append(
+            f"{s['round']:>5}  {s['comparisons']:>11}  {f(acc['before']):>13}  {f(acc['after']):>12}  "
+            f"{f(p['sampled']['gold']['mean'])}  {f(p['sampled']['reward_model']['mean'])}  "
+            f"{f(s['proxy_gold_gap']):>14}  {f(s['gold_win_rate_vs_sft']['sampled'])}  {f(p['kl_to_reference'])}"
+        )
+    return "\n".join(lines)

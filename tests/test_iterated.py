@@ -1,0 +1,110 @@
+"""Iterated online RLHF: the labeller on hand-made rewards, each round's wiring, and, end to
+end at the tiny size, the rounds' data flow and a resume after SIGKILL inside a round's
+reward-model retraining and inside its policy stage that ends bit-identical."""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rlhf_jax import iterated
+from rlhf_jax.main import load_experiment
+
+TINY = "experiments/iterated_summarization.py:tiny"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_labeller_is_bradley_terry_on_the_gold_reward():
+    t = 0.05
+    p = 0.75  # r_a - r_b = T ln 3: sigmoid = 3/4
+    draws = [iterated.label(np.random.default_rng(i), t * math.log(3), 0.0, t) for i in range(4000)]
+    assert abs(np.mean(draws) - p) < 0.025  # 4000 draws: sd 0.007
+    rng, twin = np.random.default_rng(5), np.random.default_rng(5)
+    assert [iterated.label(rng, 0.3, 0.2, t) for _ in range(50)] == [
+        bool(twin.random() < 1 / (1 + math.exp(-2.0))) for _ in range(50)
+    ]
+    assert all(iterated.label(np.random.default_rng(i), 1.0, 0.0, 1e-3) for i in range(100))  # T -> 0: the better
+    assert not any(iterated.label(np.random.default_rng(i), 0.0, 1.0, 1e-3) for i in range(100))
+    ties = [iterated.label(np.random.default_rng(i), 0.5, 0.5, t) for i in range(4000)]
+    assert abs(np.mean(ties) - 0.5) < 0.03  # equal rewards: a coin
+
+
+def test_each_round_starts_from_the_last_ones_policy_and_trains_its_reward_model_on_all_comparisons(tmp_path):
+    cfg = load_experiment(TINY)
+    w = str(tmp_path)
+    first, dirs0, _ = iterated.round_stages(cfg, w, 0)
+    second, dirs1, _ = iterated.round_stages(cfg, w, 1)
+    assert first["policy"].model.init_from == dirs0["sft"] == f"{w}/sft" and first["policy"].rl.reference == ""
+    assert second["policy"].model.init_from == f"{w}/round0/policy" and second["policy"].rl.reference == f"{w}/sft"
+    assert second["policy"].rl.reward_model == f"{w}/round1/reward" == dirs1["reward"]
+    assert second["reward"].data.comparisons == f"{w}/round1/comparisons"
+    assert second["reward"].model.init_from == f"{w}/sft"  # from scratch (the SFT backbone) each round
+    assert (first["reward"].train.steps, second["reward"].train.steps) == (2, 4)  # 2 epochs of 8, then 16, at batch 8
+    assert first["policy"].train.steps == second["policy"].train.steps == cfg.pipeline.policy.train.steps // 2
+    moving = dataclasses.replace(cfg, reward_init="continue", reference="last")
+    second, _, _ = iterated.round_stages(moving, w, 1)
+    assert second["reward"].model.init_from == f"{w}/round0/reward"
+    assert second["policy"].rl.reference == f"{w}/round0/policy"
+    one = load_experiment("experiments/iterated_summarization.py:one_round,tiny")
+    assert (one.rounds, one.comparisons_per_round) == (1, cfg.rounds * cfg.comparisons_per_round)
+
+
+def test_bad_settings_are_refused_before_any_work():
+    cfg = load_experiment(TINY)
+    with pytest.raises(ValueError, match="reward_init='warm'"):
+        dataclasses.replace(cfg, reward_init="warm")
+    with pytest.raises(ValueError, match="must split evenly over rounds=3"):
+        dataclasses.replace(cfg, rounds=3)
+    dpo = load_experiment("experiments/quickstart.py:dpo,tiny")
+    with pytest.raises(ValueError, match="kind='preference': the rounds train the policy by RL"):
+        dataclasses.replace(cfg, pipeline=dpo)
+
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_until(cmd, path, timeout=600):
+    """Start cmd, SIGKILL it once `path` exists (a stage has started); False if it ended first."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return killed
+
+
+@pytest.mark.slow
+def test_rounds_resume_after_sigkill_in_reward_retraining_and_in_the_policy_stage_bit_identical(tmp_path):
+    cmd = [sys.executable, "-m", "rlhf_jax.main", "--config", TINY, "--workdir"]
+    whole = tmp_path / "whole"
+    out = subprocess.run([*cmd, str(whole)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((whole / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    first, second = (rows(whole / f"round{r}" / "comparisons" / "comparisons.jsonl") for r in (0, 1))
+    assert second[: len(first)] == first and {r["round"] for r in second[len(first) :]} == {1}
+    assert not {r["prompt"] for r in first} & {r["prompt"] for r in second[len(first) :]}  # fresh prompts
+    r1 = summary["rounds"][1]
+    assert r1["comparisons"] == 16 and r1["reward_model_on_policy_accuracy"]["before"] is not None
+    assert np.isfinite(r1["proxy_gold_gap"]) and "gold" in r1["policy"]["sampled"]
+
+    cut = tmp_path / "cut"
+    assert run_until([*cmd, str(cut)], cut / "round1" / "reward" / "config.json")  # inside round 1's retraining
+    assert not (cut / "round1" / "reward" / "summary.json").exists()
+    assert run_until([*cmd, str(cut)], cut / "round1" / "policy" / "config.json")  # inside its policy stage
+    assert not (cut / "round1" / "policy" / "summary.json").exists()
+    out = subprocess.run([*cmd, str(cut)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (cut / "summary.json").read_text() == (whole / "summary.json").read_text()
