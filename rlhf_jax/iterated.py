@@ -105,10 +105,12 @@ def round_dir(workdir: str, r: int) -> str:
     return os.path.join(workdir, f"round{r}")
 
 
-def round_stages(cfg: IteratedConfig, workdir: str, r: int) -> dict:
-    """Round r's reward and policy stage configs as they run (wired like a pipeline's)."""
+def round_stages(cfg: IteratedConfig, workdir: str, r: int, sft_dir: str = "", data_dir: str = ""):
+    """(stage configs as they run, their directories, the round's pipeline) of round r,
+    wired like a pipeline's. sft_dir: the SFT stage's directory (default <workdir>/sft: a
+    study shares one per seed); data_dir: the task data (default <workdir>/tfds)."""
     p = cfg.pipeline
-    sft_dir = os.path.join(workdir, "sft")
+    sft_dir = sft_dir or os.path.join(workdir, "sft")
     here, previous = round_dir(workdir, r), round_dir(workdir, r - 1)
     n_comparisons = (r + 1) * cfg.comparisons_per_round
     steps = max(1, math.ceil(cfg.reward_epochs * n_comparisons / p.reward.train.batch_size))
@@ -140,7 +142,7 @@ def round_stages(cfg: IteratedConfig, workdir: str, r: int) -> dict:
         )
     wired = dataclasses.replace(p, reward=reward, policy=policy)
     dirs = {"sft": sft_dir, "reward": f"{here}/reward", "policy": f"{here}/policy"}
-    return pipeline.stages(wired, workdir, dirs), dirs, wired
+    return pipeline.stages(wired, workdir, dirs, data_dir), dirs, wired
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -175,7 +177,7 @@ def sample_pairs(model, params, data, rows, split: str, temperature: float, seed
     return texts
 
 
-def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None) -> str:
+def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> str:
     """Round r's comparisons/ (see the module docstring); written once, atomically: a
     rerun finds it."""
     out = os.path.join(round_dir(workdir, r), "comparisons")
@@ -185,7 +187,7 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None) -> str:
     from rlhf_jax.loops.data import task_data
     from rlhf_jax.models.hf import load_hf
 
-    stages, dirs, _ = round_stages(cfg, workdir, r)
+    stages, dirs, _ = round_stages(cfg, workdir, r, **layout)
     policy_dir = dirs["sft"] if r == 0 else os.path.join(round_dir(workdir, r - 1), "policy")
     sft_model = dataclasses.replace(stages["sft"].model, init_from=dirs["sft"])  # its tokenizer
     data = task_data(dataclasses.replace(stages["policy"], model=sft_model), dirs["sft"], "sft")
@@ -267,13 +269,13 @@ def proxy_gold_gap(sft: dict, policy: dict) -> float:
     return gain("reward_model") - gain("gold")
 
 
-def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None) -> dict:
+def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> dict:
     path = os.path.join(round_dir(workdir, r), "summary.json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    collect(cfg, workdir, r, mesh)
-    stages, dirs, wired = round_stages(cfg, workdir, r)
+    collect(cfg, workdir, r, mesh, **layout)
+    stages, dirs, wired = round_stages(cfg, workdir, r, **layout)
     results = {}
     for name in ("reward", "policy"):
         results[name] = pipeline.run_stage(name, stages[name], dirs[name])
@@ -307,18 +309,20 @@ def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None) -> dict:
     return out
 
 
-def run(cfg: IteratedConfig, workdir: str) -> dict:
-    """The SFT stage, then every round not done yet; DIR/summary.json and a table."""
+def run(cfg: IteratedConfig, workdir: str, sft_dir: str = "", data_dir: str = "") -> dict:
+    """The SFT stage, then every round not done yet; DIR/summary.json and a table.
+    sft_dir, data_dir: as in `round_stages`."""
     from rlhf_jax import mesh as mesh_lib
 
-    stages, dirs, _ = round_stages(cfg, workdir, 0)
+    layout = {"sft_dir": sft_dir, "data_dir": data_dir}
+    stages, dirs, _ = round_stages(cfg, workdir, 0, **layout)
     sft = pipeline.run_stage("sft", stages["sft"], dirs["sft"])
     if sft.get("stopped"):
         return {"stopped": True, "stage": "sft"}
     mesh = mesh_lib.make_mesh(stages["policy"].mesh)
     rounds = []
     for r in range(cfg.rounds):
-        out = run_round(cfg, workdir, r, mesh)
+        out = run_round(cfg, workdir, r, mesh, **layout)
         if out.get("stopped"):
             return out
         rounds.append(out)
@@ -326,6 +330,37 @@ def run(cfg: IteratedConfig, workdir: str) -> dict:
     write_json(os.path.join(workdir, "summary.json"), summary)
     print(table(rounds))
     return summary
+
+
+def study_figures(summary: dict) -> tuple[dict, list[dict]]:
+    """A finished run as a study cell reports it: (metrics tree, one curve row per round).
+    The tree: the last round's "policy" and "sft" (greedy figures, "sampled" apart),
+    "policy_vs_sft", "reward_model" (its held-out figures and on-policy accuracy before /
+    after), "proxy_gold_gap"; the rows: round, comparisons, sampled gold and score, the gap
+    and the on-policy accuracies."""
+
+    def split(figures: dict) -> dict:
+        return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
+
+    last = summary["rounds"][-1]
+    acc = last["reward_model_on_policy_accuracy"]
+    tree = {
+        "policy": split(last["policy"]),
+        "sft": split(last["sft"]),
+        "policy_vs_sft": last["gold_win_rate_vs_sft"],
+        "reward_model": {**last["reward_model"], "on_policy_before": acc["before"], "on_policy_after": acc["after"]},
+        "proxy_gold_gap": last["proxy_gold_gap"],
+    }
+    rows = []
+    for s in summary["rounds"]:
+        sampled, acc = s["policy"]["sampled"], s["reward_model_on_policy_accuracy"]
+        row = {"round": s["round"], "comparisons": s["comparisons"], "gold": sampled["gold"]["mean"],
+               "score": sampled["reward_model"]["mean"], "proxy_gold_gap": s["proxy_gold_gap"],
+               "rm_accuracy_after": acc["after"], "kl": s["policy"]["kl_to_reference"]}  # fmt: skip
+        if acc["before"] is not None:
+            row["rm_accuracy_before"] = acc["before"]
+        rows.append(row)
+    return tree, rows
 
 
 def table(rounds: list[dict]) -> str:

@@ -35,7 +35,8 @@ def check(cfg, workdir: str) -> None:
         return
     if hasattr(cfg, "cells"):  # a study: each cell's pipeline, whose shared stages it will write
         for cell in cfg.cells + cfg.selection_cells:
-            _check_pipeline(dataclasses.replace(cell.pipeline, seed=cell.seed), workdir, f"{cell.name}.")
+            seeded = cell.seeded
+            _check_pipeline(getattr(seeded, "pipeline", seeded), workdir, f"{cell.name}.")
         return
     _check_pipeline(cfg, workdir)
 

@@ -47,8 +47,9 @@ import time
 from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import pipeline, study_report
+from rlhf_jax import iterated, pipeline, study_report
 from rlhf_jax.eval import plots
+from rlhf_jax.iterated import IteratedConfig
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.study_jobs import Job, run_jobs, run_logged
 from rlhf_jax.workdir import finished, write_json
@@ -58,7 +59,9 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One pipeline of the grid at one seed. Cells of a group differ only in their seed:
+    """One pipeline of the grid at one seed (a `PipelineConfig`, or an
+    `iterated.IteratedConfig`: rounds of comparisons, reward model and policy, its SFT
+    shared like a pipeline's). Cells of a group differ only in their seed:
     the report gives a group's mean and interval over them. settings: the grid coordinates
     of the group, for the report (e.g. (("method", "rloo"), ("k", "4"))). select_with: with
     a selection, the group whose chosen value this cell takes instead of one of its own
@@ -66,9 +69,18 @@ class Cell:
 
     group: str
     seed: int
-    pipeline: PipelineConfig
+    pipeline: PipelineConfig | IteratedConfig
     settings: tuple[tuple[str, str], ...] = ()
     select_with: str = ""
+
+    @property
+    def seeded(self) -> PipelineConfig | IteratedConfig:
+        """The pipeline (or iterated run) at the cell's seed."""
+        if isinstance(self.pipeline, IteratedConfig):
+            return dataclasses.replace(
+                self.pipeline, pipeline=dataclasses.replace(self.pipeline.pipeline, seed=self.seed)
+            )
+        return dataclasses.replace(self.pipeline, seed=self.seed)
 
     @property
     def name(self) -> str:
@@ -164,6 +176,8 @@ class StudyConfig:
     figures: tuple[Figure, ...] = ()
 
     def __post_init__(self):
+        if self.selection is not None and any(isinstance(c.pipeline, IteratedConfig) for c in self.cells):
+            raise ValueError(f"study {self.name}: a selection runs pipeline cells only, not iterated runs")
         groups = set(self.groups)
         for c in self.cells:
             if c.select_with and (c.select_with not in self.selecting_groups or self.selection is None):
@@ -291,11 +305,14 @@ class Placed:
     dirs: dict[str, str]
     data_dir: str  # the study's prepared data, shared by every cell
     configs: dict[str, pipeline.ExperimentConfig]
-    shared: tuple[str, ...]  # the keys ("shared/<stage>-<hash>") of the shared stages it needs
+    shared: tuple[tuple[str, str], ...]  # (stage, key "shared/<stage>-<hash>") of the shared stages it needs, in order
 
 
 def place(cell: Cell, workdir: str) -> Placed:
-    p = dataclasses.replace(cell.pipeline, seed=cell.seed)
+    """A pipeline cell shares its seed's SFT and reward model; an iterated cell its SFT
+    (its reward models are its rounds' own)."""
+    seeded = cell.seeded
+    p = seeded.pipeline if isinstance(seeded, IteratedConfig) else seeded
     sft_key = f"sft-{digest(config_lib.non_default(p.sft), cell.seed)}"
     reward_key = f"reward-{digest(config_lib.non_default(p.reward), cell.seed, sft_key)}"
     directory = os.path.join(workdir, "cells", cell.name)
@@ -306,7 +323,10 @@ def place(cell: Cell, workdir: str) -> Placed:
     }
     data_dir = os.path.join(workdir, "tfds")
     configs = pipeline.stages(p, directory, dirs, data_dir)
-    return Placed(cell, directory, dirs, data_dir, configs, (f"shared/{sft_key}", f"shared/{reward_key}"))
+    shared = (("sft", f"shared/{sft_key}"), ("reward", f"shared/{reward_key}"))
+    if isinstance(seeded, IteratedConfig):
+        shared, dirs = shared[:1], {"sft": dirs["sft"]}
+    return Placed(cell, directory, dirs, data_dir, configs, shared)
 
 
 # ----------------------------------------------------------------------------- records
@@ -403,21 +423,29 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     """The cell's pipeline (its shared stages are found done, or run) and its record."""
     t0 = time.time()
     cell = placed.cell
-    p = dataclasses.replace(cell.pipeline, seed=cell.seed)
-    summary = pipeline.run(p, placed.directory, placed.dirs, placed.data_dir)
-    if summary.get("stopped"):
-        return summary
-    policy = placed.configs["policy"]
-    per_step = policy.rl.rollout_batch if policy.train.kind == "rl" else 0
+    if isinstance(cell.pipeline, IteratedConfig):
+        summary = iterated.run(cell.seeded, placed.directory, placed.dirs["sft"], placed.data_dir)
+        if summary.get("stopped"):
+            return summary
+        tree, curve = iterated.study_figures(summary)
+        metrics, generation = flatten(tree), {}
+    else:
+        summary = pipeline.run(cell.seeded, placed.directory, placed.dirs, placed.data_dir)
+        if summary.get("stopped"):
+            return summary
+        policy = placed.configs["policy"]
+        per_step = policy.rl.rollout_batch if policy.train.kind == "rl" else 0
+        metrics, generation = cell_metrics(summary), generation_curves(summary)
+        curve = training_curve(placed.dirs["policy"], study.curves, per_step)
     record = {
         "cell": cell.name,
         "group": cell.group,
         "seed": cell.seed,
         "settings": dict(cell.settings),
         "key": cell_key(cell),
-        "metrics": cell_metrics(summary),
-        "curve": training_curve(placed.dirs["policy"], study.curves, per_step),
-        "generation": generation_curves(summary),
+        "metrics": metrics,
+        "curve": curve,
+        "generation": generation,
         "config": config_lib.to_dict(cell.pipeline),
         "commit": commit(),
         "machine": machine(),
@@ -439,7 +467,7 @@ def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None
             continue
         placed = place(cell, workdir)
         needs: list[str] = []  # the shared stages still to run, in order (the reward model needs the SFT)
-        for stage, key in zip(("sft", "reward"), placed.shared, strict=True):
+        for stage, key in placed.shared:
             cfg, directory = placed.configs[stage], placed.dirs[stage]
             if key not in jobs and not finished(directory, config_lib.to_dict(cfg)):
                 jobs[key] = Job(key, tuple(needs), functools.partial(pipeline.run_stage, stage, cfg, directory))

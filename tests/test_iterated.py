@@ -108,3 +108,31 @@ def test_rounds_resume_after_sigkill_in_reward_retraining_and_in_the_policy_stag
     out = subprocess.run([*cmd, str(cut)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (cut / "summary.json").read_text() == (whole / "summary.json").read_text()
+
+
+@pytest.mark.slow
+def test_the_iterated_study_runs_its_cells_on_one_shared_sft_and_reports_the_rounds(tmp_path):
+    workdir, records = tmp_path / "study", tmp_path / "records"
+    smoke = "experiments/studies/iterated_rlhf.py:smoke"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_jax.main",
+        "--config",
+        smoke,
+        "--workdir",
+        str(workdir),
+        "--records",
+        str(records),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    shared = os.listdir(workdir / "shared")  # one SFT for both cells; the reward models are the rounds' own
+    assert len(shared) == 1 and shared[0].startswith("sft-")
+    rec = json.loads((records / "rounds4.seed0.json").read_text())
+    assert [row["round"] for row in rec["curve"]] == [0, 1] and [row["comparisons"] for row in rec["curve"]] == [8, 16]
+    assert rec["metrics"]["proxy_gold_gap"] == rec["curve"][-1]["proxy_gold_gap"]
+    res = json.loads((workdir / "results.json").read_text())
+    assert set(res["rows"]) == {"SFT", "rounds4", "one_round"} and res["missing"] == []
+    assert set(res["figures"]["rounds"]) == {"rounds4", "one_round"}
+    assert (records / "plots" / "rounds_proxy_gold_gap.png").exists()

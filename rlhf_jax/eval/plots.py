@@ -80,7 +80,8 @@ def study_curves(
             if not runs:
                 continue
             n = min(len(run) for run in runs)
-            x_key = "completions" if runs[0][0].get("completions") else "step"
+            first = runs[0][0]
+            x_key = "completions" if first.get("completions") else "comparisons" if "comparisons" in first else "step"
             x = [r[x_key] for r in runs[0][:n]]
             y = np.asarray([[r[key] for r in run[:n]] for run in runs])
             ax.plot(x, y.mean(0), label=f"{group} (n={len(runs)})")
@@ -88,7 +89,8 @@ def study_curves(
                 ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
             drawn = True
         if drawn:
-            ax.set(xlabel="completions sampled", ylabel=key, title=title or f"{key} over training (mean over seeds)")
+            xlabel = {"completions": "completions sampled", "comparisons": "comparisons labelled"}.get(x_key, x_key)
+            ax.set(xlabel=xlabel, ylabel=key, title=title or f"{key} over training (mean over seeds)")
             ax.legend(fontsize=7)
             fig.tight_layout()
             paths.append(os.path.join(out_dir, f"{name}_{key}.png"))
