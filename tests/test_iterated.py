@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax import iterated
+from rlhf_jax import study as study_lib
 from rlhf_jax.main import load_experiment
 
 TINY = "experiments/iterated_summarization.py:tiny"
@@ -110,29 +111,24 @@ def test_rounds_resume_after_sigkill_in_reward_retraining_and_in_the_policy_stag
     assert (cut / "summary.json").read_text() == (whole / "summary.json").read_text()
 
 
-@pytest.mark.slow
-def test_the_iterated_study_runs_its_cells_on_one_shared_sft_and_reports_the_rounds(tmp_path):
-    workdir, records = tmp_path / "study", tmp_path / "records"
-    smoke = "experiments/studies/iterated_rlhf.py:smoke"
-    cmd = [
-        sys.executable,
-        "-m",
-        "rlhf_jax.main",
-        "--config",
-        smoke,
-        "--workdir",
-        str(workdir),
-        "--records",
-        str(records),
-    ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    shared = os.listdir(workdir / "shared")  # one SFT for both cells; the reward models are the rounds' own
-    assert len(shared) == 1 and shared[0].startswith("sft-")
-    rec = json.loads((records / "rounds4.seed0.json").read_text())
-    assert [row["round"] for row in rec["curve"]] == [0, 1] and [row["comparisons"] for row in rec["curve"]] == [8, 16]
-    assert rec["metrics"]["proxy_gold_gap"] == rec["curve"][-1]["proxy_gold_gap"]
-    res = json.loads((workdir / "results.json").read_text())
-    assert set(res["rows"]) == {"SFT", "rounds4", "one_round"} and res["missing"] == []
-    assert set(res["figures"]["rounds"]) == {"rounds4", "one_round"}
-    assert (records / "plots" / "rounds_proxy_gold_gap.png").exists()
+def round_summary(r, gold, score, gap, before, after):
+    figures = {"kl_to_reference": 0.1 * (r + 1), "sampled": {"gold": {"mean": gold}, "reward_model": {"mean": score}}}
+    return {"round": r, "comparisons": 8 * (r + 1), "proxy_gold_gap": gap, "policy": figures, "sft": figures,
+            "reward_model": {"test_accuracy": 0.7}, "gold_win_rate_vs_sft": {"greedy": 0.5, "sampled": 0.6},
+            "reward_model_on_policy_accuracy": {"before": before, "after": after, "pairs": 4}}  # fmt: skip
+
+
+def test_an_iterated_study_cell_shares_only_its_sft_and_records_one_curve_row_per_round(tmp_path):
+    study = load_experiment("experiments/studies/iterated_rlhf.py:smoke")
+    placed = [study_lib.place(c, str(tmp_path)) for c in study.cells]
+    assert [p.shared[0][0] for p in placed] == ["sft", "sft"] and all(len(p.shared) == 1 for p in placed)
+    assert placed[0].shared == placed[1].shared  # one SFT for both groups at a seed
+    jobs = study_lib.plan(study, str(tmp_path), str(tmp_path / "records"))
+    assert [j.key.split("/")[0] for j in jobs] == ["shared", "cells", "cells"]
+    assert all(j.needs == (jobs[0].key,) for j in jobs[1:])
+    summary = {"rounds": [round_summary(0, -0.5, 0.2, 0.3, None, 0.6), round_summary(1, -0.2, 0.9, 0.4, 0.55, 0.7)]}
+    tree, rows = iterated.study_figures(summary)
+    assert tree["proxy_gold_gap"] == 0.4 and tree["policy_vs_sft"]["sampled"] == 0.6
+    assert tree["reward_model"]["on_policy_before"] == 0.55 and tree["policy"]["sampled"]["gold"]["mean"] == -0.2
+    assert [r["comparisons"] for r in rows] == [8, 16] and [r["gold"] for r in rows] == [-0.5, -0.2]
+    assert "rm_accuracy_before" not in rows[0] and rows[1]["rm_accuracy_before"] == 0.55
