@@ -36,22 +36,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import iterated, pipeline, study_report
-from rlhf_jax.eval import plots
 from rlhf_jax.iterated import IteratedConfig
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.study_jobs import Job, run_jobs, run_logged
+from rlhf_jax.study_records import (
+    cell_key,
+    cell_metrics,
+    commit,
+    digest,
+    flatten,
+    generation_curves,
+    machine,
+    read_record,
+    training_curve,
+)
 from rlhf_jax.workdir import finished, write_json
 
 CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
@@ -284,18 +290,6 @@ class StudyConfig:
 # ----------------------------------------------------------------------------- layout
 
 
-def digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def cell_key(cell: Cell) -> str:
-    """Identifies what the cell computes (its pipeline's config and seed), not where: a
-    record is current while its key is. Fields at their defaults do not count, so that a
-    new option, off by default, leaves the records current (a default that changes what
-    a run computes must then come with a study setting of its own)."""
-    return digest(config_lib.non_default(cell.pipeline), cell.seed)
-
-
 @dataclasses.dataclass(frozen=True)
 class Placed:
     """A cell placed in the study's workdir: its stages' directories and configs."""
@@ -327,93 +321,6 @@ def place(cell: Cell, workdir: str) -> Placed:
     if isinstance(seeded, IteratedConfig):
         shared, dirs = shared[:1], {"sft": dirs["sft"]}
     return Placed(cell, directory, dirs, data_dir, configs, shared)
-
-
-# ----------------------------------------------------------------------------- records
-
-
-def read_record(records: str, cell: Cell) -> dict | None:
-    """The cell's record if it is there and of the cell's current config."""
-    path = os.path.join(records, f"{cell.name}.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        record = json.load(f)
-    return record if record.get("key") == cell_key(cell) else None
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[f"{prefix}{key}"] = float(value)
-    return out
-
-
-def cell_metrics(summary: dict) -> dict[str, float]:
-    """A pipeline summary's figures under names that do not depend on the method: "sft.*",
-    "policy.*" (greedy.* and sampled.* each), "policy_vs_sft.{greedy,sampled}" (gold
-    win-rate) and "reward_model.*" (its held-out accuracy, content probe)."""
-    m = summary["method"]
-    policies = summary["policies"]
-
-    def split(figures: dict) -> dict:
-        return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
-
-    tree = {
-        "sft": split(policies["sft"]),
-        "policy": split(policies[m]),
-        "policy_vs_sft": {
-            "greedy": summary[f"gold_win_rate_{m}_vs_sft"],
-            "sampled": summary[f"gold_win_rate_{m}_vs_sft_sampled"],
-        },
-        "reward_model": summary["reward_model"],
-    }
-    return flatten(tree)
-
-
-def training_curve(policy_dir: str, keys: tuple[str, ...], per_step: int) -> list[dict]:
-    """The policy stage's logged metrics (`keys` of them) with the completions sampled by
-    each logged step (per_step per iteration; 0 for offline training)."""
-    if not os.path.exists(os.path.join(policy_dir, "metrics.jsonl")):
-        return []
-    rows = plots.read_metrics(policy_dir)
-    return [{"step": r["step"], "completions": r["step"] * per_step, **{k: r[k] for k in keys if k in r}} for r in rows]
-
-
-def generation_curves(summary: dict) -> dict:
-    """The evaluation's curves per generation step: {"sft": {...}, "policy": {...}}."""
-    curves = summary.get("curves", {})
-    return {who: curves[name] for who, name in (("sft", "sft"), ("policy", summary["method"])) if name in curves}
-
-
-def machine() -> str:
-    """The CPU model and core count, and the accelerator when there is one."""
-    import jax
-
-    cpu = platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    device = jax.devices()[0]
-    accelerator = "" if device.platform == "cpu" else f", {len(jax.devices())} x {device.device_kind}"
-    return f"{cpu}, {os.cpu_count()} cores{accelerator}"
-
-
-def commit() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip()[:12] + ("+changes" if dirty.stdout.strip() else "")
 
 
 # ----------------------------------------------------------------------------- jobs
