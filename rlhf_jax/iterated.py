@@ -339,8 +339,7 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     after), "proxy_gold_gap"; the rows: round, comparisons, sampled gold and score, the gap
     and the on-policy accuracies."""
 
-    def split(figures: dict) -> dict:
-        return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
+    from rlhf_jax.study_records import split
 
     last = summary["rounds"][-1]
     acc = last["reward_model_on_policy_accuracy"]

@@ -46,15 +46,17 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def split(figures: dict) -> dict:
+    """A policy's figures as {"greedy": the top level, "sampled": its "sampled" part}."""
+    return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
+
+
 def cell_metrics(summary: dict) -> dict[str, float]:
     """A pipeline summary's figures under names that do not depend on the method: "sft.*",
     "policy.*" (greedy.* and sampled.* each), "policy_vs_sft.{greedy,sampled}" (gold
     win-rate) and "reward_model.*" (its held-out accuracy, content probe)."""
     m = summary["method"]
     policies = summary["policies"]
-
-    def split(figures: dict) -> dict:
-        return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
 
     tree = {
         "sft": split(policies["sft"]),
