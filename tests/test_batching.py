@@ -50,6 +50,17 @@ def test_layout_filtering_and_truncation(tokenizer):
     assert not cmask[:, :8].any()
 
 
+def test_encoding_in_blocks_gives_each_texts_own_ids(tokenizer):
+    examples = summarization.preference_examples(40, 3)
+    enc = batching.encode(tokenizer, examples, 200, 12, completions=("chosen", "rejected"))
+    blocks = batching._token_ids(tokenizer, [ex["chosen"] for ex in examples], block=7)
+    for i, ex in enumerate(examples):
+        one = tokenizer(ex["chosen"], add_special_tokens=False)["input_ids"]
+        assert blocks[i] == one and enc.fields["chosen"][i] == (one + [tokenizer.eos_token_id])[:12]
+        assert enc.fields["prompt"][i] == tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+    assert batching.encode(tokenizer, [], 8, 6).kept == []
+
+
 def test_loader_is_deterministic_and_resumable():
     a = batching.Loader(10, 4, seed=1)
     first = [next(a) for _ in range(5)]

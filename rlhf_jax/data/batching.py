@@ -43,22 +43,29 @@ def encode(
     eos = tokenizer.eos_token_id
     fields: dict[str, list[list[int]]] = {"prompt": [], **{c: [] for c in completions}}
     out = Encoded(fields=fields, kept=[])
-    for i, ex in enumerate(examples):
-        prompt = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+    ids = {f: _token_ids(tokenizer, [ex[f] for ex in examples]) for f in ("prompt", *completions)}
+    for i in range(len(examples)):
+        prompt = ids["prompt"][i]
         if not prompt or len(prompt) > max_prompt_len:
             out.dropped_long_prompt += bool(prompt)
             continue
-        encoded = []
-        for c in completions:
-            ids = tokenizer(ex[c], add_special_tokens=False)["input_ids"] + [eos]
-            if len(ids) > max_completion_len:
-                ids = ids[:max_completion_len]
-                out.truncated_completion += 1
-            encoded.append(ids)
         fields["prompt"].append(prompt)
-        for c, ids in zip(completions, encoded, strict=True):
-            fields[c].append(ids)
+        for c in completions:
+            tokens = ids[c][i] + [eos]
+            if len(tokens) > max_completion_len:
+                tokens = tokens[:max_completion_len]
+                out.truncated_completion += 1
+            fields[c].append(tokens)
         out.kept.append(i)
+    return out
+
+
+def _token_ids(tokenizer, texts: list[str], block: int = 8192) -> list[list[int]]:
+    """Each text's token ids without special tokens, tokenised a block at a time (a fast
+    tokenizer encodes a block in one call: several times faster than text by text)."""
+    out: list[list[int]] = []
+    for start in range(0, len(texts), block):
+        out.extend(tokenizer(texts[start : start + block], add_special_tokens=False)["input_ids"])
     return out
 
 
