@@ -1,6 +1,7 @@
 """The RLOO paper's experiment modules: every variant resolves to the appendix C settings
 and traces one iteration at full size (`jax.eval_shape`, 6.9B / 7B parameters, nothing
-allocated); each module runs its stages for one step with a tiny stand-in model on small
+allocated; each variant once over the three modules, each program of each model family
+once); each module runs its stages for one step with a tiny stand-in model on small
 files in the real TL;DR and HH-RLHF formats."""
 
 import json
@@ -64,22 +65,35 @@ def test_the_settings_are_the_papers():
         load_experiment(spec("hh_pythia", "rloo"))
 
 
+TRACED = {  # module -> the variants traced at full size: every variant, and every program of each family, once
+    "tldr_pythia": ("sft", "reward", "rloo_k4", "ppo", "dpo"),
+    "hh_pythia": ("rloo_k2", "raft_k2", "raft_k4", "reinforce", "vanilla_pg"),
+    "hh_llama": ("sft", "reward", "rloo_k4", "ppo", "dpo"),
+}
+
+
+def test_every_variant_resolves_to_its_modules_task_and_beta():
+    for module, (task, _, P, beta) in MODULES.items():
+        for variant in VARIANTS:
+            cfg = load_experiment(spec(module, variant))
+            assert cfg.data.task == task and cfg.data.max_prompt_len == P
+            if cfg.train.kind == "rl":
+                assert cfg.rl.beta == beta
+    assert sorted({v for traced in TRACED.values() for v in traced}) == sorted(VARIANTS)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
-def test_every_variant_traces_at_full_size(module):
-    task, family, P, beta = MODULES[module]
-    for variant in VARIANTS:  # about 6 s each: 32 layers of forward and backward traced
+def test_variants_trace_at_full_size(module):
+    for variant in TRACED[module]:  # about 6 s each: 32 layers of forward and backward traced
         cfg = load_experiment(spec(module, variant))
-        assert cfg.data.task == task and cfg.data.max_prompt_len == P
-        if cfg.train.kind == "rl":
-            assert cfg.rl.beta == beta
         out = abstract_iteration(cfg)
         billions = out["params"] / 1e9 / (2 if variant in ("ppo", "vanilla_pg") else 1)  # with a critic
         assert 6.5 < billions < 7.0, (variant, billions)
         assert np.isfinite(out["state_bytes"]) and out["state_bytes"] > 3 * 4 * out["params"] - 1  # params + 2 moments
         if cfg.train.kind == "rl":
             assert out["rollout"].tokens_BxT.shape == (cfg.rl.rollout_batch, 512)
-            assert out["samples"].tokens.shape == (cfg.rl.rollout_batch, 512 - P)
+            assert out["samples"].tokens.shape == (cfg.rl.rollout_batch, 512 - cfg.data.max_prompt_len)
 
 
 # ----------------------------------------------------------------------------- one step, tiny
