@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rlhf_jax.batches import NEGATIVE, NEUTRAL, POSITIVE
+from rlhf_jax.batches import NEGATIVE, NEUTRAL, NO_STEP, POSITIVE
 from rlhf_jax.tasks import arithmetic as A
 from rlhf_jax.tasks import classification as C
 from rlhf_jax.tasks import summarization as S
@@ -67,17 +67,59 @@ def test_a_comparison_is_of_content_at_one_length_or_of_form_one_word_apart_and_
     assert 0.15 < kinds.count("form") / len(kinds) < 0.35
 
 
-def test_a_correct_step_is_positive_a_wrong_one_negative_and_later_ones_neutral():
+def test_step_labels_positive_neutral_negative_and_none_after_the_first_error():
     steps = [(3, "+", 4), (None, "*", 2), (None, "-", 5)]
     right = "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9\nThe answer is 9"
     assert A.label_solution(steps, right) == ([POSITIVE, POSITIVE, POSITIVE], 1)
-    slip = "3 + 4 = 7\n7 * 2 = 15\n15 - 5 = 10\nThe answer is 10"
-    assert A.label_solution(steps, slip) == ([POSITIVE, NEGATIVE, NEUTRAL], 0)
+    slip = "3 + 4 = 7\n7 * 2 = 15\n15 - 5 = 10\nThe answer is 10"  # right arithmetic after the slip: not labelled
+    assert A.label_solution(steps, slip) == ([POSITIVE, NEGATIVE, NO_STEP], 0)
+    restated = "3 + 4 = 7\n3 + 4 = 7\n7 * 2 = 14\n3 + 4 = 7\n14 - 5 = 9\nThe answer is 9"  # right but useless
+    assert A.label_solution(steps, restated) == ([POSITIVE, NEUTRAL, POSITIVE, NEUTRAL, POSITIVE], 1)
+    skipped = "3 + 4 = 7\n7 - 5 = 2\n2 * 2 = 4\nThe answer is 4"  # right arithmetic, wrong operation
+    assert A.label_solution(steps, skipped) == ([POSITIVE, NEGATIVE, NO_STEP], 0)
     garbled = "3 + 4 = 7\nseven times two\n14 - 5 = 9\nThe answer is 9"
-    labels, outcome = A.label_solution(steps, garbled)
-    assert labels[1] == NEGATIVE and outcome == 1
+    assert A.label_solution(steps, garbled) == ([POSITIVE, NEGATIVE, NO_STEP], 1)  # the answer alone decides the ORM
+    extra = "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9\n9 + 0 = 9\nThe answer is 9"  # an operation the problem lacks
+    assert A.label_solution(steps, extra)[0] == [POSITIVE, POSITIVE, POSITIVE, NEGATIVE]
+    assert A.label_solution(steps, "3 + 4 = 7\nThe answer is 7") == ([POSITIVE], 0)  # stopped early
+    again = [(4, "-", 7), (None, "+", 7), (None, "-", 7)]  # its third step is its first again: progress, not neutral
+    assert A.label_solution(again, "4 - 7 = -3\n-3 + 7 = 4\n4 - 7 = -3\nThe answer is -3")[0] == [POSITIVE] * 3
     assert A.check_step("12 - 5 = 7") is True and A.check_step("12 - 5 = 8") is False
     assert A.check_step("twelve") is None
+
+
+def test_problems_parse_back_from_their_prompts_and_sampled_completions_are_labelled():
+    rng = np.random.default_rng(0)
+    for cfg in (A.ArithmeticConfig(), A.STEPS):
+        for _ in range(50):
+            expression, steps = A.make_problem(rng, cfg)
+            assert A.parse_problem(A.prompt(expression)) == steps
+    assert A.parse_problem("Compute: -14 + 1\n") == [(-14, "+", 1)]
+    assert A.label_completion("Compute: (2 - 5) - 3\n", "2 - 5 = -3\n-3 - 3 = -6\nThe answer is -6") == (
+        [POSITIVE, POSITIVE],
+        1,
+    )
+    for bad in ("Compute: 3 +\n", "Compute: 3 / 4\n", "Compute: __import__('os')"):
+        with pytest.raises(ValueError, match="not an arithmetic prompt"):
+            A.parse_problem(bad)
+
+
+def test_the_generators_data_pretraining_facts_and_solutions_all_wrong_or_all_right():
+    low, high = A.value_range(A.STEPS)
+    assert (low, high) == (1 - 4 * 9, 9 + 4 * 9)
+    facts = A.pretrain_examples(3000, 0)
+    lefts = [A.parse_problem(r["prompt"])[0][0] for r in facts]
+    assert min(lefts) == low and max(lefts) == high
+    assert all(r["outcome"] == 1 and r["step_labels"] == [POSITIVE] for r in facts)
+    for problem in A.format_examples(300, 1, correct=False) + A.format_examples(300, 1, correct=True):
+        assert {op for _, op, _ in A.parse_problem(problem["prompt"])} <= {"+", "-"}
+    wrong, right = A.format_examples(500, 2, correct=False), A.format_examples(500, 2, correct=True)
+    assert all(r["outcome"] == 0 and r["step_labels"].count(NEGATIVE) == 1 for r in wrong)
+    assert all(r["outcome"] == 1 and NEGATIVE not in r["step_labels"] for r in right)
+    restating = np.mean([NEUTRAL in r["step_labels"] for r in right])
+    assert 0.12 < restating < 0.28  # restate_prob 0.2
+    with pytest.raises(ValueError, match="only \\+ and - are bounded"):
+        A.value_range(A.ArithmeticConfig())
 
 
 def test_arithmetic_examples_and_verifiable_reward():

@@ -206,9 +206,18 @@ class SyntheticSummarization(_TaskBuilder):
 
 
 class Arithmetic(_TaskBuilder):
-    """The built-in arithmetic task with per-step and outcome labels."""
+    """The built-in arithmetic task with per-step and outcome labels: `default`, sampled
+    solutions with slips; the process-supervision study's generator data (`tasks.arithmetic`,
+    + and - only): `facts` (one-operation problems, right), `wrong` (step-format solutions
+    whose answer is wrong), `right` (the same, right)."""
 
-    BUILDER_CONFIGS = [TaskConfig(name="default")]
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.1.0": "A validation split.",
+        "2.0.0": "PRM800K's labels: neutral is a right but restated step; steps after the first negative are not "
+        "labelled. The study's generator data: facts, wrong, right.",
+    }
+    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("default", "facts", "wrong", "right")]
 
     def features(self):
         return {
@@ -219,6 +228,11 @@ class Arithmetic(_TaskBuilder):
         }
 
     def examples(self, n, seed):
+        kind = self.builder_config.kind
+        if kind == "facts":
+            return arithmetic.pretrain_examples(n, seed)
+        if kind in ("wrong", "right"):
+            return arithmetic.format_examples(n, seed, correct=kind == "right")
         return arithmetic.examples(n, seed)
 
 

@@ -147,6 +147,14 @@ TASKS = {
         {"sft": Generated(builders.Arithmetic), "labelled": Generated(builders.Arithmetic)},
         gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
     ),
+    **{  # the process-supervision study's generator data (+ and - only; `tasks.arithmetic`)
+        f"arithmetic_{kind}": Task(
+            f"arithmetic_{kind}",
+            {"sft": Generated(builders.Arithmetic, kind), "labelled": Generated(builders.Arithmetic, kind)},
+            gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
+        )
+        for kind in ("facts", "wrong", "right")
+    },
     "tldr": Task(
         "tldr",
         {
