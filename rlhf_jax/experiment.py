@@ -100,7 +100,9 @@ class DataSection:
     "validation" (disjoint from test: for choosing settings without reading test figures).
     comparisons: a directory whose comparisons.jsonl (prompt, chosen, rejected[, document])
     replaces the task's preference train rows (comparisons of a policy's own samples, as
-    an iterated run collects them); "" = the task's."""
+    an iterated run collects them); "" = the task's. solutions: likewise, a directory whose
+    solutions.jsonl (prompt, completion, outcome, step_labels) replaces the task's labelled
+    train rows (ORM / PRM training on a generator's labelled samples)."""
 
     task: str = "summarization"
     data_dir: str = ""  # TFDS data dir; "" = <workdir>/tfds
@@ -113,6 +115,7 @@ class DataSection:
     tokenizer: str = ""  # an HF tokenizer directory; "" = the init_from checkpoint's, else train one
     eval_split: str = "test"
     comparisons: str = ""
+    solutions: str = ""
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -131,9 +131,10 @@ def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
         raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")
     if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir):
         raise FileNotFoundError(f"{k('data.source_dir')}={cfg.data.source_dir}: no such directory")
-    comparisons = os.path.join(cfg.data.comparisons, "comparisons.jsonl")
-    if cfg.data.comparisons and not os.path.exists(comparisons) and not later(comparisons):
-        raise FileNotFoundError(f"{k('data.comparisons')}={cfg.data.comparisons}: no comparisons.jsonl there")
+    for key, name in (("comparisons", "comparisons.jsonl"), ("solutions", "solutions.jsonl")):
+        directory = getattr(cfg.data, key)
+        if directory and not os.path.exists(os.path.join(directory, name)) and not later(os.path.join(directory, name)):
+            raise FileNotFoundError(f"{k('data.' + key)}={directory}: no {name} there")
     if cfg.data.data_dir and os.path.exists(cfg.data.data_dir) and not os.path.isdir(cfg.data.data_dir):
         raise ValueError(f"{k('data.data_dir')}={cfg.data.data_dir}: exists and is not a directory")
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from rlhf_jax.data import builders, formats
-from rlhf_jax.data.tasks import TASKS, collected_comparisons
-from rlhf_jax.experiment import DataSection
+from rlhf_jax.data.tasks import TASKS, collected_comparisons, labelled_solutions
+from rlhf_jax.experiment import DataSection, ExperimentConfig, TrainSection
+from rlhf_jax.loops.data import task_rows
 from rlhf_jax.workdir import Lock
 
 
@@ -139,6 +140,27 @@ def test_collected_comparisons_replace_the_tasks_preference_train_rows_only(tmp_
     write_jsonl(tmp_path / "bad" / "comparisons.jsonl", [{"prompt": "p", "chosen": "c"}])
     with pytest.raises(ValueError, match=r"comparisons.jsonl:1: missing field 'rejected'"):
         collected_comparisons(str(tmp_path / "bad"))
+
+
+def test_labelled_solutions_replace_the_tasks_labelled_train_rows_and_bad_labels_are_skipped(tmp_path, capsys):
+    good = {"prompt": "Compute: 1 + 2\n", "completion": "1 + 2 = 3\nThe answer is 3", "outcome": 1, "step_labels": [2]}
+    rows = [
+        good,
+        {**good, "completion": "1 + 2 = 4\n4 + 0 = 4\nThe answer is 4", "outcome": 0, "step_labels": [0, -1]},
+        {**good, "outcome": 2},  # not an outcome: skipped
+        {**good, "step_labels": [3]},  # not a step label: skipped
+    ]
+    write_jsonl(tmp_path / "labels" / "solutions.jsonl", rows)
+    got = labelled_solutions(str(tmp_path / "labels"))
+    assert sorted(got, key=lambda r: r["outcome"]) == [rows[1], rows[0]]
+    assert "skipped 2" in capsys.readouterr().out
+    cfg = ExperimentConfig(
+        data=DataSection(task="arithmetic", n_train=8, n_test=4, solutions=str(tmp_path / "labels")),
+        train=TrainSection(kind="prm"),
+    )
+    train, test = task_rows(cfg, str(tmp_path / "run"), "labelled")
+    assert len(train) == 2 and {r["completion"] for r in train} == {rows[0]["completion"], rows[1]["completion"]}
+    assert len(test) == 4 and all(r["prompt"].startswith("Compute: ") for r in test)  # the task's own
 
 
 FIELDS = {

@@ -127,6 +127,15 @@ class CollectedComparisons(_LocalBuilder):
     READER = staticmethod(formats.collected_comparisons)
 
 
+class LabelledSolutions(_LocalBuilder):
+    """Solutions a run sampled and labelled (outcome and step labels):
+    solutions.jsonl as its train split."""
+
+    FEATURES = {**SFT, "outcome": np.int32, "step_labels": tfds.features.Sequence(np.int32)}
+    SPLIT_FILES = {"train": ("solutions.jsonl",)}
+    READER = staticmethod(formats.labelled_solutions)
+
+
 # ----------------------------------------------------------------------------- built-in tasks
 
 

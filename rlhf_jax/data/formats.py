@@ -193,6 +193,20 @@ def collected_comparisons(path: str, skips: Skips, split: str | None = None) -> 
         yield str(number), row
 
 
+def labelled_solutions(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, {"prompt", "completion", "outcome", "step_labels"}) of solutions a run
+    labelled (`process_supervision.py`: one JSON object per line; outcome 0 or 1, a step
+    label per step line, each of NO_STEP, NEGATIVE, NEUTRAL, POSITIVE), skipping lines
+    whose labels are not those."""
+    for number, record in read_jsonl(path):
+        row = {k: _field(record, k, path, number) for k in ("prompt", "completion")}
+        outcome, labels = record.get("outcome"), record.get("step_labels")
+        if outcome not in (0, 1) or not isinstance(labels, list) or any(x not in (-1, 0, 1, 2) for x in labels):
+            skips.skip("outcome must be 0 or 1 and step_labels a list of -1, 0, 1, 2", path, number)
+            continue
+        yield str(number), {**row, "outcome": int(outcome), "step_labels": [int(x) for x in labels]}
+
+
 def find_files(directory: str, names: tuple[str, ...] = (), prefix: str | None = None) -> list[str]:
     """JSON-lines files under `directory` (recursively), sorted: those named one of
     `names`, or whose name starts with `prefix`."""

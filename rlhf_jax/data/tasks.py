@@ -92,6 +92,13 @@ def collected_comparisons(directory: str) -> list[dict]:
     return builders.records(builder, "train")
 
 
+def labelled_solutions(directory: str) -> list[dict]:
+    """The solutions in <directory>/solutions.jsonl (sampled and labelled by a run),
+    prepared through TFDS into <directory>/tfds: the train rows of data.solutions."""
+    builder = builders.prepare(builders.LabelledSolutions, os.path.join(directory, "tfds"), source_dir=directory)
+    return builders.records(builder, "train")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A task: its sources, one per kind of data it offers, and its gold judge (None: a

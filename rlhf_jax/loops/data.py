@@ -18,7 +18,7 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.data import batching
-from rlhf_jax.data.tasks import Task, collected_comparisons
+from rlhf_jax.data.tasks import Task, collected_comparisons, labelled_solutions
 from rlhf_jax.data.tokenizer import completion_texts, train_tokenizer
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.models.hf import load_tokenizer
@@ -38,13 +38,16 @@ def process_0_first(name: str, make: Callable):
 def task_rows(cfg: ExperimentConfig, workdir: str, kind: str) -> tuple[list[dict], list[dict]]:
     """Train and test rows of the task's `kind` of data (`data.tasks.DATA_KINDS`),
     prepared once through TFDS (by process 0 first); preference train rows from
-    data.comparisons when it names a directory of collected comparisons."""
+    data.comparisons when it names a directory of collected comparisons, labelled ones
+    from data.solutions."""
     source = cfg.data.task_spec.source(kind)
     data_dir = cfg.data.data_dir or os.path.join(workdir, "tfds")
     builder = process_0_first("task data prepared", lambda: source.prepare(cfg.data, data_dir))
     train, test = source.rows(builder, cfg.data)
     if kind == "preference" and cfg.data.comparisons:  # collected comparisons train; the task's rows test
         train = process_0_first("comparisons prepared", lambda: collected_comparisons(cfg.data.comparisons))
+    if kind == "labelled" and cfg.data.solutions:  # labelled samples train; the task's rows test
+        train = process_0_first("solutions prepared", lambda: labelled_solutions(cfg.data.solutions))
     return train, test
 
 
