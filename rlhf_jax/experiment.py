@@ -102,7 +102,8 @@ class DataSection:
     replaces the task's preference train rows (comparisons of a policy's own samples, as
     an iterated run collects them); "" = the task's. solutions: likewise, a directory whose
     solutions.jsonl (prompt, completion, outcome, step_labels) replaces the task's labelled
-    train rows (ORM / PRM training on a generator's labelled samples)."""
+    train rows (ORM / PRM training on a generator's labelled samples), and its
+    held_out.jsonl, if there, the test rows."""
 
     task: str = "summarization"
     data_dir: str = ""  # TFDS data dir; "" = <workdir>/tfds

@@ -151,8 +151,8 @@ def test_labelled_solutions_replace_the_tasks_labelled_train_rows_and_bad_labels
         {**good, "step_labels": [3]},  # not a step label: skipped
     ]
     write_jsonl(tmp_path / "labels" / "solutions.jsonl", rows)
-    got = labelled_solutions(str(tmp_path / "labels"))
-    assert sorted(got, key=lambda r: r["outcome"]) == [rows[1], rows[0]]
+    got, held_out = labelled_solutions(str(tmp_path / "labels"))
+    assert sorted(got, key=lambda r: r["outcome"]) == [rows[1], rows[0]] and held_out is None
     assert "skipped 2" in capsys.readouterr().out
     cfg = ExperimentConfig(
         data=DataSection(task="arithmetic", n_train=8, n_test=4, solutions=str(tmp_path / "labels")),
@@ -161,6 +161,10 @@ def test_labelled_solutions_replace_the_tasks_labelled_train_rows_and_bad_labels
     train, test = task_rows(cfg, str(tmp_path / "run"), "labelled")
     assert len(train) == 2 and {r["completion"] for r in train} == {rows[0]["completion"], rows[1]["completion"]}
     assert len(test) == 4 and all(r["prompt"].startswith("Compute: ") for r in test)  # the task's own
+    write_jsonl(tmp_path / "both" / "solutions.jsonl", rows[:1])
+    write_jsonl(tmp_path / "both" / "held_out.jsonl", rows[1:2])
+    both = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, solutions=str(tmp_path / "both")))
+    assert task_rows(both, str(tmp_path / "run2"), "labelled") == ([rows[0]], [rows[1]])
 
 
 FIELDS = {

@@ -129,10 +129,10 @@ class CollectedComparisons(_LocalBuilder):
 
 class LabelledSolutions(_LocalBuilder):
     """Solutions a run sampled and labelled (outcome and step labels):
-    solutions.jsonl as its train split."""
+    solutions.jsonl as its train split, held_out.jsonl (optional) its test split."""
 
     FEATURES = {**SFT, "outcome": np.int32, "step_labels": tfds.features.Sequence(np.int32)}
-    SPLIT_FILES = {"train": ("solutions.jsonl",)}
+    SPLIT_FILES = {"train": ("solutions.jsonl",), "test": ("held_out.jsonl",)}
     READER = staticmethod(formats.labelled_solutions)
 
 

@@ -92,11 +92,13 @@ def collected_comparisons(directory: str) -> list[dict]:
     return builders.records(builder, "train")
 
 
-def labelled_solutions(directory: str) -> list[dict]:
-    """The solutions in <directory>/solutions.jsonl (sampled and labelled by a run),
-    prepared through TFDS into <directory>/tfds: the train rows of data.solutions."""
+def labelled_solutions(directory: str) -> tuple[list[dict], list[dict] | None]:
+    """The solutions in <directory>/solutions.jsonl (sampled and labelled by a run) and in
+    held_out.jsonl if there (else None), prepared through TFDS into <directory>/tfds: the
+    train and test rows of data.solutions."""
     builder = builders.prepare(builders.LabelledSolutions, os.path.join(directory, "tfds"), source_dir=directory)
-    return builders.records(builder, "train")
+    test = builders.records(builder, "test") if "test" in builder.info.splits else None
+    return builders.records(builder, "train"), test
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,8 +46,9 @@ def task_rows(cfg: ExperimentConfig, workdir: str, kind: str) -> tuple[list[dict
     train, test = source.rows(builder, cfg.data)
     if kind == "preference" and cfg.data.comparisons:  # collected comparisons train; the task's rows test
         train = process_0_first("comparisons prepared", lambda: collected_comparisons(cfg.data.comparisons))
-    if kind == "labelled" and cfg.data.solutions:  # labelled samples train; the task's rows test
-        train = process_0_first("solutions prepared", lambda: labelled_solutions(cfg.data.solutions))
+    if kind == "labelled" and cfg.data.solutions:  # labelled samples train (and test, if held out there)
+        train, held_out = process_0_first("solutions prepared", lambda: labelled_solutions(cfg.data.solutions))
+        test = held_out if held_out is not None else test
     return train, test
 
 
