@@ -148,35 +148,6 @@ def round_stages(cfg: IteratedConfig, workdir: str, r: int, sft_dir: str = "", d
 # ----------------------------------------------------------------------------- comparisons
 
 
-def sample_pairs(model, params, data, rows, split: str, temperature: float, seed: int, mesh=None, batch: int = 64):
-    """Two sampled completion texts per encoded row of `split` (rows[i] -> texts 2i, 2i + 1),
-    `batch` prompts per sampler call (the last one padded), call c drawn with key
-    fold_in(seed, c)."""
-    import jax
-
-    from rlhf_jax import mesh as mesh_lib
-    from rlhf_jax.sampling import Sampler, SamplingConfig
-
-    sampling = SamplingConfig(
-        max_new_tokens=data.C,
-        temperature=temperature,
-        eos_ids=(data.tokenizer.eos_token_id,),
-        pad_id=data.tokenizer.pad_token_id,
-        n_samples=2,
-        max_cache_len=model.cfg.max_positions,
-    )
-    sampler = Sampler(model, sampling, mesh)
-    rows = np.asarray(rows)
-    texts: list[str] = []
-    for c, start in enumerate(range(0, len(rows), batch)):
-        mine = rows[start : start + batch]
-        padded = np.concatenate([mine, np.full(batch - len(mine), mine[-1])])
-        prompts, pmask = data.prompts(padded, split)
-        out = sampler(params, prompts, pmask, jax.random.fold_in(jax.random.key(seed), c))
-        texts += data.texts(mesh_lib.to_host(out.tokens), mesh_lib.to_host(out.mask))[: 2 * len(mine)]
-    return texts
-
-
 def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> str:
     """Round r's comparisons/ (see the module docstring); written once, atomically: a
     rerun finds it."""
@@ -184,6 +155,7 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     files = [os.path.join(out, f) for f in ("comparisons.jsonl", "held_out.jsonl")]
     if all(os.path.exists(f) for f in files):
         return out
+    from rlhf_jax.eval.policies import sample_texts
     from rlhf_jax.loops.data import task_data
     from rlhf_jax.models.hf import load_hf
 
@@ -201,7 +173,9 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
         )
     temperature = stages["policy"].rl.temperature
     mine = order[r * n : (r + 1) * n]
-    texts = sample_pairs(model, params, data, mine, "train", temperature, seed * 1000 + r, mesh)
+    texts = sample_texts(
+        model, params, data, mine, "train", n=2, temperature=temperature, seed=seed * 1000 + r, mesh=mesh
+    )
     gold = data.gold(np.repeat(mine, 2), texts, "train")
     rng = np.random.default_rng([seed, r, 11])
     new = []
@@ -214,7 +188,9 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
         new.append({"prompt": record["prompt"], "chosen": a if first else b, "rejected": b if first else a,
                     "document": record.get("document", ""), "round": r})  # fmt: skip
     held = np.arange(min(cfg.held_out_pairs, len(data.test.kept)))
-    held_texts = sample_pairs(model, params, data, held, "test", temperature, seed * 1000 + r + 500, mesh)
+    held_texts = sample_texts(
+        model, params, data, held, "test", n=2, temperature=temperature, seed=seed * 1000 + r + 500, mesh=mesh
+    )
     held_gold = data.gold(np.repeat(held, 2), held_texts, "test")
     held_out = []
     for i, row in enumerate(held):

@@ -89,6 +89,32 @@ def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, see
     return Completions(texts, ids, samples)
 
 
+def sample_texts(model, params, data, rows, split: str, *, n: int, temperature: float, seed: int, mesh=None,
+                 batch: int = 64) -> list[str]:  # fmt: skip
+    """n sampled completion texts for each encoded row of `split` of `data` (a
+    loops.data.TaskData): rows[i] -> texts n*i .. n*i + n - 1. `batch` prompts per sampler
+    call (the last call padded with its last prompt), call c drawn with key
+    fold_in(seed, c)."""
+    cfg = SamplingConfig(
+        max_new_tokens=data.C,
+        temperature=temperature,
+        eos_ids=(data.tokenizer.eos_token_id,),
+        pad_id=data.tokenizer.pad_token_id,
+        n_samples=n,
+        max_cache_len=model.cfg.max_positions,
+    )
+    sampler = _sampler(model, cfg, mesh)
+    rows = np.asarray(rows)
+    texts: list[str] = []
+    for c, start in enumerate(range(0, len(rows), batch)):
+        mine = rows[start : start + batch]
+        padded = np.concatenate([mine, np.full(batch - len(mine), mine[-1])])
+        prompts, pmask = data.prompts(padded, split)
+        out = sampler(params, prompts, pmask, jax.random.fold_in(jax.random.key(seed), c))
+        texts += data.texts(mesh_lib.to_host(out.tokens), mesh_lib.to_host(out.mask))[: n * len(mine)]
+    return texts
+
+
 def _references(data, records) -> tuple[list[str], object]:
     """The test split's reference completions (SFT data: the completion; preference pairs:
     the chosen one) and their batch (tokens, mask, completion mask)."""
