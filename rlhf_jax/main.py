@@ -203,12 +203,15 @@ def run(args) -> int:
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
         check_and_write_config(cfg, workdir, args.overwrite_config)
-        from rlhf_jax import iterated, loops, pipeline
+        from rlhf_jax import iterated, loops, pipeline, process_supervision
 
-        several = (pipeline.PipelineConfig, iterated.IteratedConfig)  # each prints its own table
-        run_fn = {pipeline.PipelineConfig: pipeline.run, iterated.IteratedConfig: iterated.run}.get(
-            type(cfg), loops.run
-        )
+        runs = {  # the runs of several stages; each prints its own table
+            pipeline.PipelineConfig: pipeline.run,
+            iterated.IteratedConfig: iterated.run,
+            process_supervision.ProcessConfig: process_supervision.run,
+        }
+        several = tuple(runs)
+        run_fn = runs.get(type(cfg), loops.run)
         summary = run_fn(cfg, workdir)
     if main_process and not summary.get("stopped"):
         if not isinstance(cfg, several):

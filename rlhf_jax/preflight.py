@@ -30,6 +30,10 @@ def check(cfg, workdir: str) -> None:
     if isinstance(cfg, ExperimentConfig):
         check_experiment(cfg)
         return
+    if hasattr(cfg, "wired_stages"):  # a run of its own stages (process supervision): each as it will run
+        for name, stage in cfg.wired_stages(workdir).items():
+            check_experiment(stage, prefix=f"{name}.", pipeline=workdir)
+        return
     if hasattr(cfg, "rounds"):  # an iterated run: its pipeline's stages, as its first round runs them
         _check_pipeline(cfg.pipeline, workdir)
         return

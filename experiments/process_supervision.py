@@ -1,0 +1,84 @@
+"""Process against outcome supervision on the built-in arithmetic task
+(`rlhf_jax/process_supervision.py`: "Let's verify step by step"): a base model that knows
+one-operation arithmetic, a generator fine-tuned from it on step-format solutions whose
+final answer is wrong, an ORM and PRMs (uniform and active-learning data, the same number
+of labels) from the base model, and best-of-N on held-out problems:
+
+    python -m rlhf_jax.main --config experiments/process_supervision.py --workdir /tmp/rlhf_jax_prm
+
+Variants (comma-separated): right (the generator fine-tuned on right solutions instead:
+the control); tiny (seconds; the tests' size). Another seed: --set seed=1.
+"""
+
+import dataclasses
+
+from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, TrainSection
+from rlhf_jax.process_supervision import ProcessConfig
+from rlhf_jax.train_step import OptimConfig
+
+
+def full() -> ProcessConfig:
+    model = ModelSection(family="llama", d_model=128, n_layers=2, n_heads=4, d_ff=512, max_positions=128)
+    facts_data = DataSection(
+        task="arithmetic_facts", n_train=20000, n_test=200, max_prompt_len=16, max_completion_len=24
+    )
+    data = DataSection(task="arithmetic_wrong", n_train=4000, n_test=200, max_prompt_len=32, max_completion_len=64)
+
+    def optim(lr: float, steps: int, warmup: int = 20) -> OptimConfig:
+        return OptimConfig(
+            learning_rate=lr, schedule="cosine", warmup_steps=warmup, total_steps=steps, end_lr_ratio=0.1
+        )
+
+    # the reward models' steps (and schedules' lengths) follow from their labels: reward_epochs passes
+    reward_train = TrainSection(kind="orm", steps=5, batch_size=32, log_every=25, save_every=100)
+    return ProcessConfig(
+        name="process_supervision",
+        facts=ExperimentConfig(
+            name="facts", model=model, data=facts_data, optim=optim(3e-3, 1500),
+            train=TrainSection(kind="sft", steps=1500, batch_size=64, log_every=250, save_every=500),
+        ),
+        generator=ExperimentConfig(
+            name="generator", model=model, data=data, optim=optim(1e-3, 600),
+            train=TrainSection(kind="sft", steps=600, batch_size=32, log_every=100, save_every=300),
+        ),
+        orm=ExperimentConfig(name="orm", model=model, data=data, optim=optim(3e-4, 5, 5), train=reward_train),
+        prm=ExperimentConfig(
+            name="prm", model=model, data=data, optim=optim(3e-4, 5, 5),
+            train=dataclasses.replace(reward_train, kind="prm"),
+        ),
+        test_problems=200,
+        pool=64,
+        ns=(1, 2, 4, 8, 16, 32, 64),
+        labelled=2000,
+        rounds=4,
+        candidates=8,
+    )  # fmt: skip
+
+
+def tiny(cfg: ProcessConfig) -> ProcessConfig:
+    model = ModelSection(family="llama", d_model=32, n_layers=1, n_heads=2, d_ff=64, max_positions=128)
+
+    def small(stage: ExperimentConfig, steps: int, n_train: int) -> ExperimentConfig:
+        optim = dataclasses.replace(stage.optim, warmup_steps=0, total_steps=steps, learning_rate=1e-2)
+        train = dataclasses.replace(stage.train, steps=steps, batch_size=8, log_every=2, save_every=steps)
+        data = dataclasses.replace(stage.data, n_train=n_train, n_test=8)
+        return dataclasses.replace(stage, model=model, data=data, optim=optim, train=train)
+
+    return dataclasses.replace(
+        cfg, name=cfg.name + "_tiny", facts=small(cfg.facts, 4, 64), generator=small(cfg.generator, 4, 32),
+        orm=small(cfg.orm, 1, 32), prm=small(cfg.prm, 1, 32), test_problems=4, pool=4, ns=(1, 2, 4), draws=8,
+        labelled=16, rounds=2, candidates=2, reward_epochs=1.0,
+    )  # fmt: skip
+
+
+def get_config(variant: str | None = None) -> ProcessConfig:
+    parts = [p for p in (variant or "").split(",") if p]
+    if any(p not in ("right", "tiny") for p in parts):
+        raise ValueError(f"process_supervision: unknown variant {variant!r}; known: right, tiny (comma-separated)")
+    cfg = full()
+    if "right" in parts:
+        generator = dataclasses.replace(
+            cfg.generator, data=dataclasses.replace(cfg.generator.data, task="arithmetic_right")
+        )
+        cfg = dataclasses.replace(cfg, name=cfg.name + "_right", generator=generator)
+    return tiny(cfg) if "tiny" in parts else cfg

@@ -1,0 +1,483 @@
+"""Process against outcome supervision (Lightman et al. 2023, "Let's verify step by step";
+Uesato et al. 2022; the seeds' note 003, first half) on the built-in arithmetic task,
+whose every step can be checked, so that labels are exact and free.
+
+    python -m rlhf_jax.main --config experiments/process_supervision.py --workdir DIR
+
+Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
+
+    facts/          the base model: an LM from scratch on one-operation problems solved
+                    right (task arithmetic_facts), the arithmetic a pretrained generator
+                    brings with it
+    generator/      SFT from facts/ on step-format solutions whose final answer is wrong
+                    (arithmetic_wrong; arithmetic_right is the control): it learns the
+                    format, not the arithmetic
+    pool/           pool.jsonl: the generator's `pool` solutions (temperature 1) to each of
+                    `test_problems` held-out problems, labelled exactly; best-of-N draws
+                    its subsets from these
+    labels/uniform/ solutions.jsonl: `labelled` solutions of fresh train problems, one per
+                    problem, drawn uniformly from the generator and labelled (outcome and
+                    steps); held_out.jsonl: the first pool solution of each test problem
+    orm/            the outcome reward model on labels/uniform (from facts/)
+    prm_uniform/    the process reward model on the same solutions (from facts/)
+    labels/active<r>/, prm_active<r>/   the PRM's active learning, `rounds` rounds of
+                    labelled / rounds solutions each (the same number of labels in all):
+                    round 0 takes the first of the uniform solutions; round r samples
+                    `candidates` solutions for each of its fresh train problems and labels,
+                    per problem, the one the round r-1 PRM scores highest among those whose
+                    final answer is wrong (a convincing wrong answer; the highest-scored of
+                    all when none is wrong); each round's PRM trains from facts/ on every
+                    round's labels so far
+    summary.json    best-of-N curves on the pool (`eval.best_of_n`): the ORM, each PRM read
+                    three ways (`SCORES`), majority vote, random choice and pass@N; each
+                    active round's PRM; the PRMs' step calibration; the reward models'
+                    held-out figures; the generator's accuracy
+
+Reward models train for reward_epochs passes over their labels (the paper: 2 epochs). A
+solution's steps are its non-blank lines but a final "The answer is" line (as
+`tasks.arithmetic.label_solution` reads them); a PRM scores a solution without steps 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+
+import numpy as np
+
+from rlhf_jax import pipeline
+from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.workdir import checkpoint_dir, write_json
+
+GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
+SCORES = {  # a PRM's readings of a solution's steps: P(good step) and how steps combine
+    "product": ("positive", "product"),  # Lightman et al.: product of P(positive)
+    "min": ("positive", "min"),
+    "first_error": ("not_negative", "product"),  # P(no step is the first error): neutral steps pass
+}
+_ANSWER = re.compile(r"^\s*The answer is\s+(-?\d+)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessConfig:
+    """facts, generator: SFT stages (tasks arithmetic_facts and one of GENERATOR_TASKS);
+    orm, prm: the reward models' stages (train.kind orm / prm; model, optimiser, batch;
+    their steps follow from reward_epochs and the number of labels)."""
+
+    name: str
+    facts: ExperimentConfig
+    generator: ExperimentConfig
+    orm: ExperimentConfig
+    prm: ExperimentConfig
+    seed: int = 0
+    test_problems: int = 200
+    pool: int = 64
+    ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    draws: int = 200
+    labelled: int = 2000
+    rounds: int = 4
+    candidates: int = 8
+    reward_epochs: float = 2.0
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        kinds = (("facts", "sft"), ("generator", "sft"), ("orm", "orm"), ("prm", "prm"))
+        for stage, kind in kinds:
+            got = getattr(self, stage).train.kind
+            if got != kind:
+                raise ValueError(f"{stage}.train.kind={got!r}: the {stage} stage must be {kind!r}")
+        if self.facts.data.task != "arithmetic_facts":
+            raise ValueError(f"facts.data.task={self.facts.data.task!r}: must be 'arithmetic_facts'")
+        if self.generator.data.task not in GENERATOR_TASKS:
+            raise ValueError(f"generator.data.task={self.generator.data.task!r}: expected one of {GENERATOR_TASKS}")
+        if not 1 <= max(self.ns) <= self.pool or min(self.ns) < 1:
+            raise ValueError(f"ns={self.ns}: each N must be in 1..pool={self.pool}")
+        if self.rounds < 1 or self.labelled % self.rounds:
+            raise ValueError(f"labelled={self.labelled}: must split evenly over rounds={self.rounds}")
+        for stage in ("orm", "prm"):
+            batch = getattr(self, stage).train.batch_size
+            if batch > self.labelled // self.rounds:
+                raise ValueError(
+                    f"{stage}.train.batch_size={batch}: above the first active round's {self.labelled // self.rounds} "
+                    f"labels (labelled={self.labelled} / rounds={self.rounds})"
+                )
+        need = self.labelled + (self.rounds - 1) * self.labelled // self.rounds
+        if self.generator.data.n_train < need:
+            raise ValueError(
+                f"generator.data.n_train={self.generator.data.n_train}: the labels need {need} fresh train problems "
+                f"(labelled={self.labelled} uniform, then {self.rounds - 1} active rounds of "
+                f"{self.labelled // self.rounds})"
+            )
+        if self.generator.data.n_test < self.test_problems:
+            raise ValueError(
+                f"generator.data.n_test={self.generator.data.n_test}: below test_problems={self.test_problems}"
+            )
+        if self.candidates < 1 or not self.reward_epochs > 0 or not self.temperature > 0:
+            raise ValueError("candidates, reward_epochs and temperature must be positive")
+
+    def wired_stages(self, workdir: str) -> dict[str, ExperimentConfig]:
+        """Every training stage as it will run in workdir (`stage_configs`; preflight checks these)."""
+        return stage_configs(self, workdir)
+
+
+# ----------------------------------------------------------------------------- steps and scores
+
+
+def clean(text: str) -> str:
+    """A sampled solution without its blank lines (labels and step positions agree on lines)."""
+    return "\n".join(line for line in text.split("\n") if line.strip())
+
+
+def step_char_ends(solution: str) -> list[int]:
+    """The character index of the last character of each step line of a `clean` solution:
+    every line but a final answer line."""
+    lines = solution.split("\n")
+    if lines and _ANSWER.match(lines[-1]):
+        lines = lines[:-1]
+    ends, at = [], 0
+    for line in lines:
+        ends.append(at + len(line.rstrip()) - 1)
+        at += len(line) + 1
+    return ends
+
+
+def solution_batch(tokenizer, prompts, solutions, P: int, C: int, max_steps: int) -> dict:
+    """Model inputs of (prompt, clean solution) pairs in the SFT layout: tokens_BxT,
+    mask_BxT, step_positions_BxS (the sequence index of each step line's last token) and
+    step_valid_BxS (the step exists and its last token is within the C completion
+    tokens)."""
+    from rlhf_jax.data import batching
+
+    records = [{"prompt": p, "completion": s} for p, s in zip(prompts, solutions, strict=True)]
+    enc = batching.encode(tokenizer, records, P, C)
+    if len(enc.kept) != len(records):
+        raise ValueError(f"solution_batch: {len(records) - len(enc.kept)} prompts over P={P} tokens")
+    sft = batching.sft_batch(enc, list(range(len(records))), P, C, tokenizer.pad_token_id)
+    positions = np.zeros((len(records), max_steps), np.int32)
+    valid = np.zeros((len(records), max_steps), bool)
+    for b, s in enumerate(solutions):
+        offsets = tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        n_tokens = int(sft.completion_mask_BxT[b].sum())
+        for k, end in enumerate(step_char_ends(s)[:max_steps]):
+            token = next((i for i, (a, z) in enumerate(offsets) if a <= end < z), None)
+            if token is not None and token < n_tokens:
+                positions[b, k], valid[b, k] = P + token, True
+    return {"tokens_BxT": sft.tokens_BxT, "mask_BxT": sft.mask_BxT, "step_positions_BxS": positions,
+            "step_valid_BxS": valid}  # fmt: skip
+
+
+def prm_scores(step_probs_BxSx3: np.ndarray, valid_BxS: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of SCORES from a PRM's per-step class probabilities [B, S, 3] (negative,
+    neutral, positive): a solution without a valid step scores 0."""
+    from rlhf_jax.batches import NEGATIVE, POSITIVE
+
+    probs = np.asarray(step_probs_BxSx3, np.float64)
+    good = {"positive": probs[..., POSITIVE], "not_negative": 1.0 - probs[..., NEGATIVE]}
+    valid = np.asarray(valid_BxS, bool)
+    any_step = valid.any(-1)
+    out = {}
+    for name, (reading, how) in SCORES.items():
+        p = good[reading]
+        if how == "product":
+            s = np.exp(np.where(valid, np.log(np.maximum(p, 1e-300)), 0.0).sum(-1))
+        else:
+            s = np.where(valid, p, 1.0).min(-1)
+        out[name] = np.where(any_step, s, 0.0)
+    return out
+
+
+class Scorer:
+    """A trained ORM (scalar head) or PRM (an LM reading label tokens) over solutions:
+    `scorer(prompts, solutions)` -> {"orm": logits} or {"product" | "min" |
+    "first_error": scores, "probs": [B, S, 3], "valid": [B, S]}, `batch` at a time."""
+
+    def __init__(self, directory: str, kind: str, tokenizer, P: int, C: int, max_steps: int = 8, batch: int = 256):
+        import jax
+
+        from rlhf_jax.loops.common import load_scalar
+        from rlhf_jax.loops.supervised import prm_label_ids
+        from rlhf_jax.losses.reward import prm_step_logits
+        from rlhf_jax.models.hf import load_hf
+
+        self.kind, self.tokenizer, self.P, self.C, self.max_steps, self.batch = kind, tokenizer, P, C, max_steps, batch
+        if kind == "orm":
+            model, self.params = load_scalar(directory, None, strict=True)
+            self.fn = jax.jit(lambda params, b: model.rewards(params, b["tokens_BxT"], b["mask_BxT"]))
+        elif kind == "prm":
+            model, self.params = load_hf(checkpoint_dir(directory))
+            ids = prm_label_ids(tokenizer)
+
+            def probs(params, b):
+                logits = prm_step_logits(params, b["tokens_BxT"], b["mask_BxT"], b["step_positions_BxS"], ids, model)
+                return jax.nn.softmax(logits.astype(np.float32), axis=-1)
+
+            self.fn = jax.jit(probs)
+        else:
+            raise ValueError(f"Scorer kind {kind!r}: expected 'orm' or 'prm'")
+
+    def __call__(self, prompts, solutions) -> dict[str, np.ndarray]:
+        parts = []
+        for start in range(0, len(prompts), self.batch):
+            p, s = list(prompts[start : start + self.batch]), list(solutions[start : start + self.batch])
+            n = len(p)
+            p, s = p + [p[-1]] * (self.batch - n), s + [s[-1]] * (self.batch - n)  # one program for every call
+            b = solution_batch(self.tokenizer, p, s, self.P, self.C, self.max_steps)
+            inputs = {k: v for k, v in b.items() if k != "step_valid_BxS"}
+            parts.append((np.asarray(self.fn(self.params, inputs))[:n], b["step_valid_BxS"][:n]))
+        out = np.concatenate([o for o, _ in parts])
+        if self.kind == "orm":
+            return {"orm": out}
+        valid = np.concatenate([v for _, v in parts])
+        return {**prm_scores(out, valid), "probs": out, "valid": valid}
+
+
+def calibration(probs_BxSx3, valid_BxS, labels, bins: int = 10) -> list[dict]:
+    """Predicted P(positive) against the share of steps that are positive, per bin of the
+    prediction, over the labelled steps (NO_STEP left out) of the solutions."""
+    from rlhf_jax.batches import NO_STEP, POSITIVE
+
+    predicted, actual = [], []
+    for b, steps in enumerate(labels):
+        for k, label in enumerate(steps[: valid_BxS.shape[1]]):
+            if label != NO_STEP and valid_BxS[b, k]:
+                predicted.append(float(probs_BxSx3[b, k, POSITIVE]))
+                actual.append(float(label == POSITIVE))
+    predicted, actual = np.asarray(predicted), np.asarray(actual)
+    which = np.minimum((predicted * bins).astype(int), bins - 1)
+    return [
+        {"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "steps": int((which == i).sum()),
+         "predicted": float(predicted[which == i].mean()), "positive": float(actual[which == i].mean())}
+        for i in range(bins) if (which == i).any()
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_configs(cfg: ProcessConfig, workdir: str) -> dict[str, ExperimentConfig]:
+    """facts, generator, orm, prm_uniform and prm_active<r> as they run (seed, data dir,
+    starting checkpoints, labels, steps)."""
+    data_dir = os.path.join(workdir, "tfds")
+
+    def wire(stage: ExperimentConfig, name: str, **model) -> ExperimentConfig:
+        data = dataclasses.replace(stage.data, data_dir=stage.data.data_dir or data_dir)
+        return dataclasses.replace(
+            stage, name=f"{cfg.name}_{name}", data=data, train=dataclasses.replace(stage.train, seed=cfg.seed),
+            model=dataclasses.replace(stage.model, **model),
+        )  # fmt: skip
+
+    facts_dir = os.path.join(workdir, "facts")
+
+    def reward(stage: ExperimentConfig, name: str, labels: str, n_labels: int) -> ExperimentConfig:
+        steps = max(1, math.ceil(cfg.reward_epochs * n_labels / stage.train.batch_size))
+        stage = dataclasses.replace(
+            stage,
+            data=dataclasses.replace(stage.data, task=cfg.generator.data.task, solutions=labels),
+            train=dataclasses.replace(stage.train, steps=steps, save_every=min(stage.train.save_every, steps)),
+            optim=dataclasses.replace(stage.optim, total_steps=steps),
+        )
+        return wire(stage, name, init_from=facts_dir)
+
+    per_round = cfg.labelled // cfg.rounds
+    out = {
+        "facts": wire(cfg.facts, "facts"),
+        "generator": wire(cfg.generator, "generator", init_from=facts_dir),
+        "orm": reward(cfg.orm, "orm", label_dir(workdir, "uniform"), cfg.labelled),
+        "prm_uniform": reward(cfg.prm, "prm_uniform", label_dir(workdir, "uniform"), cfg.labelled),
+    }
+    for r in range(cfg.rounds):
+        out[f"prm_active{r}"] = reward(cfg.prm, f"prm_active{r}", label_dir(workdir, f"active{r}"), (r + 1) * per_round)
+    return out
+
+
+def label_dir(workdir: str, name: str) -> str:
+    return os.path.join(workdir, "labels", name)
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def labelled(prompt: str, text: str, **extra) -> dict:
+    from rlhf_jax.tasks.arithmetic import final_answer, label_completion
+
+    solution = clean(text)
+    steps, outcome = label_completion(prompt, solution)
+    return {"prompt": prompt, "completion": solution, "outcome": outcome, "step_labels": steps,
+            "final": final_answer(solution), **extra}  # fmt: skip
+
+
+class Generator:
+    """The trained generator, its task data (train problems, test problems) and sampling."""
+
+    def __init__(self, cfg: ProcessConfig, configs: dict, workdir: str):
+        from rlhf_jax.loops.data import task_data
+        from rlhf_jax.models.hf import load_hf
+
+        self.cfg, directory = cfg, os.path.join(workdir, "generator")
+        self.data = task_data(configs["generator"], directory, "sft")
+        self.model, self.params = load_hf(checkpoint_dir(directory))
+        self.order = np.random.default_rng([cfg.seed, 29]).permutation(len(self.data.train.kept))
+
+    def sample(self, rows, split: str, n: int, seed: int) -> list[dict]:
+        """n labelled solutions for each encoded row of `split`, grouped by row."""
+        from rlhf_jax.eval.policies import sample_texts
+
+        texts = sample_texts(self.model, self.params, self.data, rows, split, n=n, temperature=self.cfg.temperature,
+                             seed=seed, batch=max(1, 512 // n))  # fmt: skip
+        prompts = [self.data.row(int(r), split)["prompt"] for r in rows]
+        return [labelled(prompts[i // n], t, problem=int(rows[i // n])) for i, t in enumerate(texts)]
+
+
+def make_pool(cfg: ProcessConfig, gen: Generator, workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "pool", "pool.jsonl")
+    if not os.path.exists(path):
+        rows = np.arange(cfg.test_problems)
+        _write_jsonl(path, gen.sample(rows, "test", cfg.pool, seed=cfg.seed * 1000 + 1))
+    return _read_jsonl(path)
+
+
+def make_uniform(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]) -> None:
+    here = label_dir(workdir, "uniform")
+    if os.path.exists(os.path.join(here, "solutions.jsonl")):
+        return
+    rows = gen.order[: cfg.labelled]
+    _write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
+    _write_jsonl(os.path.join(here, "solutions.jsonl"), gen.sample(rows, "train", 1, seed=cfg.seed * 1000 + 2))
+
+
+def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: list[dict]) -> None:
+    """Round r's labels (cumulative); see the module docstring."""
+    here = label_dir(workdir, f"active{r}")
+    if os.path.exists(os.path.join(here, "solutions.jsonl")):
+        return
+    per_round = cfg.labelled // cfg.rounds
+    if r == 0:
+        new = _read_jsonl(os.path.join(label_dir(workdir, "uniform"), "solutions.jsonl"))[:per_round]
+        earlier: list[dict] = []
+    else:
+        start = cfg.labelled + (r - 1) * per_round
+        rows = gen.order[start : start + per_round]
+        candidates = gen.sample(rows, "train", cfg.candidates, seed=cfg.seed * 1000 + 10 + r)
+        scorer = Scorer(os.path.join(workdir, f"prm_active{r - 1}"), "prm", gen.data.tokenizer, gen.data.P, gen.data.C)
+        scores = scorer([c["prompt"] for c in candidates], [c["completion"] for c in candidates])["product"]
+        new = []
+        for i in range(len(rows)):
+            mine = list(range(i * cfg.candidates, (i + 1) * cfg.candidates))
+            wrong = [j for j in mine if not candidates[j]["outcome"]]
+            pick = max(wrong or mine, key=lambda j: scores[j])
+            new.append({**candidates[pick], "prm_score": float(scores[pick]), "wrong_candidates": len(wrong)})
+        earlier = _read_jsonl(os.path.join(label_dir(workdir, f"active{r - 1}"), "solutions.jsonl"))
+    _write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
+    _write_jsonl(os.path.join(here, "solutions.jsonl"), earlier + [{**x, "round": r} for x in new])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]) -> dict:
+    from rlhf_jax.eval.best_of_n import curves
+
+    P = cfg.test_problems
+    prompts, solutions = [x["prompt"] for x in pool], [x["completion"] for x in pool]
+    correct = np.asarray([x["outcome"] for x in pool], np.float64).reshape(P, cfg.pool)
+    answers = np.asarray([x["final"] for x in pool], dtype=object).reshape(P, cfg.pool)
+    truth = [int(gen.data.row(p, "test")["answer"]) for p in range(P)]
+    scores, calib = {}, {}
+    orm = Scorer(os.path.join(workdir, "orm"), "orm", gen.data.tokenizer, gen.data.P, gen.data.C)
+    scores["orm"] = orm(prompts, solutions)["orm"].reshape(P, cfg.pool)
+    last = f"prm_active{cfg.rounds - 1}"
+    for name in ("prm_uniform", *(f"prm_active{r}" for r in range(cfg.rounds))):
+        out = Scorer(os.path.join(workdir, name), "prm", gen.data.tokenizer, gen.data.P, gen.data.C)(prompts, solutions)
+        readings = SCORES if name in ("prm_uniform", last) else ("product",)
+        for reading in readings:
+            scores[f"{name}.{reading}"] = out[reading].reshape(P, cfg.pool)
+        if name in ("prm_uniform", last):
+            calib[name] = calibration(out["probs"], out["valid"], [x["step_labels"] for x in pool])
+    by_n = curves(correct, answers, truth, scores, cfg.ns, cfg.draws, seed=cfg.seed)
+    return {
+        "curves": {name: {str(n): acc for n, acc in c.items()} for name, c in by_n.items()},
+        "calibration": calib,
+        "generator_accuracy": float(correct.mean()),
+    }
+
+
+def run(cfg: ProcessConfig, workdir: str) -> dict:
+    """Every stage not done yet, then the best-of-N evaluation; DIR/summary.json."""
+    path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    t0 = time.time()
+    configs = stage_configs(cfg, workdir)
+    results, seconds = {}, {}
+
+    def stage(name: str) -> bool:
+        t = time.time()
+        results[name] = pipeline.run_stage(name, configs[name], os.path.join(workdir, name))
+        seconds[name] = round(time.time() - t, 1)
+        return not results[name].get("stopped")
+
+    for name in ("facts", "generator"):
+        if not stage(name):
+            return {"stopped": True, "stage": name}
+    gen = Generator(cfg, configs, workdir)
+    t = time.time()
+    pool = make_pool(cfg, gen, workdir)
+    make_uniform(cfg, gen, workdir, pool)
+    seconds["sampling"] = round(time.time() - t, 1)
+    for name in ("orm", "prm_uniform"):
+        if not stage(name):
+            return {"stopped": True, "stage": name}
+    for r in range(cfg.rounds):
+        make_active(cfg, gen, workdir, r, pool)
+        if not stage(f"prm_active{r}"):
+            return {"stopped": True, "stage": f"prm_active{r}"}
+    t = time.time()
+    evaluation = best_of_n(cfg, gen, workdir, pool)
+    seconds["best_of_n"] = round(time.time() - t, 1)
+    summary = {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "generator_task": cfg.generator.data.task,
+        **evaluation,
+        "reward_models": {k: v for k, v in results.items() if k not in ("facts", "generator")},
+        "generator": results["generator"],
+        "labels": {
+            "uniform_wrong_share": _wrong_share(label_dir(workdir, "uniform")),
+            **{f"active{r}_wrong_share": _wrong_share(label_dir(workdir, f"active{r}")) for r in range(cfg.rounds)},
+        },
+        "seconds": {**seconds, "total": round(time.time() - t0, 1)},
+    }
+    write_json(path, summary)
+    print(table(summary))
+    return summary
+
+
+def _wrong_share(directory: str) -> float:
+    rows = _read_jsonl(os.path.join(directory, "solutions.jsonl"))
+    return float(np.mean([1 - x["outcome"] for x in rows]))
+
+
+def table(summary: dict) -> str:
+    """Best-of-N accuracy, one line per selector, one column per N."""
+    curves = summary["curves"]
+    ns = sorted({int(n) for c in curves.values() for n in c})
+    lines = [f"{'selector':<28}" + "".join(f"{'N=' + str(n):>8}" for n in ns)]
+    for name, c in curves.items():
+        lines.append(f"{name:<28}" + "".join(f"{c[str(n)]:>8.3f}" for n in ns))
+    lines.append(f"generator accuracy (T=1): {summary['generator_accuracy']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""Process against outcome supervision (`process_supervision.py`): a PRM's readings of
+hand-made step probabilities, step positions in the token layout, calibration bins, the
+settings a run refuses, and the whole run at smoke size (labels flow, active rounds)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from test_batching import tokenizer  # noqa: F401 - the fixture
+
+from experiments import process_supervision as experiment
+from rlhf_jax import process_supervision as PS
+from rlhf_jax.batches import NEGATIVE, NEUTRAL, NO_STEP, POSITIVE
+
+
+def probs(*steps):
+    """[1, S, 3] class probabilities from (negative, neutral, positive) triples."""
+    return np.asarray([steps], np.float64)
+
+
+def test_a_prms_three_readings_on_hand_made_steps():
+    p = probs((0.1, 0.3, 0.6), (0.4, 0.1, 0.5), (0.0, 0.0, 1.0))
+    valid = np.array([[True, True, False]])  # the third step was cut off: not read
+    out = PS.prm_scores(p, valid)
+    assert out["product"][0] == pytest.approx(0.6 * 0.5)
+    assert out["min"][0] == pytest.approx(0.5)
+    assert out["first_error"][0] == pytest.approx(0.9 * 0.6)  # a neutral step is no error
+    two = np.concatenate([probs((0, 0, 0.7), (0, 0, 0.7)), probs((0, 0, 0.6), (0, 0, 1.0))])
+    ranked = PS.prm_scores(two, np.ones((2, 2), bool))  # product: 0.49 < 0.6; min: 0.7 > 0.6
+    assert ranked["product"][0] < ranked["product"][1] and ranked["min"][0] > ranked["min"][1]
+    none = PS.prm_scores(probs((0.0, 0.0, 1.0)), np.array([[False]]))
+    assert all(v[0] == 0.0 for v in none.values())  # no step shown: no credit
+
+
+def test_steps_are_non_blank_lines_but_the_answer_and_their_last_tokens_are_found(tokenizer):  # noqa: F811
+    solution = PS.clean("3 + 4 = 7\n\n7 - 2 = 5\nThe answer is 5")
+    assert solution == "3 + 4 = 7\n7 - 2 = 5\nThe answer is 5"
+    ends = PS.step_char_ends(solution)
+    assert [solution[e] for e in ends] == ["7", "5"] and len(ends) == 2
+    assert PS.step_char_ends("3 + 4 = 7") == [8]  # no answer line: every line a step
+    prompt = "Compute: (3 + 4) - 2\n"
+    b = PS.solution_batch(tokenizer, [prompt, prompt], [solution, "The answer is 5"], P=16, C=24, max_steps=4)
+    assert b["step_valid_BxS"].tolist() == [[True, True, False, False], [False] * 4]
+    ids = tokenizer(solution, add_special_tokens=False)["input_ids"]
+    for k, pos in enumerate(b["step_positions_BxS"][0, :2]):
+        upto = tokenizer.decode(b["tokens_BxT"][0, 16 : pos + 1])
+        assert upto.endswith(solution.split("\n")[k]) and len(upto) <= len(tokenizer.decode(ids))
+    short = PS.solution_batch(tokenizer, [prompt], [solution], P=16, C=6, max_steps=4)
+    assert short["step_valid_BxS"][0].tolist() == [True, False, False, False]  # the second step is past C
+
+
+def test_calibration_bins_predicted_against_actual_leaving_unlabelled_steps_out():
+    p = probs((0.0, 0.05, 0.95), (0.0, 0.1, 0.9), (0.9, 0.05, 0.05), (0.0, 0.0, 1.0))
+    labels = [[POSITIVE, NEUTRAL, NEGATIVE, NO_STEP]]
+    bins = PS.calibration(p, np.ones((1, 4), bool), labels, bins=10)
+    assert bins == [
+        {"bin": "0.0-0.1", "steps": 1, "predicted": pytest.approx(0.05), "positive": 0.0},
+        {"bin": "0.9-1.0", "steps": 2, "predicted": pytest.approx(0.925), "positive": 0.5},
+    ]
+
+
+def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
+    cfg = experiment.get_config("tiny")
+    with pytest.raises(ValueError, match="each N must be in 1..pool=4"):
+        dataclasses.replace(cfg, ns=(1, 8))
+    with pytest.raises(ValueError, match="labelled=15: must split evenly over rounds=2"):
+        dataclasses.replace(cfg, labelled=15)
+    with pytest.raises(ValueError, match=r"generator.data.n_train=32: the labels need 48 fresh train problems"):
+        dataclasses.replace(cfg, labelled=32)
+    with pytest.raises(ValueError, match=r"orm.train.batch_size=8: above the first active round's 4 labels"):
+        dataclasses.replace(cfg, labelled=8)
+    facts = dataclasses.replace(cfg.facts, data=dataclasses.replace(cfg.facts.data, task="arithmetic_wrong"))
+    with pytest.raises(ValueError, match="facts.data.task='arithmetic_wrong': must be 'arithmetic_facts'"):
+        dataclasses.replace(cfg, facts=facts)
+    with pytest.raises(ValueError, match="unknown variant 'wrong'"):
+        experiment.get_config("wrong")
+    assert experiment.get_config("right").generator.data.task == "arithmetic_right"
+
+
+@pytest.mark.slow
+def test_the_run_at_smoke_size_labels_exactly_and_picks_convincing_wrong_answers(tmp_path):
+    from rlhf_jax.main import main
+    from rlhf_jax.tasks.arithmetic import label_completion
+
+    workdir = tmp_path / "run"
+    assert main(["--config", "experiments/process_supervision.py:tiny", "--workdir", str(workdir)]) == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    cfg = experiment.get_config("tiny")
+    pool = [json.loads(line) for line in open(workdir / "pool" / "pool.jsonl")]
+    assert len(pool) == cfg.test_problems * cfg.pool
+    for x in pool:  # every label is the task's exact label of the text
+        assert (x["step_labels"], x["outcome"]) == tuple(label_completion(x["prompt"], x["completion"]))
+    uniform = [json.loads(line) for line in open(workdir / "labels" / "uniform" / "solutions.jsonl")]
+    assert len(uniform) == cfg.labelled and len({x["problem"] for x in uniform}) == cfg.labelled
+    test_prompts = {x["prompt"] for x in pool}
+    assert not test_prompts & {x["prompt"] for x in uniform}  # no held-out problem is labelled for training
+    per_round = cfg.labelled // cfg.rounds
+    active = [json.loads(line) for line in open(workdir / "labels" / "active1" / "solutions.jsonl")]
+    assert active[:per_round] == [{**x, "round": 0} for x in uniform[:per_round]]
+    fresh = active[per_round:]
+    assert len(fresh) == per_round and not {x["problem"] for x in fresh} & {x["problem"] for x in uniform}
+    assert all(x["outcome"] == 0 for x in fresh if x["wrong_candidates"])  # a convincing wrong answer when any
+    curves = summary["curves"]
+    for n in map(str, cfg.ns):
+        assert curves["pass@N"][n] >= max(c[n] for c in curves.values()) - 1e-12
+    assert set(curves) >= {"orm", "prm_uniform.product", "prm_active1.first_error", "majority", "random"}
+    assert summary["generator_accuracy"] == pytest.approx(np.mean([x["outcome"] for x in pool]))
+    assert main(["--config", "experiments/process_supervision.py:tiny", "--workdir", str(workdir)]) == 0  # done: kept
+    assert json.loads((workdir / "summary.json").read_text()) == summary
