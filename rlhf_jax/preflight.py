@@ -40,6 +40,10 @@ def check(cfg, workdir: str) -> None:
     if hasattr(cfg, "cells"):  # a study: each cell's pipeline, whose shared stages it will write
         for cell in cfg.cells + cfg.selection_cells:
             seeded = cell.seeded
+            if hasattr(seeded, "wired_stages"):
+                for name, stage in seeded.wired_stages(os.path.join(workdir, "cells", cell.name)).items():
+                    check_experiment(stage, prefix=f"{cell.name}.{name}.", pipeline=workdir)
+                continue
             _check_pipeline(getattr(seeded, "pipeline", seeded), workdir, f"{cell.name}.")
         return
     _check_pipeline(cfg, workdir)

@@ -119,9 +119,9 @@ class ProcessConfig:
         if self.candidates < 1 or not self.reward_epochs > 0 or not self.temperature > 0:
             raise ValueError("candidates, reward_epochs and temperature must be positive")
 
-    def wired_stages(self, workdir: str) -> dict[str, ExperimentConfig]:
+    def wired_stages(self, workdir: str, data_dir: str = "") -> dict[str, ExperimentConfig]:
         """Every training stage as it will run in workdir (`stage_configs`; preflight checks these)."""
-        return stage_configs(self, workdir)
+        return stage_configs(self, workdir, data_dir)
 
 
 # ----------------------------------------------------------------------------- steps and scores
@@ -258,10 +258,11 @@ def calibration(probs_BxSx3, valid_BxS, labels, bins: int = 10) -> list[dict]:
 # ----------------------------------------------------------------------------- stages
 
 
-def stage_configs(cfg: ProcessConfig, workdir: str) -> dict[str, ExperimentConfig]:
+def stage_configs(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict[str, ExperimentConfig]:
     """facts, generator, orm, prm_uniform and prm_active<r> as they run (seed, data dir,
-    starting checkpoints, labels, steps)."""
-    data_dir = os.path.join(workdir, "tfds")
+    starting checkpoints, labels, steps). data_dir: the task data (default <workdir>/tfds;
+    a study shares one)."""
+    data_dir = data_dir or os.path.join(workdir, "tfds")
 
     def wire(stage: ExperimentConfig, name: str, **model) -> ExperimentConfig:
         data = dataclasses.replace(stage.data, data_dir=stage.data.data_dir or data_dir)
@@ -415,14 +416,15 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
     }
 
 
-def run(cfg: ProcessConfig, workdir: str) -> dict:
-    """Every stage not done yet, then the best-of-N evaluation; DIR/summary.json."""
+def run(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
+    """Every stage not done yet, then the best-of-N evaluation; DIR/summary.json.
+    data_dir: as in `stage_configs`."""
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
     t0 = time.time()
-    configs = stage_configs(cfg, workdir)
+    configs = stage_configs(cfg, workdir, data_dir)
     results, seconds = {}, {}
 
     def stage(name: str) -> bool:
@@ -465,6 +467,25 @@ def run(cfg: ProcessConfig, workdir: str) -> dict:
     write_json(path, summary)
     print(table(summary))
     return summary
+
+
+def study_figures(summary: dict) -> tuple[dict, list[dict]]:
+    """A finished run as a study cell reports it: (metrics tree, one row per N). The tree:
+    "best_of_n" (selector -> N -> accuracy), "generator_accuracy", each reward model's
+    held-out figures, the labels' wrong-answer shares; a row: "n" and each selector's
+    accuracy at that N."""
+    curves = summary["curves"]
+    tree = {
+        "best_of_n": curves,
+        "generator_accuracy": summary["generator_accuracy"],
+        "reward_models": {
+            name: {k: v for k, v in r.items() if k.startswith("test_")} for name, r in summary["reward_models"].items()
+        },  # fmt: skip
+        "labels": summary["labels"],
+    }
+    ns = sorted({int(n) for c in curves.values() for n in c})
+    rows = [{"n": n, **{name: c[str(n)] for name, c in curves.items() if str(n) in c}} for n in ns]
+    return tree, rows
 
 
 def _wrong_share(directory: str) -> float:

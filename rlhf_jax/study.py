@@ -43,9 +43,10 @@ import time
 from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import iterated, pipeline, study_report
+from rlhf_jax import iterated, pipeline, process_supervision, study_report
 from rlhf_jax.iterated import IteratedConfig
 from rlhf_jax.pipeline import PipelineConfig
+from rlhf_jax.process_supervision import ProcessConfig
 from rlhf_jax.study_jobs import Job, run_jobs, run_logged
 from rlhf_jax.study_records import (
     cell_key,
@@ -65,9 +66,10 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One pipeline of the grid at one seed (a `PipelineConfig`, or an
+    """One pipeline of the grid at one seed (a `PipelineConfig`; an
     `iterated.IteratedConfig`: rounds of comparisons, reward model and policy, its SFT
-    shared like a pipeline's). Cells of a group differ only in their seed:
+    shared like a pipeline's; or a `process_supervision.ProcessConfig`, whose stages are
+    all its own). Cells of a group differ only in their seed:
     the report gives a group's mean and interval over them. settings: the grid coordinates
     of the group, for the report (e.g. (("method", "rloo"), ("k", "4"))). select_with: with
     a selection, the group whose chosen value this cell takes instead of one of its own
@@ -75,12 +77,12 @@ class Cell:
 
     group: str
     seed: int
-    pipeline: PipelineConfig | IteratedConfig
+    pipeline: PipelineConfig | IteratedConfig | ProcessConfig
     settings: tuple[tuple[str, str], ...] = ()
     select_with: str = ""
 
     @property
-    def seeded(self) -> PipelineConfig | IteratedConfig:
+    def seeded(self) -> PipelineConfig | IteratedConfig | ProcessConfig:
         """The pipeline (or iterated run) at the cell's seed."""
         if isinstance(self.pipeline, IteratedConfig):
             return dataclasses.replace(
@@ -112,7 +114,7 @@ DEFAULT_METRICS = (
 )
 
 
-FIGURE_SOURCES = ("training", "generation")
+FIGURE_SOURCES = ("training", "generation", "against_n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +124,9 @@ class Figure:
     completions sampled, and a table of each key's mean over training and last logged
     value per group, with intervals. source "generation": the evaluation's curves per
     generation step (the RLOO paper's appendix A: normalised entropy, top-k mass) of the
-    groups' policies; "SFT" names the SFT policy."""
+    groups' policies; "SFT" names the SFT policy. source "against_n": per group, each key
+    of the cells' rows (a process-supervision cell's selectors) against N, the rows' "n"
+    (best-of-N), with 95% intervals over seeds, drawn and tabulated."""
 
     name: str
     title: str
@@ -182,8 +186,8 @@ class StudyConfig:
     figures: tuple[Figure, ...] = ()
 
     def __post_init__(self):
-        if self.selection is not None and any(isinstance(c.pipeline, IteratedConfig) for c in self.cells):
-            raise ValueError(f"study {self.name}: a selection runs pipeline cells only, not iterated runs")
+        if self.selection is not None and any(not isinstance(c.pipeline, PipelineConfig) for c in self.cells):
+            raise ValueError(f"study {self.name}: a selection runs pipeline cells only, not iterated or other runs")
         groups = set(self.groups)
         for c in self.cells:
             if c.select_with and (c.select_with not in self.selecting_groups or self.selection is None):
@@ -304,18 +308,20 @@ class Placed:
 
 def place(cell: Cell, workdir: str) -> Placed:
     """A pipeline cell shares its seed's SFT and reward model; an iterated cell its SFT
-    (its reward models are its rounds' own)."""
+    (its reward models are its rounds' own); a process-supervision cell nothing but the
+    prepared data."""
     seeded = cell.seeded
+    directory, data_dir = os.path.join(workdir, "cells", cell.name), os.path.join(workdir, "tfds")
+    if isinstance(seeded, ProcessConfig):
+        return Placed(cell, directory, {}, data_dir, seeded.wired_stages(directory, data_dir), ())
     p = seeded.pipeline if isinstance(seeded, IteratedConfig) else seeded
     sft_key = f"sft-{digest(config_lib.non_default(p.sft), cell.seed)}"
     reward_key = f"reward-{digest(config_lib.non_default(p.reward), cell.seed, sft_key)}"
-    directory = os.path.join(workdir, "cells", cell.name)
     dirs = {
         "sft": os.path.join(workdir, "shared", sft_key),
         "reward": os.path.join(workdir, "shared", reward_key),
         "policy": os.path.join(directory, "policy"),
     }
-    data_dir = os.path.join(workdir, "tfds")
     configs = pipeline.stages(p, directory, dirs, data_dir)
     shared = (("sft", f"shared/{sft_key}"), ("reward", f"shared/{reward_key}"))
     if isinstance(seeded, IteratedConfig):
@@ -330,7 +336,13 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     """The cell's pipeline (its shared stages are found done, or run) and its record."""
     t0 = time.time()
     cell = placed.cell
-    if isinstance(cell.pipeline, IteratedConfig):
+    if isinstance(cell.pipeline, ProcessConfig):
+        summary = process_supervision.run(cell.seeded, placed.directory, placed.data_dir)
+        if summary.get("stopped"):
+            return summary
+        tree, curve = process_supervision.study_figures(summary)
+        metrics, generation = flatten(tree), {}
+    elif isinstance(cell.pipeline, IteratedConfig):
         summary = iterated.run(cell.seeded, placed.directory, placed.dirs["sft"], placed.data_dir)
         if summary.get("stopped"):
             return summary

@@ -61,9 +61,14 @@ def _row(study, records: list[dict], who: str) -> dict:
 
 def figure_results(study, records: list[dict]) -> dict:
     """Per training figure: {group: {key: {"mean": interval over seeds of the key's mean
-    over training, "last": interval of its last logged value}}}."""
+    over training, "last": interval of its last logged value}}}; per "against_n" figure:
+    {group: {key: {N: interval over seeds}}}."""
     out = {}
     for fig in study.figures:
+        if fig.source == "against_n":
+            out[fig.name] = {g: _against_n(fig, [r for r in records if r["group"] == g]) for g in fig.groups}
+            out[fig.name] = {g: t for g, t in out[fig.name].items() if t}
+            continue
         if fig.source != "training":
             continue
         table = {}
@@ -84,11 +89,32 @@ def figure_results(study, records: list[dict]) -> dict:
     return out
 
 
+def _against_n(fig, records: list[dict]) -> dict:
+    """{key: {N (str): interval over the records' seeds}} of the rows' keys at each "n"."""
+    table: dict[str, dict[str, dict]] = {}
+    for key in fig.keys:
+        by_n: dict[str, list[float]] = {}
+        for r in records:
+            for row in r.get("curve", []):
+                if key in row:
+                    by_n.setdefault(str(row["n"]), []).append(row[key])
+        if by_n:
+            table[key] = {n: interval(v) for n, v in by_n.items()}
+    return table
+
+
 def figure_plots(study, records: list[dict], out_dir: str) -> dict[str, list[str]]:
     """Each figure's plots: training keys against completions sampled, or the curves per
     generation step averaged over seeds."""
     paths = {}
+    tables = figure_results(study, records)
     for fig in study.figures:
+        if fig.source == "against_n":
+            paths[fig.name] = [
+                plots.against_n(table, os.path.join(out_dir, f"{fig.name}_{group}.png"), f"{fig.title}: {group}")
+                for group, table in tables.get(fig.name, {}).items()
+            ]
+            continue
         if fig.source == "training":
             curves = {g: [r["curve"] for r in records if r["group"] == g] for g in fig.groups}
             paths[fig.name] = plots.study_curves(curves, fig.keys, out_dir, name=fig.name, title=fig.title)
@@ -121,6 +147,9 @@ def figures_markdown(study, tables: dict) -> str:
         table = tables.get(fig.name)
         if not table:
             continue
+        if fig.source == "against_n":
+            lines += _against_n_markdown(fig, table)
+            continue
         lines += [f"{fig.title} (mean over training / last logged value; mean [95% interval] over seeds):", ""]
         lines.append("| | n | " + " | ".join(f"{k} (mean) | {k} (last)" for k in fig.keys) + " |")
         lines.append("|---|---|" + "---|---|" * len(fig.keys))
@@ -130,6 +159,19 @@ def figures_markdown(study, tables: dict) -> str:
             lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _against_n_markdown(fig, table: dict) -> list[str]:
+    lines = []
+    for group, by_key in table.items():
+        ns = sorted({n for by_n in by_key.values() for n in by_n}, key=int)
+        lines += [f"{fig.title}, {group} (mean [95% interval] over seeds):", ""]
+        lines.append("| | " + " | ".join(f"N={n}" for n in ns) + " |")
+        lines.append("|---|" + "---|" * len(ns))
+        for key, by_n in by_key.items():
+            lines.append(f"| {key} | " + " | ".join(_fmt(by_n.get(n)) for n in ns) + " |")
+        lines.append("")
+    return lines
 
 
 def _fmt(v: dict | None) -> str:

@@ -79,12 +79,13 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
 
 
 @pytest.mark.slow
-def test_the_run_at_smoke_size_labels_exactly_and_picks_convincing_wrong_answers(tmp_path):
+def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_and_reports(tmp_path):
     from rlhf_jax.main import main
     from rlhf_jax.tasks.arithmetic import label_completion
 
-    workdir = tmp_path / "run"
-    assert main(["--config", "experiments/process_supervision.py:tiny", "--workdir", str(workdir)]) == 0
+    spec = "experiments/studies/process_supervision.py:smoke"
+    assert main(["--config", spec, "--workdir", str(tmp_path / "study")]) == 0
+    workdir = tmp_path / "study" / "cells" / "wrong.seed0"
     summary = json.loads((workdir / "summary.json").read_text())
     cfg = experiment.get_config("tiny")
     pool = [json.loads(line) for line in open(workdir / "pool" / "pool.jsonl")]
@@ -93,8 +94,7 @@ def test_the_run_at_smoke_size_labels_exactly_and_picks_convincing_wrong_answers
         assert (x["step_labels"], x["outcome"]) == tuple(label_completion(x["prompt"], x["completion"]))
     uniform = [json.loads(line) for line in open(workdir / "labels" / "uniform" / "solutions.jsonl")]
     assert len(uniform) == cfg.labelled and len({x["problem"] for x in uniform}) == cfg.labelled
-    test_prompts = {x["prompt"] for x in pool}
-    assert not test_prompts & {x["prompt"] for x in uniform}  # no held-out problem is labelled for training
+    assert not {x["prompt"] for x in pool} & {x["prompt"] for x in uniform}  # no held-out problem is trained on
     per_round = cfg.labelled // cfg.rounds
     active = [json.loads(line) for line in open(workdir / "labels" / "active1" / "solutions.jsonl")]
     assert active[:per_round] == [{**x, "round": 0} for x in uniform[:per_round]]
@@ -106,5 +106,9 @@ def test_the_run_at_smoke_size_labels_exactly_and_picks_convincing_wrong_answers
         assert curves["pass@N"][n] >= max(c[n] for c in curves.values()) - 1e-12
     assert set(curves) >= {"orm", "prm_uniform.product", "prm_active1.first_error", "majority", "random"}
     assert summary["generator_accuracy"] == pytest.approx(np.mean([x["outcome"] for x in pool]))
-    assert main(["--config", "experiments/process_supervision.py:tiny", "--workdir", str(workdir)]) == 0  # done: kept
-    assert json.loads((workdir / "summary.json").read_text()) == summary
+    record = json.loads((tmp_path / "study" / "records" / "wrong.seed0.json").read_text())
+    assert record["metrics"]["best_of_n.orm.4"] == curves["orm"]["4"]
+    assert [row["n"] for row in record["curve"]] == list(cfg.ns)
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "| wrong | 1 |" in report and "Best-of-N accuracy, wrong (mean [95% interval] over seeds):" in report
+    assert (tmp_path / "study" / "plots" / "best_of_n_wrong.png").exists()

@@ -191,6 +191,27 @@ def test_a_figure_tabulates_each_groups_mean_over_training_and_last_value_and_av
     np.testing.assert_allclose(got["rloo_k2 (n=2)"]["normalised_entropy"], [0.3, 0.2])
 
 
+def test_an_against_n_figure_gives_each_key_its_interval_at_every_n(tmp_path):
+    ps = load_experiment("experiments/studies/process_supervision.py:smoke")
+    cell = ps.cells[0]
+    figure = study_lib.Figure("bon", "Best-of-N", (cell.group,), ("orm", "majority"), source="against_n")
+    study = dataclasses.replace(ps, figures=(figure,))
+    recs = []
+    for seed, (o1, o4) in enumerate(((0.2, 0.5), (0.4, 0.7))):
+        rec = {"cell": f"{cell.group}.seed{seed}", "group": cell.group, "seed": seed, "metrics": {}}
+        rec["curve"] = [{"n": 1, "orm": o1, "majority": o1}, {"n": 4, "orm": o4}]
+        recs.append(rec)
+    table = study_report.figure_results(study, recs)["bon"][cell.group]
+    assert table["orm"]["1"]["mean"] == pytest.approx(0.3) and table["orm"]["4"]["mean"] == pytest.approx(0.6)
+    assert table["majority"]["1"]["n"] == 2 and "4" not in table["majority"]
+    half = 12.706204736174707 * np.std([0.2, 0.4], ddof=1) / np.sqrt(2)
+    text = study_report.figures_markdown(study, {"bon": {cell.group: table}})
+    assert f"| orm | 0.300 [{0.3 - half:.3f}, {0.3 + half:.3f}] | 0.600 [" in text
+    assert "| majority | 0.300 [" in text and text.rstrip().endswith("| - |")
+    paths = study_report.figure_plots(study, recs, str(tmp_path))["bon"]
+    assert [os.path.basename(p) for p in paths] == [f"bon_{cell.group}.png"] and os.path.exists(paths[0])
+
+
 def test_a_study_refuses_set_and_an_unknown_cell_before_any_work(tmp_path, capsys):
     assert main(["--config", SMOKE, "--workdir", str(tmp_path / "a"), "--set", "seed=1"]) == 2
     assert "--set: not for a study" in capsys.readouterr().err

@@ -97,3 +97,24 @@ def study_curves(
             fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths
+
+
+def against_n(table: dict[str, dict[str, dict]], path: str, title: str) -> str:
+    """table: line -> {N (str): {"mean", "low", "high"}}; one line per key against N on a
+    log2 axis (best-of-N), the 95% interval shaded where there is one."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, by_n in table.items():
+        ns = sorted(by_n, key=int)
+        x = [int(n) for n in ns]
+        mean = [by_n[n]["mean"] for n in ns]
+        ax.plot(x, mean, marker="o", markersize=3, label=name)
+        low, high = [by_n[n]["low"] for n in ns], [by_n[n]["high"] for n in ns]
+        if not np.isnan(low).any():
+            ax.fill_between(x, low, high, alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="N (solutions per problem)", ylabel="accuracy", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,63 @@
+"""Process against outcome supervision, Lightman et al. (2023) on the built-in arithmetic
+task (`rlhf_jax/process_supervision.py`, `experiments/process_supervision.py`):
+
+    python -m rlhf_jax.main --config experiments/studies/process_supervision.py --workdir DIR \\
+        --records studies/process_supervision [--jobs 2]
+
+Fixed before any figure is read: groups `wrong` (the generator fine-tuned on step-format
+solutions whose final answer is wrong, as the issue's reading of the paper has it) and
+`right` (on right solutions: the control), seeds 0-2, each the whole run: base model,
+generator, a pool of 64 solutions to each of 200 held-out problems, an ORM and a PRM on
+the same 2000 uniformly drawn labelled solutions, a PRM from 4 active-learning rounds of
+500 (convincing wrong answers), best-of-N for N in 1..64 (200 subsets per N and problem).
+The report: best-of-64 accuracy per selector with intervals over seeds; the curves against
+N; each active round's PRM. Variant: smoke (the tiny sizes, one seed: the tests' size).
+"""
+
+from experiments import process_supervision
+from rlhf_jax.study import Cell, Figure, Metric, StudyConfig
+
+SEEDS = (0, 1, 2)
+GROUPS = {"wrong": "", "right": "right"}  # group -> variant of experiments/process_supervision.py
+SELECTORS = ("orm", "prm_uniform.product", "prm_uniform.min", "prm_uniform.first_error", "majority", "random")
+
+
+def get_config(variant: str | None = None) -> StudyConfig:
+    if variant not in (None, "smoke"):
+        raise ValueError(f"process_supervision: unknown variant {variant!r}; known: smoke")
+    smoke = variant == "smoke"
+    configs = {g: process_supervision.get_config(",".join(p for p in (v, "tiny" if smoke else "") if p))
+               for g, v in GROUPS.items()}  # fmt: skip
+    if smoke:
+        configs = {"wrong": configs["wrong"]}
+    some = next(iter(configs.values()))
+    top, last = str(max(some.ns)), f"prm_active{some.rounds - 1}"
+    active = tuple(f"{last}.{r}" for r in ("product", "min", "first_error"))
+    metrics = (
+        Metric("generator accuracy (T=1)", "generator_accuracy"),
+        *(Metric(f"best-of-{top} {s}", f"best_of_n.{s}.{top}") for s in (*SELECTORS, active[0], "pass@N")),
+        Metric("ORM held-out accuracy", "reward_models.orm.test_accuracy"),
+        Metric("PRM (uniform) held-out step accuracy", "reward_models.prm_uniform.test_step_accuracy"),
+        Metric(f"PRM ({last}) held-out step accuracy", f"reward_models.{last}.test_step_accuracy"),
+        Metric("labels: wrong answers, uniform", "labels.uniform_wrong_share"),
+        Metric(f"labels: wrong answers, {last}", f"labels.{last.replace('prm_', '')}_wrong_share"),
+    )
+    cells = tuple(
+        Cell(group, seed, cfg, settings=(("generator data", cfg.generator.data.task),))
+        for group, cfg in configs.items()
+        for seed in ((0,) if smoke else SEEDS)
+    )
+    rounds = tuple(f"prm_active{r}.product" for r in range(some.rounds))
+    figures = (
+        Figure("best_of_n", "Best-of-N accuracy", tuple(configs), (*SELECTORS, *active, "pass@N"), "against_n"),
+        Figure("active_rounds", "Best-of-N by the PRM of each active round", tuple(configs), rounds, "against_n"),
+    )
+    return StudyConfig(
+        name="process_supervision_smoke" if smoke else "process_supervision",
+        cells=cells,
+        metrics=metrics,
+        sft_row=False,
+        curves=(),
+        figures=figures,
+        description="Process against outcome supervision with best-of-N (experiments/studies/process_supervision.py).",
+    )
