@@ -16,8 +16,9 @@ import numpy as np
 from rlhf_jax.batches import KTOBatch, PreferenceBatch, Scored, SFTBatch
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import online
+from rlhf_jax.loops.supervised import PRM_MAX_STEPS
 from rlhf_jax.losses.preference import kto_loss, preference_loss
-from rlhf_jax.losses.reward import pair_loss
+from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models.transformer import abstract_model
 from rlhf_jax.rollout import BaselineState
@@ -57,7 +58,7 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
             f"{model_cfg.max_positions} positions"
         )
     kind = cfg.train.kind
-    head = "scalar" if kind in ("reward", "orm", "prm") else "lm"
+    head = "scalar" if kind in ("reward", "orm") else "lm"  # a PRM is an LM reading label tokens
     model, params, _ = abstract_model(model_cfg, head)
     optimizer = make_optimizer(cfg.optim)
     schedule = make_schedule(cfg.optim)
@@ -112,8 +113,22 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
             else:
                 loss_fn = functools.partial(preference_loss, cfg=pcfg, model=model)
                 batch = PreferenceBatch(*_sequences(B, T), *_sequences(B, T), _sds((B,)), _sds((B,)))
+        elif kind == "orm":
+            tokens, mask, _ = _sequences(B, T)
+            batch = {"tokens_BxT": tokens, "mask_BxT": mask, "labels_B": _sds((B,), jnp.int32)}
+
+            def loss_fn(params, b):
+                return orm_loss(params, b["tokens_BxT"], b["mask_BxT"], b["labels_B"], model)
+        elif kind == "prm":
+            tokens, mask, _ = _sequences(B, T)
+            steps = _sds((B, PRM_MAX_STEPS), jnp.int32)
+            batch = {"tokens_BxT": tokens, "mask_BxT": mask, "step_positions_BxS": steps, "step_labels_BxS": steps}
+
+            def loss_fn(params, b):  # any three token ids: the tokenizer's label tokens have these shapes
+                return prm_loss(params, b["tokens_BxT"], b["mask_BxT"], b["step_positions_BxS"], b["step_labels_BxS"],
+                                (0, 1, 2), model)  # fmt: skip
         else:
-            raise ValueError(f"train.kind={kind!r}: no full-size dry run (it needs the task's step labels)")
+            raise ValueError(f"train.kind={kind!r}: no full-size dry run")
         if B % cfg.optim.accum_steps:
             raise ValueError(f"train.batch_size={B} is not divisible by optim.accum_steps={cfg.optim.accum_steps}")
         state = _state(params, optimizer)

@@ -186,7 +186,10 @@ def run(args) -> int:
     cfg = local_paths(config_lib.override(load, args.set))
     preflight.check(cfg, workdir)
     if args.dry_run:
-        print(dry_run(getattr(cfg, "rounds", None) and cfg.pipeline or cfg))  # an iterated run: its stages
+        if hasattr(cfg, "wired_stages"):  # a run of its own stages: each one
+            print("\n\n".join(dry_run(stage) for stage in cfg.wired_stages(workdir).values()))
+        else:
+            print(dry_run(getattr(cfg, "rounds", None) and cfg.pipeline or cfg))  # an iterated run: its stages
         return 0
     import contextlib
 

@@ -78,6 +78,18 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
     assert experiment.get_config("right").generator.data.task == "arithmetic_right"
 
 
+def test_the_dry_run_traces_every_stage_the_reward_models_included(tmp_path):
+    from rlhf_jax.dry_run import abstract_iteration
+
+    stages = experiment.get_config("tiny").wired_stages(str(tmp_path))
+    assert list(stages) == ["facts", "generator", "orm", "prm_uniform", "prm_active0", "prm_active1"]
+    for name, stage in stages.items():
+        out = abstract_iteration(stage, vocab_size=64)
+        assert "loss" in out["metrics"], name
+    assert "accuracy" in abstract_iteration(stages["orm"], 64)["metrics"]
+    assert "step_accuracy" in abstract_iteration(stages["prm_uniform"], 64)["metrics"]
+
+
 @pytest.mark.slow
 def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_and_reports(tmp_path):
     from rlhf_jax.main import main

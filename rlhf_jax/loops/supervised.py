@@ -21,6 +21,7 @@ from rlhf_jax.losses.sft import sft_loss
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
 # characters at a step's last token are the three class logits.
 PRM_LABEL_TEXT = ("-", "=", "+")
+PRM_MAX_STEPS = 8  # a PRM reads a solution's first 8 steps
 
 
 def held_out(cfg: ExperimentConfig, data: TaskData, loss_fn, make) -> Callable[[Trained], dict]:
@@ -140,7 +141,7 @@ def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)
 
 
-def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = 8) -> Loop:
+def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = PRM_MAX_STEPS) -> Loop:
     """A process reward model: the LM predicts each step's label (negative / neutral /
     positive) as one of three label tokens at the step's last token (PRM800K)."""
     model, params = build_model(cfg, len(data.tokenizer), mesh)
