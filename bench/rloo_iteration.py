@@ -88,7 +88,7 @@ def build_jax(directory: str, method: str = "rloo"):
     cfg = ExperimentConfig(model=model, rl=rl, optim=OptimConfig(learning_rate=LR), mesh=(1, 1, 1))
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, 0, mesh)
     rm_scores = jax.jit(rm.rewards)
-    scorer = lambda samples, sequences, rows, split: (rm_scores(rm_params, *sequences[:2]), None)  # noqa: E731
+    scorer = lambda samples, sequences, rows, split: (rm_scores(rm_params, *sequences[:2]), None, None)  # noqa: E731
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(cfg, policy, critic, ref_params, scorer, state, 1, 0, C, mesh)
     progress = RLProgress(loader=None, beta=jnp.float32(BETA), baseline=rl_math.BaselineState.init())

@@ -2,7 +2,8 @@
 (`rlhf_jax/process_supervision.py`: "Let's verify step by step"): a base model that knows
 one-operation arithmetic, a generator fine-tuned from it on step-format solutions whose
 final answer is wrong, an ORM and PRMs (uniform and active-learning data, the same number
-of labels) from the base model, and best-of-N on held-out problems:
+of labels) from the base model, best-of-N on held-out problems, and RLOO from the generator
+against the verifiable reward, the ORM, the PRM's score and the PRM's per-step rewards:
 
     python -m rlhf_jax.main --config experiments/process_supervision.py --workdir /tmp/rlhf_jax_prm
 
@@ -12,7 +13,7 @@ the control); tiny (seconds; the tests' size). Another seed: --set seed=1.
 
 import dataclasses
 
-from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, TrainSection
+from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, RLSection, TrainSection
 from rlhf_jax.process_supervision import ProcessConfig
 from rlhf_jax.train_step import OptimConfig
 
@@ -46,6 +47,12 @@ def full() -> ProcessConfig:
             name="prm", model=model, data=data, optim=optim(3e-4, 5, 5),
             train=dataclasses.replace(reward_train, kind="prm"),
         ),
+        policy=ExperimentConfig(
+            name="rl", model=model, data=data, optim=OptimConfig(learning_rate=1e-4, warmup_steps=3, total_steps=100),
+            train=TrainSection(kind="rl", steps=100, log_every=10, save_every=50),
+            rl=RLSection(method="rloo", k=4, rollout_batch=64, minibatch=64, beta=0.05),
+        ),
+        rl_rewards=("gold", "orm", "prm", "prm_steps"),
         test_problems=200,
         pool=64,
         ns=(1, 2, 4, 8, 16, 32, 64),
@@ -64,10 +71,12 @@ def tiny(cfg: ProcessConfig) -> ProcessConfig:
         data = dataclasses.replace(stage.data, n_train=n_train, n_test=8)
         return dataclasses.replace(stage, model=model, data=data, optim=optim, train=train)
 
+    policy = small(cfg.policy, 2, 32)
+    policy = dataclasses.replace(policy, rl=dataclasses.replace(policy.rl, k=2, rollout_batch=8, minibatch=8))
     return dataclasses.replace(
         cfg, name=cfg.name + "_tiny", facts=small(cfg.facts, 4, 64), generator=small(cfg.generator, 4, 32),
         orm=small(cfg.orm, 1, 32), prm=small(cfg.prm, 1, 32), test_problems=4, pool=4, ns=(1, 2, 4), draws=8,
-        labelled=16, rounds=2, candidates=2, reward_epochs=1.0,
+        labelled=16, rounds=2, candidates=2, reward_epochs=1.0, policy=policy, rl_rewards=("prm", "prm_steps"),
     )  # fmt: skip
 
 

@@ -65,7 +65,9 @@ class Scored:
 
     tokens_NxT / mask_NxT / completion_mask_NxT: prompt + completion, laid out as above;
     logps_NxC: the sampler's log pi_old of the C completion positions;
-    scores_N: the reward r(x, y); ended_N: whether the completion emitted EOS.
+    scores_N: the reward r(x, y); ended_N: whether the completion emitted EOS;
+    token_scores_NxT: r spread over the tokens where it arises (a process reward model's
+    per-step rewards; they sum to scores_N), or None: all of r at the end.
     """
 
     tokens_NxT: jax.Array
@@ -74,6 +76,7 @@ class Scored:
     logps_NxC: jax.Array
     scores_N: jax.Array
     ended_N: jax.Array
+    token_scores_NxT: jax.Array | None = None
 
 
 @struct.dataclass

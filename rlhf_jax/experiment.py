@@ -10,6 +10,7 @@ import dataclasses
 
 from rlhf_jax import rollout
 from rlhf_jax.data.tasks import TASKS, Task
+from rlhf_jax.eval.verifiers import SCORES
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import KL_ESTIMATORS
 from rlhf_jax.losses.preference import PreferenceConfig
@@ -31,6 +32,8 @@ METHODS = {
     "vanilla_pg": ("reward_to_go", "vanilla_pg"),  # the RLOO paper's Vanilla PG
     "raft": ("best_of_k", "raft"),  # Dong et al. 2023
 }
+
+PRM_READINGS = (*SCORES, "steps")  # how rl.reward_model is read when it is a process reward model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +182,11 @@ class RLSection:
     advantage / loss: either one by name from the registries (`rollout.ESTIMATORS`,
     `losses.policy.OBJECTIVES`) instead of the method's ("" = the method's).
     reward_model: a reward run's workdir or an HF directory with a scalar head; "gold" =
-    the task's gold judge. critic_from: "reward" (TRL's default) or "policy" (its backbone).
+    the task's gold judge. prm_reading: "" (reward_model is a scalar reward model), or
+    reward_model is a process reward model (an LM, train.kind prm) read as one of
+    `eval.verifiers.SCORES` (product, min, first_error: a score per completion) or "steps"
+    (its per-step rewards at each step's last token: use a token-level estimator such as
+    rloo_to_go). critic_from: "reward" (TRL's default) or "policy" (its backbone).
     reference: the KL reference pi_ref, a finished run or an HF directory; "" = the policy's
     starting checkpoint (a policy that continues training keeps its SFT as reference).
     beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
@@ -205,6 +212,7 @@ class RLSection:
     top_k: int = 0
     top_p: float = 1.0
     reward_model: str = "gold"
+    prm_reading: str = ""
     critic_from: str = "reward"
     reference: str = ""
     missing_eos_penalty: float = 0.0
@@ -251,6 +259,12 @@ class RLSection:
             raise ValueError(
                 f"rl.reward_noise_scale={self.reward_noise_scale!r}: expected one of {rollout.NOISE_SCALES}"
             )
+        if self.prm_reading and self.prm_reading not in PRM_READINGS:
+            raise ValueError(f"rl.prm_reading={self.prm_reading!r}: expected one of {PRM_READINGS}")
+        if self.prm_reading and self.reward_model == "gold":
+            raise ValueError(f"rl.prm_reading={self.prm_reading!r}: name the process reward model in rl.reward_model")
+        if self.prm_reading and self.estimator.critic and self.critic_from == "reward":
+            raise ValueError("rl.critic_from=reward: a process reward model has no scalar head; use 'policy'")
         if self.critic_from not in ("reward", "policy"):
             raise ValueError(f"rl.critic_from={self.critic_from!r}: expected 'reward' or 'policy'")
         for name in ("beta", "target_kl", "reward_noise", "baseline_decay", "missing_eos_penalty"):

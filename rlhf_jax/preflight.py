@@ -147,8 +147,8 @@ def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
         raise ValueError(f"{k('data.data_dir')}={cfg.data.data_dir}: exists and is not a directory")
 
     checkpoints = [(cfg.model.init_from, "model.init_from", "any" if cfg.train.kind in SCALAR else "lm")]
-    if cfg.train.kind == "rl" and cfg.rl.reward_model != GOLD:
-        checkpoints.append((cfg.rl.reward_model, "rl.reward_model", "scalar"))
+    if cfg.train.kind == "rl" and cfg.rl.reward_model != GOLD:  # a process reward model is an LM
+        checkpoints.append((cfg.rl.reward_model, "rl.reward_model", "lm" if cfg.rl.prm_reading else "scalar"))
     if cfg.train.kind == "rl":
         checkpoints.append((cfg.rl.reference, "rl.reference", "lm"))
     if cfg.train.kind == "preference":

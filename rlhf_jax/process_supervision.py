@@ -28,10 +28,17 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
                     final answer is wrong (a convincing wrong answer; the highest-scored of
                     all when none is wrong); each round's PRM trains from facts/ on every
                     round's labels so far
+    rl_<reward>/    beyond the paper, for each of `rl_rewards`: RLOO (k and budget of the
+                    `policy` stage, advantages whitened so that every reward's scale is the
+                    same) from the generator against the verifiable reward ("gold"), the
+                    ORM's score ("orm"), the last active PRM's product score ("prm") or its
+                    per-step rewards at each step's last token with the token-level
+                    leave-one-out estimator ("prm_steps": rloo_to_go, `eval.verifiers`)
     summary.json    best-of-N curves on the pool (`eval.best_of_n`): the ORM, each PRM read
                     three ways (`SCORES`), majority vote, random choice and pass@N; each
                     active round's PRM; the PRMs' step calibration; the reward models'
-                    held-out figures; the generator's accuracy
+                    held-out figures; the generator's accuracy; each RL run's held-out
+                    accuracy (plots/: its training curves)
 
 Reward models train for reward_epochs passes over their labels (the paper: 2 epochs). A
 solution's steps are its non-blank lines but a final "The answer is" line (as
@@ -44,29 +51,25 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 
 import numpy as np
 
 from rlhf_jax import pipeline
+from rlhf_jax.eval.verifiers import SCORES, PRMJudge, solution_batch
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.workdir import checkpoint_dir, write_json
 
 GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
-SCORES = {  # a PRM's readings of a solution's steps: P(good step) and how steps combine
-    "product": ("positive", "product"),  # Lightman et al.: product of P(positive)
-    "min": ("positive", "min"),
-    "first_error": ("not_negative", "product"),  # P(no step is the first error): neutral steps pass
-}
-_ANSWER = re.compile(r"^\s*The answer is\s+(-?\d+)\s*$")
+RL_REWARDS = ("gold", "orm", "prm", "prm_steps")
 
 
 @dataclasses.dataclass(frozen=True)
 class ProcessConfig:
     """facts, generator: SFT stages (tasks arithmetic_facts and one of GENERATOR_TASKS);
     orm, prm: the reward models' stages (train.kind orm / prm; model, optimiser, batch;
-    their steps follow from reward_epochs and the number of labels)."""
+    their steps follow from reward_epochs and the number of labels); policy: the RL
+    stages' template (train.kind rl), run once per reward of rl_rewards (RL_REWARDS)."""
 
     name: str
     facts: ExperimentConfig
@@ -83,6 +86,8 @@ class ProcessConfig:
     candidates: int = 8
     reward_epochs: float = 2.0
     temperature: float = 1.0
+    policy: ExperimentConfig | None = None
+    rl_rewards: tuple[str, ...] = ()
 
     def __post_init__(self):
         kinds = (("facts", "sft"), ("generator", "sft"), ("orm", "orm"), ("prm", "prm"))
@@ -116,6 +121,11 @@ class ProcessConfig:
             raise ValueError(
                 f"generator.data.n_test={self.generator.data.n_test}: below test_problems={self.test_problems}"
             )
+        unknown = [r for r in self.rl_rewards if r not in RL_REWARDS]
+        if unknown:
+            raise ValueError(f"rl_rewards: {unknown} unknown; expected some of {RL_REWARDS}")
+        if self.rl_rewards and (self.policy is None or self.policy.train.kind != "rl"):
+            raise ValueError("rl_rewards: need a policy stage of train.kind 'rl'")
         if self.candidates < 1 or not self.reward_epochs > 0 or not self.temperature > 0:
             raise ValueError("candidates, reward_epochs and temperature must be positive")
 
@@ -132,107 +142,39 @@ def clean(text: str) -> str:
     return "\n".join(line for line in text.split("\n") if line.strip())
 
 
-def step_char_ends(solution: str) -> list[int]:
-    """The character index of the last character of each step line of a `clean` solution:
-    every line but a final answer line."""
-    lines = solution.split("\n")
-    if lines and _ANSWER.match(lines[-1]):
-        lines = lines[:-1]
-    ends, at = [], 0
-    for line in lines:
-        ends.append(at + len(line.rstrip()) - 1)
-        at += len(line) + 1
-    return ends
-
-
-def solution_batch(tokenizer, prompts, solutions, P: int, C: int, max_steps: int) -> dict:
-    """Model inputs of (prompt, clean solution) pairs in the SFT layout: tokens_BxT,
-    mask_BxT, step_positions_BxS (the sequence index of each step line's last token) and
-    step_valid_BxS (the step exists and its last token is within the C completion
-    tokens)."""
-    from rlhf_jax.data import batching
-
-    records = [{"prompt": p, "completion": s} for p, s in zip(prompts, solutions, strict=True)]
-    enc = batching.encode(tokenizer, records, P, C)
-    if len(enc.kept) != len(records):
-        raise ValueError(f"solution_batch: {len(records) - len(enc.kept)} prompts over P={P} tokens")
-    sft = batching.sft_batch(enc, list(range(len(records))), P, C, tokenizer.pad_token_id)
-    positions = np.zeros((len(records), max_steps), np.int32)
-    valid = np.zeros((len(records), max_steps), bool)
-    for b, s in enumerate(solutions):
-        offsets = tokenizer(s, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        n_tokens = int(sft.completion_mask_BxT[b].sum())
-        for k, end in enumerate(step_char_ends(s)[:max_steps]):
-            token = next((i for i, (a, z) in enumerate(offsets) if a <= end < z), None)
-            if token is not None and token < n_tokens:
-                positions[b, k], valid[b, k] = P + token, True
-    return {"tokens_BxT": sft.tokens_BxT, "mask_BxT": sft.mask_BxT, "step_positions_BxS": positions,
-            "step_valid_BxS": valid}  # fmt: skip
-
-
-def prm_scores(step_probs_BxSx3: np.ndarray, valid_BxS: np.ndarray) -> dict[str, np.ndarray]:
-    """Each of SCORES from a PRM's per-step class probabilities [B, S, 3] (negative,
-    neutral, positive): a solution without a valid step scores 0."""
-    from rlhf_jax.batches import NEGATIVE, POSITIVE
-
-    probs = np.asarray(step_probs_BxSx3, np.float64)
-    good = {"positive": probs[..., POSITIVE], "not_negative": 1.0 - probs[..., NEGATIVE]}
-    valid = np.asarray(valid_BxS, bool)
-    any_step = valid.any(-1)
-    out = {}
-    for name, (reading, how) in SCORES.items():
-        p = good[reading]
-        if how == "product":
-            s = np.exp(np.where(valid, np.log(np.maximum(p, 1e-300)), 0.0).sum(-1))
-        else:
-            s = np.where(valid, p, 1.0).min(-1)
-        out[name] = np.where(any_step, s, 0.0)
-    return out
-
-
 class Scorer:
-    """A trained ORM (scalar head) or PRM (an LM reading label tokens) over solutions:
-    `scorer(prompts, solutions)` -> {"orm": logits} or {"product" | "min" |
-    "first_error": scores, "probs": [B, S, 3], "valid": [B, S]}, `batch` at a time."""
+    """A trained ORM (scalar head) or PRM (an LM reading label tokens, `eval.verifiers`)
+    over solutions: `scorer(prompts, solutions)` -> {"orm": logits} or the PRM judge's
+    readings, `batch` at a time."""
 
-    def __init__(self, directory: str, kind: str, tokenizer, P: int, C: int, max_steps: int = 8, batch: int = 256):
+    def __init__(self, directory: str, kind: str, tokenizer, P: int, C: int, batch: int = 256):
         import jax
 
         from rlhf_jax.loops.common import load_scalar
-        from rlhf_jax.loops.supervised import prm_label_ids
-        from rlhf_jax.losses.reward import prm_step_logits
+        from rlhf_jax.loops.supervised import PRM_MAX_STEPS
         from rlhf_jax.models.hf import load_hf
 
-        self.kind, self.tokenizer, self.P, self.C, self.max_steps, self.batch = kind, tokenizer, P, C, max_steps, batch
+        self.kind, self.tokenizer, self.P, self.C, self.batch = kind, tokenizer, P, C, batch
         if kind == "orm":
             model, self.params = load_scalar(directory, None, strict=True)
             self.fn = jax.jit(lambda params, b: model.rewards(params, b["tokens_BxT"], b["mask_BxT"]))
         elif kind == "prm":
-            model, self.params = load_hf(checkpoint_dir(directory))
-            ids = prm_label_ids(tokenizer)
-
-            def probs(params, b):
-                logits = prm_step_logits(params, b["tokens_BxT"], b["mask_BxT"], b["step_positions_BxS"], ids, model)
-                return jax.nn.softmax(logits.astype(np.float32), axis=-1)
-
-            self.fn = jax.jit(probs)
+            model, params = load_hf(checkpoint_dir(directory))
+            self.judge = PRMJudge(model, params, tokenizer, P, C, PRM_MAX_STEPS, batch)
         else:
             raise ValueError(f"Scorer kind {kind!r}: expected 'orm' or 'prm'")
 
     def __call__(self, prompts, solutions) -> dict[str, np.ndarray]:
+        if self.kind == "prm":
+            return self.judge(prompts, solutions)
         parts = []
         for start in range(0, len(prompts), self.batch):
             p, s = list(prompts[start : start + self.batch]), list(solutions[start : start + self.batch])
             n = len(p)
             p, s = p + [p[-1]] * (self.batch - n), s + [s[-1]] * (self.batch - n)  # one program for every call
-            b = solution_batch(self.tokenizer, p, s, self.P, self.C, self.max_steps)
-            inputs = {k: v for k, v in b.items() if k != "step_valid_BxS"}
-            parts.append((np.asarray(self.fn(self.params, inputs))[:n], b["step_valid_BxS"][:n]))
-        out = np.concatenate([o for o, _ in parts])
-        if self.kind == "orm":
-            return {"orm": out}
-        valid = np.concatenate([v for _, v in parts])
-        return {**prm_scores(out, valid), "probs": out, "valid": valid}
+            b = solution_batch(self.tokenizer, p, s, self.P, self.C, 1)
+            parts.append(np.asarray(self.fn(self.params, {k: b[k] for k in ("tokens_BxT", "mask_BxT")}))[:n])
+        return {"orm": np.concatenate(parts)}
 
 
 def calibration(probs_BxSx3, valid_BxS, labels, bins: int = 10) -> list[dict]:
@@ -292,7 +234,24 @@ def stage_configs(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict[
     }
     for r in range(cfg.rounds):
         out[f"prm_active{r}"] = reward(cfg.prm, f"prm_active{r}", label_dir(workdir, f"active{r}"), (r + 1) * per_round)
+    for name in cfg.rl_rewards:
+        out[f"rl_{name}"] = rl_stage(cfg, workdir, name, wire)
     return out
+
+
+def rl_stage(cfg: ProcessConfig, workdir: str, reward: str, wire) -> ExperimentConfig:
+    """The RL stage against `reward` (see the module docstring), from the generator."""
+    prm = os.path.join(workdir, f"prm_active{cfg.rounds - 1}")
+    fields = {
+        "gold": {"reward_model": "gold"},
+        "orm": {"reward_model": os.path.join(workdir, "orm")},
+        "prm": {"reward_model": prm, "prm_reading": "product"},
+        "prm_steps": {"reward_model": prm, "prm_reading": "steps", "advantage": "rloo_to_go", "loss": "vanilla_pg"},
+    }[reward]
+    rl = dataclasses.replace(cfg.policy.rl, whiten_advantages=True, **fields)
+    data = dataclasses.replace(cfg.policy.data, task=cfg.generator.data.task)
+    stage = dataclasses.replace(cfg.policy, rl=rl, data=data)
+    return wire(stage, f"rl_{reward}", init_from=os.path.join(workdir, "generator"))
 
 
 def label_dir(workdir: str, name: str) -> str:
@@ -451,13 +410,18 @@ def run(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
     t = time.time()
     evaluation = best_of_n(cfg, gen, workdir, pool)
     seconds["best_of_n"] = round(time.time() - t, 1)
+    for name in cfg.rl_rewards:
+        if not stage(f"rl_{name}"):
+            return {"stopped": True, "stage": f"rl_{name}"}
+    rl = rl_figures(cfg, configs, results, workdir)
     summary = {
         "name": cfg.name,
         "seed": cfg.seed,
         "generator_task": cfg.generator.data.task,
         **evaluation,
-        "reward_models": {k: v for k, v in results.items() if k not in ("facts", "generator")},
+        "reward_models": {k: v for k, v in results.items() if k not in ("facts", "generator") and k[:3] != "rl_"},
         "generator": results["generator"],
+        "rl": rl,
         "labels": {
             "uniform_wrong_share": _wrong_share(label_dir(workdir, "uniform")),
             **{f"active{r}_wrong_share": _wrong_share(label_dir(workdir, f"active{r}")) for r in range(cfg.rounds)},
@@ -467,6 +431,28 @@ def run(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
     write_json(path, summary)
     print(table(summary))
     return summary
+
+
+def rl_figures(cfg: ProcessConfig, configs: dict, results: dict, workdir: str) -> dict:
+    """Per RL run: held-out accuracy (sampled, the verifiable reward) of the policy and of
+    the generator it started from, and the last logged training figures; plots/ gets
+    their curves against completions sampled."""
+    from rlhf_jax.eval import plots
+
+    out = {}
+    for name in cfg.rl_rewards:
+        test = results[f"rl_{name}"]["test"]["policies"]
+        out[name] = {
+            "test_accuracy": test["policy"]["sampled"]["gold"]["mean"],
+            "generator_test_accuracy": test["reference"]["sampled"]["gold"]["mean"],
+            "train_gold_last": results[f"rl_{name}"]["train"].get("gold"),
+        }
+    if cfg.rl_rewards:
+        os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+        runs = {name: os.path.join(workdir, f"rl_{name}") for name in cfg.rl_rewards}
+        batch = {name: configs[f"rl_{name}"].rl.rollout_batch for name in cfg.rl_rewards}
+        plots.training_curves(runs, batch, os.path.join(workdir, "plots"))
+    return out
 
 
 def study_figures(summary: dict) -> tuple[dict, list[dict]]:
@@ -482,6 +468,7 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
             name: {k: v for k, v in r.items() if k.startswith("test_")} for name, r in summary["reward_models"].items()
         },  # fmt: skip
         "labels": summary["labels"],
+        "rl": summary.get("rl", {}),
     }
     ns = sorted({int(n) for c in curves.values() for n in c})
     rows = [{"n": n, **{name: c[str(n)] for name, c in curves.items() if str(n) in c}} for n in ns]

@@ -21,6 +21,10 @@ calls the estimator and whitens; the RL loop, the dry run and the tests all go t
     best_of_k       selection  1 on each prompt's best completion (RAFT)
     gae             token      GAE(gamma, lambda) on R_t and V(s_t)          a critic
     reward_to_go    token      sum_{i>=t} gamma^(i-t) R_i - V(s_t)           a critic
+    rloo_to_go      token      sum_{u>=t} R_i,u - mean_{j != i} sum_u R_j,u  k >= 2
+
+A token-level score (a process reward model's per-step rewards, `token_scores_BxT` of
+`estimate`) arrives at the tokens it names instead of all on the last one.
 """
 
 from __future__ import annotations
@@ -75,16 +79,25 @@ def sequence_kl_reward(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, 
     return scores_B - beta * kl_B, kl_B
 
 
-def token_kl_rewards(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, estimator="k1"):
+def token_kl_rewards(
+    scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, estimator="k1", token_scores_BxT=None
+):
     """Per-token rewards R_t = -beta * kl_t, plus r(x, y) on the last completion token
-    (PPO, Vanilla PG: the reward arrives at EOS). Returns (rewards_BxT, kl_BxT); 0 outside."""
+    (PPO, Vanilla PG: the reward arrives at EOS). With token_scores_BxT (a score spread
+    over tokens, e.g. per-step rewards), R_t = -beta * kl_t + s_t, and what r differs from
+    sum_t s_t by (noise, penalties) on the last token. Returns (rewards_BxT, kl_BxT); 0
+    outside the completion."""
     check_beta(beta)
     mask = completion_mask_BxT.astype(bool)
     kl_BxT = jnp.where(mask, kl_per_token(logps_BxT, ref_logps_BxT, estimator), 0.0)
     T = mask.shape[-1]
     last_B = T - 1 - jnp.argmax(mask[:, ::-1], axis=-1)
     at_last_BxT = jax.nn.one_hot(last_B, T, dtype=jnp.float32) * mask.any(-1, keepdims=True)
-    return -beta * kl_BxT + at_last_BxT * scores_B[:, None], kl_BxT
+    if token_scores_BxT is None:
+        return -beta * kl_BxT + at_last_BxT * scores_B[:, None], kl_BxT
+    spread = jnp.where(mask, token_scores_BxT, 0.0)
+    rest_B = scores_B - spread.sum(-1)
+    return -beta * kl_BxT + spread + at_last_BxT * rest_B[:, None], kl_BxT
 
 
 def adaptive_beta(beta, observed_kl, n_steps, target_kl: float, horizon: float):
@@ -184,6 +197,19 @@ def vanilla_pg_advantages(rewards_BxT, values_BxT, mask_BxT, gamma: float = 1.0)
     """Vanilla PG: the return sum_{i>=t} gamma^(i-t) R_i minus the learned baseline b(s_t)
     (GAE with lambda = 1). Returns (advantages_BxT, returns_BxT)."""
     return gae(rewards_BxT, values_BxT, mask_BxT, gamma=gamma, lam=1.0)
+
+
+def rloo_to_go_advantages(rewards_BxT, mask_BxT, k: int):
+    """Token-level leave-one-out: A_i,t = sum_{u>=t} R_i,u - (1/(k-1)) sum_{j != i} sum_u R_j,u,
+    each token's return-to-go less the prompt's other samples' mean return (a baseline of
+    the others only: unbiased). With every reward on the last token it is RLOO's A_i at
+    each token of completion i."""
+    check_group("rloo_to_go_advantages", rewards_BxT.shape[0], k, min_k=2)
+    R = jnp.where(mask_BxT.astype(bool), rewards_BxT, 0.0)
+    to_go_BxT = jnp.flip(jnp.cumsum(jnp.flip(R, -1), -1), -1)
+    total_PxK = R.sum(-1).reshape(-1, k)
+    baseline_B = ((total_PxK.sum(-1, keepdims=True) - total_PxK) / (k - 1)).reshape(-1)
+    return jnp.where(mask_BxT.astype(bool), to_go_BxT - baseline_B[:, None], 0.0)
 
 
 def raft_weights(rewards_B, k: int):
@@ -298,6 +324,11 @@ def _reward_to_go(x: AdvantageInputs) -> Advantages:
     return Advantages(advantages_BxT, returns_BxT)
 
 
+@register_estimator("rloo_to_go", level="token", min_k=2)
+def _rloo_to_go(x: AdvantageInputs) -> Advantages:
+    return Advantages(rloo_to_go_advantages(x.rewards, x.completion_mask_BxT, x.k))
+
+
 @struct.dataclass
 class Estimate:
     """`estimate`'s result: exactly one of advantages_B / advantages_BxT (by the level),
@@ -329,14 +360,19 @@ def estimate(
     lam: float = 0.95,
     baseline_decay: float | None = None,
     whiten_advantages: bool = False,
+    token_scores_BxT=None,
 ) -> Estimate:
     """The KL-shaped reward at the estimator's level, then its advantages. Whitening
     (whiten_advantages) standardises sequence advantages over the batch and token ones
-    over the completion tokens; a selection (best_of_k's weights) is never whitened."""
+    over the completion tokens; a selection (best_of_k's weights) is never whitened.
+    token_scores_BxT: the score spread over tokens (`token_kl_rewards`; the sequence
+    levels see only scores_B)."""
     est = estimator(name)
     check_group(name, scores_B.shape[0], k, est.min_k)
     if est.level == "token":
-        rewards, kl_BxT = token_kl_rewards(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, kl_estimator)
+        rewards, kl_BxT = token_kl_rewards(
+            scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, kl_estimator, token_scores_BxT
+        )
         rewards_B, kl_B = rewards.sum(-1), kl_BxT.sum(-1)
     else:
         rewards, kl_B = sequence_kl_reward(scores_B, logps_BxT, ref_logps_BxT, completion_mask_BxT, beta, kl_estimator)

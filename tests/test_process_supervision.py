@@ -12,6 +12,7 @@ from test_batching import tokenizer  # noqa: F401 - the fixture
 from experiments import process_supervision as experiment
 from rlhf_jax import process_supervision as PS
 from rlhf_jax.batches import NEGATIVE, NEUTRAL, NO_STEP, POSITIVE
+from rlhf_jax.eval import verifiers as V
 
 
 def probs(*steps):
@@ -22,32 +23,73 @@ def probs(*steps):
 def test_a_prms_three_readings_on_hand_made_steps():
     p = probs((0.1, 0.3, 0.6), (0.4, 0.1, 0.5), (0.0, 0.0, 1.0))
     valid = np.array([[True, True, False]])  # the third step was cut off: not read
-    out = PS.prm_scores(p, valid)
+    out = V.prm_scores(p, valid)
     assert out["product"][0] == pytest.approx(0.6 * 0.5)
     assert out["min"][0] == pytest.approx(0.5)
     assert out["first_error"][0] == pytest.approx(0.9 * 0.6)  # a neutral step is no error
     two = np.concatenate([probs((0, 0, 0.7), (0, 0, 0.7)), probs((0, 0, 0.6), (0, 0, 1.0))])
-    ranked = PS.prm_scores(two, np.ones((2, 2), bool))  # product: 0.49 < 0.6; min: 0.7 > 0.6
+    ranked = V.prm_scores(two, np.ones((2, 2), bool))  # product: 0.49 < 0.6; min: 0.7 > 0.6
     assert ranked["product"][0] < ranked["product"][1] and ranked["min"][0] > ranked["min"][1]
-    none = PS.prm_scores(probs((0.0, 0.0, 1.0)), np.array([[False]]))
+    none = V.prm_scores(probs((0.0, 0.0, 1.0)), np.array([[False]]))
     assert all(v[0] == 0.0 for v in none.values())  # no step shown: no credit
 
 
 def test_steps_are_non_blank_lines_but_the_answer_and_their_last_tokens_are_found(tokenizer):  # noqa: F811
-    solution = PS.clean("3 + 4 = 7\n\n7 - 2 = 5\nThe answer is 5")
-    assert solution == "3 + 4 = 7\n7 - 2 = 5\nThe answer is 5"
-    ends = PS.step_char_ends(solution)
-    assert [solution[e] for e in ends] == ["7", "5"] and len(ends) == 2
-    assert PS.step_char_ends("3 + 4 = 7") == [8]  # no answer line: every line a step
+    raw = "3 + 4 = 7\n\n7 - 2 = 5  \nThe answer is 5"
+    assert [raw[e] for e in V.step_char_ends(raw)] == ["7", "5"]
+    solution = PS.clean(raw)
+    assert solution == "3 + 4 = 7\n7 - 2 = 5  \nThe answer is 5"
+    assert V.step_char_ends("3 + 4 = 7") == [8]  # no answer line: every line a step
+    assert V.token_of_chars([0, 2, 3, 9], [2, 1, 4]) == [0, 1, 2, None]  # tokens of 2, 1 and 4 characters
     prompt = "Compute: (3 + 4) - 2\n"
-    b = PS.solution_batch(tokenizer, [prompt, prompt], [solution, "The answer is 5"], P=16, C=24, max_steps=4)
+    b = V.solution_batch(tokenizer, [prompt, prompt], [solution, "The answer is 5"], P=16, C=24, max_steps=4)
     assert b["step_valid_BxS"].tolist() == [[True, True, False, False], [False] * 4]
-    ids = tokenizer(solution, add_special_tokens=False)["input_ids"]
     for k, pos in enumerate(b["step_positions_BxS"][0, :2]):
         upto = tokenizer.decode(b["tokens_BxT"][0, 16 : pos + 1])
-        assert upto.endswith(solution.split("\n")[k]) and len(upto) <= len(tokenizer.decode(ids))
-    short = PS.solution_batch(tokenizer, [prompt], [solution], P=16, C=6, max_steps=4)
+        assert upto.endswith(solution.split("\n")[k].rstrip())
+    short = V.solution_batch(tokenizer, [prompt], [solution], P=16, C=6, max_steps=4)
     assert short["step_valid_BxS"][0].tolist() == [True, False, False, False]  # the second step is past C
+
+
+def test_step_rewards_telescope_the_product_and_charge_the_step_that_drops_it():
+    p = probs((0.0, 0.0, 0.9), (0.0, 0.0, 0.5), (0.0, 0.0, 1.0))
+    r = V.step_rewards(p, np.array([[True, True, False]]))
+    np.testing.assert_allclose(r, [[0.9 - 1.0, 0.45 - 0.9, 0.0]])
+    assert r.sum() == pytest.approx(V.prm_scores(p, np.array([[True, True, False]]))["product"][0] - 1)
+    np.testing.assert_allclose(V.step_rewards(p, np.zeros((1, 3), bool)), [[-1.0, 0.0, 0.0]])  # no step: 0 - 1
+
+
+def test_rl_step_rewards_land_on_the_sampled_token_that_ends_each_step(tokenizer):  # noqa: F811
+    import types
+
+    from rlhf_jax.loops.online import Scorer
+
+    scorer = Scorer.__new__(Scorer)  # only its data's P and tokenizer are read
+    scorer.data = types.SimpleNamespace(P=4, tokenizer=tokenizer)
+    texts = ["3 + 4 = 7\n7 - 2 = 5\nThe answer is 5", "The answer is 5"]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    judged = {"step_rewards": np.array([[-0.1, -0.4, 0.0], [-1.0, 0.0, 0.0]]),
+              "valid": np.array([[True, True, False], [False, False, False]])}  # fmt: skip
+    out = scorer.spread(judged, texts, ids, T=4 + 40)
+    offsets = tokenizer(texts[0], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    ends = [next(i for i, (a, z) in enumerate(offsets) if a <= e < z) for e in (8, 18)]  # the "7" and the "5"
+    want = np.zeros(44)
+    want[4 + ends[0]], want[4 + ends[1]] = -0.1, -0.4
+    np.testing.assert_allclose(out[0], want)
+    assert out[1, 4] == -1.0 and out[1].sum() == -1.0  # no step shown: its -1 on the first token
+
+
+def test_a_process_reward_model_as_the_rl_reward_is_named_and_read_one_way():
+    from rlhf_jax.experiment import RLSection
+
+    with pytest.raises(ValueError, match="rl.prm_reading='steps': name the process reward model"):
+        RLSection(prm_reading="steps")
+    with pytest.raises(ValueError, match="rl.prm_reading='sum': expected one of"):
+        RLSection(prm_reading="sum", reward_model="/prm")
+    with pytest.raises(ValueError, match="a process reward model has no scalar head"):
+        RLSection(method="ppo", prm_reading="product", reward_model="/prm")
+    rl = RLSection(prm_reading="steps", reward_model="/prm", advantage="rloo_to_go", loss="vanilla_pg")
+    assert rl.estimator.level == "token"
 
 
 def test_calibration_bins_predicted_against_actual_leaving_unlabelled_steps_out():
@@ -82,7 +124,8 @@ def test_the_dry_run_traces_every_stage_the_reward_models_included(tmp_path):
     from rlhf_jax.dry_run import abstract_iteration
 
     stages = experiment.get_config("tiny").wired_stages(str(tmp_path))
-    assert list(stages) == ["facts", "generator", "orm", "prm_uniform", "prm_active0", "prm_active1"]
+    assert list(stages) == ["facts", "generator", "orm", "prm_uniform", "prm_active0", "prm_active1", "rl_prm",
+                            "rl_prm_steps"]  # fmt: skip
     for name, stage in stages.items():
         out = abstract_iteration(stage, vocab_size=64)
         assert "loss" in out["metrics"], name
@@ -118,6 +161,11 @@ def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_a
         assert curves["pass@N"][n] >= max(c[n] for c in curves.values()) - 1e-12
     assert set(curves) >= {"orm", "prm_uniform.product", "prm_active1.first_error", "majority", "random"}
     assert summary["generator_accuracy"] == pytest.approx(np.mean([x["outcome"] for x in pool]))
+    for name in cfg.rl_rewards:  # RL against the PRM's score and its per-step rewards ran and was judged
+        assert 0.0 <= summary["rl"][name]["test_accuracy"] <= 1.0
+        metrics = [json.loads(line) for line in open(workdir / f"rl_{name}" / "metrics.jsonl")]
+        assert metrics and all(np.isfinite(m["loss"]) for m in metrics)
+    assert (workdir / "plots" / "reward_vs_samples.png").exists()
     record = json.loads((tmp_path / "study" / "records" / "wrong.seed0.json").read_text())
     assert record["metrics"]["best_of_n.orm.4"] == curves["orm"]["4"]
     assert [row["n"] for row in record["curve"]] == list(cfg.ns)

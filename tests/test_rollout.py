@@ -169,6 +169,31 @@ class RolloutMathTest(chex.TestCase):
             chex.assert_tree_all_finite(out.advantages_BxT)
 
     @chex.variants(with_jit=True, without_jit=True)
+    def test_rloo_to_go_hand_values_and_rloo_when_the_reward_is_terminal(self):
+        # one prompt, k = 2: per-token rewards by hand on 3 completion tokens
+        rewards = jnp.array([[0.0, 1.0, -0.5, 2.0], [0.0, 0.5, 0.5, 0.0]])
+        cmask = jnp.array([[0, 1, 1, 1], [0, 1, 1, 0]])
+        adv = self.call(R.rloo_to_go_advantages, rewards, cmask, k=2)
+        # totals 2.5 and 1.0: each row's baseline is the other's total
+        np.testing.assert_allclose(adv, [[0.0, 2.5 - 1.0, 1.5 - 1.0, 2.0 - 1.0], [0.0, 1.0 - 2.5, 0.5 - 2.5, 0.0]])
+        terminal = jnp.array([[0.0, 0.0, 3.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 5.0]])
+        mask = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1], [0, 1, 1]])
+        rloo = R.rloo_advantages(terminal.sum(-1), 2)
+        np.testing.assert_allclose(self.call(R.rloo_to_go_advantages, terminal, mask, k=2), rloo[:, None] * mask)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_a_token_level_score_arrives_where_it_is_spread_and_the_rest_at_the_end(self):
+        scores = jnp.array([1.0])  # the spread sums to 0.75; the other 0.25 (noise, a penalty) at the last token
+        logps, ref = jnp.zeros((1, 4)), jnp.zeros((1, 4))
+        cmask = jnp.array([[0, 1, 1, 1]])
+        spread = jnp.array([[9.0, 0.5, 0.0, 0.25]])  # outside the completion: ignored
+        rewards, _ = self.call(R.token_kl_rewards, scores, logps, ref, cmask, 0.1, token_scores_BxT=spread)
+        np.testing.assert_allclose(rewards, [[0.0, 0.5, 0.0, 0.25 + 0.25]], atol=1e-6)
+        out = R.estimate("rloo", jnp.array([1.0, 0.0]), jnp.zeros((2, 4)), jnp.zeros((2, 4)), jnp.ones((2, 4)),
+                         beta=0.1, k=2, token_scores_BxT=jnp.ones((2, 4)))  # fmt: skip
+        np.testing.assert_allclose(out.advantages_B, [1.0, -1.0])  # a sequence level sees only the scores
+
+    @chex.variants(with_jit=True, without_jit=True)
     def test_whitening_follows_the_estimators_level(self):
         rng = np.random.default_rng(2)
         scores = jnp.asarray(rng.normal(size=8), jnp.float32)

@@ -4,8 +4,9 @@ with any policy objective of `losses/policy.py` that accepts its advantages.
 One iteration i:
   1. draw rollout_batch // k prompts, sample k completions each at the policy's
      temperature (compiled `Sampler`, key fold_in(seed, i)), with their log-probs;
-  2. score them: r = RM(x, y) or the task's gold judge, plus optional Gaussian noise
-     (robustness sweeps) and a missing-EOS penalty;
+  2. score them: r = RM(x, y), a process reward model's reading of the completion's
+     steps (rl.prm_reading; "steps": r spread over the steps' last tokens) or the task's
+     gold judge, plus optional Gaussian noise (robustness sweeps) and a missing-EOS penalty;
   3. one compiled `experience` step: log pi_ref by a training forward (log pi_old is the
      sampler's, or another forward with rl.old_logps "forward"),
      the critic's V(s_t) (PPO, Vanilla PG), the KL-shaped reward
@@ -33,6 +34,7 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
 from rlhf_jax.batches import Rollout, Scored
 from rlhf_jax.data import batching
+from rlhf_jax.data.tokenizer import completion_texts
 from rlhf_jax.experiment import ExperimentConfig, RLSection
 from rlhf_jax.loops.common import Loop, build_model, held_out_report, load_scalar, scalar_from_lm
 from rlhf_jax.losses import policy as policy_losses
@@ -136,6 +138,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             rl.estimator.name, r_B, old, ref, cmask, beta=beta, k=k, kl_estimator=rl.kl_estimator,
             values_BxT=values, baseline=baseline, greedy_rewards_P=greedy_R, gamma=rl.gamma, lam=rl.lam,
             baseline_decay=rl.baseline_decay or None, whiten_advantages=rl.whiten_advantages,
+            token_scores_BxT=scored.token_scores_NxT,
         )  # fmt: skip
         rollout = Rollout(
             tokens_BxT=tokens,
@@ -191,15 +194,21 @@ def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
 
 
 class Scorer:
-    """The training reward r(x, y) of sampled completions: a reward model (compiled) or
-    the task's gold judge (host, on the decoded text). `gold` gives the gold judge's
+    """The training reward r(x, y) of sampled completions: a reward model (compiled), a
+    process reward model read as `prm_reading` (on the decoded text: `eval.verifiers`),
+    or the task's gold judge (host, on the decoded text). `gold` gives the gold judge's
     scores (a metric) where the task has one, else None."""
 
-    def __init__(self, data, rm=None, rm_params=None):
-        self.data, self.rm, self.rm_params = data, rm, rm_params
+    def __init__(self, data, rm=None, rm_params=None, prm_reading: str = ""):
+        self.data, self.rm, self.rm_params, self.prm_reading = data, rm, rm_params, prm_reading
         if data.task.judge is None and rm is None:
             raise ValueError(f"rl.reward_model=gold: task {data.task.name} has no gold judge; name a reward model")
-        self._rm_fn = jax.jit(rm.rewards) if rm is not None else None
+        self._rm_fn = jax.jit(rm.rewards) if rm is not None and not prm_reading else None
+        if prm_reading:
+            from rlhf_jax.eval.verifiers import PRMJudge
+            from rlhf_jax.loops.supervised import PRM_MAX_STEPS
+
+            self.judge = PRMJudge(rm, rm_params, data.tokenizer, data.P, data.C, PRM_MAX_STEPS, batch=64)
 
     def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
         """rows: the encoded row of each sample."""
@@ -208,12 +217,41 @@ class Scorer:
         return self.data.gold(rows, self.data.texts(samples.tokens, samples.mask), split).astype(np.float32)
 
     def __call__(self, samples, sequences, rows, split: str = "train"):
-        """(scores [N] as a device or host array, gold scores [N] on the host or None)."""
+        """(scores [N] as a device or host array, gold scores [N] on the host or None,
+        token scores [N, T] or None)."""
         gold = self.gold(samples, rows, split)
         if self.rm is None:
-            return gold, gold
+            return gold, gold, None
         tokens, mask, _ = sequences
-        return self._rm_fn(self.rm_params, tokens, mask), gold
+        if not self.prm_reading:
+            return self._rm_fn(self.rm_params, tokens, mask), gold, None
+        texts, ids = completion_texts(self.data.tokenizer, mesh_lib.to_host(samples.tokens),
+                                      mesh_lib.to_host(samples.mask))  # fmt: skip
+        prompts = [self.data.row(int(r), split)["prompt"] for r in rows]
+        out = self.judge(prompts, texts)
+        if self.prm_reading != "steps":
+            return out[self.prm_reading].astype(np.float32), gold, None
+        return out["product"].astype(np.float32) - 1.0, gold, self.spread(out, texts, ids, tokens.shape[1])
+
+    def spread(self, judged: dict, texts: list[str], ids: list[list[int]], T: int) -> np.ndarray:
+        """[N, T] each step's reward at the sampled token that ends the step (completion
+        tokens start at P); a completion without a step gets its -1 on its first token."""
+        from rlhf_jax.eval.verifiers import step_char_ends, token_of_chars
+
+        P, tokenizer = self.data.P, self.data.tokenizer
+        out = np.zeros((len(texts), T), np.float32)
+        rewards, valid = judged["step_rewards"], judged["valid"]
+        for n, (text, token_ids) in enumerate(zip(texts, ids, strict=True)):
+            lengths = [len(tokenizer.decode([t])) for t in token_ids]
+            where = token_of_chars(step_char_ends(text), lengths) if sum(lengths) == len(text) else []
+            for s in range(rewards.shape[1]):
+                if not valid[n, s]:
+                    continue
+                at = where[s] if s < len(where) and where[s] is not None else len(token_ids) - 1
+                out[n, P + max(at, 0)] += rewards[n, s]  # a token that did not decode alone: the last one
+            if not valid[n].any():
+                out[n, P] += rewards[n, 0]
+        return out
 
 
 def ended(samples, eos_id: int):
@@ -231,7 +269,9 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
         if dataclasses.replace(reference.cfg, remat=policy.cfg.remat) != policy.cfg:
             raise ValueError(f"rl.reference={rl.reference}: a model other than the policy's ({reference.cfg})")
     rm = rm_params = None
-    if rl.reward_model != "gold":
+    if rl.prm_reading:  # a process reward model: an LM reading label tokens
+        rm, rm_params = load_hf(checkpoint_dir(rl.reward_model), mesh=mesh)
+    elif rl.reward_model != "gold":
         rm, rm_params = load_scalar(rl.reward_model, mesh, cfg.train.seed, strict=True)
         if rm.cfg.vocab_size != policy.cfg.vocab_size:
             raise ValueError(
@@ -254,7 +294,7 @@ class Iteration:
     `iteration(state, progress, prompts, pmask, rows, i) -> (state, metrics)` samples k
     completions per prompt, scores them, runs the `experience` step and the scanned
     update, and adapts beta. `scorer(samples, sequences, rows, split) -> (scores, gold or
-    None)`. `rl` builds it into the run's `Loop`; bench/rloo_iteration.py times it."""
+    None, token scores or None)`. `rl` builds it into the run's `Loop`; bench/rloo_iteration.py times it."""
 
     def __init__(self, cfg: ExperimentConfig, policy, critic, ref_params, scorer, state, eos_id: int, pad_id: int,
                  max_new_tokens: int, mesh):  # fmt: skip
@@ -293,8 +333,9 @@ class Iteration:
         samples = sampler(params, prompts, pmask, key)
         sequences = samples.sequences()
         n = samples.tokens.shape[0] // prompts.shape[0]
-        scores, gold = self.scorer(samples, sequences, np.repeat(rows, n), split)
-        return Scored(*sequences, samples.logps, jnp.asarray(scores), ended(samples, self.eos_id)), gold
+        scores, gold, token_scores = self.scorer(samples, sequences, np.repeat(rows, n), split)
+        token_scores = None if token_scores is None else jnp.asarray(token_scores)
+        return Scored(*sequences, samples.logps, jnp.asarray(scores), ended(samples, self.eos_id), token_scores), gold
 
     def __call__(self, state, progress: RLProgress, prompts, pmask, rows, i: int):
         rl = self.rl
@@ -323,7 +364,7 @@ def rl(cfg: ExperimentConfig, data, mesh) -> Loop:
     """Online RL with the estimator of cfg.rl; see the module docstring."""
     rl = cfg.rl
     policy, params, ref_params, critic, rm, rm_params = build_models(cfg, len(data.tokenizer), mesh)
-    scorer = Scorer(data, rm, rm_params)
+    scorer = Scorer(data, rm, rm_params, rl.prm_reading)
     state = init_state(params, make_optimizer(cfg.optim))
     iteration = Iteration(
         cfg, policy, critic, ref_params, scorer, state, data.tokenizer.eos_token_id, data.tokenizer.pad_token_id,
@@ -345,7 +386,8 @@ def rl(cfg: ExperimentConfig, data, mesh) -> Loop:
 
     def report(trained) -> dict:
         named = {"policy": export(trained.state), "reference": ref_params}
-        test = held_out_report(cfg, data, policy, named, ref_params, mesh, rm, rm_params)
+        judge = (None, None) if rl.prm_reading else (rm, rm_params)  # a PRM is no scalar judge of a completion
+        test = held_out_report(cfg, data, policy, named, ref_params, mesh, *judge)
         return {"train": trained.last, "test": test}
 
     return Loop(policy, state, progress, advance, report, export)

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from rlhf_jax.batches import NO_STEP
+from rlhf_jax.eval.verifiers import prm_label_ids
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop
 from rlhf_jax.loops.data import TaskData
@@ -20,7 +21,6 @@ from rlhf_jax.losses.sft import sft_loss
 
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
 # characters at a step's last token are the three class logits.
-PRM_LABEL_TEXT = ("-", "=", "+")
 PRM_MAX_STEPS = 8  # a PRM reads a solution's first 8 steps
 
 
@@ -111,13 +111,6 @@ def prm_batch(data: TaskData, rows, max_steps: int, split: str = "train") -> dic
         "step_positions_BxS": positions,
         "step_labels_BxS": labels,
     }
-
-
-def prm_label_ids(tokenizer) -> tuple[int, ...]:
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in PRM_LABEL_TEXT]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(f"PRM label texts {PRM_LABEL_TEXT} must each be one token of the tokenizer")
-    return tuple(i[0] for i in ids)
 
 
 def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
