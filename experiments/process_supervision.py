@@ -8,7 +8,7 @@ against the verifiable reward, the ORM, the PRM's score and the PRM's per-step r
     python -m rlhf_jax.main --config experiments/process_supervision.py --workdir /tmp/rlhf_jax_prm
 
 Variants (comma-separated): right (the generator fine-tuned on right solutions instead:
-the control); tiny (seconds; the tests' size). Another seed: --set seed=1.
+the control, best-of-N only); tiny (seconds; the tests' size). Another seed: --set seed=1.
 """
 
 import dataclasses
@@ -76,7 +76,8 @@ def tiny(cfg: ProcessConfig) -> ProcessConfig:
     return dataclasses.replace(
         cfg, name=cfg.name + "_tiny", facts=small(cfg.facts, 4, 64), generator=small(cfg.generator, 4, 32),
         orm=small(cfg.orm, 1, 32), prm=small(cfg.prm, 1, 32), test_problems=4, pool=4, ns=(1, 2, 4), draws=8,
-        labelled=16, rounds=2, candidates=2, reward_epochs=1.0, policy=policy, rl_rewards=("prm", "prm_steps"),
+        labelled=16, rounds=2, candidates=2, reward_epochs=1.0, policy=policy,
+        rl_rewards=tuple(r for r in cfg.rl_rewards if r in ("prm", "prm_steps")),
     )  # fmt: skip
 
 
@@ -89,5 +90,5 @@ def get_config(variant: str | None = None) -> ProcessConfig:
         generator = dataclasses.replace(
             cfg.generator, data=dataclasses.replace(cfg.generator.data, task="arithmetic_right")
         )
-        cfg = dataclasses.replace(cfg, name=cfg.name + "_right", generator=generator)
+        cfg = dataclasses.replace(cfg, name=cfg.name + "_right", generator=generator, rl_rewards=())  # best-of-N only
     return tiny(cfg) if "tiny" in parts else cfg
