@@ -10,8 +10,10 @@ solutions whose final answer is wrong, as the issue's reading of the paper has i
 generator, a pool of 64 solutions to each of 200 held-out problems, an ORM and a PRM on
 the same 2000 uniformly drawn labelled solutions, a PRM from 4 active-learning rounds of
 500 (convincing wrong answers), best-of-N for N in 1..64 (200 subsets per N and problem).
-The report: best-of-64 accuracy per selector with intervals over seeds; the curves against
-N; each active round's PRM. Variant: smoke (the tiny sizes, one seed: the tests' size).
+Beyond the paper, in `wrong` only: RLOO (k = 4, 100 steps of 64 completions) from the
+generator against the verifiable reward, the ORM, the PRM's product score and its per-step
+rewards. The report: best-of-64 accuracy per selector with intervals over seeds; the curves
+against N; each active round's PRM; the RL runs' held-out accuracy. Variant: smoke (the tiny sizes, one seed: the tests' size).
 """
 
 from experiments import process_supervision
@@ -41,6 +43,7 @@ def get_config(variant: str | None = None) -> StudyConfig:
         Metric(f"PRM ({last}) held-out step accuracy", f"reward_models.{last}.test_step_accuracy"),
         Metric("labels: wrong answers, uniform", "labels.uniform_wrong_share"),
         Metric(f"labels: wrong answers, {last}", f"labels.{last.replace('prm_', '')}_wrong_share"),
+        *(Metric(f"RLOO vs {r}: test accuracy", f"rl.{r}.test_accuracy") for r in some.rl_rewards),
     )
     cells = tuple(
         Cell(group, seed, cfg, settings=(("generator data", cfg.generator.data.task),))
