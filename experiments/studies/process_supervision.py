@@ -13,7 +13,8 @@ the same 2000 uniformly drawn labelled solutions, a PRM from 4 active-learning r
 Beyond the paper, in `wrong` only: RLOO (k = 4, 100 steps of 64 completions) from the
 generator against the verifiable reward, the ORM, the PRM's product score and its per-step
 rewards. The report: best-of-64 accuracy per selector with intervals over seeds; the curves
-against N; each active round's PRM; the RL runs' held-out accuracy. Variant: smoke (the tiny sizes, one seed: the tests' size).
+against N; each active round's PRM; the RL runs' held-out accuracy. Variant: smoke (the
+tiny sizes, one seed: the tests' size).
 """
 
 from experiments import process_supervision
