@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax.batches import KTOBatch, PreferenceBatch, Scored, SFTBatch
+from rlhf_jax.eval.verifiers import PRM_MAX_STEPS
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import online
-from rlhf_jax.loops.supervised import PRM_MAX_STEPS
 from rlhf_jax.losses.preference import kto_loss, preference_loss
 from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss

@@ -151,7 +151,6 @@ class Scorer:
         import jax
 
         from rlhf_jax.loops.common import load_scalar
-        from rlhf_jax.loops.supervised import PRM_MAX_STEPS
         from rlhf_jax.models.hf import load_hf
 
         self.kind, self.tokenizer, self.P, self.C, self.batch = kind, tokenizer, P, C, batch
@@ -160,7 +159,7 @@ class Scorer:
             self.fn = jax.jit(lambda params, b: model.rewards(params, b["tokens_BxT"], b["mask_BxT"]))
         elif kind == "prm":
             model, params = load_hf(checkpoint_dir(directory))
-            self.judge = PRMJudge(model, params, tokenizer, P, C, PRM_MAX_STEPS, batch)
+            self.judge = PRMJudge(model, params, tokenizer, P, C, batch=batch)
         else:
             raise ValueError(f"Scorer kind {kind!r}: expected 'orm' or 'prm'")
 

@@ -28,6 +28,8 @@ SCORES = {  # reading -> (P(good step), how the steps combine)
     "min": ("positive", "min"),
     "first_error": ("not_negative", "product"),
 }
+PRM_LABEL_TEXT = ("-", "=", "+")  # the label tokens of negative, neutral, positive
+PRM_MAX_STEPS = 8  # a PRM reads a solution's first 8 steps
 _ANSWER = re.compile(r"^\s*The answer is\s+(-?\d+)\s*$")
 
 
@@ -112,20 +114,14 @@ class PRMJudge:
     SCORES, "probs" [B, S, 3], "valid" [B, S] and "step_rewards" [B, S]; `batch` pairs per
     compiled call (the last call padded)."""
 
-    def __init__(self, model, params, tokenizer, P: int, C: int, max_steps: int = 8, batch: int = 256):
+    def __init__(self, model, params, tokenizer, P: int, C: int, max_steps: int = 0, batch: int = 256):
         import jax
 
         from rlhf_jax.losses.reward import prm_step_logits
 
         ids = prm_label_ids(tokenizer)
-        self.params, self.tokenizer, self.P, self.C, self.max_steps, self.batch = (
-            params,
-            tokenizer,
-            P,
-            C,
-            max_steps,
-            batch,
-        )
+        self.params, self.tokenizer, self.P, self.C, self.batch = params, tokenizer, P, C, batch
+        self.max_steps = max_steps or PRM_MAX_STEPS
 
         def probs(params, b):
             logits = prm_step_logits(params, b["tokens_BxT"], b["mask_BxT"], b["step_positions_BxS"], ids, model)
@@ -145,9 +141,6 @@ class PRMJudge:
         probs = np.concatenate([o for o, _ in parts])
         valid = np.concatenate([v for _, v in parts])
         return {**prm_scores(probs, valid), "probs": probs, "valid": valid, "step_rewards": step_rewards(probs, valid)}
-
-
-PRM_LABEL_TEXT = ("-", "=", "+")  # the label tokens of negative, neutral, positive
 
 
 def prm_label_ids(tokenizer) -> tuple[int, ...]:

@@ -206,9 +206,8 @@ class Scorer:
         self._rm_fn = jax.jit(rm.rewards) if rm is not None and not prm_reading else None
         if prm_reading:
             from rlhf_jax.eval.verifiers import PRMJudge
-            from rlhf_jax.loops.supervised import PRM_MAX_STEPS
 
-            self.judge = PRMJudge(rm, rm_params, data.tokenizer, data.P, data.C, PRM_MAX_STEPS, batch=64)
+            self.judge = PRMJudge(rm, rm_params, data.tokenizer, data.P, data.C, batch=64)
 
     def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
         """rows: the encoded row of each sample."""

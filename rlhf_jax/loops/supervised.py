@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from rlhf_jax.batches import NO_STEP
-from rlhf_jax.eval.verifiers import prm_label_ids
+from rlhf_jax.eval.verifiers import PRM_MAX_STEPS, prm_label_ids
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop
 from rlhf_jax.loops.data import TaskData
@@ -21,7 +21,6 @@ from rlhf_jax.losses.sft import sft_loss
 
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
 # characters at a step's last token are the three class logits.
-PRM_MAX_STEPS = 8  # a PRM reads a solution's first 8 steps
 
 
 def held_out(cfg: ExperimentConfig, data: TaskData, loss_fn, make) -> Callable[[Trained], dict]:
