@@ -45,7 +45,7 @@ import numpy as np
 
 from rlhf_jax import pipeline
 from rlhf_jax.pipeline import PipelineConfig
-from rlhf_jax.workdir import checkpoint_dir, write_json
+from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 REWARD_INITS = ("scratch", "continue")
 REFERENCES = ("sft", "last")
@@ -202,21 +202,13 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
         held_out.append({"prompt": record["prompt"], "chosen": a if ga > gb else b, "rejected": b if ga > gb else a})
     earlier = []
     if r > 0:
-        with open(os.path.join(round_dir(workdir, r - 1), "comparisons", "comparisons.jsonl")) as f:
-            earlier = [json.loads(line) for line in f if line.strip()]
+        earlier = read_jsonl(os.path.join(round_dir(workdir, r - 1), "comparisons", "comparisons.jsonl"))
     os.makedirs(out, exist_ok=True)
-    _write_jsonl(files[1], held_out)
-    _write_jsonl(files[0], earlier + new)  # last: its presence marks the step done
+    write_jsonl(files[1], held_out)
+    write_jsonl(files[0], earlier + new)  # last: its presence marks the step done
     print(f"== round {r}: {len(new)} comparisons of the newest policy's samples ({len(earlier) + len(new)} in all), "
           f"{len(held_out)} held-out pairs", flush=True)  # fmt: skip
     return out
-
-
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -262,8 +254,7 @@ def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) ->
 
     sft_model = dataclasses.replace(stages["sft"].model, init_from=dirs["sft"])
     data = task_data(dataclasses.replace(stages["policy"], model=sft_model), dirs["sft"], "sft")
-    with open(os.path.join(round_dir(workdir, r), "comparisons", "held_out.jsonl")) as f:
-        held_out = [json.loads(line) for line in f if line.strip()]
+    held_out = read_jsonl(os.path.join(round_dir(workdir, r), "comparisons", "held_out.jsonl"))
     before = pair_accuracy(os.path.join(round_dir(workdir, r - 1), "reward"), data, held_out, mesh) if r else None
     after = pair_accuracy(dirs["reward"], data, held_out, mesh)
     summary = pipeline.evaluate(wired, stages, dirs, results, os.path.join(round_dir(workdir, r), "plots"))

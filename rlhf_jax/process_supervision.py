@@ -58,7 +58,7 @@ import numpy as np
 from rlhf_jax import pipeline
 from rlhf_jax.eval.verifiers import SCORES, PRMJudge, solution_batch
 from rlhf_jax.experiment import ExperimentConfig
-from rlhf_jax.workdir import checkpoint_dir, write_json
+from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
 RL_REWARDS = ("gold", "orm", "prm", "prm_steps")
@@ -257,19 +257,6 @@ def label_dir(workdir: str, name: str) -> str:
     return os.path.join(workdir, "labels", name)
 
 
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def labelled(prompt: str, text: str, **extra) -> dict:
     from rlhf_jax.tasks.arithmetic import final_answer, label_completion
 
@@ -305,8 +292,8 @@ def make_pool(cfg: ProcessConfig, gen: Generator, workdir: str) -> list[dict]:
     path = os.path.join(workdir, "pool", "pool.jsonl")
     if not os.path.exists(path):
         rows = np.arange(cfg.test_problems)
-        _write_jsonl(path, gen.sample(rows, "test", cfg.pool, seed=cfg.seed * 1000 + 1))
-    return _read_jsonl(path)
+        write_jsonl(path, gen.sample(rows, "test", cfg.pool, seed=cfg.seed * 1000 + 1))
+    return read_jsonl(path)
 
 
 def make_uniform(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]) -> None:
@@ -314,8 +301,8 @@ def make_uniform(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[di
     if os.path.exists(os.path.join(here, "solutions.jsonl")):
         return
     rows = gen.order[: cfg.labelled]
-    _write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
-    _write_jsonl(os.path.join(here, "solutions.jsonl"), gen.sample(rows, "train", 1, seed=cfg.seed * 1000 + 2))
+    write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
+    write_jsonl(os.path.join(here, "solutions.jsonl"), gen.sample(rows, "train", 1, seed=cfg.seed * 1000 + 2))
 
 
 def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: list[dict]) -> None:
@@ -325,7 +312,7 @@ def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: 
         return
     per_round = cfg.labelled // cfg.rounds
     if r == 0:
-        new = _read_jsonl(os.path.join(label_dir(workdir, "uniform"), "solutions.jsonl"))[:per_round]
+        new = read_jsonl(os.path.join(label_dir(workdir, "uniform"), "solutions.jsonl"))[:per_round]
         earlier: list[dict] = []
     else:
         start = cfg.labelled + (r - 1) * per_round
@@ -339,9 +326,9 @@ def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: 
             wrong = [j for j in mine if not candidates[j]["outcome"]]
             pick = max(wrong or mine, key=lambda j: scores[j])
             new.append({**candidates[pick], "prm_score": float(scores[pick]), "wrong_candidates": len(wrong)})
-        earlier = _read_jsonl(os.path.join(label_dir(workdir, f"active{r - 1}"), "solutions.jsonl"))
-    _write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
-    _write_jsonl(os.path.join(here, "solutions.jsonl"), earlier + [{**x, "round": r} for x in new])
+        earlier = read_jsonl(os.path.join(label_dir(workdir, f"active{r - 1}"), "solutions.jsonl"))
+    write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
+    write_jsonl(os.path.join(here, "solutions.jsonl"), earlier + [{**x, "round": r} for x in new])
 
 
 # ----------------------------------------------------------------------------- the run
@@ -475,7 +462,7 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
 
 
 def _wrong_share(directory: str) -> float:
-    rows = _read_jsonl(os.path.join(directory, "solutions.jsonl"))
+    rows = read_jsonl(os.path.join(directory, "solutions.jsonl"))
     return float(np.mean([1 - x["outcome"] for x in rows]))
 
 

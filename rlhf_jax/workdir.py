@@ -143,6 +143,20 @@ def checkpoint_dir(path: str) -> str:
     return path
 
 
+def write_jsonl(path: str, rows: list[dict]) -> None:
+    """One JSON object a line, written atomically like `write_json` (its directory made)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def write_json(path: str, value) -> None:
     """Write JSON atomically (a temporary file renamed over the target): a reader, or a
     run killed mid-write, sees the old file or the new one, never half of one."""
