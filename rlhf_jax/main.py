@@ -238,6 +238,9 @@ def run_study(args, cfg, workdir: str) -> int:
     records = local_path(args.records, "--records") if args.records else ""
     if args.cell:  # an unknown name, or a test cell whose setting is not chosen yet, is refused before any work
         cfg.cell(args.cell, records or os.path.join(workdir, "records"))
+    from rlhf_jax import compiles
+
+    compiles.persist(os.path.join(workdir, "compile_cache"))  # cells of one grid compile the same programs
     out = study.run(cfg, workdir, records, args.jobs, args.cell, args.job, spec=args.config)
     if out.get("stopped"):
         print("stopped; what was saved is kept; rerun the same command to continue")

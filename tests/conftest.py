@@ -1,12 +1,22 @@
 """Test set-up: 8 fake CPU devices (for the mesh tests) before JAX starts, and tiny
 Hugging Face checkpoints of each family, made with torch and shared by the session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# one persistent compilation cache for the session and the processes its tests start: most
+# tests compile the same tiny programs (rlhf_jax.compiles.persist; a study does the same)
+_CACHE = tempfile.mkdtemp(prefix="rlhf_jax_test_compile_cache_")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
