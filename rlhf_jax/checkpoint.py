@@ -56,6 +56,7 @@ class Checkpointer:
         of arrays); None if there is none. Newer unreadable steps are moved aside; if no
         step is readable, CheckpointError."""
         target = jax.tree.map(_abstract, abstract_state)
+        self._check_layer_layout(target)
         failed: list[tuple[int, str]] = []
         for step in reversed(self.steps()):
             try:
@@ -85,6 +86,27 @@ class Checkpointer:
             )
         return None
 
+    def _check_layer_layout(self, target) -> None:
+        """A checkpoint whose layer stack is laid out otherwise than the run's model
+        (`model.scan_layers`) is refused by name, before any step is tried (it is not
+        unreadable: nothing is moved aside)."""
+        step = self.latest_step()
+        if step is None:
+            return
+        try:
+            saved = _layer_layout(jax.tree_util.tree_flatten_with_path(self.manager.item_metadata(step)["state"])[0])
+        except Exception:  # noqa: BLE001 - unreadable metadata: the restore's fallback deals with it
+            return
+        wanted = _layer_layout(jax.tree_util.tree_flatten_with_path(target)[0])
+        if saved and wanted and saved != wanted:
+            flag = "true" if saved == "scanned" else "false"
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} holds a {saved} layer stack; this run's model is "
+                f"{wanted} (model.scan_layers={str(wanted == 'scanned').lower()}). Resume it with "
+                f"--set model.scan_layers={flag} --overwrite-config, or start over with --restart (its old outputs "
+                "are moved aside, not deleted); an HF export loads in either layout"
+            )
+
     def _move_aside(self, steps: list[int]) -> None:
         """Rename unreadable step directories into <directory>.unreadable/ (process 0), then
         reopen the manager so that those steps can be saved again."""
@@ -110,6 +132,17 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _layer_layout(flat) -> str | None:
+    """ "unrolled" (params .../layers/<i>/...), "scanned" (.../layers/<name>/...) or None
+    (no layer stack) from a flattened pytree's key paths."""
+    for path, _ in flat:
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        for a, b in zip(keys, keys[1:], strict=False):
+            if a == "layers":
+                return "unrolled" if b.isdigit() else "scanned"
+    return None
 
 
 def _abstract(x):

@@ -52,6 +52,7 @@ class ModelSection:
     max_positions: int = 256
     init_from: str = ""
     remat: str = "none"  # per-block rematerialisation of the trained models: models.config.REMAT_POLICIES
+    scan_layers: bool = False  # the run's models as one scanned block over stacked layers (compile time flat in depth)
 
     def __post_init__(self):
         if self.remat not in REMAT_POLICIES:
@@ -76,9 +77,10 @@ class ModelSection:
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         if self.preset:
-            return dataclasses.replace(preset(self.preset), remat=self.remat)
+            return dataclasses.replace(preset(self.preset), remat=self.remat, scan_layers=self.scan_layers)
         return ModelConfig(
             remat=self.remat,
+            scan_layers=self.scan_layers,
             family=self.family,
             vocab_size=self.vocab_size or vocab_size,
             d_model=self.d_model,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -175,7 +175,7 @@ class _LoopState(NamedTuple):
     and log-probs recorded so far, and the logits kept (return_logits) or a placeholder."""
 
     i: jax.Array
-    cache: list
+    cache: Any  # a list of per-layer KVCaches, or one with a layer axis (scanned)
     token_N: jax.Array
     logp_N: jax.Array
     key_valid_NxS: jax.Array
@@ -196,10 +196,14 @@ def _generate(model: Model, cfg: SamplingConfig, params, prompt_BxP, prompt_mask
     mc = model.cfg
     module = model.module(params)
     bounds = cache_bounds(P, L, cfg.cache_chunks)
-    shard = functools.partial(mesh_lib.shard, axes=("batch", "act_kv_heads", None, None))
-    cache = [
-        KVCache.zeros(N, mc.n_kv_heads, mc.head_dim, bounds, jnp.dtype(mc.dtype), shard) for _ in range(mc.n_layers)
-    ]
+    if mc.scan_layers:  # one cache with a layer axis, sliced by the scan
+        shard = functools.partial(mesh_lib.shard, axes=(None, "batch", "act_kv_heads", None, None))
+        cache = KVCache.zeros(N, mc.n_kv_heads, mc.head_dim, bounds, jnp.dtype(mc.dtype), shard, mc.n_layers)
+    else:
+        shard = functools.partial(mesh_lib.shard, axes=("batch", "act_kv_heads", None, None))
+        cache = [
+            KVCache.zeros(N, mc.n_kv_heads, mc.head_dim, bounds, jnp.dtype(mc.dtype), shard) for _ in range(mc.n_layers)
+        ]
     key_valid_NxS = jnp.concatenate([pmask.astype(bool), jnp.zeros((N, L), bool)], axis=1)
     causal_PxS = jnp.arange(S)[None, :] <= jnp.arange(P)[:, None]
     mask_NxPxS = causal_PxS[None] & key_valid_NxS[:, None]

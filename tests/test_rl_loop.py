@@ -1,6 +1,7 @@
 """The online RL loop: every estimator raises the reward on a toy task, a run killed
 with SIGKILL resumes bit-for-bit (RLOO and PPO) and compiles nothing after its first
-iteration, log pi_old from the sampler equals a forward's, a (2,2,2) mesh matches one device, the
+iteration, log pi_old from the sampler equals a forward's, a (2,2,2) mesh with the scanned layer
+stack matches one device unrolled, the
 policy and reward model load from earlier runs' workdirs, and bad settings are refused."""
 
 import dataclasses
@@ -99,11 +100,15 @@ def test_a_run_killed_with_sigkill_resumes_bit_identically(estimator, tfds_dir, 
         np.testing.assert_array_equal(x, y)
 
 
-def test_a_2x2x2_mesh_matches_one_device(tfds_dir, tmp_path):
-    # PPO exercises every model (policy, reference, critic) and the scanned minibatches.
+def test_a_2x2x2_mesh_with_the_scanned_layer_stack_matches_one_device_unrolled(tfds_dir, tmp_path):
+    # PPO exercises every model (policy, reference, critic) and the scanned minibatches; the
+    # eight-device run also scans its layer stack (model.scan_layers, remat "full"): the same
+    # initial weights, the same run.
     train = {"steps": 3, "log_every": 1}
     one = loops.run(tiny(tfds_dir, mesh=(1, 1, 1), train=train, method="ppo"), str(tmp_path / "one"))
-    eight = loops.run(tiny(tfds_dir, mesh=(2, 2, 2), train=train, method="ppo"), str(tmp_path / "eight"))
+    cfg = tiny(tfds_dir, mesh=(2, 2, 2), train=train, method="ppo")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=True, remat="full"))
+    eight = loops.run(cfg, str(tmp_path / "eight"))
     for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "eight"), strict=True):
         assert a.keys() == b.keys()
         for key in a.keys() - {"compiles"}:  # fractions of tokens past a clip threshold may flip by a token
@@ -118,10 +123,11 @@ def test_a_2x2x2_mesh_matches_one_device(tfds_dir, tmp_path):
     # Adam moves a weight by about lr = 3e-2 per step whatever the gradient's size, so a
     # gradient near zero that differs in its last bits moves it differently: 3e-3 is 1/10
     # of one step (the largest difference seen is 1.5e-3, in 1 of 39,616 embedding
-    # weights; 98% or more agree to 2e-5).
+    # weights; with the scanned stack under remat, whose sums run in another order, 93% or
+    # more of each tensor agree to 2e-5, 98% or more without it).
     for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8), strict=True):
         np.testing.assert_allclose(x, y, atol=3e-3)
-        assert np.mean(np.abs(x - y) < 2e-5) > 0.95
+        assert np.mean(np.abs(x - y) < 2e-5) > 0.9
 
 
 @pytest.mark.parametrize("estimator", ["rloo", "ppo"])

@@ -290,16 +290,16 @@ def evaluate(loss_fn, params, batch_of, n: int, batch_size: int) -> dict[str, fl
     return {k: v / count for k, v in totals.items()}
 
 
-def load_scalar(path: str, mesh, seed: int = 0, strict: bool = False):
+def load_scalar(path: str, mesh, seed: int = 0, strict: bool = False, scan_layers: bool = False):
     """A scalar-head model from `path`; an LM checkpoint keeps its backbone and starts
     the score from its usual initialisation (an RM or critic from the SFT policy), unless
     `strict` (a reward model to score with must have been trained: its score head)."""
     path = checkpoint_dir(path)
     if checkpoint_head(path) == "scalar":
-        return load_hf(path, head="scalar", mesh=mesh)
+        return load_hf(path, head="scalar", mesh=mesh, scan_layers=scan_layers)
     if strict:
         raise ValueError(f"{path}: a policy (LM head), not a reward model: it has no score head")
-    model, lm_params = load_hf(path, mesh=mesh)
+    model, lm_params = load_hf(path, mesh=mesh, scan_layers=scan_layers)
     return scalar_from_lm(model, lm_params, mesh, seed)
 
 
@@ -310,7 +310,8 @@ def scalar_from_lm(model, lm_params, mesh, seed: int = 0):
 
 def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
     """From scratch (model.* sizes, train.seed), or from model.init_from; vocab_size is
-    the tokenizer's, which the model's vocabulary must hold. Run with model.remat."""
+    the tokenizer's, which the model's vocabulary must hold. Run with model.remat, in
+    model.scan_layers' layout."""
     if not cfg.model.init_from:
         if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
             raise ValueError(
@@ -318,9 +319,9 @@ def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
             )
         return init_model(cfg.model.model_config(vocab_size), head=head, seed=cfg.train.seed, mesh=mesh)
     if head == "lm":
-        model, params = load_hf(checkpoint_dir(cfg.model.init_from), mesh=mesh)
+        model, params = load_hf(checkpoint_dir(cfg.model.init_from), mesh=mesh, scan_layers=cfg.model.scan_layers)
     else:
-        model, params = load_scalar(cfg.model.init_from, mesh, cfg.train.seed)
+        model, params = load_scalar(cfg.model.init_from, mesh, cfg.train.seed, scan_layers=cfg.model.scan_layers)
     model = with_remat(model, cfg.model.remat)
     if model.cfg.vocab_size < vocab_size:
         raise ValueError(

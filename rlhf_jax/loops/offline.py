@@ -69,7 +69,9 @@ def preference(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     pcfg = cfg.preference.loss_config()
     model, params = build_model(cfg, len(data.tokenizer), mesh)
     if cfg.preference.reference:
-        ref_model, ref_params = load_hf(checkpoint_dir(cfg.preference.reference), mesh=mesh)
+        ref_model, ref_params = load_hf(
+            checkpoint_dir(cfg.preference.reference), mesh=mesh, scan_layers=cfg.model.scan_layers
+        )
         if ref_model.cfg.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"preference.reference={cfg.preference.reference}: vocabulary differs from the policy's")
     else:

@@ -264,14 +264,16 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     policy, params = build_model(cfg, vocab_size, mesh)
     ref_params = jax.tree.map(jnp.copy, params)  # the state's params are donated
     if rl.reference:
-        reference, ref_params = load_hf(checkpoint_dir(rl.reference), mesh=mesh)
+        reference, ref_params = load_hf(checkpoint_dir(rl.reference), mesh=mesh, scan_layers=policy.cfg.scan_layers)
         if dataclasses.replace(reference.cfg, remat=policy.cfg.remat) != policy.cfg:
             raise ValueError(f"rl.reference={rl.reference}: a model other than the policy's ({reference.cfg})")
     rm = rm_params = None
     if rl.prm_reading:  # a process reward model: an LM reading label tokens
-        rm, rm_params = load_hf(checkpoint_dir(rl.reward_model), mesh=mesh)
+        rm, rm_params = load_hf(checkpoint_dir(rl.reward_model), mesh=mesh, scan_layers=cfg.model.scan_layers)
     elif rl.reward_model != "gold":
-        rm, rm_params = load_scalar(rl.reward_model, mesh, cfg.train.seed, strict=True)
+        rm, rm_params = load_scalar(
+            rl.reward_model, mesh, cfg.train.seed, strict=True, scan_layers=cfg.model.scan_layers
+        )
         if rm.cfg.vocab_size != policy.cfg.vocab_size:
             raise ValueError(
                 f"rl.reward_model={rl.reward_model}: vocabulary of {rm.cfg.vocab_size} tokens, "

@@ -65,6 +65,7 @@ class ModelConfig:
     rope_original_max_positions: int = 8192
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"  # REMAT_POLICIES; how to run, not what the model is (not in config.json)
+    scan_layers: bool = False  # one scanned block over stacked layer params (compile time flat in depth)
 
     def __post_init__(self):
         _check(self.family in FAMILIES, "family", self.family, f"one of {FAMILIES}")

@@ -12,6 +12,7 @@ weights are (out, in). Our kernels are (in..., out...), e.g. q: [D, H, E], o: [H
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from safetensors.numpy import save_file
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.models.config import ModelConfig, from_hf_config, to_hf_config
-from rlhf_jax.models.transformer import Model, abstract_model
+from rlhf_jax.models.transformer import Model, abstract_model, unstack_layers
 
 Path = tuple[Any, ...]
 
@@ -230,35 +231,69 @@ def checkpoint_head(directory: str) -> str:
     return "scalar" if "score.weight" in _Tensors(directory).where else "lm"
 
 
-def load_hf(directory: str, head: str = "lm", mesh=None, rules=mesh_lib.TRAIN_RULES) -> tuple[Model, Any]:
+def load_hf(directory: str, head: str = "lm", mesh=None, rules=mesh_lib.TRAIN_RULES, scan_layers: bool = False
+            ) -> tuple[Model, Any]:  # fmt: skip
     """(Model, params) from a Hugging Face checkpoint directory; with a mesh, every
     parameter is placed straight into its sharding (each device gets only its slice).
 
     head="scalar" reads a `*ForSequenceClassification` checkpoint with one label (`score`).
+    scan_layers: the scanned layout (`transformer.stack_layers`); each stacked parameter is
+    assembled on the host from its L layers' tensors, then placed (one at a time).
     """
-    cfg = read_config(directory)
+    cfg = dataclasses.replace(read_config(directory), scan_layers=scan_layers)
     model, shapes, axes = abstract_model(cfg, head)
     shardings = mesh_lib.tree_shardings(axes, shapes, mesh, rules) if mesh is not None else None
     tensors = _Tensors(directory)
     flat: dict[Path, jax.Array] = {}
-    for spec in _specs(cfg, head):
-        key = tensors.resolve(spec.hf, _PREFIX[cfg.family])
-        if key is None:
-            raise KeyError(f"{directory}: tensor {spec.hf.lstrip('/')!r} not found in the safetensors files")
-        hf_arr = tensors.get(key)
-        try:
-            parts = spec.split(hf_arr)
-        except ValueError:
-            parts = None
-        for path, part in zip(spec.paths, parts or [None] * len(spec.paths), strict=True):
-            expected = _at(shapes, path).shape
-            if part is None or part.shape != expected:
-                raise ValueError(
-                    f"{tensors.where[key]}: tensor {key!r} has shape {hf_arr.shape}, which does not fit "
-                    f"the config (expected parameter {'/'.join(map(str, path))} of shape {expected})"
-                )
-            flat[path] = _place(part.astype(np.float32), _at(shardings, path) if shardings else None)
+    for specs in _by_role(_specs(cfg, head)) if scan_layers else ([s] for s in _specs(cfg, head)):
+        parts: dict[Path, list[np.ndarray]] = {}
+        for spec in specs:
+            for path, part in zip(
+                spec.paths, _read(tensors, directory, spec, cfg.family, shapes, scan_layers), strict=True
+            ):
+                parts.setdefault(_stacked_path(path) if scan_layers else path, []).append(part)
+        for path, arrays in parts.items():
+            value = np.stack(arrays) if scan_layers and path[0] == "layers" else arrays[0]
+            flat[path] = _place(value, _at(shardings, path) if shardings else None)
     return model, _unflatten(flat)
+
+
+def _read(tensors, directory: str, spec: Spec, family: str, shapes, scanned: bool) -> tuple[np.ndarray, ...]:
+    """The float32 parameters one HF tensor feeds, each checked against its shape."""
+    key = tensors.resolve(spec.hf, _PREFIX[family])
+    if key is None:
+        raise KeyError(f"{directory}: tensor {spec.hf.lstrip('/')!r} not found in the safetensors files")
+    hf_arr = tensors.get(key)
+    try:
+        parts = spec.split(hf_arr)
+    except ValueError:
+        parts = None
+    out = []
+    for path, part in zip(spec.paths, parts or [None] * len(spec.paths), strict=True):
+        expected = _at(shapes, _stacked_path(path)).shape[1:] if scanned and path[0] == "layers" else None
+        expected = expected or _at(shapes, path).shape
+        if part is None or part.shape != expected:
+            raise ValueError(
+                f"{tensors.where[key]}: tensor {key!r} has shape {hf_arr.shape}, which does not fit "
+                f"the config (expected parameter {'/'.join(map(str, path))} of shape {expected})"
+            )
+        out.append(part.astype(np.float32))
+    return tuple(out)
+
+
+def _stacked_path(path: Path) -> Path:
+    """("layers", i, *rest) -> ("layers", *rest); other paths unchanged."""
+    return ("layers", *path[2:]) if path[0] == "layers" else path
+
+
+def _by_role(specs: list[Spec]) -> list[list[Spec]]:
+    """The specs grouped by what they feed within a layer (every layer's q/k/v, ...), in
+    order; a spec outside the layers is a group of its own."""
+    groups: dict[Any, list[Spec]] = {}
+    for spec in specs:
+        role = tuple(_stacked_path(p) for p in spec.paths) if spec.paths[0][0] == "layers" else spec.hf
+        groups.setdefault(role, []).append(spec)
+    return list(groups.values())
 
 
 def _place(arr: np.ndarray, sharding) -> jax.Array:
@@ -310,6 +345,8 @@ def save_hf(
     files with an index.
     """
     host = jax.tree.map(lambda x: mesh_lib.to_host(x).astype(np.float32), params)
+    if model.cfg.scan_layers:
+        host = unstack_layers(host)
     if jax.process_index() != 0:
         return
     os.makedirs(directory, exist_ok=True)

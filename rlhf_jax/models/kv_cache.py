@@ -29,10 +29,17 @@ class KVCache:
     bounds: tuple[int, ...] = struct.field(pytree_node=False)  # chunk c holds slots [bounds[c], bounds[c + 1])
 
     @classmethod
-    def zeros(cls, batch: int, kv_heads: int, head_dim: int, bounds, dtype, shard=lambda x: x) -> KVCache:
+    def zeros(cls, batch: int, kv_heads: int, head_dim: int, bounds, dtype, shard=lambda x: x, layers: int = 0
+              ) -> KVCache:  # fmt: skip
+        """Empty chunks [B, K, S_c, E]; with `layers` = L, [L, B, K, S_c, E]: the caches of a
+        scanned layer stack in one (a scan step sees its layer's slice). `shard` places
+        each chunk (it gets the layer axis too when there is one)."""
+        lead = (layers,) if layers else ()
+
         def chunks():
             return tuple(
-                shard(jnp.zeros((batch, kv_heads, b - a, head_dim), dtype)) for a, b in itertools.pairwise(bounds)
+                shard(jnp.zeros((*lead, batch, kv_heads, b - a, head_dim), dtype))
+                for a, b in itertools.pairwise(bounds)
             )
 
         return cls(k=chunks(), v=chunks(), bounds=tuple(bounds))

@@ -4,6 +4,12 @@ A model is split once into a static `graphdef` and a `params` pytree (nested dic
 float32 arrays); every call merges them inside the traced function, so policy, reference,
 reward and value models are just parameter pytrees that jit can donate and Orbax can save.
 
+Two layouts of the layer stack (`ModelConfig.scan_layers`): unrolled, params["layers"][i]
+per layer and one traced block per layer; or scanned, one block whose every parameter has
+a leading layer axis (params["layers"]["attn"]["q"]["kernel"]: [L, D, H, E]) run by
+`jax.lax.scan`, so the program holds one block and its compile time does not grow with
+depth. `stack_layers` / `unstack_layers` convert; the HF boundary is the same for both.
+
 Positions come from the padding mask (position = number of real tokens before), so a
 left-padded row gives exactly the logits of the same row unpadded.
 """
@@ -37,7 +43,10 @@ class Transformer(nnx.Module):
         self.cfg, self.head = cfg, head
         self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
         self.pos_embed = param(rngs, (cfg.max_positions, cfg.d_model), (None, "embed")) if not cfg.uses_rope else None
-        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        if cfg.scan_layers:
+            self.layers = _stacked(Block(cfg, rngs), cfg.n_layers)
+        else:
+            self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
         self.final_norm = Norm(cfg)
         untied = head == "lm" and not cfg.tie_embeddings
         self.lm_head = param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab")) if untied else None
@@ -46,7 +55,8 @@ class Transformer(nnx.Module):
     def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, index=0, embeds_BxTxD=None,
                  last_only: bool = False):  # fmt: skip
         """Final hidden states [B, T, D] and the updated KV cache (a list of one
-        `kv_cache.KVCache` per layer). `last_only`: hidden states [B, 1, D] of the last
+        `kv_cache.KVCache` per layer; scanned: one KVCache whose arrays have a leading
+        layer axis). `last_only`: hidden states [B, 1, D] of the last
         position; every layer still caches all T keys/values, but the final block runs its
         queries, output projection and MLP for that position alone (a sampler's prefill).
 
@@ -65,6 +75,9 @@ class Transformer(nnx.Module):
         else:
             x = x + jnp.take(self.pos_embed[...], positions_BxT, axis=0).astype(dtype)
         x = mesh_lib.shard(x, ("batch", "length", "act_embed"))
+        if self.cfg.scan_layers:
+            x, new_cache = self._scanned(x, rope, mask_BxTxS, cache, index, last_only)
+            return self.final_norm(x), new_cache
         new_cache = []
         for i, block in enumerate(self.layers):
             last = last_only and i == len(self.layers) - 1
@@ -74,6 +87,32 @@ class Transformer(nnx.Module):
             x, layer_cache = block(x, rope, mask_BxTxS, None if cache is None else cache[i], index, last)
             new_cache.append(layer_cache)
         return self.final_norm(x), (new_cache if cache is not None else None)
+
+    def _scanned(self, x_BxTxD, rope, mask_BxTxS, cache, index, last_only: bool):
+        """The stacked blocks as one `lax.scan` (under `jax.checkpoint` with the remat
+        policy when training); with `last_only` the final block runs outside the scan on
+        the last position alone. The cache's arrays carry the layer axis."""
+        graphdef, state = nnx.split(self.layers)
+        L = self.cfg.n_layers
+        n = L - 1 if last_only else L
+
+        def step(x, layer):
+            layer_state, layer_cache = layer
+            x, layer_cache = nnx.merge(graphdef, layer_state)(x, rope, mask_BxTxS, layer_cache, index)
+            return x, layer_cache
+
+        if cache is None and self.cfg.remat != "none":  # training forwards: recompute in the backward
+            step = jax.checkpoint(step, policy=_POLICIES[self.cfg.remat], prevent_cse=False)
+        first = lambda tree: jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
+        x_BxTxD, new_cache = jax.lax.scan(step, x_BxTxD, (first(state), None if cache is None else first(cache)))
+        if not last_only:
+            return x_BxTxD, new_cache
+        at_last = lambda tree: jax.tree.map(lambda a: a[L - 1], tree)  # noqa: E731
+        last_cache = None if cache is None else at_last(cache)
+        x_BxTxD, last_cache = nnx.merge(graphdef, at_last(state))(x_BxTxD, rope, mask_BxTxS, last_cache, index, True)
+        if cache is None:
+            return x_BxTxD, None
+        return x_BxTxD, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), new_cache, last_cache)
 
     def output_embedding(self):
         """The lm head as a [V, D] matrix: the token embedding when tied."""
@@ -107,6 +146,32 @@ def _remat_block(block, x_BxTxD, rope, mask_BxTxS, last: bool, policy: str):
         return block(x, rope, mask, None, 0, last)[0]
 
     return nnx.remat(run, policy=_POLICIES[policy])(block, x_BxTxD, rope, mask_BxTxS)
+
+
+def _stacked(block: Block, n_layers: int) -> Block:
+    """`block` with a leading layer axis of n_layers on every parameter (logical axis
+    "layers", never sharded): the scanned layout's one block."""
+    for _, var in nnx.iter_graph(block):
+        if isinstance(var, nnx.Param):
+            value = var.get_value()
+            var.set_value(jnp.broadcast_to(value, (n_layers, *value.shape)))
+            var.set_metadata(logical_axes=("layers", *var.get_metadata()["logical_axes"]))
+    return block
+
+
+def stack_layers(params: dict) -> dict:
+    """Unrolled params (params["layers"][i]) -> scanned (each leaf stacked over layers);
+    numpy in, numpy out, jax in, jax out."""
+    layers = params["layers"]
+    per_layer = [layers[i] for i in sorted(layers)]
+    stack = np.stack if all(isinstance(x, np.ndarray) for x in jax.tree.leaves(per_layer)) else jnp.stack
+    return {**params, "layers": jax.tree.map(lambda *xs: stack(xs), *per_layer)}
+
+
+def unstack_layers(params: dict) -> dict:
+    """Scanned params -> unrolled (params["layers"][i], i < L)."""
+    L = jax.tree.leaves(params["layers"])[0].shape[0]
+    return {**params, "layers": {i: jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(L)}}
 
 
 def with_remat(model: Model, policy: str) -> Model:
@@ -218,7 +283,8 @@ def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rul
     """A freshly initialised (Model, params): weights ~ N(0, 0.02^2), biases 0, norm scales 1.
 
     Values are drawn on the host, one generator per parameter seeded by (seed, its path), so
-    they do not depend on the mesh, and each is placed straight into its sharding. (Drawing
+    they do not depend on the mesh or the layout (a scanned stack draws each layer under its
+    unrolled path), and each is placed straight into its sharding. (Drawing
     them with jax.random inside jit costs seconds of compilation even for a tiny model.)
     """
     model, shapes, axes = abstract_model(cfg, head)
@@ -230,8 +296,12 @@ def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rul
     placements = treedef.flatten_up_to(shardings) if shardings is not None else [None] * len(flat)
     leaves = []
     for (path, sds), kind, sharding in zip(flat, kinds, placements, strict=True):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        value = _host_init(kind, sds.shape, seed, name)
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if cfg.scan_layers and keys[0] == "layers":  # each layer drawn as unrolled: the same model in both layouts
+            layer = lambda i: _host_init(kind, sds.shape[1:], seed, "/".join(["layers", str(i), *keys[1:]]))  # noqa: E731
+            value = np.stack([layer(i) for i in range(cfg.n_layers)])
+        else:
+            value = _host_init(kind, sds.shape, seed, "/".join(keys))
         if sharding is None:
             leaves.append(jax.device_put(value))
         else:
