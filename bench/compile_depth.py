@@ -1,8 +1,9 @@
 """Compile time against depth: the unrolled layer stack (one traced block per layer) and
 the scanned one (`model.scan_layers`: one block under `lax.scan`), for the training step
 (forward, backward under remat "full", AdamW) and the sampler's program (prefill and
-decode loop), at n_layers 4 / 16 / 32 of a Llama-family model; then the step time of both
-layouts at the smallest depth (what the scan costs at run time).
+decode loop), at n_layers 4 / 16 / 32 of a Llama-family model; then the time of a training
+step and of a sampler call in both layouts at the smallest depth (what the scan costs at
+run time: the scanned decode step reads each layer's cache slice out of the stacked cache).
 
 Each (layout, depth) compiles in a fresh process with no persistent compilation cache, so
 every figure is a cold compile; the two layouts alternate.
@@ -62,8 +63,14 @@ def worker(n_layers: int, d_model: int, scan: bool, steps: int) -> dict:
     t0 = time.perf_counter()
     sampler.compile(params, prompts, np.ones_like(prompts))
     sample_compile = time.perf_counter() - t0
-    return {"train_compile_s": train_compile, "sample_compile_s": sample_compile,
-            "step_s": sorted(times)[len(times) // 2] if times else None}  # fmt: skip
+    sample_times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        np.asarray(sampler(params, prompts, np.ones_like(prompts), i).tokens)
+        sample_times.append(time.perf_counter() - t0)
+    median = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    return {"train_compile_s": train_compile, "sample_compile_s": sample_compile, "step_s": median(times),
+            "sample_s": median(sample_times)}  # fmt: skip
 
 
 def main():
@@ -93,8 +100,9 @@ def main():
         print(f"| {n} | {u['train_compile_s']:.1f} / {s['train_compile_s']:.1f} "
               f"| {u['sample_compile_s']:.1f} / {s['sample_compile_s']:.1f} |")  # fmt: skip
     u, s = (r for r in rows if r["n_layers"] == min(args.layers))
-    print(f"\nstep time at {min(args.layers)} layers: unrolled {u['step_s']:.3f} s, scanned {s['step_s']:.3f} s "
-          f"(scanned / unrolled {s['step_s'] / u['step_s']:.2f})")  # fmt: skip
+    for key, what in (("step_s", "training step"), ("sample_s", "sampler call")):
+        print(f"{what} at {min(args.layers)} layers: unrolled {u[key]:.3f} s, scanned {s[key]:.3f} s "
+              f"(scanned / unrolled {s[key] / u[key]:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":
