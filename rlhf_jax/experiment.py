@@ -197,6 +197,10 @@ class RLSection:
     old_logps: where log pi_old comes from: "sampler" (the log-probs the sampler computed
     while drawing, under the same parameters: no extra forward) or "forward" (a training
     forward over the sampled sequences; equal up to rounding, which in bf16 may matter).
+    sampler_weights: on a mesh, "whole" (a copy of the policy with every weight whole along
+    fsdp, made for each rollout and freed before the update: decode gathers nothing) or
+    "sharded" (the trained weights as they lie, each layer gathered inside the decode loop:
+    no copy, for a model whose whole weights do not fit a chip; best with model.scan_layers).
     """
 
     method: str = "rloo"
@@ -231,6 +235,7 @@ class RLSection:
     ent_coef: float = 0.0
     kl_loss_coef: float = 0.0
     old_logps: str = "sampler"
+    sampler_weights: str = "whole"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -257,6 +262,8 @@ class RLSection:
             raise ValueError(f"rl.updates_per_batch={self.updates_per_batch}: must be >= 1")
         if self.old_logps not in ("sampler", "forward"):
             raise ValueError(f"rl.old_logps={self.old_logps!r}: expected 'sampler' or 'forward'")
+        if self.sampler_weights not in ("whole", "sharded"):
+            raise ValueError(f"rl.sampler_weights={self.sampler_weights!r}: expected 'whole' or 'sharded'")
         if self.reward_noise_scale not in rollout.NOISE_SCALES:
             raise ValueError(
                 f"rl.reward_noise_scale={self.reward_noise_scale!r}: expected one of {rollout.NOISE_SCALES}"

@@ -278,31 +278,33 @@ def _completion_mask(tokens_NxL, eos, n_steps):
 class Sampler:
     """A compiled sampler for one model and config: `sampler(params, prompts, mask, seed)`.
 
-    With a mesh, the program is traced under SAMPLE_RULES (parameters whole along fsdp,
-    the batch over the data axes); params should be placed with those rules.
+    With a mesh, the program is traced under `rules`: SAMPLE_RULES (parameters whole along
+    fsdp: a decode step gathers nothing; the default) or TRAIN_RULES (parameters sharded as
+    trained: no copy of the weights, each layer gathered inside the decode loop as it is
+    used); params should be placed with the same rules. The batch goes over the data axes.
     """
 
-    def __init__(self, model: Model, cfg: SamplingConfig, mesh=None):
-        self.model, self.cfg, self.mesh = model, cfg, mesh
+    def __init__(self, model: Model, cfg: SamplingConfig, mesh=None, rules=mesh_lib.SAMPLE_RULES):
+        self.model, self.cfg, self.mesh, self.rules = model, cfg, mesh, rules
         self._fn = jax.jit(functools.partial(_generate, model, cfg))
 
     def __call__(self, params, prompt_BxP, prompt_mask_BxP, seed) -> Samples:
         args = self._inputs(params, prompt_BxP, prompt_mask_BxP, seed)
-        with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
+        with mesh_lib.use_mesh(self.mesh, self.rules):
             return self._fn(*args)
 
     def compile(self, params, prompt_BxP, prompt_mask_BxP, seed=0) -> None:
         """Trace and compile the program for these shapes without running it (ahead of
         time, e.g. before a timed loop); a later call with the same shapes finds it."""
         args = self._inputs(params, prompt_BxP, prompt_mask_BxP, seed)
-        with mesh_lib.use_mesh(self.mesh, mesh_lib.SAMPLE_RULES):
+        with mesh_lib.use_mesh(self.mesh, self.rules):
             self._fn.lower(*args).compile()
 
     def _inputs(self, params, prompt_BxP, prompt_mask_BxP, seed):
         self.check(prompt_BxP, prompt_mask_BxP)
         key = seed if isinstance(seed, jax.Array) and seed.dtype != jnp.int32 else jax.random.key(seed)
         if self.mesh is not None:
-            sharding = mesh_lib.batch_sharding(self.mesh, mesh_lib.SAMPLE_RULES, shape=np.shape(prompt_BxP))
+            sharding = mesh_lib.batch_sharding(self.mesh, self.rules, shape=np.shape(prompt_BxP))
             prompt_BxP, prompt_mask_BxP = jax.device_put((prompt_BxP, prompt_mask_BxP), sharding)
         return params, prompt_BxP, prompt_mask_BxP, key
 

@@ -102,11 +102,11 @@ def test_a_run_killed_with_sigkill_resumes_bit_identically(estimator, tfds_dir, 
 
 def test_a_2x2x2_mesh_with_the_scanned_layer_stack_matches_one_device_unrolled(tfds_dir, tmp_path):
     # PPO exercises every model (policy, reference, critic) and the scanned minibatches; the
-    # eight-device run also scans its layer stack (model.scan_layers, remat "full"): the same
-    # initial weights, the same run.
+    # eight-device run also scans its layer stack (model.scan_layers, remat "full") and samples
+    # from the sharded weights (rl.sampler_weights): the same initial weights, the same run.
     train = {"steps": 3, "log_every": 1}
     one = loops.run(tiny(tfds_dir, mesh=(1, 1, 1), train=train, method="ppo"), str(tmp_path / "one"))
-    cfg = tiny(tfds_dir, mesh=(2, 2, 2), train=train, method="ppo")
+    cfg = tiny(tfds_dir, mesh=(2, 2, 2), train=train, method="ppo", sampler_weights="sharded")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=True, remat="full"))
     eight = loops.run(cfg, str(tmp_path / "eight"))
     for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "eight"), strict=True):
@@ -203,6 +203,8 @@ def test_bad_rl_settings_are_refused(tfds_dir, tmp_path, capsys):
         RLSection(method="a2c")
     with pytest.raises(ValueError, match="rl.reward_noise_scale='std': expected one of"):
         RLSection(reward_noise=1.0, reward_noise_scale="std")
+    with pytest.raises(ValueError, match="rl.sampler_weights='half': expected 'whole' or 'sharded'"):
+        RLSection(sampler_weights="half")
     assert main(["--config", TINY, "--workdir", str(tmp_path), "--set", "rl.minibatch=3"]) == 2
     assert "rl.minibatch=3: must divide rl.rollout_batch=16" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="neither an HF checkpoint directory nor a finished run"):

@@ -248,3 +248,24 @@ def test_cache_chunk_count_does_not_change_the_samples(hf_checkpoints):
     for out in outs[1:]:
         np.testing.assert_array_equal(out.tokens, outs[0].tokens)
         np.testing.assert_allclose(out.logps, outs[0].logps, atol=1e-5)
+
+
+def test_sampling_from_sharded_weights_draws_the_same_samples_and_gathers_a_layer_at_a_time():
+    # rl.sampler_weights="sharded": the trained shardings (TRAIN_RULES) instead of a whole copy
+    # per device; with the scanned stack each layer is gathered inside the loop as it is used
+    cfg = ModelConfig(family="llama", vocab_size=512, d_model=128, n_layers=8, n_heads=4, d_ff=512, max_positions=48,
+                      scan_layers=True)  # fmt: skip
+    mesh = mesh_lib.make_mesh((1, 8, 1))
+    prompts = np.tile(PROMPTS, (3, 1))[:8]
+    mask = (prompts != 0).astype(np.int32)
+    out, per_device = {}, {}
+    for name, rules in (("whole", mesh_lib.SAMPLE_RULES), ("sharded", mesh_lib.TRAIN_RULES)):
+        model, params = init_model(cfg, mesh=mesh, rules=rules)
+        sampler = Sampler(model, SamplingConfig(max_new_tokens=8, n_samples=2), mesh, rules)
+        out[name] = sampler(params, prompts, mask, 0)
+        with mesh_lib.use_mesh(mesh, rules):
+            memory = sampler._fn.lower(*sampler._inputs(params, prompts, mask, 0)).compile().memory_analysis()
+        per_device[name] = memory.argument_size_in_bytes + memory.temp_size_in_bytes
+    np.testing.assert_array_equal(out["whole"].tokens, out["sharded"].tokens)
+    np.testing.assert_allclose(out["whole"].logps, out["sharded"].logps, atol=1e-5)
+    assert per_device["sharded"] < 0.5 * per_device["whole"], per_device

@@ -312,11 +312,11 @@ class Iteration:
             n_samples=rl.k,
             max_cache_len=policy.cfg.max_positions,
         )
-        self.sampler = Sampler(policy, base, mesh)
-        self.greedy_sampler = Sampler(policy, dataclasses.replace(base, greedy=True, n_samples=1), mesh)
-        self.sample_shardings = (
-            param_shardings(policy.cfg, "lm", mesh, mesh_lib.SAMPLE_RULES) if mesh.size > 1 else None
-        )
+        whole = rl.sampler_weights == "whole"
+        rules = mesh_lib.SAMPLE_RULES if whole else mesh_lib.TRAIN_RULES
+        self.sampler = Sampler(policy, base, mesh, rules)
+        self.greedy_sampler = Sampler(policy, dataclasses.replace(base, greedy=True, n_samples=1), mesh, rules)
+        self.sample_shardings = param_shardings(policy.cfg, "lm", mesh, rules) if mesh.size > 1 and whole else None
         optimizer = make_optimizer(cfg.optim)
         loss = make_loss(rl, policy, critic, max_new_tokens)
         step = train_step_fn(loss, optimizer, cfg.optim.accum_steps, make_schedule(cfg.optim))
@@ -347,6 +347,7 @@ class Iteration:
         greedy = None
         if rl.estimator.greedy_rollout:
             greedy, _ = self.sample_scored(self.greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
+        del params_s  # the sampler's copy of the weights is not alive during the update
         # placed like the step's outputs, so the first call's program serves every later one
         beta, baseline = jax.device_put((progress.beta, progress.baseline), self.replicated)
         rollout, progress.baseline, metrics = self.experience(

@@ -89,30 +89,34 @@ class Transformer(nnx.Module):
         return self.final_norm(x), (new_cache if cache is not None else None)
 
     def _scanned(self, x_BxTxD, rope, mask_BxTxS, cache, index, last_only: bool):
-        """The stacked blocks as one `lax.scan` (under `jax.checkpoint` with the remat
-        policy when training); with `last_only` the final block runs outside the scan on
-        the last position alone. The cache's arrays carry the layer axis."""
+        """The stacked blocks as one `lax.scan` over layer indices (under `jax.checkpoint`
+        with the remat policy when training): step i reads layer i's weights and cache by
+        dynamic index and writes its cache back in place, so neither the weights nor the
+        cache are ever copied whole. With `last_only` the final block runs outside the scan
+        on the last position alone."""
         graphdef, state = nnx.split(self.layers)
         L = self.cfg.n_layers
-        n = L - 1 if last_only else L
+        at = lambda tree, i: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)  # noqa: E731
 
-        def step(x, layer):
-            layer_state, layer_cache = layer
-            x, layer_cache = nnx.merge(graphdef, layer_state)(x, rope, mask_BxTxS, layer_cache, index)
-            return x, layer_cache
+        def put(cache, layer_cache, i):
+            return jax.tree.map(lambda a, c: jax.lax.dynamic_update_index_in_dim(a, c, i, 0), cache, layer_cache)
+
+        def layer(x, cache, i, last_query=False):
+            x, layer_cache = nnx.merge(graphdef, at(state, i))(
+                x, rope, mask_BxTxS, None if cache is None else at(cache, i), index, last_query
+            )
+            return x, (None if cache is None else put(cache, layer_cache, i))
+
+        def step(carry, i):
+            return layer(*carry, i), None
 
         if cache is None and self.cfg.remat != "none":  # training forwards: recompute in the backward
             step = jax.checkpoint(step, policy=_POLICIES[self.cfg.remat], prevent_cse=False)
-        first = lambda tree: jax.tree.map(lambda a: a[:n], tree)  # noqa: E731
-        x_BxTxD, new_cache = jax.lax.scan(step, x_BxTxD, (first(state), None if cache is None else first(cache)))
-        if not last_only:
-            return x_BxTxD, new_cache
-        at_last = lambda tree: jax.tree.map(lambda a: a[L - 1], tree)  # noqa: E731
-        last_cache = None if cache is None else at_last(cache)
-        x_BxTxD, last_cache = nnx.merge(graphdef, at_last(state))(x_BxTxD, rope, mask_BxTxS, last_cache, index, True)
-        if cache is None:
-            return x_BxTxD, None
-        return x_BxTxD, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), new_cache, last_cache)
+        n = L - 1 if last_only else L
+        (x_BxTxD, cache), _ = jax.lax.scan(step, (x_BxTxD, cache), jnp.arange(n))
+        if last_only:
+            x_BxTxD, cache = layer(x_BxTxD, cache, L - 1, last_query=True)
+        return x_BxTxD, cache
 
     def output_embedding(self):
         """The lm head as a [V, D] matrix: the token embedding when tied."""
