@@ -49,10 +49,14 @@ def step_curves(curves: dict[str, dict[str, list[float]]], out_dir: str, name: s
     """curves: policy label -> {"normalised_entropy": [...], "top_k_mass": [...]}; the
     RLOO paper's figure 7 (left: entropy, right: top-k mass) per policy, in <name>.png."""
     fig, (ax_h, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, c in curves.items():
-        ax_h.plot(range(1, len(c["normalised_entropy"]) + 1), c["normalised_entropy"], label=label)
-        for key in sorted((k for k in c if k.startswith("top_")), key=lambda k: int(k.split("_")[1])):
-            ax_m.plot(range(1, len(c[key]) + 1), c[key], label=f"{label} {key.replace('_mass', '')}")
+    styles = ("-", "--", "-.", ":")  # one colour per policy, one line style per k
+    for i, (label, c) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        ax_h.plot(range(1, len(c["normalised_entropy"]) + 1), c["normalised_entropy"], label=label, color=colour)
+        keys = sorted((k for k in c if k.startswith("top_")), key=lambda k: int(k.split("_")[1]))
+        for j, key in enumerate(keys):
+            ax_m.plot(range(1, len(c[key]) + 1), c[key], label=f"{label} {key.replace('_mass', '')}", color=colour,
+                      linestyle=styles[j % len(styles)])  # fmt: skip
     ax_h.set(xlabel="generation step", ylabel="H / log|V|", title="normalised entropy")
     ax_m.set(xlabel="generation step", ylabel="probability mass", title="mass of the top-k tokens")
     for ax in (ax_h, ax_m):
