@@ -22,7 +22,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
-# Parameter axes: embed, vocab, heads, kv_heads, head_dim, mlp.
+# Parameter axes: embed, vocab, heads, kv_heads, head_dim, mlp; layers (the scanned stack's).
 # Activation axes: batch, length, act_embed, act_heads, act_kv_heads, act_mlp, act_vocab
 # (kept apart from parameter axes so that `embed` -> fsdp never collides with the batch).
 TRAIN_RULES: Rules = (
@@ -34,6 +34,7 @@ TRAIN_RULES: Rules = (
     ("kv_heads", "tensor"),
     ("head_dim", None),
     ("mlp", "tensor"),
+    ("layers", None),  # never split: a scan step takes one layer whole
     ("act_embed", None),
     ("act_heads", "tensor"),
     ("act_kv_heads", "tensor"),

@@ -270,8 +270,10 @@ def _read(tensors, directory: str, spec: Spec, family: str, shapes, scanned: boo
         parts = None
     out = []
     for path, part in zip(spec.paths, parts or [None] * len(spec.paths), strict=True):
-        expected = _at(shapes, _stacked_path(path)).shape[1:] if scanned and path[0] == "layers" else None
-        expected = expected or _at(shapes, path).shape
+        if scanned and path[0] == "layers":  # one layer's slice of the stacked parameter
+            expected = _at(shapes, _stacked_path(path)).shape[1:]
+        else:
+            expected = _at(shapes, path).shape
         if part is None or part.shape != expected:
             raise ValueError(
                 f"{tensors.where[key]}: tensor {key!r} has shape {hf_arr.shape}, which does not fit "
