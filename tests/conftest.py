@@ -10,16 +10,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# one persistent compilation cache for the session and the processes its tests start: most
-# tests compile the same tiny programs (rlhf_jax.compiles.persist; a study does the same)
-_CACHE = tempfile.mkdtemp(prefix="rlhf_jax_test_compile_cache_")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from rlhf_jax import compiles  # noqa: E402
+
+# one persistent compilation cache for the session and the processes its tests start (through
+# the environment): most tests compile the same tiny programs, as a study's cells do
+_CACHE = tempfile.mkdtemp(prefix="rlhf_jax_test_compile_cache_")  # removed at exit; a user's own cache wins
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+compiles.persist(_CACHE)
 
 FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
 
