@@ -73,7 +73,7 @@ def study_curves(
 ) -> list[str]:
     """curves: group -> one training curve per seed (rows with "completions" and the
     metrics). Per key, <name>_<key>.png: the mean over seeds against completions sampled
-    (steps for offline training), with the seeds' range shaded."""
+    (steps for offline training), with the seeds' range shaded (a bar at a lone point)."""
     paths = []
     for key in keys:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -88,8 +88,12 @@ def study_curves(
             x_key = "completions" if first.get("completions") else "comparisons" if "comparisons" in first else "step"
             x = [r[x_key] for r in runs[0][:n]]
             y = np.asarray([[r[key] for r in run[:n]] for run in runs])
-            ax.plot(x, y.mean(0), label=f"{group} (n={len(runs)})")
-            if len(runs) > 1:
+            mean = y.mean(0)
+            (line,) = ax.plot(x, mean, marker="o" if n == 1 else None, label=f"{group} (n={len(runs)})")
+            if len(runs) > 1 and n == 1:  # one point (one round): the seeds' range as an error bar
+                yerr = [mean - y.min(0), y.max(0) - mean]
+                ax.errorbar(x, mean, yerr=yerr, fmt="none", capsize=4, color=line.get_color())
+            elif len(runs) > 1:
                 ax.fill_between(x, y.min(0), y.max(0), alpha=0.2)
             drawn = True
         if drawn:
