@@ -131,9 +131,11 @@ def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
             f"{k('data.source_dir')}: task {cfg.data.task} is read from its original files; name their directory"
         )
 
-    def later(path: str) -> bool:  # written by an earlier stage of this pipeline
+    def later(path: str) -> bool:
+        """Written by an earlier stage of this pipeline: not there yet, or a stage still in
+        progress (no summary.json: another job of the study may be running it)."""
         inside = pipeline and os.path.abspath(path).startswith(os.path.abspath(pipeline) + os.sep)
-        return bool(inside) and not os.path.exists(path)
+        return bool(inside) and not os.path.exists(os.path.join(path, "summary.json"))
 
     if cfg.data.tokenizer and not os.path.isdir(cfg.data.tokenizer):
         raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")

@@ -120,6 +120,23 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
     assert experiment.get_config("right").generator.data.task == "arithmetic_right"
 
 
+def test_a_study_checks_its_cells_while_another_job_is_running_one(tmp_path):
+    # A job's preflight reads every cell; a stage another job has started (its workdir
+    # holds config.json, no export yet) is one this pipeline writes, not a bad checkpoint.
+    from experiments.studies import process_supervision as study
+    from rlhf_jax import preflight
+
+    cfg = study.get_config("smoke")
+    cell = cfg.cells[0]
+    started = tmp_path / "cells" / cell.name / "facts"
+    started.mkdir(parents=True)
+    (started / "config.json").write_text('{"name": "facts"}')
+    preflight.check(cfg, str(tmp_path))  # no error
+    elsewhere = dataclasses.replace(cell.seeded.generator.model, init_from=str(started))
+    with pytest.raises(ValueError, match="model.init_from=.*not a usable checkpoint"):
+        preflight.check_experiment(dataclasses.replace(cell.seeded.generator, model=elsewhere))
+
+
 def test_the_dry_run_traces_every_stage_the_reward_models_included(tmp_path):
     from rlhf_jax.dry_run import abstract_iteration
 
