@@ -8,7 +8,9 @@ appendix A curves; plots in <workdir>/plots):
     python -m rlhf_jax.main --config experiments/quickstart.py --workdir /tmp/rlhf_jax_quickstart
 
 Variants (comma-separated): ppo, reinforce (moving-average baseline), vanilla_pg, raft,
-dpo (offline, on the preference pairs, instead of RL); tiny (seconds; the tests' size).
+dpo (offline, on the preference pairs, instead of RL); lora (the policy stage trains rank-8
+adapters on every projection, the SFT frozen beneath them and serving as the KL reference;
+a critic gets its own adapters on the same base); tiny (seconds; the tests' size).
 Another seed: --set seed=1.
 """
 
@@ -104,13 +106,26 @@ def with_method(cfg: PipelineConfig, method: str) -> PipelineConfig:
     )
 
 
+def with_lora(cfg: PipelineConfig) -> PipelineConfig:
+    """The policy stage as LoRA: rank 8, alpha 16 on q, k, v, o, up, down (GPT-2 has no
+    gate), at 10x the full fine-tuning learning rate (adapters start at zero effect)."""
+    policy = cfg.policy
+    model = dataclasses.replace(
+        policy.model, lora_rank=8, lora_alpha=16.0, lora_targets=("q", "k", "v", "o", "up", "down")
+    )
+    optim = dataclasses.replace(policy.optim, learning_rate=10 * policy.optim.learning_rate)
+    policy = dataclasses.replace(policy, name=policy.name + "_lora", model=model, optim=optim)
+    return dataclasses.replace(cfg, name=cfg.name + "_lora", policy=policy)
+
+
 def get_config(variant: str | None = None) -> PipelineConfig:
     parts = [p for p in (variant or "").split(",") if p]
-    unknown = [p for p in parts if p not in METHODS + ("tiny",)]
+    unknown = [p for p in parts if p not in METHODS + ("lora", "tiny")]
     methods = [p for p in parts if p in METHODS]
     if unknown or len(methods) > 1:
         raise ValueError(
-            f"quickstart: unknown variant {variant!r}; known: {', '.join(METHODS)}, tiny (comma-separated)"
+            f"quickstart: unknown variant {variant!r}; known: {', '.join(METHODS)}, lora, tiny (comma-separated)"
         )
     cfg = with_method(full(), methods[0] if methods else "rloo")
-    return tiny(cfg) if "tiny" in parts else cfg
+    cfg = tiny(cfg) if "tiny" in parts else cfg
+    return with_lora(cfg) if "lora" in parts else cfg

@@ -20,10 +20,11 @@ from rlhf_jax.loops import online
 from rlhf_jax.losses.preference import kto_loss, preference_loss
 from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
+from rlhf_jax.models import lora
 from rlhf_jax.models.transformer import abstract_model
 from rlhf_jax.rollout import BaselineState
 from rlhf_jax.sampling import Sampler, SamplingConfig
-from rlhf_jax.train_step import TrainState, make_optimizer, make_schedule, train_step_fn
+from rlhf_jax.train_step import TrainState, abstract_opt_state, make_optimizer, make_schedule, train_step_fn
 
 
 def _sds(shape, dtype=jnp.float32):
@@ -35,7 +36,7 @@ def _sequences(B: int, T: int):
 
 
 def _state(params, optimizer) -> TrainState:
-    opt_state = jax.eval_shape(optimizer.init, params)
+    opt_state = abstract_opt_state(optimizer, params)
     return TrainState(step=_sds((), jnp.int32), params=params, opt_state=opt_state)
 
 
@@ -44,8 +45,9 @@ def _nbytes(tree) -> int:
 
 
 def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> dict:
-    """Trace one iteration of cfg's loop at full size. Returns the trained parameter count
-    (policy and critic), the train state's bytes and the traced outputs (ShapeDtypeStructs). `vocab_size` is the
+    """Trace one iteration of cfg's loop at full size. Returns the parameter count (policy
+    and critic; "trainable": those the optimiser updates, fewer with LoRA), the train
+    state's bytes and the traced outputs (ShapeDtypeStructs). `vocab_size` is the
     tokenizer's, for a model trained from scratch (a preset fixes its own).
 
     Raises ValueError naming the config field when the shapes cannot work."""
@@ -137,5 +139,6 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
         )
         out.update(metrics=metrics)
     out["params"] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(new_state.params))
+    out["trainable"] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(lora.partition(new_state.params)[0]))
     out["state_bytes"] = _nbytes(new_state)
     return out

@@ -53,10 +53,19 @@ class ModelSection:
     init_from: str = ""
     remat: str = "none"  # per-block rematerialisation of the trained models: models.config.REMAT_POLICIES
     scan_layers: bool = False  # the run's models as one scanned block over stacked layers (compile time flat in depth)
+    # LoRA adapters of this rank on the trained model(s), base frozen (models/lora.py); 0 = full fine-tuning
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o")  # of models.config.LORA_TARGETS
 
     def __post_init__(self):
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"model.remat={self.remat!r}: expected one of {REMAT_POLICIES}")
+        try:  # the LoRA settings alone, on a model with every target (a gated MLP)
+            ModelConfig("llama", 8, 8, 1, 1, 8, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                        lora_targets=self.lora_targets)  # fmt: skip
+        except ValueError as e:
+            raise ValueError(str(e).replace("ModelConfig.", "model.")) from None
         if self.vocab_size < 0:
             raise ValueError(f"model.vocab_size={self.vocab_size}: must be >= 0 (0 = the tokenizer's)")
         if self.preset or self.init_from:
@@ -76,11 +85,13 @@ class ModelSection:
         return not (self.preset or self.init_from)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
+        lora = dict(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_targets=self.lora_targets)
         if self.preset:
-            return dataclasses.replace(preset(self.preset), remat=self.remat, scan_layers=self.scan_layers)
+            return dataclasses.replace(preset(self.preset), remat=self.remat, scan_layers=self.scan_layers, **lora)
         return ModelConfig(
             remat=self.remat,
             scan_layers=self.scan_layers,
+            **lora,
             family=self.family,
             vocab_size=self.vocab_size or vocab_size,
             d_model=self.d_model,

@@ -1,7 +1,9 @@
 """The optimiser and the jitted train step: `make_train_step(loss_fn, optimizer)`.
 
 The train state is a plain pytree (step, params, optimiser state) that jit donates and
-Orbax saves. `loss_fn(params, batch) -> (loss, metrics)` is any loss of `losses/` with
+Orbax saves. With LoRA adapters (`models/lora.py`) only the trainable leaves get gradients
+and optimiser state, and only they are donated: the frozen base is shared with the
+reference. `loss_fn(params, batch) -> (loss, metrics)` is any loss of `losses/` with
 its config and model bound (functools.partial). Gradient accumulation splits the batch
 into `accum_steps` micro-batches scanned in one program: the update equals one step on
 the whole batch for losses that are means over rows.
@@ -17,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+from rlhf_jax.models import lora
 
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -89,13 +93,19 @@ def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
     not do it: init reads only shapes, so jit drops its inputs and puts the whole state on
     one device, to be copied to every chip."""
     step = jnp.zeros((), jnp.int32)
+    trainable = lora.partition(params)[0]  # with LoRA: the adapters (and a score head) only
     sharding = jax.tree.leaves(params)[0].sharding
     if not isinstance(sharding, jax.sharding.NamedSharding):
-        return TrainState(step=step, params=params, opt_state=jax.jit(optimizer.init)(params))
+        return TrainState(step=step, params=params, opt_state=jax.jit(optimizer.init)(trainable))
     replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-    out_shardings = optax_state_shardings(optimizer, params, replicated)
-    opt_state = jax.jit(optimizer.init, out_shardings=out_shardings)(params)
+    out_shardings = optax_state_shardings(optimizer, trainable, replicated)
+    opt_state = jax.jit(optimizer.init, out_shardings=out_shardings)(trainable)
     return TrainState(step=jax.device_put(step, replicated), params=params, opt_state=opt_state)
+
+
+def abstract_opt_state(optimizer: optax.GradientTransformation, params):
+    """The optimiser state's ShapeDtypeStructs for params (of the trainable leaves only)."""
+    return jax.eval_shape(optimizer.init, lora.partition(params)[0])
 
 
 def optax_state_shardings(optimizer: optax.GradientTransformation, params, other):
@@ -161,11 +171,14 @@ def train_step_fn(
     new parameters and the new optimiser state (the loop saves no state that is not)."""
 
     def step(state: TrainState, batch):
-        grads, metrics = _grads(loss_fn, state.params, batch, accum_steps)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(
-            metrics, grad_norm=optax.tree.norm(grads), finite=all_finite(metrics.get("loss"), params, opt_state)
+        trainable, frozen = lora.partition(state.params)
+        loss = loss_fn if frozen is None else (lambda t, b: loss_fn(lora.combine(t, frozen), b))
+        grads, metrics = _grads(loss, trainable, batch, accum_steps)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        params = lora.combine(trainable, frozen)
+        metrics = dict(  # frozen leaves do not change: their finiteness was checked when loaded
+            metrics, grad_norm=optax.tree.norm(grads), finite=all_finite(metrics.get("loss"), trainable, opt_state)
         )
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
@@ -183,14 +196,53 @@ def make_train_step(
     state_shardings=None,
     batch_shardings=None,
 ):
-    """A jitted `step(state, batch) -> (state, metrics)` that donates the state; with
-    shardings, the state keeps them (in and out) and the batch is laid out as given."""
+    """A jitted `step(state, batch) -> (state, metrics)` that donates the state (its
+    trainable part: `jit_donating`); with shardings, the state keeps them (in and out) and
+    the batch is laid out as given."""
     step = train_step_fn(loss_fn, optimizer, accum_steps, schedule)
-    if state_shardings is None and batch_shardings is None:
-        return jax.jit(step, donate_argnums=0)
-    return jax.jit(
-        step,
-        in_shardings=(state_shardings, batch_shardings),
-        out_shardings=(state_shardings, None),
-        donate_argnums=0,
-    )
+    arg_shardings = None if batch_shardings is None and state_shardings is None else (batch_shardings,)
+    return jit_donating(step, state_shardings, arg_shardings)
+
+
+def keep_frozen(restored: TrainState, initial: TrainState) -> TrainState:
+    """`restored` with the frozen (LoRA base) leaves of `initial`: equal values, since no
+    step changes them, and the arrays other holders (the reference) share."""
+    trainable, _ = lora.partition(restored.params)
+    _, frozen = lora.partition(initial.params)
+    return restored if frozen is None else restored.replace(params=lora.combine(trainable, frozen))
+
+
+def _split_state(state: TrainState):
+    trainable, frozen = lora.partition(state.params)
+    return state.replace(params=trainable), frozen
+
+
+def jit_donating(fn: Callable, state_shardings=None, arg_shardings: tuple | None = None) -> Callable:
+    """jit `fn(state, *args) -> (state, out)` with the state donated except its frozen
+    parameters (a LoRA base, which no step changes): they go in as an argument that is not
+    donated, so the reference and a critic that share those arrays keep them. Without
+    adapters this is `jax.jit(fn, donate_argnums=0)`. With `state_shardings` the state
+    keeps them in and out; `arg_shardings` lays out the other arguments."""
+
+    def inner(live, frozen, *args):
+        state, out = fn(live.replace(params=lora.combine(live.params, frozen)), *args)
+        return _split_state(state)[0], out
+
+    if state_shardings is None and arg_shardings is None:
+        jitted = jax.jit(inner, donate_argnums=0)
+    else:
+        live_sh, frozen_sh = _split_state(state_shardings) if state_shardings is not None else (None, None)
+        jitted = jax.jit(
+            inner,
+            in_shardings=(live_sh, frozen_sh, *(arg_shardings or ())),
+            out_shardings=(live_sh, None),
+            donate_argnums=0,
+        )
+
+    def call(state: TrainState, *args):
+        live, frozen = _split_state(state)
+        live, out = jitted(live, frozen, *args)
+        return live.replace(params=lora.combine(live.params, frozen)), out
+
+    call.lower = lambda state, *args: jitted.lower(*_split_state(state), *args)  # ahead of time (`aot.py`)
+    return call

@@ -78,15 +78,17 @@ def test_the_quickstart_runs_end_to_end(shared, capsys):
     assert out.count("already done") == 3 and "gold win-rate vs SFT" in out
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_variant_runs_end_to_end(method, shared, tmp_path):
+@pytest.mark.parametrize("variant", [*METHODS, "dpo,lora"])
+def test_every_variant_runs_end_to_end(variant, shared, tmp_path):
     tfds_dir, base = shared
+    method = variant.split(",")[0]
     for stage in ("sft", "reward"):
         shutil.copytree(os.path.join(base, stage), tmp_path / stage)
-    args = ["--config", f"experiments/quickstart.py:{method},tiny", "--workdir", str(tmp_path), *sets(tfds_dir, base)]
+    args = ["--config", f"experiments/quickstart.py:{variant},tiny", "--workdir", str(tmp_path), *sets(tfds_dir, base)]
     assert main(args) == 0
     check_summary(tmp_path, method)
     policy_config = json.load(open(tmp_path / "policy" / "config.json"))
+    assert policy_config["model"]["lora_rank"] == (8 if "lora" in variant else 0)
     if method == "dpo":
         assert policy_config["train"]["kind"] == "preference"
     else:

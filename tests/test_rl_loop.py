@@ -1,5 +1,5 @@
 """The online RL loop: every estimator raises the reward on a toy task, a run killed
-with SIGKILL resumes bit-for-bit (RLOO and PPO) and compiles nothing after its first
+with SIGKILL resumes bit-for-bit (RLOO, and PPO with LoRA) and compiles nothing after its first
 iteration, log pi_old from the sampler equals a forward's, a (2,2,2) mesh with the scanned layer
 stack matches one device unrolled, the
 policy and reward model load from earlier runs' workdirs, and bad settings are refused."""
@@ -78,9 +78,12 @@ def _kill_after_checkpoint(cmd, workdir, step):
     return proc.wait(timeout=60) != 0
 
 
-@pytest.mark.parametrize("estimator", ["rloo", "ppo"])
-def test_a_run_killed_with_sigkill_resumes_bit_identically(estimator, tfds_dir, tmp_path):
+@pytest.mark.parametrize("estimator,lora_rank", [("rloo", 0), ("ppo", 4)])
+def test_a_run_killed_with_sigkill_resumes_bit_identically(estimator, lora_rank, tfds_dir, tmp_path):
+    # PPO runs with LoRA: policy and critic adapters on one frozen base that the reference
+    # shares; the resumed run keeps that base (restored adapters, the loaded base's arrays)
     sets = ["--set", f"rl.method={estimator}", "--set", f"data.data_dir={tfds_dir}", "--set", "train.steps=40"]
+    sets += ["--set", f"model.lora_rank={lora_rank}"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     assert main(["--config", TINY, "--workdir", straight, *sets]) == 0
     cmd = [sys.executable, "-m", "rlhf_jax.main", "--config", TINY, "--workdir", killed, *sets]

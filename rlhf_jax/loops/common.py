@@ -34,9 +34,18 @@ from rlhf_jax.eval import policies as policy_eval
 from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.experiment import KINDS, ExperimentConfig
 from rlhf_jax.loops.data import task_data
+from rlhf_jax.models import lora
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
 from rlhf_jax.models.transformer import init_model, with_remat
-from rlhf_jax.train_step import init_state, make_optimizer, make_schedule, make_train_step, state_shardings
+from rlhf_jax.train_step import (
+    TrainState,
+    init_state,
+    keep_frozen,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+    state_shardings,
+)
 from rlhf_jax.workdir import checkpoint_dir, write_json
 
 
@@ -176,7 +185,9 @@ def drive(
     start, resumed_from, last = 0, [], {}
     restored = ckpt.restore(state)
     if restored is not None:
-        start, state, meta = restored
+        start, restored_state, meta = restored
+        # a LoRA base is frozen: keep the arrays the reference shares, not a restored second copy
+        state = keep_frozen(restored_state, state) if isinstance(state, TrainState) else restored_state
         progress.restore(meta["loop"])
         resumed_from, last = [*meta.get("resumed_from", []), start], meta.get("last", {})
         print(f"resumed from step {start}")
@@ -304,8 +315,10 @@ def load_scalar(path: str, mesh, seed: int = 0, strict: bool = False, scan_layer
 
 
 def scalar_from_lm(model, lm_params, mesh, seed: int = 0):
-    scalar_model, scalar = init_model(model.cfg, head="scalar", seed=seed, mesh=mesh)
-    return scalar_model, {k: lm_params[k] if k in lm_params and k != "lm_head" else v for k, v in scalar.items()}
+    """A scalar-head model on an LM's backbone (the same arrays) with a fresh score head
+    (and fresh adapters when the LM has them)."""
+    backbone = {k: v for k, v in lora.base_leaves(lm_params).items() if k != "lm_head"}
+    return init_model(model.cfg, head="scalar", seed=seed, mesh=mesh, existing=backbone)
 
 
 def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
@@ -328,7 +341,14 @@ def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
             f"model.init_from={cfg.model.init_from}: a vocabulary of {model.cfg.vocab_size} tokens, "
             f"the tokenizer has {vocab_size}"
         )
-    return model, params
+    return with_adapters(cfg, model, params, mesh)
+
+
+def with_adapters(cfg: ExperimentConfig, model, params, mesh):
+    """(model, params) with model.lora_rank's fresh adapters around the same base arrays
+    (unchanged when the rank is 0)."""
+    m = cfg.model
+    return lora.add_adapters(model, params, m.lora_rank, m.lora_alpha, m.lora_targets, cfg.train.seed, mesh)
 
 
 def finish(workdir: str, summary: dict, model, params, tokenizer, trained: Trained | None = None) -> dict:

@@ -23,6 +23,7 @@ from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop, held_out_report
 from rlhf_jax.loops.data import TaskData
 from rlhf_jax.losses.preference import completion_logps, kto_loss, preference_loss
+from rlhf_jax.models import lora
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.workdir import checkpoint_dir
 
@@ -74,6 +75,8 @@ def preference(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
         )
         if ref_model.cfg.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"preference.reference={cfg.preference.reference}: vocabulary differs from the policy's")
+    elif lora.has_adapters(params):  # the same base, adapters off (shared: a LoRA base is never donated)
+        ref_model, ref_params = model, lora.without_adapters(params)
     else:
         ref_model, ref_params = model, jax.tree.map(jnp.copy, params)
     kto = pcfg.objective == "kto"

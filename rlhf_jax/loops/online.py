@@ -36,14 +36,16 @@ from rlhf_jax.batches import Rollout, Scored
 from rlhf_jax.data import batching
 from rlhf_jax.data.tokenizer import completion_texts
 from rlhf_jax.experiment import ExperimentConfig, RLSection
-from rlhf_jax.loops.common import Loop, build_model, held_out_report, load_scalar, scalar_from_lm
+from rlhf_jax.loops.common import Loop, build_model, held_out_report, load_scalar, scalar_from_lm, with_adapters
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
+from rlhf_jax.models import lora
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.models.transformer import param_shardings, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import (
     init_state,
+    jit_donating,
     make_optimizer,
     make_schedule,
     state_shardings,
@@ -183,7 +185,7 @@ def make_update(step, shardings):
         finite = metrics.pop("finite").min()  # every step's state, not their average
         return state, {**jax.tree.map(lambda m: m.mean(0), metrics), "finite": finite}
 
-    return jax.jit(update, in_shardings=(shardings, None, None), out_shardings=(shardings, None), donate_argnums=0)
+    return jit_donating(update, shardings, (None, None))
 
 
 def minibatch_order(rl: RLSection, seed: int, iteration: int) -> np.ndarray:
@@ -262,11 +264,14 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     the tokenizer's (used when the policy starts from scratch)."""
     rl = cfg.rl
     policy, params = build_model(cfg, vocab_size, mesh)
-    ref_params = jax.tree.map(jnp.copy, params)  # the state's params are donated
+    # the state's params are donated; a LoRA base is not (the reference is that base, adapters off)
+    ref_params = lora.without_adapters(params) if lora.has_adapters(params) else jax.tree.map(jnp.copy, params)
     if rl.reference:
         reference, ref_params = load_hf(checkpoint_dir(rl.reference), mesh=mesh, scan_layers=policy.cfg.scan_layers)
-        if dataclasses.replace(reference.cfg, remat=policy.cfg.remat) != policy.cfg:
+        if dataclasses.replace(reference.cfg, remat=policy.cfg.remat) != lora.base_config(policy.cfg):
             raise ValueError(f"rl.reference={rl.reference}: a model other than the policy's ({reference.cfg})")
+        if lora.has_adapters(params):  # run by the policy's program: adapters that add 0
+            ref_params = lora.without_adapters(with_adapters(cfg, reference, ref_params, mesh)[1])
     rm = rm_params = None
     if rl.prm_reading:  # a process reward model: an LM reading label tokens
         rm, rm_params = load_hf(checkpoint_dir(rl.reward_model), mesh=mesh, scan_layers=cfg.model.scan_layers)
@@ -282,11 +287,12 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     critic = None
     if rl.estimator.critic:
         if rl.critic_from == "reward" and rm is not None:
-            critic, value_params = with_remat(rm, cfg.model.remat), jax.tree.map(jnp.copy, rm_params)
+            critic, value_params = with_adapters(cfg, with_remat(rm, cfg.model.remat), rm_params, mesh)
         else:
             critic, value_params = scalar_from_lm(policy, ref_params, mesh, cfg.train.seed)
-            value_params = jax.tree.map(jnp.copy, value_params)
-        params = {"policy": params, "value": value_params}
+        # its own copy of what it trains (donated with the state); a frozen LoRA base stays shared
+        trainable, frozen = lora.partition(value_params)
+        params = {"policy": params, "value": lora.combine(jax.tree.map(jnp.copy, trainable), frozen)}
     return policy, params, ref_params, critic, rm, rm_params
 
 

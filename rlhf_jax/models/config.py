@@ -18,6 +18,8 @@ DTYPES = ("float32", "bfloat16")
 # keeps every activation; "full" keeps only each block's input and recomputes the rest;
 # "dots" keeps the matmul outputs; "dots_no_batch" those without batch dimensions.
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# Projections LoRA can adapt (`models/lora.py`): attention q, k, v, o; MLP gate, up, down.
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
 # Hugging Face activation names -> ours (gelu_new is the tanh approximation).
 _HF_ACTIVATIONS = {
@@ -66,6 +68,11 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"  # REMAT_POLICIES; how to run, not what the model is (not in config.json)
     scan_layers: bool = False  # one scanned block over stacked layer params (compile time flat in depth)
+    # LoRA (Hu et al. 2021, `models/lora.py`): rank-r adapters on `lora_targets`, y = x W + (alpha / r) x A B;
+    # 0 = none. Like remat, not part of config.json: an HF export merges the adapters into W.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o")
 
     def __post_init__(self):
         _check(self.family in FAMILIES, "family", self.family, f"one of {FAMILIES}")
@@ -97,6 +104,14 @@ class ModelConfig:
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {DTYPES}")
         _check(self.remat in REMAT_POLICIES, "remat", self.remat, f"one of {REMAT_POLICIES}")
         _check(self.norm_eps > 0, "norm_eps", self.norm_eps, "positive")
+        _check(self.lora_rank >= 0, "lora_rank", self.lora_rank, "an integer >= 0 (0 = no adapters)")
+        _check(self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "positive")
+        _check(
+            bool(self.lora_targets) and set(self.lora_targets) <= set(LORA_TARGETS),
+            "lora_targets",
+            self.lora_targets,
+            f"a non-empty subset of {LORA_TARGETS} (gate: gated MLPs only, else no projection)",
+        )
         if self.uses_rope:
             _check(self.rotary_dim % 2 == 0, "rotary_pct", self.rotary_pct, "giving an even rotary dim")
 

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from rlhf_jax import mesh as mesh_lib
+from rlhf_jax.models import lora
 from rlhf_jax.models.config import ModelConfig, from_hf_config, to_hf_config
 from rlhf_jax.models.transformer import Model, abstract_model, unstack_layers
 
@@ -349,6 +350,8 @@ def save_hf(
     host = jax.tree.map(lambda x: mesh_lib.to_host(x).astype(np.float32), params)
     if model.cfg.scan_layers:
         host = unstack_layers(host)
+    if model.cfg.lora_rank:  # W + (alpha / r) A B: the base architecture, which transformers loads
+        host = lora.merge(host, model.cfg.lora_alpha / model.cfg.lora_rank)
     if jax.process_index() != 0:
         return
     os.makedirs(directory, exist_ok=True)

@@ -21,10 +21,15 @@ INIT_STD = 0.02
 
 
 def param(rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple, init: str = "normal") -> nnx.Param:
-    """A float32 parameter with its logical axis names (`init`: normal(0.02) | zeros | ones)."""
+    """A float32 parameter with its logical axis names (`init`: normal(0.02) | zeros | ones |
+    lora_a: U(+-1/sqrt(fan_in)), fan_in the product of all dims but the last, as PEFT's
+    Kaiming-uniform(a=sqrt(5)) init of LoRA's A)."""
     assert len(shape) == len(axes), (shape, axes)
     if init == "normal":
         value = INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32)
+    elif init == "lora_a":
+        bound = 1.0 / math.sqrt(math.prod(shape[:-1]))
+        value = jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
     elif init == "zeros":
         value = jnp.zeros(shape, jnp.float32)
     else:
@@ -150,28 +155,45 @@ class Norm(nnx.Module):
 
 
 class Proj(nnx.Module):
-    """y = x . kernel + bias, contracting x's last `n_in` dims with the kernel's first."""
+    """y = x . kernel + bias, contracting x's last `n_in` dims with the kernel's first.
 
-    def __init__(self, in_shape, out_shape, in_axes, out_axes, bias: bool, rngs: nnx.Rngs):
+    With a LoRA rank r > 0 (Hu et al. 2021): y = x . kernel + (alpha / r) (x . lora_a) . lora_b
+    + bias, lora_a [*in, r] ~ U(+-1/sqrt(fan_in)) and lora_b [r, *out] = 0, so the adapted
+    projection starts equal to the kernel's; the low-rank path never forms a [*in, *out]
+    matrix (`lora.merge` does, for export)."""
+
+    def __init__(self, in_shape, out_shape, in_axes, out_axes, bias: bool, rngs: nnx.Rngs,
+                 lora_rank: int = 0, lora_alpha: float = 16.0):  # fmt: skip
         self.n_in = len(in_shape)
         self.kernel = param(rngs, (*in_shape, *out_shape), (*in_axes, *out_axes))
         self.bias = param(None, tuple(out_shape), tuple(out_axes), "zeros") if bias else None
+        self.lora_scale = lora_alpha / lora_rank if lora_rank else 0.0
+        self.lora_a = param(rngs, (*in_shape, lora_rank), (*in_axes, None), "lora_a") if lora_rank else None
+        self.lora_b = param(None, (lora_rank, *out_shape), (None, *out_axes), "zeros") if lora_rank else None
 
     def __call__(self, x):
         kernel = self.kernel[...].astype(x.dtype)
         y = jnp.tensordot(x, kernel, axes=self.n_in)
+        if self.lora_a is not None:
+            down = jnp.tensordot(x, self.lora_a[...].astype(x.dtype), axes=self.n_in)
+            y = y + self.lora_scale * jnp.tensordot(down, self.lora_b[...].astype(x.dtype), axes=1)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
         return y
 
 
+def _lora(cfg: ModelConfig, target: str) -> tuple[int, float]:
+    """(rank, alpha) of the projection named `target`: (0, alpha) when it is not adapted."""
+    return (cfg.lora_rank if target in cfg.lora_targets else 0), cfg.lora_alpha
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         D, H, K, E = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q = Proj((D,), (H, E), ("embed",), ("heads", "head_dim"), cfg.qkv_bias, rngs)
-        self.k = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs)
-        self.v = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs)
-        self.o = Proj((H, E), (D,), ("heads", "head_dim"), ("embed",), cfg.o_bias, rngs)
+        self.q = Proj((D,), (H, E), ("embed",), ("heads", "head_dim"), cfg.qkv_bias, rngs, *_lora(cfg, "q"))
+        self.k = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs, *_lora(cfg, "k"))
+        self.v = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs, *_lora(cfg, "v"))
+        self.o = Proj((H, E), (D,), ("heads", "head_dim"), ("embed",), cfg.o_bias, rngs, *_lora(cfg, "o"))
 
     def __call__(self, x_BxTxD, rope, mask_BxTxS, cache, index, last_query: bool = False):
         """Attention output [B, T, D], or [B, 1, D] for the last position only when
@@ -200,9 +222,10 @@ class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         D, F = cfg.d_model, cfg.d_ff
         self.act = cfg.activation
-        self.gate = Proj((D,), (F,), ("embed",), ("mlp",), cfg.mlp_bias, rngs) if cfg.gated_mlp else None
-        self.up = Proj((D,), (F,), ("embed",), ("mlp",), cfg.mlp_bias, rngs)
-        self.down = Proj((F,), (D,), ("mlp",), ("embed",), cfg.mlp_bias, rngs)
+        gated = cfg.gated_mlp
+        self.gate = Proj((D,), (F,), ("embed",), ("mlp",), cfg.mlp_bias, rngs, *_lora(cfg, "gate")) if gated else None
+        self.up = Proj((D,), (F,), ("embed",), ("mlp",), cfg.mlp_bias, rngs, *_lora(cfg, "up"))
+        self.down = Proj((F,), (D,), ("mlp",), ("embed",), cfg.mlp_bias, rngs, *_lora(cfg, "down"))
 
     def __call__(self, x_BxTxD):
         up = self.up(x_BxTxD)

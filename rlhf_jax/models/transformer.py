@@ -283,8 +283,11 @@ def param_shardings(cfg: ModelConfig, head: str, mesh, rules=mesh_lib.TRAIN_RULE
     return mesh_lib.tree_shardings(axes, shapes, mesh, rules)
 
 
-def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rules=mesh_lib.TRAIN_RULES):
+def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rules=mesh_lib.TRAIN_RULES,
+               existing=None):  # fmt: skip
     """A freshly initialised (Model, params): weights ~ N(0, 0.02^2), biases 0, norm scales 1.
+    `existing`: a params pytree whose leaves are kept where their path exists (the same
+    arrays, not copies; `lora.add_adapters` draws only the adapters around a loaded base).
 
     Values are drawn on the host, one generator per parameter seeded by (seed, its path), so
     they do not depend on the mesh or the layout (a scanned stack draws each layer under its
@@ -301,6 +304,13 @@ def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rul
     leaves = []
     for (path, sds), kind, sharding in zip(flat, kinds, placements, strict=True):
         keys = [str(getattr(k, "key", k)) for k in path]
+        kept = _lookup(existing, [getattr(k, "key", k) for k in path])
+        if kept is not None:
+            if kept.shape != sds.shape:
+                raise ValueError(f"init_model: existing parameter {'/'.join(keys)} of shape {kept.shape}, "
+                                 f"expected {sds.shape}")  # fmt: skip
+            leaves.append(kept)
+            continue
         if cfg.scan_layers and keys[0] == "layers":  # each layer drawn as unrolled: the same model in both layouts
             layer = lambda i: _host_init(kind, sds.shape[1:], seed, "/".join(["layers", str(i), *keys[1:]]))  # noqa: E731
             value = np.stack([layer(i) for i in range(cfg.n_layers)])
@@ -313,12 +323,24 @@ def init_model(cfg: ModelConfig, head: str = "lm", seed: int = 0, mesh=None, rul
     return model, jax.tree.unflatten(treedef, leaves)
 
 
+def _lookup(tree, keys):
+    """tree[k0][k1]... or None where a key is missing (or no tree)."""
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
 def _host_init(kind: str, shape, seed: int, name: str) -> np.ndarray:
     if kind == "zeros":
         return np.zeros(shape, np.float32)
     if kind == "ones":
         return np.ones(shape, np.float32)
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    if kind == "lora_a":
+        bound = 1.0 / np.sqrt(np.prod(shape[:-1]))
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
     return (INIT_STD * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
 
 
