@@ -114,6 +114,8 @@ def dry_run(cfg) -> str:
 
     out = abstract_iteration(cfg)
     lines = [f"{cfg.name}: train.kind={cfg.train.kind}, {out['params'] / 1e6:,.1f}M parameters"]
+    if out["trainable"] != out["params"]:
+        lines[0] += f", {out['trainable'] / 1e6:,.2f}M of them trained (LoRA)"
     lines.append(f"train state (parameters + optimiser): {out['state_bytes'] / 2**30:,.2f} GiB before sharding")
     for name in ("samples", "rollout"):
         if name in out:
@@ -121,6 +123,25 @@ def dry_run(cfg) -> str:
             lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
     lines.append("metrics: " + ", ".join(sorted(out["metrics"])))
     return "\n".join(lines)
+
+
+def target_report(cfg, name: str) -> str:
+    """`--dry-run --target`: each training stage's programs compiled for the slice (`aot.py`)."""
+    from rlhf_jax import aot
+    from rlhf_jax.experiment import ExperimentConfig
+
+    t = aot.target(name)
+    devices = aot.target_devices(t)
+    stages = [cfg] if isinstance(cfg, ExperimentConfig) else [
+        getattr(cfg, f.name) for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), ExperimentConfig)
+    ]  # fmt: skip
+    out = []
+    for stage in stages:
+        programs, figures = aot.compile_run(stage, devices)
+        out.append(aot.report(stage, t, programs, figures))
+        print(out[-1], flush=True)
+        aot.check(t, programs)
+    return "all programs fit"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run",
         action="store_true",
         help="trace one iteration at full size (jax.eval_shape: no parameters, no data), print it and exit",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="SLICE",
+        help="with --dry-run: compile every program of the run for this TPU slice (v4-8 ... v4-512, v5e-*, v5p-*, "
+        "v6e-*) on this machine with libtpu, print per device what each holds, and fail if one does not fit",
     )
     study = parser.add_argument_group("studies (a module whose get_config returns a study.StudyConfig)")
     study.add_argument("--jobs", type=int, default=1, help="run up to N stages and cells at once, each in its process")
@@ -185,6 +212,11 @@ def run(args) -> int:
         raise ValueError(f"--jobs, --cell and --records are for studies; {args.config} is a single run or a pipeline")
     cfg = local_paths(config_lib.override(load, args.set))
     preflight.check(cfg, workdir)
+    if args.target and not args.dry_run:
+        raise ValueError("--target: only with --dry-run (it compiles for a slice, it does not run there)")
+    if args.target:
+        print(target_report(cfg, args.target))
+        return 0
     if args.dry_run:
         if hasattr(cfg, "wired_stages"):  # a run of its own stages: each one
             print("\n\n".join(dry_run(stage) for stage in cfg.wired_stages(workdir).values()))

@@ -8,8 +8,9 @@ Every `import` in the package counts, the ones inside functions too. Layers, low
     2  losses, rollout, sampling, train_step, tasks, data   maths, decoding, data
     3  experiment, eval                                     the config schema, evaluation
     4  preflight, loops                                     one loop per train.kind
-    5  pipeline, dry_run, study, study_report, study_jobs,  runs of several loops
-       study_records, iterated, process_supervision
+    5  pipeline, dry_run, aot, study, study_report,       runs of several loops; compiling them
+       study_jobs, study_records, iterated,
+       process_supervision
     6  main                                                 the command line
 
 and within a layer: losses import only losses and batches; tasks and data import no maths
@@ -32,7 +33,17 @@ LAYERS = [
     {"losses", "rollout", "sampling", "train_step", "tasks", "data"},
     {"experiment", "eval"},
     {"preflight", "loops"},
-    {"pipeline", "dry_run", "study", "study_report", "study_jobs", "study_records", "iterated", "process_supervision"},
+    {
+        "pipeline",
+        "dry_run",
+        "aot",
+        "study",
+        "study_report",
+        "study_jobs",
+        "study_records",
+        "iterated",
+        "process_supervision",
+    },
     {"main"},
 ]
 MATHS = {"losses", "rollout", "sampling", "train_step"}

@@ -1,0 +1,78 @@
+"""Ahead-of-time compilation for a slice (`aot.py`, `--dry-run --target`): every program of
+an RL iteration compiles with the run's shardings and reports what a device holds; LoRA and
+sharded sampling weights shrink what they should; a program over the chip's HBM is a named
+error with the knobs; the slice table; and, where libtpu is installed, a real v4-8 compile."""
+
+import importlib.util
+
+import jax
+import pytest
+
+from rlhf_jax import aot
+from rlhf_jax.config import override
+from rlhf_jax.main import load_experiment, main
+
+TINY = "experiments/rl_summarization.py:tiny"
+
+
+def compiled(*sets):
+    cfg = override(load_experiment(TINY), ["mesh=1,-1,1", "rl.method=ppo", *sets])
+    programs, figures = aot.compile_run(cfg, jax.devices())
+    return {p.name: p for p in programs}, figures
+
+
+@pytest.fixture(scope="module")
+def full():
+    return compiled()
+
+
+def test_every_rl_program_compiles_on_the_mesh_and_reports_its_bytes(full):
+    programs, figures = full
+    assert set(programs) == {"sampler", "experience", "update"}
+    for p in programs.values():
+        assert p.arguments > 0 and p.total >= p.arguments + p.temporaries - p.aliased > 0
+    # the update donates the state: its outputs reuse the arguments
+    assert programs["update"].aliased > 0
+    assert figures["trainable"] == figures["params"] > 3e6
+    # the update holds the train state: parameters (policy + critic) and two Adam moments, sharded over 8 devices
+    state_floats = 3 * figures["params"] / 8
+    assert programs["update"].arguments >= 4 * state_floats * 0.9
+
+
+@pytest.mark.slow
+def test_lora_and_sharded_sampling_weights_hold_less(full):
+    programs, figures = full
+    lora_programs, lora_figures = compiled("model.lora_rank=4", "rl.sampler_weights=sharded")
+    assert lora_figures["trainable"] < 0.01 * lora_figures["params"]
+    # Adam's moments for the adapters only: the update's arguments lose about 2 of the 3 state copies
+    assert lora_programs["update"].arguments < 0.5 * programs["update"].arguments
+    assert lora_programs["sampler"].arguments < programs["sampler"].arguments  # no whole copy along fsdp
+
+
+def test_a_program_over_the_chips_hbm_is_refused_by_name_with_the_knobs(full):
+    programs, _ = full
+    update = programs["update"].total
+    small = aot.Target("tiny-chip", "v4:2x2x1", "megacore", 0.9 * update / aot.GiB, 1.0)
+    with pytest.raises(ValueError, match=r"the update program needs .* GiB per device.*mesh.*accum_steps.*lora_rank"):
+        aot.check(small, [programs["update"]])
+    aot.check(aot.target("v4-8"), list(programs.values()))  # 32 GiB: fits
+
+
+def test_the_slice_table_and_its_errors(capsys):
+    assert aot.target("v4-64").devices == 32 and aot.target("v4-64").hbm_gib == 32
+    assert aot.target("v5e-256").devices == 256 and aot.target("v5p-8").hbm_gib == 95
+    assert main(["--config", TINY, "--workdir", "/tmp/unused_aot", "--dry-run", "--target", "v9-8"]) == 2
+    assert "--target v9-8: unknown; known: v4-8" in capsys.readouterr().err
+    assert main(["--config", TINY, "--workdir", "/tmp/unused_aot", "--target", "v4-8"]) == 2
+    assert "--target: only with --dry-run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (pip install -e '.[tpu]')")
+def test_a_tiny_run_compiles_for_a_v4_8_with_libtpu():  # pragma: no cover - where libtpu is installed
+    t = aot.target("v4-8")
+    devices = aot.target_devices(t)
+    cfg = override(load_experiment(TINY), ["mesh=1,-1,1"])
+    programs, _ = aot.compile_run(cfg, devices)
+    assert {p.name for p in programs} == {"sampler", "experience", "update"}
+    aot.check(t, programs)
