@@ -148,6 +148,7 @@ def _measure(name: str, lowered_fn, resident: int) -> Program:
     t0 = time.time()
     compiled = lowered_fn().compile()
     seconds = time.time() - t0
+    print(f"  compiled {name} in {seconds:.1f} s", flush=True)  # a 7B program can take minutes
     m = compiled.memory_analysis()
     return Program(
         name,
@@ -188,7 +189,7 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
     """Compile every program of one iteration of cfg's loop on a mesh of `devices`.
     Returns the programs and the figures of the iteration (parameters, FLOPs)."""
     mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
-    model_cfg = cfg.model.model_config(vocab_size or cfg.model.vocab_size or 32000)
+    model_cfg = _model_config(cfg, vocab_size)
     P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
     T = P + C
     optimizer = make_optimizer(cfg.optim)
@@ -229,6 +230,20 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
             n = _count(params)
             figures = {"params": n, "trainable": _count(lora.partition(params)[0]), "flops": 6 * n * tokens}
     return programs, figures
+
+
+def _model_config(cfg: ExperimentConfig, vocab_size: int | None):
+    """The model the run builds: its preset or sizes, or model.init_from's config.json, with
+    the run's remat, layout and LoRA settings."""
+    m = cfg.model
+    if m.init_from and not m.preset:
+        from rlhf_jax.models.hf import read_config
+        from rlhf_jax.workdir import checkpoint_dir
+
+        run = dict(remat=m.remat, scan_layers=m.scan_layers, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                   lora_targets=m.lora_targets)  # fmt: skip
+        return dataclasses.replace(read_config(checkpoint_dir(m.init_from)), **run)
+    return m.model_config(vocab_size or m.vocab_size or 32000)
 
 
 def _count(tree) -> int:
