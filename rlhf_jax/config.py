@@ -71,36 +71,50 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
 
 
 def override(cfg, assignments: list[str]):
-    """A copy of `cfg` with each "a.b=value" applied (validation runs again)."""
+    """A copy of `cfg` with each "a.b=value" applied. Each section is rebuilt once with all
+    of its assignments, so that its checks see them together (`--set rl.k=8 --set
+    rl.rollout_batch=64` in either order); a failed check names the keys set in it."""
+    changes: dict = {}
     for assignment in assignments:
         if "=" not in assignment:
             raise ValueError(f"--set {assignment!r}: expected key=value")
         key, text = assignment.split("=", 1)
         key = key.strip()
-        try:
-            cfg = _set(cfg, key.split("."), text, key, cfg)
-        except ValueError as e:  # a section's own check: name the --set key that failed it
-            if str(e).startswith("--set "):
-                raise
-            raise ValueError(f"--set {key}={text}: {e}") from None
-    return cfg
+        path, node, tree = key.split("."), cfg, changes
+        for depth, name in enumerate(path):
+            fields = _fields(node)
+            if name not in fields:
+                close = difflib.get_close_matches(key, all_keys(cfg), n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(f"--set {key}: unknown key{hint}")
+            value = getattr(node, name)
+            if depth < len(path) - 1:
+                if not dataclasses.is_dataclass(value):
+                    raise ValueError(f"--set {key}: {name} is not a section")
+                node, tree = value, tree.setdefault(name, {})
+            elif dataclasses.is_dataclass(value):
+                raise ValueError(f"--set {key}: is a section; set one of its fields")
+            else:
+                tree[name] = (parse_value(text, fields[name], key), f"{key}={text}")
+    return _apply(cfg, changes)
 
 
-def _set(node, path: list[str], text: str, key: str, root):
-    fields = _fields(node)
-    name = path[0]
-    if name not in fields:
-        close = difflib.get_close_matches(key, all_keys(root), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"--set {key}: unknown key{hint}")
-    value = getattr(node, name)
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(value):
-            raise ValueError(f"--set {key}: {name} is not a section")
-        return dataclasses.replace(node, **{name: _set(value, path[1:], text, key, root)})
-    if dataclasses.is_dataclass(value):
-        raise ValueError(f"--set {key}: is a section; set one of its fields")
-    return dataclasses.replace(node, **{name: parse_value(text, fields[name], key)})
+def _apply(node, changes: dict):
+    new = {name: _apply(getattr(node, name), change) if isinstance(change, dict) else change[0]
+           for name, change in changes.items()}  # fmt: skip
+    try:
+        return dataclasses.replace(node, **new)
+    except ValueError as e:  # a section's own check: name the --set keys that went into it
+        if str(e).startswith("--set "):
+            raise
+        raise ValueError(f"--set {', '.join(_assignments(changes))}: {e}") from None
+
+
+def _assignments(changes: dict) -> list[str]:
+    out = []
+    for change in changes.values():
+        out += _assignments(change) if isinstance(change, dict) else [change[1]]
+    return out
 
 
 def to_dict(cfg) -> dict[str, Any]:

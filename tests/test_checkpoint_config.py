@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from rlhf_jax import config as C
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.checkpoint import Checkpointer
+from rlhf_jax.experiment import RLSection
 from rlhf_jax.train_step import OptimConfig
 
 
@@ -117,3 +118,21 @@ def test_override_errors_name_the_key():
         C.override(Experiment(), ["optim.learning_rate=-1"])
     with pytest.raises(ValueError, match="expected key=value"):
         C.override(Experiment(), ["seed"])
+
+
+def test_a_sections_assignments_are_checked_together_in_any_order():
+    # each alone breaks a cross-field check of rl (rollout_batch a multiple of k); together they fit
+    for order in (
+        ["rl.k=8", "rl.rollout_batch=16", "rl.minibatch=16"],
+        ["rl.minibatch=16", "rl.rollout_batch=16", "rl.k=8"],
+    ):
+        cfg = C.override(Holder(), order)
+        assert (cfg.rl.k, cfg.rl.rollout_batch, cfg.rl.minibatch) == (8, 16, 16)
+    with pytest.raises(ValueError, match=r"--set rl.k=8, rl.rollout_batch=12: .*multiple of rl.k=8"):
+        C.override(Holder(), ["rl.k=8", "rl.rollout_batch=12", "seed=1"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    rl: RLSection = RLSection(rollout_batch=64, minibatch=64, k=4)
+    seed: int = 0
