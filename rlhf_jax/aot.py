@@ -45,7 +45,7 @@ from rlhf_jax.losses.preference import preference_loss
 from rlhf_jax.losses.reward import pair_loss
 from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models import lora
-from rlhf_jax.models.transformer import abstract_model
+from rlhf_jax.models.transformer import abstract_model, count_params
 from rlhf_jax.rollout import BaselineState
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import (
@@ -227,8 +227,8 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
             step = make_train_step(loss_fn, optimizer, accum_steps=cfg.optim.accum_steps, schedule=schedule,
                                    state_shardings=shardings)  # fmt: skip
             programs.append(_measure("step", lambda: step.lower(state, batch), 0))
-            n = _count(params)
-            figures = {"params": n, "trainable": _count(lora.partition(params)[0]), "flops": 6 * n * tokens}
+            n = count_params(params)
+            figures = {"params": n, "trainable": count_params(lora.partition(params)[0]), "flops": 6 * n * tokens}
     return programs, figures
 
 
@@ -244,10 +244,6 @@ def _model_config(cfg: ExperimentConfig, vocab_size: int | None):
                    lora_targets=m.lora_targets)  # fmt: skip
         return dataclasses.replace(read_config(checkpoint_dir(m.init_from)), **run)
     return m.model_config(vocab_size or m.vocab_size or 32000)
-
-
-def _count(tree) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
@@ -303,25 +299,29 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
     lowered = lambda: experience.lower(state.params, ref, scored(N), greedy, beta, baseline, key)  # noqa: E731
     programs.append(_measure("experience", lowered, opt_bytes + rm_bytes))
     rollout = jax.eval_shape(experience, state.params, ref, scored(N), greedy, beta, baseline, key)[0]
-    rollout = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated_rows(mesh, x)), rollout)
+    rollout = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows_sharding(mesh, x)), rollout)
     step = train_step_fn(online.make_loss(rl, policy, critic, C), optimizer, cfg.optim.accum_steps, schedule)
     update = online.make_update(step, jax.tree.map(lambda x: x.sharding, state))
     order = jax.ShapeDtypeStruct((rl.steps_per_iteration, rl.minibatch), jnp.int32, sharding=replicated)
     programs.append(_measure("update", lambda: update.lower(state, rollout, order), ref_bytes + rm_bytes))
     if rm_program is not None:
         programs.append(_measure("reward", rm_program, state_bytes + ref_bytes))
-    n_policy = _count(params)
-    n_critic = _count(state_params["value"]) if critic is not None else 0
+    n_policy = count_params(params)
+    n_critic = count_params(state_params["value"]) if critic is not None else 0
     samples = rl.n_prompts * rl.k
     flops = 2 * n_policy * samples * T  # sampling (prefill + decode, per token)
     flops += 2 * n_policy * N * T * (2 if rl.old_logps == "forward" else 1)  # reference (and old) log-probs
-    flops += 2 * n_critic * N * T + (2 * _count(rm_params) * N * T if rm_program else 0)
+    flops += 2 * n_critic * N * T + (2 * count_params(rm_params) * N * T if rm_program else 0)
     flops += 6 * (n_policy + n_critic) * rl.minibatch * T * rl.steps_per_iteration
-    figures = {"params": n_policy + n_critic, "trainable": _count(lora.partition(state_params)[0]), "flops": flops}
+    figures = {
+        "params": n_policy + n_critic,
+        "trainable": count_params(lora.partition(state_params)[0]),
+        "flops": flops,
+    }
     return programs, figures
 
 
-def replicated_rows(mesh, x):
+def rows_sharding(mesh, x):
     """A rollout leaf's sharding: its rows over the data axes (scalars replicated)."""
     if not x.shape:
         return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
