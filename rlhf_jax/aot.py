@@ -226,7 +226,13 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
             shardings = jax.tree.map(lambda x: x.sharding, state)
             step = make_train_step(loss_fn, optimizer, accum_steps=cfg.optim.accum_steps, schedule=schedule,
                                    state_shardings=shardings)  # fmt: skip
-            programs.append(_measure("step", lambda: step.lower(state, batch), 0))
+            # an offline objective's frozen reference stays resident (with LoRA: the same base, adapters off)
+            needs_ref = kind == "preference" and cfg.preference.loss_config().needs_reference
+            if needs_ref and lora.has_adapters(params):
+                resident = device_bytes(lora.partition(params)[0])
+            else:
+                resident = device_bytes(params) if needs_ref else 0
+            programs.append(_measure("step", lambda: step.lower(state, batch), resident))
             n = count_params(params)
             figures = {"params": n, "trainable": count_params(lora.partition(params)[0]), "flops": 6 * n * tokens}
     return programs, figures

@@ -76,3 +76,13 @@ def test_a_tiny_run_compiles_for_a_v4_8_with_libtpu():  # pragma: no cover - whe
     programs, _ = aot.compile_run(cfg, devices)
     assert {p.name for p in programs} == {"sampler", "experience", "update"}
     aot.check(t, programs)
+
+
+@pytest.mark.slow
+def test_an_offline_objectives_reference_is_counted_resident_beside_its_step():
+    dpo = override(load_experiment("experiments/quickstart.py:dpo,tiny").policy, ["mesh=1,-1,1"])
+    (step,), figures = aot.compile_run(dpo, jax.devices())
+    # the state is parameters + two Adam moments (+ counts); the reference, one more copy of the parameters
+    assert step.name == "step" and abs(step.resident - step.arguments / 3) < 0.02 * step.arguments
+    simpo = override(dpo, ["preference.objective=simpo"])  # reference-free
+    assert aot.compile_run(simpo, jax.devices())[0][0].resident == 0
