@@ -39,6 +39,7 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.batches import PreferenceBatch, Scored, SFTBatch
+from rlhf_jax.dry_run import run_model_config
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import online
 from rlhf_jax.losses.preference import preference_loss
@@ -189,7 +190,7 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
     """Compile every program of one iteration of cfg's loop on a mesh of `devices`.
     Returns the programs and the figures of the iteration (parameters, FLOPs)."""
     mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
-    model_cfg = _model_config(cfg, vocab_size)
+    model_cfg = run_model_config(cfg, vocab_size)
     P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
     T = P + C
     optimizer = make_optimizer(cfg.optim)
@@ -236,20 +237,6 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
             n = count_params(params)
             figures = {"params": n, "trainable": count_params(lora.partition(params)[0]), "flops": 6 * n * tokens}
     return programs, figures
-
-
-def _model_config(cfg: ExperimentConfig, vocab_size: int | None):
-    """The model the run builds: its preset or sizes, or model.init_from's config.json, with
-    the run's remat, layout and LoRA settings."""
-    m = cfg.model
-    if m.init_from and not m.preset:
-        from rlhf_jax.models.hf import read_config
-        from rlhf_jax.workdir import checkpoint_dir
-
-        run = dict(remat=m.remat, scan_layers=m.scan_layers, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                   lora_targets=m.lora_targets)  # fmt: skip
-        return dataclasses.replace(read_config(checkpoint_dir(m.init_from)), **run)
-    return m.model_config(vocab_size or m.vocab_size or 32000)
 
 
 def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):

@@ -7,6 +7,7 @@ does not trace at the real shapes; and it reports what the train state will weig
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -44,6 +45,24 @@ def _nbytes(tree) -> int:
     return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+def run_model_config(cfg: ExperimentConfig, vocab_size: int | None):
+    """The model the run builds: model.init_from's config.json where that checkpoint exists
+    (a pipeline's later stages start from ones not written yet: their model.* sizes), else
+    its preset or sizes; with the run's remat, layout and LoRA settings."""
+    m = cfg.model
+    if m.init_from and not m.preset:
+        from rlhf_jax.models.hf import read_config
+        from rlhf_jax.workdir import checkpoint_dir
+
+        run = dict(remat=m.remat, scan_layers=m.scan_layers, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                   lora_targets=m.lora_targets)  # fmt: skip
+        try:
+            return dataclasses.replace(read_config(checkpoint_dir(m.init_from)), **run)
+        except FileNotFoundError:
+            pass
+    return m.model_config(vocab_size or m.vocab_size or 32000)
+
+
 def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> dict:
     """Trace one iteration of cfg's loop at full size. Returns the parameter count (policy
     and critic; "trainable": those the optimiser updates, fewer with LoRA), the train
@@ -51,7 +70,7 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
     tokenizer's, for a model trained from scratch (a preset fixes its own).
 
     Raises ValueError naming the config field when the shapes cannot work."""
-    model_cfg = cfg.model.model_config(vocab_size or cfg.model.vocab_size or 32000)
+    model_cfg = run_model_config(cfg, vocab_size)
     P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
     T = P + C
     if T > model_cfg.max_positions:
