@@ -130,6 +130,9 @@ def non_default(cfg) -> dict[str, Any]:
         if dataclasses.is_dataclass(value):
             out[f.name] = non_default(value)
             continue
+        if isinstance(value, (tuple, list)) and any(dataclasses.is_dataclass(v) for v in value):
+            out[f.name] = [non_default(v) if dataclasses.is_dataclass(v) else v for v in value]  # e.g. model sizes
+            continue
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:

@@ -238,12 +238,13 @@ def run(args) -> int:
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
         check_and_write_config(cfg, workdir, args.overwrite_config)
-        from rlhf_jax import iterated, loops, pipeline, process_supervision
+        from rlhf_jax import iterated, loops, pipeline, process_supervision, weak_to_strong
 
         runs = {  # the runs of several stages; each prints its own table
             pipeline.PipelineConfig: pipeline.run,
             iterated.IteratedConfig: iterated.run,
             process_supervision.ProcessConfig: process_supervision.run,
+            weak_to_strong.WeakToStrongConfig: weak_to_strong.run,
         }
         several = tuple(runs)
         run_fn = runs.get(type(cfg), loops.run)

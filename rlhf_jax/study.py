@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import iterated, pipeline, process_supervision, study_report
+from rlhf_jax import iterated, pipeline, process_supervision, study_report, weak_to_strong
 from rlhf_jax.iterated import IteratedConfig
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.process_supervision import ProcessConfig
@@ -59,6 +59,7 @@ from rlhf_jax.study_records import (
     read_record,
     training_curve,
 )
+from rlhf_jax.weak_to_strong import WeakToStrongConfig
 from rlhf_jax.workdir import finished, write_json
 
 CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
@@ -68,8 +69,9 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 class Cell:
     """One pipeline of the grid at one seed (a `PipelineConfig`; an
     `iterated.IteratedConfig`: rounds of comparisons, reward model and policy, its SFT
-    shared like a pipeline's; or a `process_supervision.ProcessConfig`, whose stages are
-    all its own). Cells of a group differ only in their seed:
+    shared like a pipeline's; a `process_supervision.ProcessConfig`, whose stages are
+    all its own; or a `weak_to_strong.WeakToStrongConfig`, its pretrained sizes shared).
+    Cells of a group differ only in their seed:
     the report gives a group's mean and interval over them. settings: the grid coordinates
     of the group, for the report (e.g. (("method", "rloo"), ("k", "4"))). select_with: with
     a selection, the group whose chosen value this cell takes instead of one of its own
@@ -77,12 +79,12 @@ class Cell:
 
     group: str
     seed: int
-    pipeline: PipelineConfig | IteratedConfig | ProcessConfig
+    pipeline: PipelineConfig | IteratedConfig | ProcessConfig | WeakToStrongConfig
     settings: tuple[tuple[str, str], ...] = ()
     select_with: str = ""
 
     @property
-    def seeded(self) -> PipelineConfig | IteratedConfig | ProcessConfig:
+    def seeded(self) -> PipelineConfig | IteratedConfig | ProcessConfig | WeakToStrongConfig:
         """The pipeline (or iterated run) at the cell's seed."""
         if isinstance(self.pipeline, IteratedConfig):
             return dataclasses.replace(
@@ -133,6 +135,9 @@ class Figure:
     groups: tuple[str, ...]
     keys: tuple[str, ...] = ()
     source: str = "training"
+    x: str = "N"  # "against_n": the rows' "n" is this (the tables' columns, the plots' axis)
+    x_label: str = "N (solutions per problem)"
+    y_label: str = "accuracy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,11 +314,16 @@ class Placed:
 def place(cell: Cell, workdir: str) -> Placed:
     """A pipeline cell shares its seed's SFT and reward model; an iterated cell its SFT
     (its reward models are its rounds' own); a process-supervision cell nothing but the
-    prepared data."""
+    prepared data; a weak-to-strong cell its pretrained sizes (the same for every seed)."""
     seeded = cell.seeded
     directory, data_dir = os.path.join(workdir, "cells", cell.name), os.path.join(workdir, "tfds")
     if isinstance(seeded, ProcessConfig):
         return Placed(cell, directory, {}, data_dir, seeded.wired_stages(directory, data_dir), ())
+    if isinstance(seeded, WeakToStrongConfig):
+        configs = seeded.wired_stages(directory, data_dir)
+        keys = {name: f"{name}-{digest(config_lib.non_default(stage))}" for name, stage in configs.items()}
+        dirs = {name: os.path.join(workdir, "shared", key) for name, key in keys.items()}
+        return Placed(cell, directory, dirs, data_dir, configs, tuple((n, f"shared/{k}") for n, k in keys.items()))
     p = seeded.pipeline if isinstance(seeded, IteratedConfig) else seeded
     sft_key = f"sft-{digest(config_lib.non_default(p.sft), cell.seed)}"
     reward_key = f"reward-{digest(config_lib.non_default(p.reward), cell.seed, sft_key)}"
@@ -341,6 +351,12 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
         if summary.get("stopped"):
             return summary
         tree, curve = process_supervision.study_figures(summary)
+        metrics, generation = flatten(tree), {}
+    elif isinstance(cell.pipeline, WeakToStrongConfig):
+        summary = weak_to_strong.run(cell.seeded, placed.directory, placed.dirs, placed.data_dir)
+        if summary.get("stopped"):
+            return summary
+        tree, curve = weak_to_strong.study_figures(summary)
         metrics, generation = flatten(tree), {}
     elif isinstance(cell.pipeline, IteratedConfig):
         summary = iterated.run(cell.seeded, placed.directory, placed.dirs["sft"], placed.data_dir)

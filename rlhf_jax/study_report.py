@@ -111,7 +111,13 @@ def figure_plots(study, records: list[dict], out_dir: str) -> dict[str, list[str
     for fig in study.figures:
         if fig.source == "against_n":
             paths[fig.name] = [
-                plots.against_n(table, os.path.join(out_dir, f"{fig.name}_{group}.png"), f"{fig.title}: {group}")
+                plots.against_n(
+                    table,
+                    os.path.join(out_dir, f"{fig.name}_{group}.png"),
+                    f"{fig.title}: {group}",
+                    fig.x_label,
+                    fig.y_label,
+                )
                 for group, table in tables.get(fig.name, {}).items()
             ]
             continue
@@ -166,7 +172,7 @@ def _against_n_markdown(fig, table: dict) -> list[str]:
     for group, by_key in table.items():
         ns = sorted({n for by_n in by_key.values() for n in by_n}, key=int)
         lines += [f"{fig.title}, {group} (mean [95% interval] over seeds):", ""]
-        lines.append("| | " + " | ".join(f"N={n}" for n in ns) + " |")
+        lines.append("| | " + " | ".join(f"{fig.x}={n}" for n in ns) + " |")
         lines.append("|---|" + "---|" * len(ns))
         for key, by_n in by_key.items():
             lines.append(f"| {key} | " + " | ".join(_fmt(by_n.get(n)) for n in ns) + " |")

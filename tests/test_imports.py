@@ -10,12 +10,13 @@ Every `import` in the package counts, the ones inside functions too. Layers, low
     4  preflight, loops                                     one loop per train.kind
     5  pipeline, dry_run, aot, study, study_report,       runs of several loops; compiling them
        study_jobs, study_records, iterated,
-       process_supervision
+       process_supervision, weak_to_strong
     6  main                                                 the command line
 
 and within a layer: losses import only losses and batches; tasks and data import no maths
 (losses, rollout, sampling, train_step); a loop imports no other loop (only the shared
-loops.common and loops.data).
+loops.common and loops.data; loops.classifier, the weak-to-strong study's fine-tuning,
+is a loop of its own).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ LAYERS = [
         "study_records",
         "iterated",
         "process_supervision",
+        "weak_to_strong",
     },
     {"main"},
 ]

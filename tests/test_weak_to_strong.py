@@ -1,4 +1,9 @@
-"""Weak-to-strong losses: hand values and the zero-weight reduction to plain cross-entropy."""
+"""Weak-to-strong: the losses' hand values and the zero-weight reduction to plain
+cross-entropy; the classifier's pair logits; the pipeline's label flow (no student reads
+the gold labels of its split) and PGR; the study at smoke size."""
+
+import dataclasses
+import json
 
 import chex
 import jax
@@ -6,7 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import weak_to_strong as experiment
+from rlhf_jax import weak_to_strong as pipeline
+from rlhf_jax.loops import classifier
 from rlhf_jax.losses import weak_to_strong as W
+from rlhf_jax.tasks import classification
 
 
 class WeakToStrongObjectivesTest(chex.TestCase):
@@ -56,3 +65,138 @@ class WeakToStrongObjectivesTest(chex.TestCase):
             W.performance_gap_recovered(0.6, 0.7, 0.6)
         with pytest.raises(ValueError, match="targets must be probabilities"):
             W.soft_cross_entropy(jnp.zeros((1, 2)), jnp.array([[0.7, 0.7]]))
+
+
+def test_pgr_hand_values_and_undefined_without_a_gap():
+    assert pipeline.pgr(0.6, 0.7, 0.8, margin=0.02) == pytest.approx(0.5)
+    assert pipeline.pgr(0.6, 0.55, 0.8, margin=0.02) == pytest.approx(-0.25)
+    assert pipeline.pgr(0.6, 0.7, 0.61, margin=0.02) is None  # the ceiling barely beats the supervisor
+    np.testing.assert_array_equal(pipeline.harden(np.array([[0.4, 0.6], [0.9, 0.1], [0.5, 0.5]])),
+                                  [[0, 1], [1, 0], [1, 0]])  # fmt: skip
+
+
+def test_pretraining_text_states_every_property_right_in_some_order():
+    for row in classification.pretrain_examples(50, seed=3):
+        digits = [int(t) for t in row["prompt"].split()]
+        facts = dict(part.split() for part in row["completion"].split(" ; ")[1:])
+        assert set(facts) == set(classification.FACTS)
+        for task, fn in classification.TASKS.items():
+            assert facts[task] == ("yes" if fn(digits) else "no")
+        assert facts["max"] == str(max(digits)) and facts["first"] == str(digits[0])
+    q = classification.question("parity", "1 2 3")
+    assert q == {"prompt": "1 2 3", "completion": " ; parity"}
+
+
+def test_a_pair_logit_is_the_reward_difference_and_flips_when_the_pair_does():
+    from rlhf_jax.models.config import ModelConfig
+    from rlhf_jax.models.transformer import init_model
+
+    cfg = ModelConfig(family="llama", vocab_size=16, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=16)
+    model, params = init_model(cfg, head="scalar", seed=0)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(2, 16, (3, 6)), rng.integers(2, 16, (3, 6))
+    mask = np.ones((3, 6), np.int32)
+    pair = classifier.logits_Bx2(model, params, np.stack([a, b], 1), np.stack([mask, mask], 1))
+    flipped = classifier.logits_Bx2(model, params, np.stack([b, a], 1), np.stack([mask, mask], 1))
+    r_a, r_b = model.rewards(params, a, mask), model.rewards(params, b, mask)
+    np.testing.assert_allclose(pair[:, 1], r_a - r_b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flipped[:, 1], -pair[:, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pair[:, 0], 0.0)
+    one = classifier.logits_Bx2(model, params, a[:, None], mask[:, None])
+    np.testing.assert_allclose(one[:, 1], r_a, rtol=1e-6)
+
+
+def test_fit_learns_a_separable_toy_task_and_leaves_the_callers_params_alone():
+    """Sequences that end in token 3 are class 1, in token 4 class 0: after a few
+    steps every one is classified right, with and without the confidence loss."""
+    from rlhf_jax.models.config import ModelConfig
+    from rlhf_jax.models.transformer import init_model
+
+    cfg = ModelConfig(family="llama", vocab_size=8, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=8)
+    model, params = init_model(cfg, head="scalar", seed=0)
+    before = jax.tree.map(np.asarray, params)
+    rng = np.random.default_rng(0)
+    labels = np.arange(64) % 2
+    tokens = np.concatenate([rng.integers(5, 8, (64, 3)), np.where(labels, 3, 4)[:, None]], 1)[:, None, :]
+    inputs = classifier.Inputs(tokens.astype(np.int32), np.ones_like(tokens, np.int32))
+    for alpha in (0.0, 0.5):
+        fit = classifier.FitConfig(steps=60, batch_size=16, learning_rate=1e-2, aux_alpha=alpha)
+        trained, loss = classifier.fit(model, params, inputs, pipeline.one_hot(labels), fit, seed=0)
+        assert classifier.accuracy(classifier.predict(model, trained, inputs, batch=48), labels) == 1.0
+        assert np.isfinite(loss)
+    jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, params))
+
+
+def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
+    cfg = experiment.get_config("tiny")
+    with pytest.raises(ValueError, match="task='nope'"):
+        dataclasses.replace(cfg, task="nope")
+    with pytest.raises(ValueError, match=r"sizes\[0\].*'sft' on 'summarization'"):
+        dataclasses.replace(cfg, task="preference")
+    with pytest.raises(ValueError, match="bootstrap needs at least 3 sizes"):
+        dataclasses.replace(cfg, sizes=cfg.sizes[:2])
+    with pytest.raises(ValueError, match="unknown variant"):
+        experiment.get_config("parity,sorted")
+
+
+def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
+    """With training replaced by a recorder (every model predicts 0.6 for class 1) and the
+    gold labels of the students' splits all 0, only the ceilings and the from-scratch run
+    are fitted to gold labels on those splits; every student gets the weak labels (soft,
+    hardened, or the previous bootstrap step's)."""
+    cfg = experiment.get_config("tiny,contains")
+    S = len(cfg.sizes)
+    fits, seen = [], {}
+    real_splits = pipeline.task_splits
+
+    def splits(*args, **kwargs):
+        out = real_splits(*args, **kwargs)
+        for name in ("B", "B2", "B3"):
+            out[name] = dataclasses.replace(out[name], labels=np.zeros_like(out[name].labels))
+        seen.update(out)
+        return out
+
+    def fake_fit(model, params, inputs, targets, fit, seed):
+        fits.append((next(n for n, s in seen.items() if s.inputs is inputs), np.asarray(targets), fit.aux_alpha))
+        return params, 0.0
+
+    monkeypatch.setattr(pipeline, "task_splits", splits)
+    monkeypatch.setattr(classifier, "fit", fake_fit)
+    monkeypatch.setattr(classifier, "predict", lambda m, p, inputs, batch=256: np.tile([0.4, 0.6], (len(inputs), 1)))
+    summary = pipeline.run(cfg, str(tmp_path))
+    gold_fits = [f for f in fits if f[0] != "A" and np.array_equal(f[1], pipeline.one_hot(np.zeros(len(f[1]), int)))]
+    assert len(gold_fits) == (S - 1) + 1  # the ceilings and the from-scratch run
+    students = [f for f in fits if f[0] != "A" and not np.array_equal(f[1], gold_fits[0][1])]
+    n_pairs = S * (S - 1) // 2
+    assert len(students) == 3 * n_pairs + (S - 2)  # naive, aux, hard for every pair; the bootstrap steps
+    for split, targets, _ in students:
+        assert split in ("B", "B2", "B3")
+        assert np.allclose(targets, [0.4, 0.6]) or np.array_equal(targets, pipeline.one_hot(np.ones(len(targets), int)))
+    assert sum(alpha == cfg.aux_alpha for *_, alpha in students) == n_pairs
+    assert [f[0] for f in fits if f[0] == "A"] == ["A"] * (S - 1)  # the weak supervisors, on A's gold labels
+    assert summary["pgr"]["naive"]["0-1"] is None  # every model the same: no gap to recover
+    assert (tmp_path / "runs" / "weak0.json").exists()
+    before = len(fits)
+    assert pipeline.run(cfg, str(tmp_path)) == json.loads((tmp_path / "summary.json").read_text())
+    assert len(fits) == before  # a finished run fits nothing again
+
+
+@pytest.mark.slow
+def test_the_study_at_smoke_size_runs_every_pair_and_reports(tmp_path):
+    from rlhf_jax.main import main
+
+    spec = "experiments/studies/weak_to_strong.py:smoke"
+    assert main(["--config", spec, "--workdir", str(tmp_path / "study")]) == 0
+    record = json.loads((tmp_path / "study" / "records" / "easy.seed0.json").read_text())
+    cfg = experiment.get_config("tiny,contains")
+    S = len(cfg.sizes)
+    pairs = {f"{i}-{j}" for i in range(S - 1) for j in range(i + 1, S)}
+    for kind in ("naive", "aux", "hard"):
+        assert {k.split(".")[-1] for k in record["metrics"] if k.startswith(f"accuracy.{kind}.")} == pairs
+    assert all(0.0 <= v <= 1.0 for k, v in record["metrics"].items() if k.startswith("accuracy."))
+    assert len(record["curve"]) == S and record["curve"][0]["n"] < record["curve"][-1]["n"]
+    shared = sorted(p.name for p in (tmp_path / "study" / "shared").iterdir())
+    assert [s.split("-")[0] for s in shared] == [f"pretrain{i}" for i in range(S)]
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "| easy | 1 |" in report and "params=" in report
+    assert (tmp_path / "study" / "plots" / "naive_easy.png").exists()

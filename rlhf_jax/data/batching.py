@@ -43,7 +43,7 @@ def encode(
     eos = tokenizer.eos_token_id
     fields: dict[str, list[list[int]]] = {"prompt": [], **{c: [] for c in completions}}
     out = Encoded(fields=fields, kept=[])
-    ids = {f: _token_ids(tokenizer, [ex[f] for ex in examples]) for f in ("prompt", *completions)}
+    ids = {f: token_ids(tokenizer, [ex[f] for ex in examples]) for f in ("prompt", *completions)}
     for i in range(len(examples)):
         prompt = ids["prompt"][i]
         if not prompt or len(prompt) > max_prompt_len:
@@ -60,7 +60,7 @@ def encode(
     return out
 
 
-def _token_ids(tokenizer, texts: list[str], block: int = 8192) -> list[list[int]]:
+def token_ids(tokenizer, texts: list[str], block: int = 8192) -> list[list[int]]:
     """Each text's token ids without special tokens, tokenised a block at a time (a fast
     tokenizer encodes a block in one call: several times faster than text by text)."""
     out: list[list[int]] = []

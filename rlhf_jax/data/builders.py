@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from rlhf_jax.data import formats
 from rlhf_jax.errors import raise_if_interrupted
-from rlhf_jax.tasks import arithmetic, summarization
+from rlhf_jax.tasks import arithmetic, classification, summarization
 from rlhf_jax.workdir import Lock
 
 
@@ -243,6 +243,24 @@ class Arithmetic(_TaskBuilder):
         if kind in ("wrong", "right"):
             return arithmetic.format_examples(n, seed, correct=kind == "right")
         return arithmetic.examples(n, seed)
+
+
+class Digits(_TaskBuilder):
+    """Digit strings (`tasks.classification`): `facts`, the pretraining text (prompt, the
+    string; completion, its properties); one config per classification task (prompt and
+    completion, the string with the task asked; label, its gold answer)."""
+
+    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("facts", *classification.DIFFICULTY)]
+
+    def features(self):
+        return SFT if self.builder_config.kind == "facts" else {**SFT, "label": np.int32}
+
+    def examples(self, n, seed):
+        task = self.builder_config.kind
+        if task == "facts":
+            return classification.pretrain_examples(n, seed)
+        return [{**classification.question(task, ex["text"]), "label": ex["label"]}
+                for ex in classification.examples(task, n, seed)]  # fmt: skip
 
 
 def prepare(builder_cls, data_dir: str, source_dir: str | None = None, config: str | TaskConfig | None = None):

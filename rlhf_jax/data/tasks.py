@@ -164,6 +164,9 @@ TASKS = {
         )
         for kind in ("facts", "wrong", "right")
     },
+    "digits": Task(  # the weak-to-strong study's pretraining text (`tasks.classification`)
+        "digits", {"sft": Generated(builders.Digits, "facts")}
+    ),
     "tldr": Task(
         "tldr",
         {

@@ -107,9 +107,10 @@ def study_curves(
     return paths
 
 
-def against_n(table: dict[str, dict[str, dict]], path: str, title: str) -> str:
+def against_n(table: dict[str, dict[str, dict]], path: str, title: str, x_label: str = "N (solutions per problem)",
+              y_label: str = "accuracy") -> str:  # fmt: skip
     """table: line -> {N (str): {"mean", "low", "high"}}; one line per key against N on a
-    log2 axis (best-of-N), the 95% interval shaded where there is one."""
+    log2 axis (best-of-N; a model's parameters), the 95% interval shaded where there is one."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, by_n in table.items():
         ns = sorted(by_n, key=int)
@@ -120,7 +121,7 @@ def against_n(table: dict[str, dict[str, dict]], path: str, title: str) -> str:
         if not np.isnan(low).any():
             ax.fill_between(x, low, high, alpha=0.15)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="N (solutions per problem)", ylabel="accuracy", title=title)
+    ax.set(xlabel=x_label, ylabel=y_label, title=title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -6,6 +6,14 @@ hard ones). Labels are balanced by construction.
     majority   are there more odd digits than even ones?
     sorted     are the digits in non-decreasing order?
     parity     is the digit sum even?                             (hardest)
+
+Pretraining text (`pretrain_examples`), the "broad family of related properties" that
+gives a pretrained model latent knowledge of the tasks: a string as the prompt, and as the
+completion every property of `FACTS` stated in a random order, " ; name answer" each
+(the tasks' answers are yes / no; max, min, first and last a digit). A classifier reads
+a string with one question asked (`question`: prompt "3 1 4 ...", completion " ; parity"),
+the text a pretrained model has seen followed by the answer; what the fine-tuning has to
+find is whether the model learnt to answer it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,13 @@ TASKS = {
     "parity": lambda d: int(sum(d) % 2 == 0),
 }
 DIFFICULTY = ("contains", "majority", "sorted", "parity")
+FACTS = {
+    **{name: (lambda f: lambda d: ("no", "yes")[f(d)])(f) for name, f in TASKS.items()},
+    "max": lambda d: str(max(d)),
+    "min": lambda d: str(min(d)),
+    "first": lambda d: str(d[0]),
+    "last": lambda d: str(d[-1]),
+}
 
 
 def _draw(rng: np.random.Generator, task: str, length: int, want: int) -> list[int]:
@@ -34,16 +49,43 @@ def _draw(rng: np.random.Generator, task: str, length: int, want: int) -> list[i
     raise RuntimeError(f"could not draw a {task} example with label {want}")
 
 
-def examples(task: str, n: int, seed: int, length: int = 9) -> list[dict]:
-    """{"text": "3 1 4 ...", "label": 0 | 1}, alternating labels, shuffled."""
+def _check(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"classification task {task!r}: expected one of {DIFFICULTY}")
+
+
+def examples(task: str, n: int, seed: int, length: int = 9) -> list[dict]:
+    """{"text": "3 1 4 ...", "label": 0 | 1}, alternating labels, shuffled."""
+    _check(task)
     rng = np.random.default_rng(seed)
     rows = [
         {"text": " ".join(map(str, d)), "label": i % 2} for i in range(n) for d in [_draw(rng, task, length, i % 2)]
     ]
     order = rng.permutation(n)
     return [rows[i] for i in order]
+
+
+def question(task: str, text: str) -> dict:
+    """A string with `task` asked, as (prompt, completion) text: what a classifier reads."""
+    _check(task)
+    return {"prompt": text, "completion": f" ; {task}"}
+
+
+def pretrain_examples(n: int, seed: int, length: int = 9) -> list[dict]:
+    """{"prompt": digits, "completion": " ; name answer ..."} with every fact of FACTS in a
+    random order; a quarter of the strings sorted (else hardly any would be)."""
+    rng = np.random.default_rng(seed)
+    names = list(FACTS)
+    rows = []
+    for i in range(n):
+        digits = rng.integers(0, 10, size=length)
+        digits = (np.sort(digits) if i % 4 == 3 else digits).tolist()
+        order = rng.permutation(len(names))
+        rows.append({
+            "prompt": " ".join(map(str, digits)),
+            "completion": "".join(f" ; {names[j]} {FACTS[names[j]](digits)}" for j in order),
+        })  # fmt: skip
+    return rows
 
 
 def label(task: str, text: str) -> int:
