@@ -112,7 +112,7 @@ def stage_configs(cfg: WeakToStrongConfig, data_dir: str) -> dict[str, Experimen
     out = {}
     for i, stage in enumerate(cfg.sizes):
         data = dataclasses.replace(stage.data, data_dir=stage.data.data_dir or data_dir)
-        out[f"pretrain{i}"] = dataclasses.replace(stage, name=f"{stage.name or 'pretrain'}{i}", data=data)
+        out[f"pretrain{i}"] = dataclasses.replace(stage, name=stage.name or f"pretrain{i}", data=data)
     return out
 
 
