@@ -7,8 +7,8 @@ supervisor, and how much of the gap to its ceiling does it recover?
 Every model size is pretrained the same way (a stage each, `pretrain<i>`, smallest
 first, shared by every seed as the paper's pretrained models are): on the digit strings'
 properties (`tasks.classification`: task "digits") for the classification tasks, on the
-summarisation task's SFT data for the preference task. A classifier is a fresh scalar
-head on a pretrained model, fine-tuned whole (`loops.classifier`). The task's data (seed
+summarisation task's SFT data for the preference task. A classifier is a scalar head,
+starting at zero, on a pretrained model, fine-tuned whole (`loops.classifier`). The task's data (seed
 1000 + seed) split into A, B, B2, B3 of n_split examples and a test split:
 
     weak<i>        size i on A's gold labels; its probabilities on B are the weak labels
@@ -198,7 +198,7 @@ class Runs:
 
         t = time.time()
         lm_model, lm_params = self.lms[size]
-        seed = self.cfg.seed * 1000 + sum(map(ord, name))  # a head and an order of its own for every run
+        seed = self.cfg.seed * 1000 + sum(map(ord, name))  # an order of its own for every run
         if scratch:
             model, params = init_model(lm_model.cfg, head="scalar", seed=seed)
         else:

@@ -119,6 +119,8 @@ def test_fit_learns_a_separable_toy_task_and_leaves_the_callers_params_alone():
     labels = np.arange(64) % 2
     tokens = np.concatenate([rng.integers(5, 8, (64, 3)), np.where(labels, 3, 4)[:, None]], 1)[:, None, :]
     inputs = classifier.Inputs(tokens.astype(np.int32), np.ones_like(tokens, np.int32))
+    start = classifier.predict(model, classifier.zero_head(params), inputs, batch=48)
+    np.testing.assert_array_equal(start, 0.5)  # a fine-tune's head starts at zero: every p is 1/2
     for alpha in (0.0, 0.5):
         fit = classifier.FitConfig(steps=60, batch_size=16, learning_rate=1e-2, aux_alpha=alpha)
         trained, loss = classifier.fit(model, params, inputs, pipeline.one_hot(labels), fit, seed=0)

@@ -4,10 +4,11 @@
     python -m rlhf_jax.main --config experiments/studies/weak_to_strong.py --workdir DIR \\
         --records studies/weak_to_strong [--jobs 2]
 
-Fixed before any test figure is read: three task kinds like the paper's, `easy`
-(contains: does the string hold a 7?), `sharp` (sorted: are the digits in order?, the
-digit task whose pretrained models' own answers on the validation split climb most with
-size) and `preference` (the summarisation task's comparisons); seeds 0-2 of the
+Fixed on the validation split: three task kinds like the paper's, `easy` (majority: more
+odd digits than even?, the digit task where every size's fine-tuned accuracy is at least
+0.9 and the smallest leaves the largest gap, 0.08, to the others), `sharp` (sorted: are
+the digits in order?, where accuracy climbs most with size: 0.51, 0.92, 1.00) and
+`preference` (the summarisation task's comparisons); seeds 0-2 of the
 fine-tuning (head, order, task data); the four sizes of `experiments/weak_to_strong.py`,
 pretrained once per domain and shared by every seed; every (weak, strong) pair naive, with
 the auxiliary confidence loss (alpha 0.75, warmed up over 20% of the steps), on hardened
@@ -21,7 +22,7 @@ from experiments import weak_to_strong
 from rlhf_jax.study import Cell, Figure, Metric, StudyConfig
 
 SEEDS = (0, 1, 2)
-GROUPS = {"easy": "contains", "sharp": "sorted", "preference": "preference"}  # group -> task
+GROUPS = {"easy": "majority", "sharp": "sorted", "preference": "preference"}  # group -> task
 METHODS = ("naive", "aux", "hard", "bootstrap")
 
 

@@ -11,9 +11,10 @@ An example is one sequence x or a pair (x_a, x_b) of sequences that share a prom
                  CE(p, (1 - a_t) q + a_t h(p)), a_t = a_max min(1, t / warmup)
                  (`losses.weak_to_strong`)
 
-`fit` runs `steps` AdamW steps on shuffled batches (every epoch a new order) and returns
-the trained parameters; `predict` gives p for every example. One compiled step per model
-and objective serves every run (a study fine-tunes dozens of models of a few sizes).
+`fit` starts the head at zero (`zero_head`), runs `steps` AdamW steps on shuffled batches
+(every epoch a new order) and returns the trained parameters; `predict` gives p for every
+example. One compiled step per model and objective serves every run (a study fine-tunes
+dozens of models of a few sizes).
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def encode(tokenizer, prompts: list[str], completions: list[tuple[str, ...]], le
     return Inputs(np.stack([t for t, _ in pads], 1), np.stack([m for _, m in pads], 1))
 
 
+def zero_head(params):
+    """The params with the score head at zero, as a fine-tune starts (Burns et al.'s code
+    starts its linear head so): every example starts at p = (1/2, 1/2), and the labels, not
+    a random projection of the features, set the direction that training follows. With a
+    random head, the confidence loss hardens that projection's side of the median from its
+    first steps and can lock a student into the inverted classifier."""
+    return {**params, "score": jnp.zeros_like(params["score"])}
+
+
 def logits_Bx2(model, params, tokens_BxKxT, mask_BxKxT):
     """[0, s] per example: s = r(x), or r(x_a) - r(x_b) for a pair."""
     B, K, T = tokens_BxKxT.shape
@@ -130,14 +140,15 @@ def _compile(model, fit: FitConfig):
 
 
 def fit(model, params, inputs: Inputs, targets_Nx2: np.ndarray, cfg: FitConfig, seed: int):
-    """(trained params, mean loss of the last tenth of the steps). The input params are
-    copied first (the step donates its buffers): the caller's stay usable."""
+    """(trained params, mean loss of the last tenth of the steps), from `params` with the
+    head at zero. The input params are copied first (the step donates its buffers): the
+    caller's stay usable."""
     if len(inputs) != len(targets_Nx2) or targets_Nx2.shape[1:] != (2,):
         raise ValueError(f"classifier.fit: {len(inputs)} inputs, targets of shape {targets_Nx2.shape}; need [N, 2]")
     if cfg.batch_size > len(inputs):
         raise ValueError(f"classifier.fit: batch_size={cfg.batch_size} above the {len(inputs)} examples")
     optimizer, step, _ = _compiled(model, cfg)
-    params = jax.tree.map(jnp.copy, params)
+    params = zero_head(jax.tree.map(jnp.copy, params))
     opt_state = optimizer.init(params)
     rng = np.random.default_rng(seed)
     per_epoch = len(inputs) // cfg.batch_size
