@@ -38,7 +38,7 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
                     three ways (`SCORES`), majority vote, random choice and pass@N; each
                     active round's PRM; the PRMs' step calibration; the reward models'
                     held-out figures; the generator's accuracy; each RL run's held-out
-                    accuracy (plots/: its training curves)
+                    accuracy (plots/: its training curves, the PRMs' calibration)
 
 Reward models train for reward_epochs passes over their labels (the paper: 2 epochs). A
 solution's steps are its non-blank lines but a final "The answer is" line (as
@@ -354,6 +354,10 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
         if name in ("prm_uniform", last):
             calib[name] = calibration(out["probs"], out["valid"], [x["step_labels"] for x in pool])
     by_n = curves(correct, answers, truth, scores, cfg.ns, cfg.draws, seed=cfg.seed)
+    from rlhf_jax.eval import plots
+
+    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+    plots.calibration(calib, os.path.join(workdir, "plots", "calibration.png"), f"PRM calibration, seed {cfg.seed}")
     return {
         "curves": {name: {str(n): acc for n, acc in c.items()} for name, c in by_n.items()},
         "calibration": calib,

@@ -127,3 +127,22 @@ def against_n(table: dict[str, dict[str, dict]], path: str, title: str, x_label:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def calibration(readings: dict[str, list[dict]], path: str, title: str) -> str:
+    """readings: name -> bins ({"predicted", "positive", "steps"}, as
+    `process_supervision.calibration` gives them); predicted P(positive) against the share of
+    steps that are positive, marker area by the bin's steps, the diagonal for reference."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+    for name, bins in readings.items():
+        steps = np.asarray([b["steps"] for b in bins], np.float64)
+        x, y = [b["predicted"] for b in bins], [b["positive"] for b in bins]
+        ax.plot(x, y, marker="o", markersize=3, label=name)
+        ax.scatter(x, y, s=200 * steps / steps.sum(), alpha=0.3)
+    ax.set(xlabel="predicted P(step positive)", ylabel="share of steps positive", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
