@@ -53,7 +53,7 @@ def test_layout_filtering_and_truncation(tokenizer):
 def test_encoding_in_blocks_gives_each_texts_own_ids(tokenizer):
     examples = summarization.preference_examples(40, 3)
     enc = batching.encode(tokenizer, examples, 200, 12, completions=("chosen", "rejected"))
-    blocks = batching._token_ids(tokenizer, [ex["chosen"] for ex in examples], block=7)
+    blocks = batching.token_ids(tokenizer, [ex["chosen"] for ex in examples], block=7)
     for i, ex in enumerate(examples):
         one = tokenizer(ex["chosen"], add_special_tokens=False)["input_ids"]
         assert blocks[i] == one and enc.fields["chosen"][i] == (one + [tokenizer.eos_token_id])[:12]

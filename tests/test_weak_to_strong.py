@@ -83,6 +83,9 @@ def test_pretraining_text_states_every_property_right_in_some_order():
         for task, fn in classification.TASKS.items():
             assert facts[task] == ("yes" if fn(digits) else "no")
         assert facts["max"] == str(max(digits)) and facts["first"] == str(digits[0])
+        assert classification.facts_reward(row["prompt"], row["completion"]) == 1.0
+    assert classification.facts_reward("1 2 3", " ; sorted yes ; max 3 ; sorted no") == 2 / 8  # the first counts
+    assert classification.facts_reward("1 2 3", " ; parity no ; min 2 ; garbage") == 0.0  # 1+2+3 = 6: even
     q = classification.question("parity", "1 2 3")
     assert q == {"prompt": "1 2 3", "completion": " ; parity"}
 

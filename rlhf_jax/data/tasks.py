@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from rlhf_jax.data import builders, formats
-from rlhf_jax.tasks import arithmetic, summarization
+from rlhf_jax.tasks import arithmetic, classification, summarization
 
 DATA_KINDS = ("sft", "preference", "labelled", "probe")
 
@@ -165,7 +165,9 @@ TASKS = {
         for kind in ("facts", "wrong", "right")
     },
     "digits": Task(  # the weak-to-strong study's pretraining text (`tasks.classification`)
-        "digits", {"sft": Generated(builders.Digits, "facts")}
+        "digits",
+        {"sft": Generated(builders.Digits, "facts")},
+        gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text),
     ),
     "tldr": Task(
         "tldr",

@@ -88,6 +88,19 @@ def pretrain_examples(n: int, seed: int, length: int = 9) -> list[dict]:
     return rows
 
 
+def facts_reward(prompt: str, completion: str) -> float:
+    """The share of FACTS that a completion states right about the prompt's string ("name
+    answer" parts between " ; "; a fact stated twice counts by its first statement, one
+    left out counts as wrong): 1 for the pretraining text itself."""
+    digits = [int(t) for t in prompt.split()]
+    stated: dict[str, str] = {}
+    for part in completion.split(";"):
+        words = part.split()
+        if len(words) == 2 and words[0] in FACTS:
+            stated.setdefault(words[0], words[1])
+    return sum(stated.get(name) == fn(digits) for name, fn in FACTS.items()) / len(FACTS)
+
+
 def label(task: str, text: str) -> int:
     """The gold label of a digit string under a task."""
     return TASKS[task]([int(t) for t in text.split()])
