@@ -124,13 +124,16 @@ def test_a_2x2x2_mesh_with_the_scanned_layer_stack_matches_one_device_unrolled(t
     _, p1 = load_hf(str(tmp_path / "one" / "hf"))
     _, p8 = load_hf(str(tmp_path / "eight" / "hf"))
     # Adam moves a weight by about lr = 3e-2 per step whatever the gradient's size, so a
-    # gradient near zero that differs in its last bits moves it differently: 3e-3 is 1/10
-    # of one step (the largest difference seen is 1.5e-3, in 1 of 39,616 embedding
-    # weights; with the scanned stack under remat, whose sums run in another order, 93% or
-    # more of each tensor agree to 2e-5, 98% or more without it).
+    # gradient near zero that differs in its last bits (another summation order: the scanned
+    # stack under remat, the sharded sums) can move it the other way: up to 2 x lr per step.
+    # Seen: on one CPU the largest difference 1.5e-3 (1 of 39,616 embedding weights), on
+    # another 0.07 in 3 of 44,544 weights of a tensor, and only 67% of a tensor within 2e-5
+    # (the rest below 1.4e-3). A layout or sharding error moves weights by the size of the
+    # updates (1e-2 and more) everywhere instead: 99.9% of each tensor agree to 3e-3.
+    steps, lr = train["steps"], cfg.optim.learning_rate
     for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8), strict=True):
-        np.testing.assert_allclose(x, y, atol=3e-3)
-        assert np.mean(np.abs(x - y) < 2e-5) > 0.9
+        diff = np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))
+        assert diff.max() <= 2 * steps * lr and np.mean(diff < 3e-3) > 0.999
 
 
 @pytest.mark.parametrize("estimator", ["rloo", "ppo"])
