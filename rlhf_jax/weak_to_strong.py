@@ -282,8 +282,8 @@ def run(cfg: WeakToStrongConfig, workdir: str, dirs: dict[str, str] | None = Non
                 out = runs.run(f"{kind}{i}-{j}", j, "B", targets, predict_on=more, aux=kind == "aux")
                 acc[kind][f"{i}-{j}"] = out["test_accuracy"]
     if "bootstrap" in cfg.runs:
-        acc["bootstrap"] = {"0-1": acc["naive"]["0-1"]} if "naive" in acc else {}
-        previous = runs.run("naive0-1", 1, "B", weak_probs[0], predict_on=("B2",))
+        previous = runs.run("naive0-1", 1, "B", weak_probs[0], predict_on=("B2",))  # the naive run when there is one
+        acc["bootstrap"] = {"0-1": previous["test_accuracy"]}
         for k in range(2, S):
             here, after = SPLITS[k], (SPLITS[k + 1],) if k + 1 < S else ()
             previous = runs.run(f"boot0-{k}", k, here, np.asarray(previous["probs"][here], np.float32), after)

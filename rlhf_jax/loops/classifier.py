@@ -111,9 +111,9 @@ _COMPILED: dict = {}
 
 
 def _compiled(model, fit: FitConfig):
-    """(optimizer, step, probs) for one model shape and objective; cached by the model's
-    config, so every run of one size shares them (models of one config are the same
-    functions of their params)."""
+    """(optimizer, step) for one model shape and objective; cached by the model's config,
+    so every run of one size shares them (models of one config are the same functions of
+    their params)."""
     key = (model.cfg, model.head, fit)
     if key not in _COMPILED:
         _COMPILED[key] = _compile(model, fit)
@@ -135,8 +135,7 @@ def _compile(model, fit: FitConfig):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return jax.tree.map(jnp.add, params, updates), opt_state, loss
 
-    probs = lambda params, tokens, mask: jax.nn.softmax(logits_Bx2(model, params, tokens, mask), -1)  # noqa: E731
-    return optimizer, jax.jit(step, donate_argnums=(0, 1)), jax.jit(probs)
+    return optimizer, jax.jit(step, donate_argnums=(0, 1))
 
 
 def fit(model, params, inputs: Inputs, targets_Nx2: np.ndarray, cfg: FitConfig, seed: int):
@@ -147,7 +146,7 @@ def fit(model, params, inputs: Inputs, targets_Nx2: np.ndarray, cfg: FitConfig, 
         raise ValueError(f"classifier.fit: {len(inputs)} inputs, targets of shape {targets_Nx2.shape}; need [N, 2]")
     if cfg.batch_size > len(inputs):
         raise ValueError(f"classifier.fit: batch_size={cfg.batch_size} above the {len(inputs)} examples")
-    optimizer, step, _ = _compiled(model, cfg)
+    optimizer, step = _compiled(model, cfg)
     params = zero_head(jax.tree.map(jnp.copy, params))
     opt_state = optimizer.init(params)
     rng = np.random.default_rng(seed)
@@ -168,7 +167,10 @@ def fit(model, params, inputs: Inputs, targets_Nx2: np.ndarray, cfg: FitConfig, 
 def predict(model, params, inputs: Inputs, batch: int = 256) -> np.ndarray:
     """[N, 2] class probabilities, `batch` examples per call (the last batch padded, so
     that one program serves every call)."""
-    _, _, probs = _compiled(model, FitConfig())
+    key = (model.cfg, model.head, "probs")
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(lambda params, t, m: jax.nn.softmax(logits_Bx2(model, params, t, m), -1))
+    probs = _COMPILED[key]
     out = []
     for start in range(0, len(inputs), batch):
         rows = np.arange(start, min(start + batch, len(inputs)))
