@@ -52,13 +52,14 @@ def load_experiment(spec: str):
     return module.get_config(variant or None)
 
 
-def local_path(path: str, what: str = "--workdir") -> str:
-    """The local path of gs://bucket/path: the bucket's gcsfuse mount; other paths as they are."""
+def local_path(path: str, what: str = "--workdir", mounted: bool = True) -> str:
+    """The local path of gs://bucket/path: the bucket's gcsfuse mount; other paths as they
+    are. mounted=False (a dry run, which reads nothing): the mount need not be here."""
     if not path.startswith("gs://"):
         return path
     bucket, _, rest = path[len("gs://") :].partition("/")
     mount = os.path.join(os.environ.get("RLHF_JAX_GCS_MOUNT", "/gcs"), bucket)
-    if not os.path.isdir(mount):
+    if mounted and not os.path.isdir(mount):
         raise FileNotFoundError(
             f"{what} {path}: bucket {bucket} is not mounted at {mount}; mount it with "
             f"`gcsfuse --implicit-dirs {bucket} {mount}` (tpu/setup.sh does) or set RLHF_JAX_GCS_MOUNT"
@@ -66,7 +67,7 @@ def local_path(path: str, what: str = "--workdir") -> str:
     return os.path.join(mount, rest)
 
 
-def local_paths(cfg, prefix: str = ""):
+def local_paths(cfg, prefix: str = "", mounted: bool = True):
     """cfg with every gs:// string field replaced by its local mount path."""
     if not dataclasses.is_dataclass(cfg):
         return cfg
@@ -74,9 +75,9 @@ def local_paths(cfg, prefix: str = ""):
     for field in dataclasses.fields(cfg):
         value, key = getattr(cfg, field.name), f"{prefix}{field.name}"
         if isinstance(value, str) and value.startswith("gs://"):
-            changes[field.name] = local_path(value, key)
+            changes[field.name] = local_path(value, key, mounted)
         elif dataclasses.is_dataclass(value):
-            changes[field.name] = local_paths(value, key + ".")
+            changes[field.name] = local_paths(value, key + ".", mounted)
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -203,15 +204,15 @@ def run(args) -> int:
     from rlhf_jax import workdir as workdir_lib
 
     mesh_lib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
-    workdir = local_path(args.workdir)
+    workdir = local_path(args.workdir, mounted=not args.dry_run)
     from rlhf_jax import study
 
     if isinstance(load := load_experiment(args.config), study.StudyConfig):
         return run_study(args, load, workdir)
     if args.jobs != 1 or args.cell or args.records or args.job:
         raise ValueError(f"--jobs, --cell and --records are for studies; {args.config} is a single run or a pipeline")
-    cfg = local_paths(config_lib.override(load, args.set))
-    preflight.check(cfg, workdir)
+    cfg = local_paths(config_lib.override(load, args.set), mounted=not args.dry_run)
+    preflight.check(cfg, workdir, dry_run=args.dry_run)
     if args.target and not args.dry_run:
         raise ValueError("--target: only with --dry-run (it compiles for a slice, it does not run there)")
     if args.target:

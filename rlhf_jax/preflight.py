@@ -22,49 +22,55 @@ SCALAR = ("reward", "orm")  # kinds that train a score head (from an LM or a sca
 MIN_TASK_VOCAB = 258  # data.tokenizer.train_tokenizer: the byte alphabet plus <pad> and <eos>
 
 
-def check(cfg, workdir: str) -> None:
-    """Raise ValueError / FileNotFoundError naming the key, or return."""
+def check(cfg, workdir: str, dry_run: bool = False) -> None:
+    """Raise ValueError / FileNotFoundError naming the key, or return. A dry run (`--dry-run`,
+    which reads no data and no weights) takes the data directory and checkpoints it names
+    as they will be where the run goes (a pod's bucket): a path missing here is not an error,
+    one that exists is checked."""
     from rlhf_jax import workdir as workdir_lib
 
     workdir_lib.check(workdir)
     if isinstance(cfg, ExperimentConfig):
-        check_experiment(cfg)
+        check_experiment(cfg, dry_run=dry_run)
         return
     if hasattr(cfg, "wired_stages"):  # a run of its own stages (process supervision): each as it will run
         for name, stage in cfg.wired_stages(workdir).items():
-            check_experiment(stage, prefix=f"{name}.", pipeline=workdir)
+            check_experiment(stage, prefix=f"{name}.", pipeline=workdir, dry_run=dry_run)
         return
     if hasattr(cfg, "rounds"):  # an iterated run: its pipeline's stages, as its first round runs them
-        _check_pipeline(cfg.pipeline, workdir)
+        _check_pipeline(cfg.pipeline, workdir, dry_run=dry_run)
         return
     if hasattr(cfg, "cells"):  # a study: each cell's pipeline, whose shared stages it will write
         for cell in cfg.cells + cfg.selection_cells:
             seeded = cell.seeded
             if hasattr(seeded, "wired_stages"):
                 for name, stage in seeded.wired_stages(os.path.join(workdir, "cells", cell.name)).items():
-                    check_experiment(stage, prefix=f"{cell.name}.{name}.", pipeline=workdir)
+                    check_experiment(stage, prefix=f"{cell.name}.{name}.", pipeline=workdir, dry_run=dry_run)
                 continue
-            _check_pipeline(getattr(seeded, "pipeline", seeded), workdir, f"{cell.name}.")
+            _check_pipeline(getattr(seeded, "pipeline", seeded), workdir, f"{cell.name}.", dry_run)
         return
-    _check_pipeline(cfg, workdir)
+    _check_pipeline(cfg, workdir, dry_run=dry_run)
 
 
-def _check_pipeline(cfg, workdir: str, prefix: str = "") -> None:
+def _check_pipeline(cfg, workdir: str, prefix: str = "", dry_run: bool = False) -> None:
     stages = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     stages = {name: stage for name, stage in stages.items() if isinstance(stage, ExperimentConfig)}
     sft = stages.get("sft")
     for name, stage in stages.items():
         # the later stages start from the SFT stage's export unless they name a model
         inherited = sft.model if sft is not None and name != "sft" and not stage.model.init_from else None
-        check_experiment(stage, prefix=f"{prefix}{name}.", model=inherited, pipeline=workdir)
+        check_experiment(stage, prefix=f"{prefix}{name}.", model=inherited, pipeline=workdir, dry_run=dry_run)
 
 
-def check_experiment(cfg: ExperimentConfig, prefix: str = "", model=None, pipeline: str = "") -> None:
+def check_experiment(
+    cfg: ExperimentConfig, prefix: str = "", model=None, pipeline: str = "", dry_run: bool = False
+) -> None:
     """model: the section of the model this stage will start from (a pipeline's SFT
     stage), when it is not its own; pipeline: the workdir of the pipeline this is a stage
-    of (its stages write checkpoints that need not exist yet; its reward stage scores)."""
+    of (its stages write checkpoints that need not exist yet; its reward stage scores);
+    dry_run: paths missing here are taken as they will be where the run goes."""
     k = lambda key: prefix + key  # noqa: E731
-    _check_paths(cfg, k, pipeline)
+    _check_paths(cfg, k, pipeline, dry_run)
     positions, source = _positions(model or cfg.model, k)
     needed = cfg.data.max_prompt_len + cfg.data.max_completion_len
     if positions is not None and needed > positions:
@@ -125,7 +131,7 @@ def _positions(model, k):
     return model.max_positions, k("model.max_positions")
 
 
-def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
+def _check_paths(cfg: ExperimentConfig, k, pipeline: str, dry_run: bool = False) -> None:
     if not cfg.data.generated and not cfg.data.source_dir:
         raise ValueError(
             f"{k('data.source_dir')}: task {cfg.data.task} is read from its original files; name their directory"
@@ -134,12 +140,14 @@ def _check_paths(cfg: ExperimentConfig, k, pipeline: str) -> None:
     def later(path: str) -> bool:
         """Written by an earlier stage of this pipeline: not there yet, or a stage still in
         progress (no summary.json: another job of the study may be running it)."""
+        if dry_run and not os.path.exists(path):
+            return True
         inside = pipeline and os.path.abspath(path).startswith(os.path.abspath(pipeline) + os.sep)
         return bool(inside) and not os.path.exists(os.path.join(path, "summary.json"))
 
     if cfg.data.tokenizer and not os.path.isdir(cfg.data.tokenizer):
         raise FileNotFoundError(f"{k('data.tokenizer')}={cfg.data.tokenizer}: no such directory")
-    if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir):
+    if cfg.data.source_dir and not os.path.isdir(cfg.data.source_dir) and not later(cfg.data.source_dir):
         raise FileNotFoundError(f"{k('data.source_dir')}={cfg.data.source_dir}: no such directory")
     for key, name in (("comparisons", "comparisons.jsonl"), ("solutions", "solutions.jsonl")):
         directory = getattr(cfg.data, key)

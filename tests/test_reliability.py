@@ -187,6 +187,8 @@ BAD = [
     (RL, "rl.temperature=-1", "rl.temperature"),
     (RL, "rl.ppo_clip=-1", "rl.ppo_clip"),
     (RL, "rl.kl_estimator=k9", "rl.kl_estimator"),
+    (RL, "rl.sample_dtype=float8", "rl.sample_dtype"),
+    (RL, "rl.sample_dtype=bfloat16", "rl.old_logps=forward"),  # pi_old must be the trained policy's
     (RL, "data.max_prompt_len=200", "data.max_prompt_len"),
     (RL, "model.max_positions=32", "model.max_positions"),
     (RL, "model.init_from=/nonexistent", "model.init_from"),
@@ -205,6 +207,21 @@ def test_bad_settings_are_refused_before_any_work_naming_the_key(config, assignm
     err = capsys.readouterr().err
     assert err.startswith("error: ") and key in err and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "run")  # refused before anything was written
+
+
+def test_a_dry_run_takes_missing_paths_as_the_pods_but_checks_those_that_exist(tmp_path, capsys, monkeypatch):
+    """--dry-run (--target) checks a pod run here: its bucket is neither mounted nor on this machine."""
+    monkeypatch.setenv("RLHF_JAX_GCS_MOUNT", str(tmp_path / "gcs"))
+    pod = ["--set", "model.init_from=gs://bucket/sft", "--set", "rl.reward_model=/bucket/reward"]
+    pod += ["--set", "data.task=hh", "--set", "data.source_dir=gs://bucket/data/hh"]
+    assert main(["--config", RL, "--workdir", "gs://bucket/rl", "--dry-run", *pod]) == 0
+    assert "rollout:" in capsys.readouterr().out
+    assert main(["--config", RL, "--workdir", str(tmp_path / "run"), *pod]) == 2  # a real run: refused
+    assert "bucket bucket is not mounted" in capsys.readouterr().err
+    (tmp_path / "reward").mkdir()  # there, but not a checkpoint: refused as in a real run
+    bad = [*pod[:2], "--set", f"rl.reward_model={tmp_path / 'reward'}"]
+    assert main(["--config", RL, "--workdir", str(tmp_path / "run"), "--dry-run", *bad]) == 2
+    assert "rl.reward_model" in capsys.readouterr().err and not os.path.exists(tmp_path / "run")
 
 
 def test_a_workdir_that_is_a_file_is_refused(tmp_path, capsys):
