@@ -46,7 +46,7 @@ from rlhf_jax.losses.preference import preference_loss
 from rlhf_jax.losses.reward import pair_loss
 from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models import lora
-from rlhf_jax.models.transformer import abstract_model, count_params
+from rlhf_jax.models.transformer import abstract_model, count_params, with_dtype
 from rlhf_jax.rollout import BaselineState
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import (
@@ -270,7 +270,7 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
     whole = rl.sampler_weights == "whole"
     rules = mesh_lib.SAMPLE_RULES if whole else mesh_lib.TRAIN_RULES
     sampling = SamplingConfig(max_new_tokens=C, temperature=rl.temperature, n_samples=rl.k, max_cache_len=T)
-    sampler = Sampler(policy, sampling, mesh, rules)
+    sampler = Sampler(with_dtype(policy, rl.sample_dtype), sampling, mesh, rules)
     sample_params = _params(model_cfg, "lm", mesh, rules) if whole else params
     prompts = _rows(mesh, (rl.n_prompts, P), rules=mesh_lib.SAMPLE_RULES)
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)

@@ -212,6 +212,10 @@ class RLSection:
     fsdp, made for each rollout and freed before the update: decode gathers nothing) or
     "sharded" (the trained weights as they lie, each layer gathered inside the decode loop:
     no copy, for a model whose whole weights do not fit a chip; best with model.scan_layers).
+    sample_dtype: the sampler's compute dtype, "float32" or "bfloat16" (weights cast as
+    each layer uses them, activations and KV cache in bf16: the cache, a sampler's largest
+    buffer, halves); the policy still trains in float32, so bf16 sampling needs
+    old_logps=forward (the ratio's pi_old from the trained weights, not the bf16 sampler's).
     """
 
     method: str = "rloo"
@@ -247,6 +251,7 @@ class RLSection:
     kl_loss_coef: float = 0.0
     old_logps: str = "sampler"
     sampler_weights: str = "whole"
+    sample_dtype: str = "float32"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -275,6 +280,13 @@ class RLSection:
             raise ValueError(f"rl.old_logps={self.old_logps!r}: expected 'sampler' or 'forward'")
         if self.sampler_weights not in ("whole", "sharded"):
             raise ValueError(f"rl.sampler_weights={self.sampler_weights!r}: expected 'whole' or 'sharded'")
+        if self.sample_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"rl.sample_dtype={self.sample_dtype!r}: expected 'float32' or 'bfloat16'")
+        if self.sample_dtype != "float32" and self.old_logps == "sampler":
+            raise ValueError(
+                f"rl.sample_dtype={self.sample_dtype}: the sampler's log-probs are not the trained policy's; "
+                "set rl.old_logps=forward (pi_old from a forward of the trained weights)"
+            )
         if self.reward_noise_scale not in rollout.NOISE_SCALES:
             raise ValueError(
                 f"rl.reward_noise_scale={self.reward_noise_scale!r}: expected one of {rollout.NOISE_SCALES}"

@@ -1,6 +1,7 @@
 """The online RL loop: every estimator raises the reward on a toy task, a run killed
 with SIGKILL resumes bit-for-bit (RLOO, and PPO with LoRA) and compiles nothing after its first
-iteration, log pi_old from the sampler equals a forward's, a (2,2,2) mesh with the scanned layer
+iteration, log pi_old from the sampler equals a forward's (and bf16 sampling takes a
+forward's), a (2,2,2) mesh with the scanned layer
 stack matches one device unrolled, the
 policy and reward model load from earlier runs' workdirs, and bad settings are refused."""
 
@@ -150,6 +151,17 @@ def test_old_logps_from_the_sampler_equal_a_training_forwards(estimator, tfds_di
     assert a.keys() == b.keys() and "loss" in a
     for key in a.keys() - {"compiles"}:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_bf16_sampling_takes_pi_old_from_the_trained_weights(tfds_dir, tmp_path):
+    # rl.sample_dtype=bfloat16 draws with a bf16 sampler; pi_old comes from a float32 forward
+    # of the same weights (old_logps=forward), so the first gradient step's ratio is 1
+    train = {"steps": 1, "log_every": 1}
+    cfg = tiny(tfds_dir, train=train, method="ppo", sample_dtype="bfloat16", old_logps="forward", minibatch=16)
+    loops.run(cfg, str(tmp_path / "bf16"))
+    (m,) = metrics(tmp_path / "bf16")
+    assert abs(m["ratio_max"] - 1) < 1e-4 and abs(m["ratio_min"] - 1) < 1e-4 and m["clip_frac"] == 0
+    assert np.isfinite(m["loss"]) and m["ratio_max"] >= m["ratio_min"]
 
 
 def test_policy_and_reward_model_load_from_earlier_runs(tfds_dir, tmp_path):

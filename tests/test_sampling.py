@@ -1,5 +1,8 @@
 """The compiled sampler: HF greedy parity, cache correctness, the sampled distribution,
-truncation, EOS handling, independence, compilation count and bad input."""
+truncation, EOS handling, independence, compilation count, bad input, sharded and bf16
+sampling."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +19,7 @@ from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.models.kv_cache import KVCache
 from rlhf_jax.models.layers import attention
-from rlhf_jax.models.transformer import init_model
+from rlhf_jax.models.transformer import init_model, with_dtype
 from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds, inverse_cdf_draw
 
 PROMPTS = np.array([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13], [0, 14, 15, 16, 17, 18]])
@@ -269,3 +272,25 @@ def test_sampling_from_sharded_weights_draws_the_same_samples_and_gathers_a_laye
     np.testing.assert_array_equal(out["whole"].tokens, out["sharded"].tokens)
     np.testing.assert_allclose(out["whole"].logps, out["sharded"].logps, atol=1e-5)
     assert per_device["sharded"] < 0.5 * per_device["whole"], per_device
+
+
+def test_bfloat16_sampling_draws_from_the_float32_policy_to_bf16_precision_with_a_bf16_cache():
+    # rl.sample_dtype=bfloat16: the same float32 weights computing in bf16, the KV cache in bf16
+    # (this CPU's compiler widens bf16 buffers, so what it saves is shown on a TPU: test_aot.py)
+    cfg = ModelConfig(family="llama", vocab_size=512, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_positions=64,
+                      scan_layers=True)  # fmt: skip
+    model, params = init_model(cfg, seed=3)
+    half = with_dtype(model, "bfloat16")
+    sampling = SamplingConfig(max_new_tokens=40, n_samples=8)
+    sampler = Sampler(half, sampling)
+    program = sampler._fn.lower(*sampler._inputs(params, PROMPTS, PROMPT_MASK, 0)).as_text()
+    N, S, E = 3 * 8, PROMPTS.shape[1] + 40, cfg.head_dim
+    caches = re.findall(rf"tensor<{cfg.n_layers}x{N}x{cfg.n_kv_heads}x\d+x{E}x(\w+)>", program)  # layers, rows, heads
+    assert caches and set(caches) == {"bf16"}, set(caches)
+    out = sampler(params, PROMPTS, PROMPT_MASK, 0)
+    tokens, mask, completion = out.sequences()
+    full = jax.jit(model.token_logps, static_argnums=3)(params, tokens, mask, 1.0)  # the float32 policy
+    assert tokens.shape == (N, S)
+    P = PROMPTS.shape[1]
+    np.testing.assert_allclose(out.logps, (full * completion)[:, P:], atol=0.05)
+    assert np.abs(out.logps - (full * completion)[:, P:]).max() > 1e-6  # computed in bf16 indeed

@@ -41,7 +41,7 @@ from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
 from rlhf_jax.models import lora
 from rlhf_jax.models.hf import load_hf
-from rlhf_jax.models.transformer import param_shardings, with_remat
+from rlhf_jax.models.transformer import param_shardings, with_dtype, with_remat
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import (
     init_state,
@@ -320,8 +320,9 @@ class Iteration:
         )
         whole = rl.sampler_weights == "whole"
         rules = mesh_lib.SAMPLE_RULES if whole else mesh_lib.TRAIN_RULES
-        self.sampler = Sampler(policy, base, mesh, rules)
-        self.greedy_sampler = Sampler(policy, dataclasses.replace(base, greedy=True, n_samples=1), mesh, rules)
+        sampling = with_dtype(policy, rl.sample_dtype)
+        self.sampler = Sampler(sampling, base, mesh, rules)
+        self.greedy_sampler = Sampler(sampling, dataclasses.replace(base, greedy=True, n_samples=1), mesh, rules)
         self.sample_shardings = param_shardings(policy.cfg, "lm", mesh, rules) if mesh.size > 1 and whole else None
         optimizer = make_optimizer(cfg.optim)
         loss = make_loss(rl, policy, critic, max_new_tokens)

@@ -180,9 +180,19 @@ def unstack_layers(params: dict) -> dict:
 
 def with_remat(model: Model, policy: str) -> Model:
     """The same model (same params pytree) run with another remat policy."""
-    if policy == model.cfg.remat:
+    return _run_as(model, remat=policy)
+
+
+def with_dtype(model: Model, dtype: str) -> Model:
+    """The same model (same float32 params) computing in another dtype: each weight cast
+    as it is used, activations and a sampler's KV cache in `dtype` (logits in float32)."""
+    return _run_as(model, dtype=dtype)
+
+
+def _run_as(model: Model, **how) -> Model:
+    if all(getattr(model.cfg, k) == v for k, v in how.items()):
         return model
-    return abstract_model(dataclasses.replace(model.cfg, remat=policy), model.head)[0]
+    return abstract_model(dataclasses.replace(model.cfg, **how), model.head)[0]
 
 
 # ----------------------------------------------------------------------------- pure API
