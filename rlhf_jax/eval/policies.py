@@ -29,6 +29,7 @@ from rlhf_jax.batches import PreferenceBatch
 from rlhf_jax.data.tokenizer import completion_texts
 from rlhf_jax.eval import metrics
 from rlhf_jax.eval.judges import RewardModelJudge
+from rlhf_jax.models.transformer import with_dtype
 from rlhf_jax.sampling import Sampler, SamplingConfig
 
 TOP_KS = (1, 16, 32, 64)
@@ -138,10 +139,12 @@ def evaluate_policy(
     mesh=None,
     greedy: bool = True,
     chunk: int | None = None,
+    sample_dtype: str = "float32",
 ) -> tuple[dict, dict, dict[str, Completions]]:
     """(figures, per-step curves, {"greedy", "sampled"} completions) of one policy on
     data's test split; see the module docstring. greedy=False: the sampled completions
-    only (no distinct-n, no curves). chunk as in `generate`."""
+    only (no distinct-n, no curves). chunk as in `generate`; sample_dtype: the sampler's
+    compute dtype, as the run's (rl.sample_dtype; log-probs and KL in float32)."""
     records = [data.row(i, "test") for i in range(len(data.test.kept))]
     prompts = [r["prompt"] for r in records]
     ref_texts, (ref_tokens, ref_mask, ref_cmask) = _references(data, records)
@@ -171,7 +174,8 @@ def evaluate_policy(
             parts.append(mesh_lib.to_host(jitted(params, tokens[rows], mask[rows], temperature))[: n - c])
         return np.concatenate(parts)
 
-    sampled = generate(model, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh, chunk=chunk)
+    sampling = with_dtype(model, sample_dtype)
+    sampled = generate(sampling, params, data, greedy=False, temperature=temperature, seed=seed, mesh=mesh, chunk=chunk)
     tokens, mask, cmask = sampled.samples.sequences()
     kl = metrics.sequence_kl(
         logps_fn(params, tokens, mask, temperature), logps_fn(ref_params, tokens, mask, temperature), cmask
@@ -183,7 +187,7 @@ def evaluate_policy(
     }
     completions, curves = {"sampled": sampled}, {}
     if greedy:
-        completions["greedy"] = generate(model, params, data, greedy=True, mesh=mesh, logits=True, chunk=chunk)
+        completions["greedy"] = generate(sampling, params, data, greedy=True, mesh=mesh, logits=True, chunk=chunk)
         figures.update(judged(completions["greedy"]))
         figures["distinct_1"] = metrics.distinct_n(completions["greedy"].token_ids, 1)
         figures["distinct_2"] = metrics.distinct_n(completions["greedy"].token_ids, 2)
