@@ -14,6 +14,11 @@ of those devices and compiled by the TPU compiler, which reports what one device
     reward     the reward model's params, the sampled sequences (a reward model only)
     step       the train state (donated), a batch (the other train.kinds)
 
+An RL run's held-out evaluation samples rl.rollout_batch test prompts once each with the
+rollouts' sampler settings (the sampler's program at k = 1: the same rows, cache and
+weights) and runs forwards of as many rows (as the experience step does), so it is
+covered by those programs and not compiled again.
+
 A program's device bytes are its arguments + outputs + temporaries - what the outputs
 reuse of donated arguments, plus what stays resident beside it and is not its argument
 (the train state, the reference when it is a copy, the reward model). With LoRA the
@@ -349,6 +354,11 @@ def report(cfg: ExperimentConfig, t: Target, programs: list[Program], figures: d
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n / 1e3:,.1f}k"
+
+
+def headroom(t: Target, programs: list[Program]) -> float:
+    """The share of the chip's HBM the largest program leaves free."""
+    return 1 - max(p.total for p in programs) / (t.hbm_gib * GiB)
 
 
 def check(t: Target, programs: list[Program]) -> None:

@@ -1,7 +1,9 @@
 """Ahead-of-time compilation for a slice (`aot.py`, `--dry-run --target`): every program of
 an RL iteration compiles with the run's shardings and reports what a device holds; LoRA and
 sharded sampling weights shrink what they should; a program over the chip's HBM is a named
-error with the knobs; the slice table; and, where libtpu is installed, a real v4-8 compile."""
+error with the knobs; the slice table; and, where libtpu is installed (the test extra), real
+v4-8 compiles: a tiny run, and a mid-size one whose memory falls with remat, LoRA and bf16
+sampling."""
 
 import importlib.util
 
@@ -56,6 +58,8 @@ def test_a_program_over_the_chips_hbm_is_refused_by_name_with_the_knobs(full):
     with pytest.raises(ValueError, match=r"the update program needs .* GiB per device.*mesh.*accum_steps.*lora_rank"):
         aot.check(small, [programs["update"]])
     aot.check(aot.target("v4-8"), list(programs.values()))  # 32 GiB: fits
+    roomy = aot.Target("roomy-chip", "v4:2x2x1", "megacore", 2 * update / aot.GiB, 1.0)
+    assert aot.headroom(roomy, [programs["update"]]) == pytest.approx(0.5)
 
 
 def test_the_slice_table_and_its_errors(capsys):
@@ -76,6 +80,41 @@ def test_a_tiny_run_compiles_for_a_v4_8_with_libtpu():  # pragma: no cover - whe
     programs, _ = aot.compile_run(cfg, devices)
     assert {p.name for p in programs} == {"sampler", "experience", "update"}
     aot.check(t, programs)
+
+
+MID = [  # a mid-size model (50M parameters with the task's 32k vocabulary, 512 tokens): remat, LoRA and bf16 show
+    "mesh=1,-1,1", "model.d_model=512", "model.n_layers=4", "model.n_heads=8", "model.d_ff=2048",
+    "model.max_positions=512", "data.max_prompt_len=384", "data.max_completion_len=128", "model.scan_layers=true",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (pip install -e '.[tpu]')")
+def test_a_mid_size_run_for_a_v4_8_holds_less_with_remat_lora_and_bf16_sampling():  # pragma: no cover - where libtpu
+    t = aot.target("v4-8")
+    devices = aot.target_devices(t)
+
+    def step(*sets):
+        cfg = override(load_experiment("experiments/sft_summarization.py:tiny"), [*MID, "train.batch_size=32", *sets])
+        (program,), figures = aot.compile_run(cfg, devices)
+        aot.check(t, [program])
+        return program, figures
+
+    plain, figures = step()
+    remat, _ = step("model.remat=full")
+    adapters, lora_figures = step("model.lora_rank=8")
+    assert 20e6 < figures["params"] < 60e6 and lora_figures["trainable"] < 0.05 * figures["params"]
+    # remat keeps one block's activations, not every layer's: the temporaries fall, the arguments do not move
+    assert remat.temporaries < 0.7 * plain.temporaries and remat.arguments == plain.arguments
+    # LoRA: no moments (and no gradients) for the frozen base: arguments about a third of the full state's
+    assert adapters.arguments < 0.45 * plain.arguments and adapters.total < plain.total
+
+    # rl.sample_dtype=bfloat16: the KV cache (keys and values of every layer, row and slot) in half the bytes
+    rl = override(load_experiment(TINY), [*MID, "rl.rollout_batch=32", "rl.minibatch=32"])
+    sampler = aot.compile_run(rl, devices)[0][0]
+    half = aot.compile_run(override(rl, ["rl.sample_dtype=bfloat16", "rl.old_logps=forward"]), devices)[0][0]
+    cache_f32 = 2 * 4 * 32 * 512 * 512 * 4 / t.devices  # layers x rows x slots x d_model, float32, rows sharded
+    assert sampler.name == "sampler" and sampler.temporaries - half.temporaries > 0.4 * cache_f32
 
 
 @pytest.mark.slow
