@@ -2,7 +2,8 @@
 what we chose where the paper is silent: experiments/rloo_paper_settings.py).
 
 Variants: sft, reward, rloo_k2, rloo_k4, raft_k2, raft_k4, reinforce, vanilla_pg, ppo,
-dpo. Each stage is one run; later stages start from earlier ones' workdirs. On a TPU pod
+dpo, each optionally with `,lora` (`rloo_k4,lora`). Each stage is one run; later
+stages start from earlier ones' workdirs. On a TPU pod
 slice (tpu/README.md; gs:// paths are the bucket's gcsfuse mount on every worker), with
 the base model's HF directory (huggyllama/llama-7b) and Anthropic HH-RLHF's
 train.jsonl.gz / test.jsonl.gz (any subdirectories) copied to the bucket:
@@ -20,7 +21,8 @@ train.jsonl.gz / test.jsonl.gz (any subdirectories) copied to the bucket:
 The same command on one GPU host: python -m rlhf_jax.main --config
 experiments/rloo_paper_hh_llama.py:rloo_k4 --workdir DIR --set ... (README, "Running on
 a local GPU"). Check a stage's shapes at full size first, without a model or data:
-python -m rlhf_jax.main ... --dry-run."""
+python -m rlhf_jax.main ... --dry-run; that it fits the slice (libtpu, no TPU): ... --dry-run
+--target v4-128 (tpu/fit.py has compiled every stage for it: README, "GPUs and TPU pods")."""
 
 from experiments.rloo_paper_settings import HH_LLAMA, paper_config
 from rlhf_jax.experiment import ExperimentConfig

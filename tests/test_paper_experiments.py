@@ -4,7 +4,9 @@ allocated; each variant once over the three modules, each program of each model 
 once); each module runs its stages for one step with a tiny stand-in model on small
 files in the real TL;DR and HH-RLHF formats."""
 
+import importlib.util
 import json
+import os
 
 import jax
 import numpy as np
@@ -18,6 +20,7 @@ from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.hf import save_hf
 from rlhf_jax.models.transformer import init_model
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {
     "tldr_pythia": ("tldr", "gpt_neox", 448, 0.03),
     "hh_pythia": ("hh", "gpt_neox", 348, 0.10),
@@ -63,6 +66,45 @@ def test_the_settings_are_the_papers():
     assert (reward.train.kind, reward.optim.learning_rate, reward.train.steps) == ("reward", 1e-5, 1451)
     with pytest.raises(ValueError, match="unknown variant 'rloo'"):
         load_experiment(spec("hh_pythia", "rloo"))
+
+
+def test_every_stage_has_the_pod_settings_and_lora_is_appended_to_any():
+    for module in MODULES:
+        for variant in VARIANTS:
+            cfg = load_experiment(spec(module, variant))
+            assert cfg.model.scan_layers and cfg.model.remat == "full" and tuple(cfg.mesh) == (1, -1, 1)
+            assert cfg.train.kind != "rl" or cfg.rl.sampler_weights == "sharded"
+    llama, llama_lora = load_experiment(spec("hh_llama", "ppo")), load_experiment(spec("hh_llama", "ppo,lora"))
+    assert (llama_lora.model.lora_rank, llama_lora.model.lora_alpha) == (16, 16.0)
+    assert llama_lora.model.lora_targets == ("q", "k", "v", "o", "gate", "up", "down")
+    assert llama_lora.optim.learning_rate == 1e-5 and llama.optim.learning_rate == 1e-6
+    assert llama_lora.name == "rloo_paper_hh_llama_ppo_lora" and llama_lora.rl == llama.rl
+    pythia = load_experiment(spec("tldr_pythia", "sft,lora"))  # GPT-NeoX has no gate projection
+    assert pythia.model.lora_targets == ("q", "k", "v", "o", "up", "down") and pythia.optim.learning_rate == 2e-4
+    with pytest.raises(ValueError, match="unknown variant 'ppo,qlora'"):
+        load_experiment(spec("hh_llama", "ppo,qlora"))
+
+
+def _fit():
+    """tpu/fit.py, which compiles every variant for its slice (libtpu) and keeps a record of each."""
+    path = os.path.join(ROOT, "tpu", "fit.py")
+    module_spec = importlib.util.spec_from_file_location("fit", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_every_variant_was_fitted_to_its_slice_as_configured_today_and_the_readme_shows_it():
+    fit = _fit()
+    records = []
+    for module, variant in fit.variants():
+        record = fit.read(module, variant)  # None when missing or of another config: fit it again
+        assert record is not None, f"not fitted as configured: python tpu/fit.py --only {module}:{variant}"
+        assert record["fits"] and all(p["total"] <= 0.9 * record["hbm_gib"] * 2**30 for p in record["programs"])
+        records.append(record)
+    assert len(records) == 3 * (len(VARIANTS) + 3)
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert fit.table(records) in readme  # python tpu/fit.py --table
 
 
 TRACED = {  # module -> the variants traced at full size: every variant, and every program of each family, once
