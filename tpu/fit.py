@@ -25,7 +25,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDS = os.path.join(ROOT, "tpu", "fit")
 LORA_OF = ("rloo_k2", "rloo_k4", "ppo")  # the stages whose LoRA variants are recorded too
-HEADROOM = 0.10  # aot.HEADROOM (printed without importing jax)
 REWARD_MODEL = "/bucket/reward"  # an RL stage's reward model: a path on the pod (its size is the policy's)
 
 
@@ -177,10 +176,10 @@ def main(argv=None) -> int:
                 f.write("\n")
         if not record["fits"]:
             failed.append(f"{module}:{variant}")
-    print(
-        f"{len(todo) - len(failed)} of {len(todo)} fit with {HEADROOM:.0%} headroom"
-        + (f"; not: {failed}" if failed else "")
-    )
+    from rlhf_jax.aot import HEADROOM
+
+    not_fitting = f"; not: {failed}" if failed else ""
+    print(f"{len(todo) - len(failed)} of {len(todo)} fit with {HEADROOM:.0%} headroom{not_fitting}")
     return 1 if failed else 0
 
 

@@ -367,9 +367,10 @@ def held_out_report(
 ) -> dict:
     """The loops' held-out report (`eval.policies.compare`): one sampled completion per
     test prompt at the training temperature from each named policy, in sampler calls of
-    rl.rollout_batch prompts (in rl.sample_dtype: the rollouts' sampler at k = 1, so a run
-    that fits its rollouts fits its evaluation); judged by the gold reward (built-in tasks) and the reward
-    model (when there is one); "policy" against "reference" head to head."""
+    rl.rollout_batch prompts in rl.sample_dtype (the rollouts' sampler at k = 1, so a run
+    that fits its rollouts fits its evaluation); judged by the gold reward (built-in
+    tasks) and the reward model (when there is one); "policy" against "reference" head to
+    head."""
     gold = data.task.judge
     rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C) if rm is not None else None
     pairs = [("policy", "reference")] if "reference" in named_params and (gold or rm_judge) else []
