@@ -16,6 +16,7 @@ table from the records. Exit status 1 when a variant does not fit with the headr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -66,7 +67,6 @@ def fit(module: str, variant: str) -> dict:
     t0 = time.time()
     programs, figures = aot.compile_run(cfg, aot.target_devices(target))
     print(aot.report(cfg, target, programs, figures), flush=True)
-    limit = (1 - aot.HEADROOM) * target.hbm_gib * aot.GiB
     return {
         "module": module,
         "variant": variant,
@@ -74,20 +74,8 @@ def fit(module: str, variant: str) -> dict:
         "hbm_gib": target.hbm_gib,
         "digest": digest(cfg),
         "mesh": list(cfg.mesh),
-        "programs": [
-            {
-                "name": p.name,
-                "arguments": p.arguments,
-                "outputs": p.outputs,
-                "temporaries": p.temporaries,
-                "aliased": p.aliased,
-                "resident": p.resident,
-                "total": p.total,
-                "compile_s": round(p.compile_s, 1),
-            }
-            for p in programs
-        ],  # fmt: skip
-        "fits": all(p.total <= limit for p in programs),
+        "programs": [{**dataclasses.asdict(p), "total": p.total, "compile_s": round(p.compile_s, 1)} for p in programs],
+        "fits": aot.headroom(target, programs) >= aot.HEADROOM,
         "params": figures["params"],
         "trainable": figures["trainable"],
         "tflop_per_iteration": figures["flops"] / 1e12,
