@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--jobs", type=int, default=1, help="run up to N stages and cells at once, each in its process")
     study.add_argument("--cell", metavar="NAME", help="run this cell only (and the shared stages it needs)")
     study.add_argument("--records", metavar="DIR", default="", help="the cells' records (default WORKDIR/records)")
+    study.add_argument(
+        "--amend",
+        metavar="WHY",
+        help="run a study whose grid or claims changed after a test record "
+        "existed: WHY goes into the report's amendments; stale records move to RECORDS/discarded",
+    )
     study.add_argument("--job", help=argparse.SUPPRESS)  # one planned job, in a process of `study.run_jobs`
     parser.add_argument("--debug", action="store_true", help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
     group = parser.add_argument_group("several processes (see above)")
@@ -210,8 +216,9 @@ def run(args) -> int:
 
     if isinstance(load := load_experiment(args.config), study.StudyConfig):
         return run_study(args, load, workdir)
-    if args.jobs != 1 or args.cell or args.records or args.job:
-        raise ValueError(f"--jobs, --cell and --records are for studies; {args.config} is a single run or a pipeline")
+    if args.jobs != 1 or args.cell or args.records or args.job or args.amend is not None:
+        raise ValueError(f"--jobs, --cell, --records and --amend are for studies; {args.config} is a single run or "
+                         "a pipeline")  # fmt: skip
     cfg = local_paths(config_lib.override(load, args.set), mounted=not args.dry_run)
     preflight.check(cfg, workdir, dry_run=args.dry_run)
     if args.target and not args.dry_run:
@@ -276,7 +283,9 @@ def run_study(args, cfg, workdir: str) -> int:
     from rlhf_jax import compiles
 
     compiles.persist(os.path.join(workdir, "compile_cache"))  # cells of one grid compile the same programs
-    out = study.run(cfg, workdir, records, args.jobs, args.cell, args.job, spec=args.config)
+    if args.amend is not None and not args.amend.strip():
+        raise ValueError("--amend: say why the study changed (the report lists it)")
+    out = study.run(cfg, workdir, records, args.jobs, args.cell, args.job, spec=args.config, amend=args.amend)
     if out.get("stopped"):
         print("stopped; what was saved is kept; rerun the same command to continue")
         return 3 if args.job else 0  # a job process that was stopped has not done its job

@@ -43,7 +43,15 @@ import time
 from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import iterated, pipeline, process_supervision, study_report, weak_to_strong
+from rlhf_jax import (
+    iterated,
+    pipeline,
+    process_supervision,
+    study_claims,
+    study_provenance,
+    study_report,
+    weak_to_strong,
+)
 from rlhf_jax.iterated import IteratedConfig
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.process_supervision import ProcessConfig
@@ -179,7 +187,10 @@ class StudyConfig:
     training metrics plotted against completions sampled, mean over seeds per group.
     selection: a setting chosen per group on the validation split first; `cells` are
     then the test cells before it is applied (`test_cells` gives them with it).
-    figures: comparisons of a few groups each (`Figure`)."""
+    figures: comparisons of a few groups each (`Figure`). claims, gates: what the study
+    tests and the measurements that show its instrument works (`study_claims`), fixed with
+    the grid; earlier: choices and amendments made before the runner kept provenance, with
+    their commits (the report lists them)."""
 
     name: str
     cells: tuple[Cell, ...]
@@ -189,8 +200,12 @@ class StudyConfig:
     description: str = ""
     selection: Selection | None = None
     figures: tuple[Figure, ...] = ()
+    claims: tuple[study_claims.Claim, ...] = ()
+    gates: tuple[study_claims.Gate, ...] = ()
+    earlier: tuple[str, ...] = ()
 
     def __post_init__(self):
+        study_claims.check(self.claims, self.gates, self.groups, self.name)
         if self.selection is not None and any(not isinstance(c.pipeline, PipelineConfig) for c in self.cells):
             raise ValueError(f"study {self.name}: a selection runs pipeline cells only, not iterated or other runs")
         groups = set(self.groups)
@@ -414,12 +429,16 @@ def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None
 
 
 def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only: str | None = None,
-        job: str | None = None, spec: str = "") -> dict:  # fmt: skip
+        job: str | None = None, spec: str = "", amend: str | None = None) -> dict:  # fmt: skip
     """Run what is missing of the study (or of one cell: `only`; or one planned `job`, as
     a process of `run_jobs` does), then write the results and the report. spec: the
-    --config the study was named by (for the job processes)."""
+    --config the study was named by (for the job processes). A study whose grid or claims
+    changed after a test record existed is refused unless `amend` says why
+    (`study_provenance.check`)."""
     records = records or os.path.join(workdir, "records")
     os.makedirs(records, exist_ok=True)
+    if job is None:  # a job process's parent has checked
+        study_provenance.check(study, records, amend)
     todo = plan(study, workdir, records, only)
     if job is not None:
         found = [j for j in todo if j.key == job]

@@ -31,8 +31,15 @@ def read_record(records: str, cell) -> dict | None:
     path = os.path.join(records, f"{cell.name}.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        record = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        record = e
+    if not isinstance(record, dict):
+        why = record if isinstance(record, Exception) else f"a JSON {type(record).__name__}, not an object"
+        raise ValueError(f"study record {path} is damaged ({why}); restore it from git, or move it aside to run "
+                         "the cell again")  # fmt: skip
     return record if record.get("key") == cell_key(cell) else None
 
 

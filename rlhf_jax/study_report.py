@@ -5,9 +5,12 @@ training curves against completions sampled (`write`). `study` is a study.StudyC
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 import numpy as np
 
+from rlhf_jax import study_claims, study_provenance
 from rlhf_jax.eval import plots
 from rlhf_jax.workdir import write_json
 
@@ -208,7 +211,10 @@ def markdown(study, res: dict) -> str:
         lines += ["", selection_markdown(study, res["selection"])]
     if res.get("figures"):
         lines += ["", figures_markdown(study, res["figures"])]
-    lines += ["", "| cell | commit | machine | seconds |", "|---|---|---|---|"]
+    if res.get("verdicts"):
+        lines += ["", *claims_markdown(study, res["verdicts"])]
+    lines += ["", *study_provenance.markdown(study, res.get("provenance"))]
+    lines += ["| cell | commit | machine | seconds |", "|---|---|---|---|"]
     lines += [f"| {c} | {v['commit']} | {v['machine']} | {v['seconds']:.0f} |" for c, v in res["cells"].items()]
     return "\n".join(lines) + "\n"
 
@@ -233,10 +239,15 @@ def selection_markdown(study, chosen: dict[str, dict]) -> str:
 
 def write(study, workdir: str, records: str, found: list[dict]) -> dict:
     """results.json, report.md and the plots from the records found (in `records`), with
-    the selection's choices when the study has one."""
+    the selection's choices when the study has one, the claims' verdicts by the rule over
+    the test records and the provenance."""
     res = results(study, found)
     if study.selection is not None:
         res["selection"] = study.chosen(records)
+    if study.claims or study.gates:
+        res["verdicts"] = study_claims.evaluate(study.claims, study.gates, test_records(study, found))
+    res["provenance"] = study_provenance.read(records)
+    os.makedirs(workdir, exist_ok=True)
     beside_records = os.path.abspath(records) != os.path.abspath(os.path.join(workdir, "records"))
     out_dir = os.path.join(records if beside_records else workdir, "plots")
     os.makedirs(out_dir, exist_ok=True)
@@ -256,3 +267,119 @@ def write(study, workdir: str, records: str, found: list[dict]) -> dict:
     print(text)
     print(f"report: {os.path.join(workdir, 'report.md')}")
     return res
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def test_records(study, found: list[dict]) -> list[dict]:
+    """The records of the test cells (a selection cell is measured on the validation split)."""
+    return [r for r in found if r["group"] in study.groups]
+
+
+def _signed(x: float) -> str:
+    return "nan" if np.isnan(x) else f"{x:+.3f}"
+
+
+def _difference(row: dict) -> str:
+    if np.isnan(row["low"]):
+        return f"{_signed(row['mean'])} (n={row['n']})"
+    return f"{_signed(row['mean'])} [{_signed(row['low'])}, {_signed(row['high'])}] ({row['n']})"
+
+
+def _measured(claim, ev: dict) -> str:
+    """One comparison: its paired difference; several: how their verdicts fall."""
+    rows = ev["comparisons"]
+    if len(rows) == 1:
+        return f"{rows[0]['name']}: {_difference(rows[0])}"
+    tested = [r for r in rows if r["verdict"] != "not tested"]
+    counts = {v: sum(r["verdict"] == v for r in tested) for v in study_claims.VERDICTS}
+    plural = {"agrees": "agree", "disagrees": "disagree"}
+    said = ", ".join(f"{n} {plural.get(v, v) if n > 1 else v}" for v, n in counts.items() if n)
+    means = [r["mean"] for r in tested]
+    spread = f"; means {_signed(min(means))} to {_signed(max(means))}" if means else ""
+    return f"{len(rows)} comparisons, {len(tested)} tested ({said or 'none'}){spread}"
+
+
+def claim_table(study, verdicts: dict) -> list[str]:
+    """The claim table the README shows: claim, measured, margin, gates, verdict."""
+    lines = [f"<!-- claims:{study.name} -->", "| claim | measured: paired difference [95% interval] (seeds) | margin "
+             "| gates | verdict |", "|---|---|---|---|---|"]  # fmt: skip
+    for claim, ev in zip(study.claims, verdicts["claims"], strict=True):
+        names = list(claim.gates) + sorted({g for c in claim.comparisons for g in c.gates})
+        failed = set(ev["failed_gates"]) | {g for r in ev["comparisons"] for g in r["failed_gates"]}
+        gates = "-" if not names else ("passed" if not failed else f"{len(failed)} of {len(names)} failed")
+        lines.append(f"| {claim.statement} | {_measured(claim, ev)} | {claim.margin:.3g} | {gates} | "
+                     f"**{ev['verdict']}** |")  # fmt: skip
+    return lines + [f"<!-- /claims:{study.name} -->"]
+
+
+def claims_markdown(study, verdicts: dict) -> list[str]:
+    """The report's claims: the table, each comparison, the gates and the margins."""
+    lines = ["## Claims", "", "Verdicts by the rule of `rlhf_jax/study_claims.py`, computed from the test records: "
+             "`not tested` when a gate failed; `equal here` when every paired 95% interval lies inside the margin; "
+             "`disagrees` when a difference is found against the paper (Holm-adjusted p < 0.05 over the claim's "
+             "comparisons); `agrees` when every comparison's interval excludes 0 in the paper's direction; "
+             "`cannot tell` otherwise.", ""]  # fmt: skip
+    lines += claim_table(study, verdicts) + [""]
+    lines += ["Each comparison (per-seed differences; p: two-sided t-test over seeds, then Holm-adjusted within the "
+              "claim; sign-flip: the exact randomisation test over seeds, a second opinion):", "",
+              "| claim | comparison | paired difference [95% interval] (seeds) | p | Holm p | sign-flip p | verdict |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for ev in verdicts["claims"]:
+        for r in ev["comparisons"]:
+            gate = f" (gate failed: {', '.join(r['failed_gates'])})" if r["failed_gates"] else ""
+            ps = " | ".join(_p(r[k]) for k in ("p", "p_holm", "sign_p"))
+            lines.append(f"| {ev['claim']} | {r['name']} | {_difference(r)} | {ps} | {r['verdict']}{gate} |")
+    if study.gates:
+        lines += ["", "Gates (mean over seeds, range over seeds):", "",
+                  "| gate | what | mean (range) | required | measured on | status |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for g in study.gates:
+            s = verdicts["gates"][g.name]
+            value = "-" if not s["n"] else f"{s['mean']:.3f} ({s['min']:.3f} to {s['max']:.3f})"
+            status = "passed" if s["passed"] else f"**failed** ({s['why']})"
+            lines.append(f"| {g.name} | {g.what} | {value} | {_range(g.low, g.high)} | {g.split} | {status} |")
+    lines += ["", "Margins and why:", "", "| claim | margin | why |", "|---|---|---|"]
+    lines += [f"| {c.name} | {c.margin:.3g} | {c.margin_reason} |" for c in study.claims]
+    return lines + [""]
+
+
+def _p(p: float) -> str:
+    return "-" if np.isnan(p) else f"{p:.3f}"
+
+
+def _range(low: float, high: float) -> str:
+    if np.isinf(high):
+        return f">= {low:g}"
+    if np.isinf(low):
+        return f"<= {high:g}"
+    return f"{low:g} to {high:g}"
+
+
+def sync_readme(readme: str, reports: list[str]) -> list[str]:
+    """Replace each `<!-- claims:NAME -->` block of the README by the same block of the
+    report that has it; returns the names replaced."""
+    with open(readme) as f:
+        text = f.read()
+    done = []
+    for path in reports:
+        with open(path) as f:
+            report = f.read()
+        for name, block in claim_blocks(report).items():
+            mine = claim_blocks(text).get(name)
+            if mine is not None:
+                text = text.replace(mine, block)
+                done.append(name)
+    with open(readme, "w") as f:
+        f.write(text)
+    return done
+
+
+def claim_blocks(text: str) -> dict[str, str]:
+    """{study name: its claim table block, markers included} in a markdown text."""
+    return {m.group(1): m.group(0) for m in re.finditer(r"<!-- claims:(\S+) -->.*?<!-- /claims:\1 -->", text, re.S)}
+
+
+if __name__ == "__main__":  # python -m rlhf_jax.study_report README.md studies/*/report.md
+    print("replaced:", ", ".join(sync_readme(sys.argv[1], sys.argv[2:])) or "nothing")

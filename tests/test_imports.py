@@ -9,7 +9,8 @@ Every `import` in the package counts, the ones inside functions too. Layers, low
     3  experiment, eval                                     the config schema, evaluation
     4  preflight, loops                                     one loop per train.kind
     5  pipeline, dry_run, aot, study, study_report,       runs of several loops; compiling them
-       study_jobs, study_records, iterated,
+       study_jobs, study_records, study_claims,
+       study_provenance, iterated,
        process_supervision, weak_to_strong
     6  main                                                 the command line
 
@@ -42,6 +43,8 @@ LAYERS = [
         "study_report",
         "study_jobs",
         "study_records",
+        "study_claims",
+        "study_provenance",
         "iterated",
         "process_supervision",
         "weak_to_strong",

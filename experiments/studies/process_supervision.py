@@ -17,12 +17,78 @@ against N; each active round's PRM; the RL runs' held-out accuracy. Variant: smo
 tiny sizes, one seed: the tests' size).
 """
 
+import math
+
 from experiments import process_supervision
 from rlhf_jax.study import Cell, Figure, Metric, StudyConfig
+from rlhf_jax.study_claims import Arm, Claim, Diff, Gate, Trend
 
 SEEDS = (0, 1, 2)
 GROUPS = {"wrong": "", "right": "right"}  # group -> variant of experiments/process_supervision.py
 SELECTORS = ("orm", "prm_uniform.product", "prm_uniform.min", "prm_uniform.first_error", "majority", "random")
+
+
+POST_HOC = "test, post hoc"  # the gates were declared after the test records (see the provenance)
+MARGIN = 0.02
+MARGIN_WHY = "4 of the 200 held-out problems"
+PRM, ACTIVE = "prm_uniform.product", "prm_active{last}.product"
+WHO = {"wrong": "wrong-answer generator, the paper's", "right": "right-answer generator, the control"}
+
+
+def gates(group: str, top: int, last: int) -> tuple[Gate, ...]:
+    """The instrument's gates for one generator's cells."""
+
+    def best(selector):
+        return Arm(group, f"best_of_n.{selector}.{top}")
+
+    def above_random(name, selector):
+        return Gate(f"{group}: {name} above random", f"best-of-{top} by the {name} - random choice",
+                    Diff(best(selector), best("random")), low=0.01, split=POST_HOC,
+                    reason="a verifier that picks no better than chance does not verify (its AUROC was not "
+                           "recorded)")  # fmt: skip
+
+    return (
+        Gate(f"{group}: generator headroom", "the generator's accuracy at T = 1",
+             Arm(group, "generator_accuracy"), low=0.2, high=0.6, split=POST_HOC,
+             reason="below 20% most pools of N hold few right answers; above 60% majority voting is hard to beat"),
+        Gate(f"{group}: ORM above majority class", "the ORM's held-out accuracy - its majority-class baseline",
+             Diff(Arm(group, "reward_models.orm.test_accuracy"),
+                  Arm(group, "reward_models.orm.test_majority_baseline")),
+             low=0.02, split=POST_HOC, reason="an ORM at its baseline predicts one class for every solution"),
+        above_random("ORM", "orm"),
+        above_random("PRM", PRM),
+        above_random("active PRM", ACTIVE.format(last=last)),
+    )  # fmt: skip
+
+
+def claims(group: str, ns: tuple[int, ...], last: int) -> tuple[Claim, ...]:
+    top = max(ns)
+
+    def best(selector, n=top):
+        return Arm(group, f"best_of_n.{selector}.{n}")
+
+    g = {k: f"{group}: {k}" for k in ("generator headroom", "ORM above majority class", "ORM above random",
+                                      "PRM above random", "active PRM above random")}  # fmt: skip
+    lead = tuple(
+        Trend(tuple((math.log2(n), Diff(best(PRM, n), best(other, n))) for n in ns), f"slope of PRM - {other} over "
+              "log2 N")
+        for other in ("orm", "majority")
+    )  # fmt: skip
+    who = WHO[group]
+    both = (g["generator headroom"], g["ORM above majority class"], g["ORM above random"], g["PRM above random"])
+    return (
+        Claim(f"{group}: prm over orm", f"best-of-{top} by the PRM beats the ORM ({who})",
+              (Diff(best(PRM), best("orm"), "PRM - ORM"),), +1, MARGIN, MARGIN_WHY, both),
+        Claim(f"{group}: prm over majority", f"best-of-{top} by the PRM beats majority voting ({who})",
+              (Diff(best(PRM), best("majority"), "PRM - majority"),), +1, MARGIN, MARGIN_WHY,
+              (g["generator headroom"], g["PRM above random"])),
+        Claim(f"{group}: lead grows with N", f"the PRM's lead over the ORM and majority voting grows with N ({who})",
+              lead, +1, MARGIN / math.log2(top), f"{MARGIN_WHY} across N = 1 to {top}", both),
+        Claim(f"{group}: active over uniform", f"a PRM on active-learning labels (convincing wrong answers) beats one "
+              f"on uniform labels at equal labels, best-of-{top} ({who})",
+              (Diff(best(ACTIVE.format(last=last)), best(PRM), "active PRM - PRM"),), +1, MARGIN, MARGIN_WHY,
+              (g["generator headroom"], g["PRM above random"], g["active PRM above random"])),
+    )  # fmt: skip
 
 
 def get_config(variant: str | None = None) -> StudyConfig:
@@ -63,5 +129,7 @@ def get_config(variant: str | None = None) -> StudyConfig:
         sft_row=False,
         curves=(),
         figures=figures,
+        claims=tuple(c for g in configs for c in claims(g, some.ns, some.rounds - 1)),
+        gates=tuple(x for g in configs for x in gates(g, max(some.ns), some.rounds - 1)),
         description="Process against outcome supervision with best-of-N (experiments/studies/process_supervision.py).",
     )
