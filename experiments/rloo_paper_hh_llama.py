@@ -19,10 +19,10 @@ train.jsonl.gz / test.jsonl.gz (any subdirectories) copied to the bucket:
     run dpo --set model.init_from=$B/sft
 
 The same command on one GPU host: python -m rlhf_jax.main --config
-experiments/rloo_paper_hh_llama.py:rloo_k4 --workdir DIR --set ... (README, "Running on
-a local GPU"). Check a stage's shapes at full size first, without a model or data:
+experiments/rloo_paper_hh_llama.py:rloo_k4 --workdir DIR --set ... (docs/pods.md).
+Check a stage's shapes at full size first, without a model or data:
 python -m rlhf_jax.main ... --dry-run; that it fits the slice (libtpu, no TPU): ... --dry-run
---target v4-128 (tpu/fit.py has compiled every stage for it: README, "GPUs and TPU pods")."""
+--target v4-128 (tpu/fit.py has compiled every stage for it: docs/pods.md)."""
 
 from experiments.rloo_paper_settings import HH_LLAMA, paper_config
 from rlhf_jax.experiment import ExperimentConfig

@@ -94,7 +94,7 @@ def _fit():
     return module
 
 
-def test_every_variant_was_fitted_to_its_slice_as_configured_today_and_the_readme_shows_it():
+def test_every_variant_was_fitted_to_its_slice_as_configured_today_and_the_pod_docs_show_it():
     fit = _fit()
     records = []
     for module, variant in fit.variants():
@@ -103,8 +103,8 @@ def test_every_variant_was_fitted_to_its_slice_as_configured_today_and_the_readm
         assert record["fits"] and all(p["total"] <= 0.9 * record["hbm_gib"] * 2**30 for p in record["programs"])
         records.append(record)
     assert len(records) == 3 * (len(VARIANTS) + 3)
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    assert fit.table(records) in readme  # python tpu/fit.py --table
+    pods = open(os.path.join(ROOT, "docs", "pods.md")).read()
+    assert fit.table(records) in pods  # python tpu/fit.py --table
 
 
 TRACED = {  # module -> the variants traced at full size: every variant, and every program of each family, once

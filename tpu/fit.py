@@ -9,8 +9,8 @@ per chip are checked against the chip's HBM less `aot.HEADROOM` (10%).
     python tpu/fit.py --only rloo_paper_tldr_pythia:rloo_k4 --table
 
 One record per variant in tpu/fit/ (with its config's digest: a variant whose settings
-changed is compiled again), so a cut-off run goes on where it stopped; `--table` prints the README's
-table from the records. Exit status 1 when a variant does not fit with the headroom.
+changed is compiled again), so a cut-off run goes on where it stopped; `--table` prints the
+table of docs/pods.md from the records. Exit status 1 when a variant does not fit with the headroom.
 """
 
 from __future__ import annotations

@@ -211,6 +211,10 @@ EARLIER = (
     "001e4c2, 83a1cff (2026-12-03): the summarisation task's comparisons (version 2.0.0) and the shared reward "
     "model's budget (1,600 steps on 60,000 fresh comparisons) were chosen on the reward model's test-split accuracy "
     "and content probe at seeds 0-2, before the grid was fixed and its first record made (17483c5)",
+    "The 127 records were made at four commits (cc6b141: 16 selection cells; 46480eb, 17f855e, dcd026e); between "
+    "them the code changed data preparation's speed (f5c4917, the same bytes), the order of files read from a source "
+    "directory (c34d422, which the built-in task does not use), the JSON-lines writer (17f855e) and added the "
+    "persistent compilation cache (dcd026e); no cell's key (its config) changed",
     "The learning rate came out at the grid's lowest value (3e-5) for every method on validation: at the grid's "
     "edge, so a lower rate might serve all of them better (noted, not rerun)",
 )
