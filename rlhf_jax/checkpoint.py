@@ -8,6 +8,12 @@ be read; the unreadable newer steps are then moved aside to `<directory>.unreada
 (kept, never deleted), so that the resumed run can save those steps again. When
 checkpoints exist but none can be read, the restore refuses (`CheckpointError`) instead
 of starting over: a silent restart would overwrite the run's results.
+
+Integrity: each save puts two 32-bit checksums of every array of the state into `meta`
+(`digests`: the wrapping sum of the array's words, and of its words mixed with their
+index; integer sums, so the same on any mesh the state is restored onto), and a restore
+recomputes them: a checkpoint whose bytes changed on disk is unreadable like any other
+(named, moved aside, the previous one restored) instead of resuming with damaged values.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import warnings
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from rlhf_jax import mesh as mesh_lib
@@ -37,9 +44,11 @@ class Checkpointer:
             create=True,
             cleanup_tmp_directories=True,
         )
-        return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: dict[str, Any], force: bool = True) -> bool:
+        meta = {**meta, "digests": digests(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         return self.manager.save(int(step), args=args, force=force)
 
@@ -65,6 +74,9 @@ class Checkpointer:
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
                 )
                 meta = dict(out["meta"])
+                damaged = _damaged(meta.pop("digests", None), out["state"])
+                if damaged:
+                    raise ValueError(f"its arrays differ from what was saved: {damaged}")
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
                 failed.append((step, reason))
@@ -150,3 +162,56 @@ def _abstract(x):
         return x
     sharding = getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
+def _words(x) -> jax.Array:
+    """The array's bits as uint32 words in its own shape (8-byte items: a trailing axis of
+    2; narrower dtypes widened, bool as 0 / 1)."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    narrow = {1: jnp.uint8, 2: jnp.uint16}.get(x.dtype.itemsize)
+    if narrow is not None:
+        return jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+
+
+def _index(shape: tuple[int, ...]) -> jax.Array:
+    """Each element's row-major position, as uint32 (wrapping), without reshaping (a
+    sharded array stays sharded)."""
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for d in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, d) * jnp.uint32(stride % 2**32)
+        stride *= shape[d]
+    return index
+
+
+@jax.jit
+def _checksums(leaves: list) -> jax.Array:
+    """[n, 2] uint32: per leaf, the wrapping sum of its words and of (words * (2i + 1)) xor
+    i, i the word's position (integer sums: the same in any order, on any mesh)."""
+    out = []
+    for leaf in leaves:
+        w = _words(leaf)
+        i = _index(w.shape)
+        out.append(jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum((w * (2 * i + 1)) ^ i, dtype=jnp.uint32)]))
+    return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+
+
+def digests(state: Any) -> dict[str, list[int]]:
+    """{leaf path: [sum, mixed sum]} of every array of the state."""
+    flat = [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+            if hasattr(leaf, "dtype")]  # fmt: skip
+    sums = jax.device_get(_checksums([leaf for _, leaf in flat]))
+    return {path: [int(a), int(b)] for (path, _), (a, b) in zip(flat, sums, strict=True)}
+
+
+def _damaged(saved: dict | None, state: Any) -> str:
+    """The leaves whose checksums differ from the saved ones ('' when none, or when the
+    checkpoint predates checksums)."""
+    if not saved:
+        return ""
+    now = digests(state)
+    bad = [path for path, sums in saved.items() if path in now and now[path] != list(sums)]
+    return "" if not bad else f"{len(bad)} of {len(saved)} arrays, e.g. {', '.join(bad[:3])}"

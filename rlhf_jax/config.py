@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import operator
+import re
 import types
 import typing
 from typing import Any
@@ -60,6 +63,8 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
             value = float(text)
         except ValueError:
             raise ValueError(f"--set {key}={text!r}: expected {tp.__name__}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"--set {key}={text!r}: must be a finite number")
         if tp is int:
             if not value.is_integer():
                 raise ValueError(f"--set {key}={text!r}: expected int")
@@ -115,6 +120,38 @@ def _assignments(changes: dict) -> list[str]:
     for change in changes.values():
         out += _assignments(change) if isinstance(change, dict) else [change[1]]
     return out
+
+
+_BOUND = re.compile(r"^(>=|>|<=|<)\s*(-?[0-9.e+-]+)$")
+
+
+def check_numbers(cfg, bounds: dict[str, str] | None = None, prefix: str = "") -> None:
+    """Refuse, naming the field, a number that is not finite anywhere in cfg (its sections
+    included) and one outside its bound: bounds maps a field of cfg itself to ">= 1",
+    "> 0", ... (every item of a tuple field is checked)."""
+    for name, value in _fields_values(cfg):
+        key = prefix + name
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, None, key + ".")
+            continue
+        items = value if isinstance(value, tuple) else (value,)
+        for x in items:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"{key}={x}: must be a finite number")
+        rule = (bounds or {}).get(name)
+        if rule is None:
+            continue
+        op, limit = _BOUND.match(rule).groups()
+        for x in items:
+            if isinstance(x, (int, float)) and not _OPS[op](x, float(limit)):
+                raise ValueError(f"{key}={x}: must be {op} {limit}")
+
+
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def _fields_values(cfg):
+    return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
 
 
 def to_dict(cfg) -> dict[str, Any]:

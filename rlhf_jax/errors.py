@@ -13,7 +13,10 @@ one-line message of an error the user can act on.
 from __future__ import annotations
 
 import errno
+import logging
+import re
 import signal
+import sys
 
 
 class CheckpointError(RuntimeError):
@@ -83,6 +86,8 @@ _TEXT_CAUSES = (
     ("Permission denied", "permission denied"),
     ("Disk quota exceeded", "disk quota exceeded"),
 )
+# TensorStore names the file it failed on; a checkpoint's temporary directory is cut to the step's.
+_STORAGE_PATH = re.compile(r'(?:local file|Failed writing:) "(/[^"]*?)(?:\.orbax-checkpoint-tmp[^"]*)?"')
 _INPUT_ERRORS = (ValueError, FloatingPointError, CheckpointError, WorkdirBusy, UnicodeError, EOFError)
 
 
@@ -103,8 +108,40 @@ def describe(exc: BaseException) -> str | None:
     text = " ".join(str(e) for e in _chain(exc))
     for marker, cause in _TEXT_CAUSES:
         if marker in text:
-            return cause
+            where = _STORAGE_PATH.search(text)
+            return f"{cause}: {where.group(1)}" if where else cause
     if isinstance(exc, _INPUT_ERRORS) or isinstance(exc, OSError):
         first = str(exc).strip().splitlines()
         return first[0] if first else type(exc).__name__
     return None
+
+
+class QuietLibraryThreads(logging.Filter):
+    """Keeps the console to one line per error: while installed, the tracebacks that
+    libraries log through absl (Orbax's writer threads each log the same storage error
+    with its traceback, then raise it in the main thread) stay off the console; the error
+    that ends the run is still described in one line. --debug (or RLHF_JAX_DEBUG=1) leaves
+    them on."""
+
+    def __init__(self):
+        super().__init__()
+        self.logger = logging.getLogger("absl")
+        self.logger.addFilter(self)
+        # TensorStore's callbacks print through sys.excepthook when a failed save's event
+        # loop has closed under them ("Event loop is closed", once per pending write)
+        self.excepthook, sys.excepthook = sys.excepthook, self._quiet_hook
+        self.hidden = 0
+
+    def _quiet_hook(self, kind, value, tb) -> None:
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            self.hidden += 1
+            return
+        self.excepthook(kind, value, tb)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.exc_info)  # a traceback: the error itself ends the run
+
+    def remove(self) -> None:
+        self.logger.removeFilter(self)
+        if sys.excepthook == self._quiet_hook:
+            sys.excepthook = self.excepthook

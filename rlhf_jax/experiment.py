@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import rollout
 from rlhf_jax.data.tasks import TASKS, Task
 from rlhf_jax.eval.verifiers import SCORES
@@ -172,6 +173,7 @@ class TrainSection:
     prompt_loss_weight: float = 0.0
 
     def __post_init__(self):
+        config_lib.check_numbers(self, {"seed": ">= 0"})
         if self.kind not in KINDS:
             raise ValueError(f"train.kind={self.kind!r}: expected one of {tuple(KINDS)}")
         for name in ("steps", "batch_size", "log_every", "save_every", "keep"):
@@ -378,5 +380,6 @@ class ExperimentConfig:
     mesh: tuple[int, ...] = (-1, 1, 1)
 
     def __post_init__(self):
+        config_lib.check_numbers(self)
         if len(self.mesh) != 3:
             raise ValueError(f"mesh={self.mesh}: expected (data, fsdp, tensor)")

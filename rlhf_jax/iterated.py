@@ -43,6 +43,7 @@ import os
 
 import numpy as np
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
 from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
@@ -68,6 +69,7 @@ class IteratedConfig:
     held_out_pairs: int = 200
 
     def __post_init__(self):
+        config_lib.check_numbers(self)
         if self.rounds < 1:
             raise ValueError(f"rounds={self.rounds}: must be >= 1")
         if self.comparisons_per_round < 1 or self.held_out_pairs < 1:

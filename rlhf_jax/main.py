@@ -87,7 +87,7 @@ def check_and_write_config(cfg, workdir: str, overwrite: bool = False) -> None:
     import jax
 
     from rlhf_jax import mesh as mesh_lib
-    from rlhf_jax.workdir import write_json
+    from rlhf_jax.workdir import retire_summary, write_json
 
     path = os.path.join(workdir, "config.json")
     resolved = config_lib.to_dict(cfg)
@@ -103,6 +103,7 @@ def check_and_write_config(cfg, workdir: str, overwrite: bool = False) -> None:
             )
     mesh_lib.barrier("config checked")
     if jax.process_index() == 0 and old != resolved:
+        retire_summary(workdir)  # the old config's summary does not finish the new config's run
         write_json(path, resolved)
     mesh_lib.barrier("config written")
 
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf_jax import errors
 
     previous = errors.install_signal_handlers()
+    debug = args.debug or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
+    quiet = errors.QuietLibraryThreads() if not debug else None
     try:
         return run(args)
     except errors.Interrupted as e:
@@ -201,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cause}", file=sys.stderr)
         return 2
     finally:
-        errors.restore_signal_handlers(previous)  # main() may run inside another program (tests)
+        errors.restore_signal_handlers(previous)
+        if quiet is not None:
+            quiet.remove()  # main() may run inside another program (tests)
 
 
 def run(args) -> int:
@@ -278,6 +283,8 @@ def run_study(args, cfg, workdir: str) -> int:
         raise ValueError(f"--jobs {args.jobs}: must be >= 1")
     preflight.check(cfg, workdir)
     records = local_path(args.records, "--records") if args.records else ""
+    if records and os.path.exists(records) and not os.path.isdir(records):
+        raise ValueError(f"--records {records}: exists and is not a directory")
     if args.cell:  # an unknown name, or a test cell whose setting is not chosen yet, is refused before any work
         cfg.cell(args.cell, records or os.path.join(workdir, "records"))
     from rlhf_jax import compiles

@@ -42,6 +42,7 @@ class PipelineConfig:
     policy: ExperimentConfig = ExperimentConfig()
 
     def __post_init__(self):
+        config_lib.check_numbers(self, {"seed": ">= 0"})
         for stage, kind in (("sft", ("sft",)), ("reward", ("reward",)), ("policy", ("rl", "preference"))):
             got = getattr(self, stage).train.kind
             if got not in kind:
@@ -101,6 +102,7 @@ def run_stage(name: str, cfg: ExperimentConfig, directory: str) -> dict:
             with open(os.path.join(directory, "summary.json")) as f:
                 return json.load(f)
         if jax.process_index() == 0:
+            workdir_lib.retire_summary(directory)  # a summary of another config does not finish this one
             write_json(os.path.join(directory, "config.json"), resolved)
         print(f"== {name}: {cfg.name} ({cfg.train.kind}) in {directory}", flush=True)
         return loops.run(cfg, directory)

@@ -174,13 +174,13 @@ def _checkpoint(path: str, key: str, want: str) -> None:
     checkpoint serves a reward model too: its backbone starts the score head); "any"."""
     if not os.path.exists(path):  # before the imports below, which take seconds
         raise FileNotFoundError(f"{key}={path}: no such file or directory")
-    from rlhf_jax.models.hf import checkpoint_head, read_config
+    from rlhf_jax.models.hf import check_tensors, checkpoint_head
     from rlhf_jax.workdir import checkpoint_dir
 
     try:
         directory = checkpoint_dir(path)
-        read_config(directory)
         head = checkpoint_head(directory)
+        check_tensors(directory, head)
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"{key}={path}: not a usable checkpoint ({e})") from None
     if want == "scalar" and head != "scalar":

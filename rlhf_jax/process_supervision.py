@@ -55,6 +55,7 @@ import time
 
 import numpy as np
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
 from rlhf_jax.eval.verifiers import SCORES, PRMJudge, solution_batch
 from rlhf_jax.experiment import ExperimentConfig
@@ -90,6 +91,11 @@ class ProcessConfig:
     rl_rewards: tuple[str, ...] = ()
 
     def __post_init__(self):
+        positive = ("test_problems", "pool", "ns", "draws", "labelled", "rounds", "candidates")
+        config_lib.check_numbers(self, {"seed": ">= 0", "reward_epochs": "> 0", "temperature": "> 0",
+                                        **dict.fromkeys(positive, ">= 1")})  # fmt: skip
+        if not self.ns:
+            raise ValueError("ns: empty; give the N of best-of-N (e.g. 1,2,4)")
         kinds = (("facts", "sft"), ("generator", "sft"), ("orm", "orm"), ("prm", "prm"))
         for stage, kind in kinds:
             got = getattr(self, stage).train.kind

@@ -68,7 +68,7 @@ from rlhf_jax.study_records import (
     training_curve,
 )
 from rlhf_jax.weak_to_strong import WeakToStrongConfig
-from rlhf_jax.workdir import finished, write_json
+from rlhf_jax.workdir import Lock, finished, own_directory, write_json
 
 CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
@@ -358,9 +358,22 @@ def place(cell: Cell, workdir: str) -> Placed:
 
 
 def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
-    """The cell's pipeline (its shared stages are found done, or run) and its record."""
+    """The cell's pipeline (its shared stages are found done, or run) and its record. The
+    cell is locked while it runs: a second study on the same workdir waits, then finds its
+    record and computes nothing."""
+    lock = os.path.join(os.path.dirname(placed.directory), ".locks", placed.cell.name)
+    with Lock(lock, wait=True):
+        found = read_record(records, placed.cell)
+        if found is not None:
+            print(f"== cell {placed.cell.name}: recorded meanwhile by another process", flush=True)
+            return found
+        return _run_cell(study, placed, records)
+
+
+def _run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     t0 = time.time()
     cell = placed.cell
+    own_directory(placed.directory, config_lib.to_dict(cell.seeded))
     if isinstance(cell.pipeline, ProcessConfig):
         summary = process_supervision.run(cell.seeded, placed.directory, placed.data_dir)
         if summary.get("stopped"):

@@ -5,9 +5,12 @@ file (`run_logged`). The study runner's scheduler (`study.plan` makes the jobs).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -39,7 +42,8 @@ def run_jobs(jobs: list[Job], n: int, command: Callable[[str], list[str]], logs:
                 job = ready.pop(0)
                 pending.remove(job)
                 log = open(log_path(logs, job.key), "a")
-                running[job.key] = (subprocess.Popen(command(job.key), stdout=log, stderr=subprocess.STDOUT), log)
+                proc = subprocess.Popen(command(job.key), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_with_parent)
+                running[job.key] = (proc, log)
                 print(f"-- {job.key}: started (log {log.name})", flush=True)
             time.sleep(0.5)
             for key, (proc, log) in list(running.items()):
@@ -60,6 +64,16 @@ def run_jobs(jobs: list[Job], n: int, command: Callable[[str], list[str]], logs:
             proc.wait()
             log.close()
     return failed
+
+
+def _with_parent() -> None:
+    """In a job process before it starts: SIGTERM when the study's process dies, however it
+    dies (kill -9 included), so no job runs on without its parent (Linux: prctl
+    PR_SET_PDEATHSIG; elsewhere the parent's own SIGTERM handling stops them). The job
+    saves and exits as on any SIGTERM."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def log_path(logs: str, key: str) -> str:

@@ -41,6 +41,7 @@ import time
 
 import numpy as np
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import classifier
@@ -74,6 +75,8 @@ class WeakToStrongConfig:
     eval_split: str = "test"  # "validation" (other strings, n_test of them) for choosing settings
 
     def __post_init__(self):
+        config_lib.check_numbers(self, {"seed": ">= 0", "n_split": ">= 1", "n_test": ">= 1", "length": ">= 1",
+                                        "pgr_margin": "> 0"})  # fmt: skip
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}: expected one of {TASKS}")
         if len(self.sizes) < 2:

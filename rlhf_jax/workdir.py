@@ -16,11 +16,13 @@ import os
 import socket
 import time
 
+from rlhf_jax.config import differences
 from rlhf_jax.errors import WorkdirBusy
 
 LOCK = ".lock"
 # What a run writes (besides its data: tfds/, tokenizer/, which are deterministic and kept).
-OUTPUTS = ("checkpoints", "checkpoints.unreadable", "metrics.jsonl", "tb", "hf", "summary.json", "plots")
+OUTPUTS = ("checkpoints", "checkpoints.unreadable", "metrics.jsonl", "tb", "hf", "summary.json",
+           "summary.previous.json", "plots")  # fmt: skip
 STAGES = ("sft", "reward", "policy")
 
 
@@ -103,10 +105,36 @@ def finished(workdir: str, resolved: dict) -> bool:
     summary, config = os.path.join(workdir, "summary.json"), os.path.join(workdir, "config.json")
     if not (os.path.exists(summary) and os.path.exists(config)):
         return False
-    from rlhf_jax import config as config_lib
-
     with open(config) as f:
-        return not config_lib.differences(json.load(f), resolved)
+        return not differences(json.load(f), resolved)
+
+
+def retire_summary(workdir: str) -> None:
+    """Before a config.json of another config is written: the summary of the old config's
+    run moves to summary.previous.json, so that the new config's run is not taken as
+    finished until it writes its own (a continued run cut off before its end resumes)."""
+    path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+        os.replace(path, os.path.join(workdir, "summary.previous.json"))
+
+
+def own_directory(directory: str, resolved: dict) -> None:
+    """A directory that holds one config's run (a study's cell): one of another config (the
+    grid was amended) moves aside to <directory>.previous-<n>; config.json names this one."""
+    path = os.path.join(directory, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            if not differences(json.load(f), resolved):
+                return
+        n = 0
+        while os.path.exists(f"{directory}.previous-{n}"):
+            n += 1
+        os.replace(directory, f"{directory}.previous-{n}")
+        print(f"== {os.path.basename(directory)}: a run of another config moved to {directory}.previous-{n}")
+    elif os.path.isdir(directory) and os.listdir(directory):
+        return  # made before cells kept their config: left as it is
+    os.makedirs(directory, exist_ok=True)
+    write_json(path, resolved)
 
 
 def move_outputs_aside(workdir: str) -> str | None:
@@ -159,7 +187,9 @@ def read_jsonl(path: str) -> list[dict]:
 
 def write_json(path: str, value) -> None:
     """Write JSON atomically (a temporary file renamed over the target): a reader, or a
-    run killed mid-write, sees the old file or the new one, never half of one."""
+    run killed mid-write, sees the old file or the new one, never half of one. Its
+    directory is made."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(value, f, indent=2)

@@ -88,3 +88,36 @@ def test_an_export_carries_the_tokenizers_special_ids_and_null_for_the_missing(t
     with caplog.at_level(logging.WARNING):
         loaded = transformers.AutoConfig.from_pretrained(str(tmp_path))
     assert loaded.bos_token_id is None and "bos_token_id" not in caplog.text
+
+
+def truncated(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+
+
+def emptied(path):
+    open(path, "wb").close()
+
+
+def garbage(path):
+    with open(path, "wb") as f:
+        f.write(b"\x00\xff not safetensors at all" * 10)
+
+
+@pytest.mark.parametrize("damage", [truncated, emptied, garbage])
+def test_a_damaged_safetensors_file_is_named_before_any_work(damage, hf_checkpoints, tmp_path):
+    from rlhf_jax import preflight
+
+    d = copy_checkpoint(hf_checkpoints["llama"][0], tmp_path)
+    damage(os.path.join(d, "model.safetensors"))
+    with pytest.raises(ValueError, match=r"model.init_from=.*: not a usable checkpoint \(.*model.safetensors"):
+        preflight._checkpoint(d, "model.init_from", "lm")
+
+
+def test_a_config_of_another_family_beside_the_weights_is_named(hf_checkpoints, tmp_path):
+    from rlhf_jax import preflight
+
+    d = copy_checkpoint(hf_checkpoints["llama"][0], tmp_path)
+    shutil.copy(os.path.join(hf_checkpoints["gpt2"][0], "config.json"), os.path.join(d, "config.json"))
+    with pytest.raises(ValueError, match=r"config.json describes a gpt2 model, but the safetensors files lack"):
+        preflight._checkpoint(d, "model.init_from", "lm")

@@ -27,6 +27,8 @@ from rlhf_jax.train_step import all_finite
 
 SFT = "experiments/sft_summarization.py:tiny"
 RL = "experiments/rl_summarization.py:tiny"
+PS = "experiments/process_supervision.py:tiny"
+W2S = "experiments/weak_to_strong.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -130,6 +132,90 @@ def test_no_readable_checkpoint_refuses_to_start_over_unless_told(finished, tfds
     same_weights(run, finished)
 
 
+def flip_bytes(step_dir):
+    """64 bytes inverted in the middle of the largest array file: still a valid file."""
+    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.seek(os.path.getsize(largest) // 2)
+        data = f.read(64)
+        f.seek(os.path.getsize(largest) // 2)
+        f.write(bytes(255 - b for b in data))
+
+
+@pytest.mark.slow
+def test_flipped_bytes_in_a_checkpoint_are_caught_and_it_is_moved_aside(finished, tfds_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    os.remove(run / "summary.json")
+    flip_bytes(str(run / "checkpoints" / "12"))
+    with pytest.warns(RuntimeWarning, match="step 12 .* arrays differ from what was saved"):
+        assert main(sft_args(run, tfds_dir)) == 0
+    out = capsys.readouterr().out
+    assert "moved aside" in out and "resumed from step 8" in out
+    same_weights(run, finished)
+
+
+def test_checkpoint_digests_see_a_changed_value_and_not_a_reshard():
+    from rlhf_jax.checkpoint import _damaged, digests
+
+    state = {"w": jnp.arange(24.0).reshape(4, 6), "step": jnp.int32(3), "h": jnp.ones(5, jnp.bfloat16)}
+    saved = digests(state)
+    assert _damaged(saved, state) == "" and _damaged(None, state) == ""
+    assert _damaged(saved, {**state, "w": state["w"].at[2, 1].set(jnp.nan)}).startswith("1 of 3 arrays, e.g. ['w']")
+    swapped = jnp.asarray(np.asarray(state["w"])[[1, 0, 2, 3]])  # same words, two rows swapped
+    assert _damaged(saved, {**state, "w": swapped})
+    mesh = mesh_lib.make_mesh((2, 2, 2))
+    import jax
+
+    sharded = jax.device_put(state["w"], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", "fsdp")))
+    assert _damaged(saved, {**state, "w": sharded}) == ""  # integer sums: any order, any mesh
+
+
+def test_a_continued_run_is_not_finished_until_it_writes_its_own_summary(finished, tmp_path):
+    from rlhf_jax import config as config_lib
+    from rlhf_jax.main import check_and_write_config
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    cfg = load_experiment(SFT)
+    old = json.load(open(run / "config.json"))
+    longer = config_lib.override(cfg, [f"data.data_dir={old['data']['data_dir']}", "train.steps=16"])
+    assert workdir.finished(str(run), old)
+    check_and_write_config(longer, str(run), overwrite=True)  # then the run is cut off before step 16
+    assert not workdir.finished(str(run), config_lib.to_dict(longer))
+    assert not (run / "summary.json").exists() and (run / "summary.previous.json").exists()
+    check_and_write_config(longer, str(run), overwrite=True)  # the same config again: nothing moves
+    assert (run / "summary.previous.json").exists()
+
+
+def test_a_checkpoint_writers_thread_tracebacks_stay_off_the_console(capsys):
+    import logging
+    import sys as sys_
+
+    from absl import logging as absl_logging
+
+    quiet = errors.QuietLibraryThreads()
+    try:
+        try:
+            raise ValueError("RESOURCE_EXHAUSTED: ... No space left on device")
+        except ValueError:
+            absl_logging.exception("_SignalingThread.run() raised an exception")
+            with_traceback = logging.LogRecord("absl", logging.ERROR, "f", 1, "m", None, sys_.exc_info())
+        sys_.excepthook(RuntimeError, RuntimeError("Event loop is closed"), None)
+    finally:
+        quiet.remove()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Event loop" not in err
+    assert not quiet.filter(with_traceback) and quiet.hidden == 1
+    assert quiet.filter(logging.LogRecord("absl", logging.WARNING, "f", 1, "a warning stays", None, None))
+    assert sys_.excepthook is not quiet._quiet_hook
+    text = ('RESOURCE_EXHAUSTED: Error writing "x" in OCDBT database at local file '
+            '"/w/run/checkpoints/8.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/": '
+            "Failed to write 217987 bytes to file 11: No space left on device")  # fmt: skip
+    assert errors.describe(ValueError(text)) == "no space left on the device: /w/run/checkpoints/8"
+
+
 def test_a_non_finite_state_never_reaches_a_checkpoint(tmp_path, capsys):
     # A NaN appears in the parameters at step 3, which is not a logging step (log_every 8):
     # the flag carried on device stops the run at the next save (every step) without saving it.
@@ -149,7 +235,7 @@ def test_a_non_finite_state_never_reaches_a_checkpoint(tmp_path, capsys):
         return {"w": w}, {"loss": jnp.float32(1.0), "finite": all_finite(jnp.float32(1.0), w)}
 
     mesh = mesh_lib.make_mesh((1, 1, 1))
-    with pytest.raises(FloatingPointError, match="at step 3; .* last good checkpoint: step 2"):
+    with pytest.raises(FloatingPointError, match="at step 3; .* latest checkpoint: step 2"):
         common.drive(cfg, str(tmp_path), mesh, state, Position(), advance)
     ckpt = Checkpointer(str(tmp_path / "checkpoints"))
     assert ckpt.steps() == [1, 2]
@@ -198,6 +284,18 @@ BAD = [
     (SFT, "model.vocab_size=10", "model.vocab_size"),
     (SFT, "train.kind=prm", "data.task"),
     (SFT, "train.batch_size=100", "train.batch_size"),
+    (RL, "rl.beta=nan", "rl.beta"),  # once through to step 1, blaming the learning rate
+    (RL, "optim.learning_rate=inf", "optim.learning_rate"),
+    (RL, "train.seed=-1", "train.seed"),
+    (PS, "test_problems=-1", "test_problems"),  # a traceback after 12.7 s
+    (PS, "draws=0", "draws"),  # rc 0 after 50 s with a NaN table
+    (PS, "seed=-1", "seed"),
+    (PS, "ns=", "ns"),
+    (W2S, "n_test=0", "n_test"),
+    (W2S, "pgr_margin=-1", "pgr_margin"),  # ZeroDivisionError after 33 s
+    (W2S, "length=-4", "length"),
+    (W2S, "seed=-5", "seed"),
+    (W2S, "fit.learning_rate=nan", "fit.learning_rate"),
 ]
 
 

@@ -279,3 +279,60 @@ def test_a_study_killed_part_way_resumes_only_what_is_missing_and_trains_shared_
     assert (
         set(res["selection"]) == {"rloo_k2", "raft_k2"} and "lr chosen per group" in (records / "report.md").read_text()
     )
+
+
+def test_records_that_name_a_file_are_refused(tmp_path, capsys):
+    (tmp_path / "records").write_text("a file")
+    argv = ["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--records", str(tmp_path / "records")]
+    assert main(argv) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_a_job_process_ends_when_the_study_process_is_killed(tmp_path):
+    pid_file = tmp_path / "job.pid"
+    parent = f"""
+import sys, time
+from rlhf_jax.study_jobs import Job, run_jobs
+child = [sys.executable, "-c", "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"]
+run_jobs([Job("cells/x", (), None)], 1, lambda key: child, {str(tmp_path / "logs")!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT)
+    for _ in range(600):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    proc.kill()  # SIGKILL: the parent cannot stop its jobs itself
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the job process outlived its killed parent")
+
+
+def test_a_cell_another_process_holds_is_waited_for_and_not_computed_twice(tmp_path, monkeypatch):
+    import threading
+
+    from rlhf_jax.workdir import Lock
+
+    study = load_experiment(SMOKE)
+    records = tmp_path / "records"
+    records.mkdir()
+    cell = study.selection_cells[0]
+    placed = study_lib.place(cell, str(tmp_path))
+    monkeypatch.setattr(study_lib, "_run_cell", lambda *a: pytest.fail("the cell was computed a second time"))
+    out = {}
+    with Lock(os.path.join(str(tmp_path), "cells", ".locks", cell.name)):  # the first study runs the cell
+        thread = threading.Thread(target=lambda: out.update(got=study_lib.run_cell(study, placed, str(records))))
+        thread.start()
+        time.sleep(1.0)
+        assert thread.is_alive()  # waiting
+        record = {"cell": cell.name, "key": study_lib.cell_key(cell), "metrics": {"x": 1.0}}
+        (records / f"{cell.name}.json").write_text(json.dumps(record))
+    thread.join(timeout=30)
+    assert out["got"]["metrics"] == {"x": 1.0}

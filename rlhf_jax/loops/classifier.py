@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlhf_jax import config as config_lib
 from rlhf_jax.data.batching import pad_left, token_ids
 from rlhf_jax.losses.weak_to_strong import aux_confidence_objective, aux_confidence_weight, soft_cross_entropy
 from rlhf_jax.train_step import OptimConfig, make_optimizer
@@ -44,6 +45,7 @@ class FitConfig:
     aux_warmup_frac: float = 0.2
 
     def __post_init__(self):
+        config_lib.check_numbers(self)
         if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError(f"FitConfig: steps, batch_size and learning_rate must be positive ({self})")
         if not (0 <= self.aux_alpha <= 1 and 0 <= self.warmup_frac <= 1 and 0 <= self.aux_warmup_frac <= 1):

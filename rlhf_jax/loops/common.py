@@ -199,10 +199,13 @@ def drive(
         if bad:
             ckpt.wait()
             latest = ckpt.latest_step()
-            kept = f"last good checkpoint: step {latest}" if latest is not None else "no checkpoint was saved before it"
+            kept = f"latest checkpoint: step {latest}" if latest is not None else "no checkpoint was saved before it"
+            if restored is not None and latest == start:  # nothing saved since the resume: suspect what it read
+                kept += (f", which this run resumed from: if it is damaged, move {ckpt.directory}/{start} aside "
+                         "and rerun")  # fmt: skip
             raise FloatingPointError(
                 f"the loss, parameters or optimiser state stopped being finite at step {bad}; nothing from that "
-                f"step on was saved; {kept} (lower optim.learning_rate, or set optim.max_grad_norm)"
+                f"step on was saved; {kept} (otherwise lower optim.learning_rate, or set optim.max_grad_norm)"
             )
 
     with (

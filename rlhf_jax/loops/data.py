@@ -62,6 +62,9 @@ def tokenizer_for(cfg: ExperimentConfig, rows, workdir: str):
         source = checkpoint_dir(cfg.model.init_from)
         if os.path.exists(os.path.join(source, "tokenizer.json")):
             return with_pad(load_tokenizer(source))
+        own = os.path.join(workdir, "tokenizer")
+        print(f"model.init_from={cfg.model.init_from}: no tokenizer.json there; the task's tokenizer is used "
+              f"(trained into {own}; data.tokenizer=DIR names another)", flush=True)  # fmt: skip
     directory = os.path.join(workdir, "tokenizer")
 
     def load_or_train():

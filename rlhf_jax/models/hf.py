@@ -188,7 +188,7 @@ class _Tensors:
             with open(index) as f:
                 self.where = {k: os.path.join(directory, v) for k, v in json.load(f)["weight_map"].items()}
         elif os.path.exists(single):
-            with safe_open(single, framework="numpy") as f:
+            with _opened(single) as f:
                 self.where = {k: single for k in f.keys()}
         else:
             raise FileNotFoundError(
@@ -210,8 +210,19 @@ class _Tensors:
     def get(self, key: str) -> np.ndarray:
         path = self.where[key]
         if path not in self._open:
-            self._open[path] = safe_open(path, framework="numpy")
-        return self._open[path].get_tensor(key)
+            self._open[path] = _opened(path)
+        try:
+            return self._open[path].get_tensor(key)
+        except Exception as e:  # noqa: BLE001 - safetensors' own errors name no file
+            raise ValueError(f"{path}: tensor {key!r} cannot be read ({e}); the file is damaged") from None
+
+
+def _opened(path: str):
+    """safe_open, with a damaged file (empty, truncated, not safetensors) named."""
+    try:
+        return safe_open(path, framework="numpy")
+    except Exception as e:  # noqa: BLE001 - SafetensorError and friends name no file
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def read_config(directory: str) -> ModelConfig:
@@ -224,6 +235,21 @@ def read_config(directory: str) -> ModelConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
     return from_hf_config(hf, source=path)
+
+
+def check_tensors(directory: str, head: str) -> None:
+    """Every tensor the directory's config.json asks for is in its safetensors files (names
+    only: no tensor is read), so that a config of another family, or weights of another
+    model, are refused by file before any work."""
+    cfg = read_config(directory)
+    tensors = _Tensors(directory)
+    missing = [s.hf.lstrip("/") for s in _specs(cfg, head) if tensors.resolve(s.hf, _PREFIX[cfg.family]) is None]
+    if missing:
+        raise ValueError(
+            f"{os.path.join(directory, 'config.json')} describes a {cfg.family} model, but the safetensors files lack "
+            f"{len(missing)} of its tensors (e.g. {', '.join(repr(m) for m in missing[:3])}): a config of another "
+            "model beside these weights?"
+        )
 
 
 def checkpoint_head(directory: str) -> str:
