@@ -18,7 +18,7 @@ from rlhf_jax.batches import KTOBatch, PreferenceBatch, Scored, SFTBatch
 from rlhf_jax.eval.verifiers import PRM_MAX_STEPS
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import online
-from rlhf_jax.losses.preference import kto_loss, preference_loss
+from rlhf_jax.losses.preference import OBJECTIVES, kto_loss, preference_loss
 from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models import lora
@@ -126,7 +126,7 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
             batch = PreferenceBatch(*_sequences(B, T), *_sequences(B, T), _sds((B,)), _sds((B,)))
         elif kind == "preference":
             pcfg = cfg.preference.loss_config()
-            if pcfg.objective == "kto":
+            if not OBJECTIVES[pcfg.objective].paired:  # KTO: unpaired completions
                 loss_fn = functools.partial(kto_loss, cfg=pcfg, model=model)
                 batch = KTOBatch(
                     *_sequences(2 * B, T), _sds((2 * B,)), _sds((2 * B,)), *_sequences(2 * B, T), _sds((2 * B,))

@@ -7,6 +7,7 @@ resolved config is written to the workdir as config.json.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import rollout
@@ -22,16 +23,26 @@ from rlhf_jax.train_step import OptimConfig
 # train.kind -> the kind of the task's data it reads (data.tasks.DATA_KINDS)
 KINDS = {"sft": "sft", "reward": "preference", "orm": "labelled", "prm": "labelled", "rl": "sft",
          "preference": "preference"}  # fmt: skip
-# The online methods of the literature as (advantage estimator, policy objective) pairs of
-# the registries in rollout.py and losses/policy.py; rl.advantage / rl.loss override either.
+
+
+class Method(NamedTuple):
+    """An online method of the literature: an advantage estimator and a policy objective of
+    the registries in rollout.py and losses/policy.py (rl.advantage / rl.loss override
+    either), and where it comes from."""
+
+    advantage: str
+    loss: str
+    paper: str
+
+
 METHODS = {
-    "rloo": ("rloo", "reinforce"),  # Ahmadian et al. 2024
-    "reinforce": ("moving_average", "reinforce"),  # Williams 1992, the RLOO paper's baseline
-    "grpo": ("grpo", "ppo"),  # Shao et al. 2024 (DeepSeekMath): group advantages, clipped per token
-    "remax": ("remax", "reinforce"),  # Li et al. 2023
-    "ppo": ("gae", "ppo"),  # Schulman et al. 2017, Ziegler et al. 2019
-    "vanilla_pg": ("reward_to_go", "vanilla_pg"),  # the RLOO paper's Vanilla PG
-    "raft": ("best_of_k", "raft"),  # Dong et al. 2023
+    "rloo": Method("rloo", "reinforce", "Ahmadian et al. 2024"),
+    "reinforce": Method("moving_average", "reinforce", "Williams 1992; the RLOO paper's baseline"),
+    "grpo": Method("grpo", "ppo", "Shao et al. 2024 (DeepSeekMath)"),
+    "remax": Method("remax", "reinforce", "Li et al. 2023"),
+    "ppo": Method("gae", "ppo", "Schulman et al. 2017; Ziegler et al. 2019"),
+    "vanilla_pg": Method("reward_to_go", "vanilla_pg", "the RLOO paper's Vanilla PG"),
+    "raft": Method("best_of_k", "raft", "Dong et al. 2023"),
 }
 
 PRM_READINGS = (*SCORES, "steps")  # how rl.reward_model is read when it is a process reward model

@@ -31,6 +31,9 @@ import sys
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from rlhf_jax import config as config_lib  # noqa: E402
+from rlhf_jax.platforms import default_platforms  # noqa: E402
+
+default_platforms()  # no accelerator attached: the CPU alone, without libtpu's start-up errors (platforms.py)
 
 
 def load_experiment(spec: str):

@@ -288,44 +288,52 @@ def estimator(name: str) -> Estimator:
 
 @register_estimator("rloo", level="sequence", min_k=2)
 def _rloo(x: AdvantageInputs) -> Advantages:
+    """R_i - mean of the prompt's other k-1 rewards (leave-one-out; Ahmadian et al. 2024)."""
     return Advantages(rloo_advantages(x.rewards, x.k))
 
 
 @register_estimator("moving_average", level="sequence")
 def _moving_average(x: AdvantageInputs) -> Advantages:
+    """R_i - mean of all past rewards (or an exponential average: rl.baseline_decay)."""
     advantages_B, baseline = reinforce_ma_advantages(x.rewards, x.baseline, x.baseline_decay)
     return Advantages(advantages_B, baseline=baseline)
 
 
 @register_estimator("grpo", level="sequence", min_k=2)
 def _grpo(x: AdvantageInputs) -> Advantages:
+    """(R_i - group mean) / group std (Shao et al. 2024)."""
     return Advantages(grpo_advantages(x.rewards, x.k))
 
 
 @register_estimator("remax", level="sequence", greedy_rollout=True)
 def _remax(x: AdvantageInputs) -> Advantages:
+    """R_i - R(greedy completion of the prompt) (Li et al. 2023)."""
     return Advantages(remax_advantages(x.rewards, x.greedy_rewards_P, x.k))
 
 
 @register_estimator("best_of_k", level="selection")
 def _best_of_k(x: AdvantageInputs) -> Advantages:
+    """1 on each prompt's best of k, 0 elsewhere (RAFT, Dong et al. 2023)."""
     return Advantages(raft_weights(x.rewards, x.k))
 
 
 @register_estimator("gae", level="token", critic=True)
 def _gae(x: AdvantageInputs) -> Advantages:
+    """GAE(gamma, lambda) on per-token rewards against the critic V(s_t) (rl.gamma, rl.lam)."""
     advantages_BxT, returns_BxT = gae(x.rewards, x.values_BxT, x.completion_mask_BxT, x.gamma, x.lam)
     return Advantages(advantages_BxT, returns_BxT)
 
 
 @register_estimator("reward_to_go", level="token", critic=True)
 def _reward_to_go(x: AdvantageInputs) -> Advantages:
+    """return-to-go - V(s_t): GAE with lambda = 1."""
     advantages_BxT, returns_BxT = vanilla_pg_advantages(x.rewards, x.values_BxT, x.completion_mask_BxT, x.gamma)
     return Advantages(advantages_BxT, returns_BxT)
 
 
 @register_estimator("rloo_to_go", level="token", min_k=2)
 def _rloo_to_go(x: AdvantageInputs) -> Advantages:
+    """each token's return-to-go - mean return of the prompt's other k-1."""
     return Advantages(rloo_to_go_advantages(x.rewards, x.completion_mask_BxT, x.k))
 
 

@@ -5,8 +5,6 @@ training curves against completions sampled (`write`). `study` is a study.StudyC
 from __future__ import annotations
 
 import os
-import re
-import sys
 
 import numpy as np
 
@@ -355,31 +353,3 @@ def _range(low: float, high: float) -> str:
     if np.isinf(low):
         return f"<= {high:g}"
     return f"{low:g} to {high:g}"
-
-
-def sync_readme(readme: str, reports: list[str]) -> list[str]:
-    """Replace each `<!-- claims:NAME -->` block of the README by the same block of the
-    report that has it; returns the names replaced."""
-    with open(readme) as f:
-        text = f.read()
-    done = []
-    for path in reports:
-        with open(path) as f:
-            report = f.read()
-        for name, block in claim_blocks(report).items():
-            mine = claim_blocks(text).get(name)
-            if mine is not None:
-                text = text.replace(mine, block)
-                done.append(name)
-    with open(readme, "w") as f:
-        f.write(text)
-    return done
-
-
-def claim_blocks(text: str) -> dict[str, str]:
-    """{study name: its claim table block, markers included} in a markdown text."""
-    return {m.group(1): m.group(0) for m in re.finditer(r"<!-- claims:(\S+) -->.*?<!-- /claims:\1 -->", text, re.S)}
-
-
-if __name__ == "__main__":  # python -m rlhf_jax.study_report README.md studies/*/report.md
-    print("replaced:", ", ".join(sync_readme(sys.argv[1], sys.argv[2:])) or "nothing")

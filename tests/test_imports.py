@@ -3,14 +3,15 @@
 Every `import` in the package counts, the ones inside functions too. Layers, lowest first
 (a module may import its own layer and the ones below, never above):
 
-    0  errors, config, compiles, hugepages, mesh, batches   foundations, no maths
+    0  errors, config, compiles, hugepages, platforms,     foundations, no maths
+       mesh, batches
     1  models, workdir, checkpoint
     2  losses, rollout, sampling, train_step, tasks, data   maths, decoding, data
     3  experiment, eval                                     the config schema, evaluation
     4  preflight, loops                                     one loop per train.kind
     5  pipeline, dry_run, aot, study, study_report,       runs of several loops; compiling them
        study_jobs, study_records, study_claims,
-       study_provenance, iterated,
+       study_provenance, docs, iterated,
        process_supervision, weak_to_strong
     6  main                                                 the command line
 
@@ -30,7 +31,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rlhf_jax"
 
 LAYERS = [
-    {"errors", "config", "compiles", "hugepages", "mesh", "batches"},
+    {"errors", "config", "compiles", "hugepages", "platforms", "mesh", "batches"},
     {"models", "workdir", "checkpoint"},
     {"losses", "rollout", "sampling", "train_step", "tasks", "data"},
     {"experiment", "eval"},
@@ -45,6 +46,7 @@ LAYERS = [
         "study_records",
         "study_claims",
         "study_provenance",
+        "docs",
         "iterated",
         "process_supervision",
         "weak_to_strong",

@@ -13,8 +13,8 @@ import shutil
 import numpy as np
 import pytest
 
+from rlhf_jax import docs, study_claims, study_provenance, study_report
 from rlhf_jax import study as study_lib
-from rlhf_jax import study_claims, study_provenance, study_report
 from rlhf_jax.main import load_experiment, main
 from rlhf_jax.study_claims import SFT, Arm, Claim, Diff, Gate, Trend
 
@@ -242,10 +242,9 @@ def test_each_reports_claim_table_is_the_rules_on_its_records_and_the_readme_sho
         report = f.read()
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    assert study_report.claim_blocks(report)[study.name] == block, f"{name}/report.md is stale: rerun the study"
-    assert study_report.claim_blocks(readme).get(study.name) == block, (
-        f"README's {name} claims differ from the report: python -m rlhf_jax.study_report README.md studies/*/report.md"
-    )
+    assert docs.blocks(report)[("claims", study.name)] == block, f"{name}/report.md is stale: rerun the study"
+    readme_block = docs.blocks(readme).get(("claims", study.name))
+    assert readme_block == block, f"README's {name} claims differ from the report: python -m rlhf_jax.docs"
     prov = study_provenance.read(recs)
     assert prov is not None and prov["grid"] == study_provenance.digests(study)["grid"]
     assert prov["claims"] == study_provenance.digests(study)["claims"]

@@ -10,7 +10,7 @@ Kinds of data (`experiment.KINDS` says which each `train.kind` reads):
     probe       (prompt, chosen, rejected): pairs that only content separates; a reward
                 model's held-out report ranks them (its test split; train holds one row)
 
-Adding a task is one `Task` in `TASKS`: a TFDS builder per kind of data, and a gold judge
+Adding a task is one `register_task(Task(...))`: a TFDS builder per kind of data, and a gold judge
 `fn(record, completion_text) -> float` if the task can score any completion.
 """
 
@@ -109,6 +109,7 @@ class Task:
     name: str
     sources: Mapping[str, Generated | FromFiles]
     gold_reward: Callable[[dict, str], float] | None = None
+    about: str = ""  # one line for the docs' table of tasks
 
     def __post_init__(self):
         unknown = [k for k in self.sources if k not in DATA_KINDS]
@@ -141,46 +142,61 @@ class Task:
         return np.asarray([self.gold_reward(r, c) for r, c in zip(records, completions, strict=True)], np.float64)
 
 
-TASKS = {
-    "summarization": Task(
-        "summarization",
-        {
-            "sft": Generated(builders.SyntheticSummarization, "sft"),
-            "preference": Generated(builders.SyntheticSummarization, "preference"),
-            "probe": Generated(builders.SyntheticSummarization, "probe", n_train=1),
-        },
-        gold_reward=lambda record, text: summarization.gold_reward(record["document"], text),
-    ),
-    "arithmetic": Task(
-        "arithmetic",
-        {"sft": Generated(builders.Arithmetic), "labelled": Generated(builders.Arithmetic)},
-        gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
-    ),
-    **{  # the process-supervision study's generator data (+ and - only; `tasks.arithmetic`)
-        f"arithmetic_{kind}": Task(
-            f"arithmetic_{kind}",
-            {"sft": Generated(builders.Arithmetic, kind), "labelled": Generated(builders.Arithmetic, kind)},
-            gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
-        )
-        for kind in ("facts", "wrong", "right")
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make `task` the task `data.task=task.name` (from any module, before the run's config
+    is built)."""
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is registered already")
+    TASKS[task.name] = task
+    return task
+
+
+register_task(Task(
+    "summarization",
+    {
+        "sft": Generated(builders.SyntheticSummarization, "sft"),
+        "preference": Generated(builders.SyntheticSummarization, "preference"),
+        "probe": Generated(builders.SyntheticSummarization, "probe", n_train=1),
     },
-    "digits": Task(  # the weak-to-strong study's pretraining text (`tasks.classification`)
-        "digits",
-        {"sft": Generated(builders.Digits, "facts")},
-        gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text),
-    ),
-    "tldr": Task(
-        "tldr",
-        {
-            "sft": FromFiles(builders.TldrSft, "sft", "train", ("test", "valid"), validation_splits=("valid",)),
-            "preference": FromFiles(builders.TldrComparisons, "comparisons", "train", ("valid1", "valid2")),
-        },
-    ),
-    "hh": Task(  # HH has no SFT split: the prompts with the chosen response (the RLOO paper, appendix C)
-        "hh",
-        {
-            "sft": FromFiles(builders.HhRlhf, "", "train", ("test",), view=formats.hh_sft_view),
-            "preference": FromFiles(builders.HhRlhf, "", "train", ("test",)),
-        },
-    ),
-}
+    gold_reward=lambda record, text: summarization.gold_reward(record["document"], text),
+    about="synthetic documents about four topic words; gold: topic words covered, less length and repeats",
+))  # fmt: skip
+register_task(Task(
+    "arithmetic",
+    {"sft": Generated(builders.Arithmetic), "labelled": Generated(builders.Arithmetic)},
+    gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
+    about="multi-step expressions, a step a line; gold: the exact final answer; exact step labels",
+))  # fmt: skip
+for _kind, _about in (("facts", "one-operation facts"), ("wrong", "step-format solutions, all wrong"),
+                      ("right", "step-format solutions, all right")):  # fmt: skip
+    register_task(Task(
+        f"arithmetic_{_kind}",
+        {"sft": Generated(builders.Arithmetic, _kind), "labelled": Generated(builders.Arithmetic, _kind)},
+        gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
+        about=f"the process-supervision study's generator data: {_about} (+ and - only)",
+    ))  # fmt: skip
+register_task(Task(
+    "digits",
+    {"sft": Generated(builders.Digits, "facts")},
+    gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text),
+    about="digit strings and their properties: the weak-to-strong study's pretraining text",
+))  # fmt: skip
+register_task(Task(
+    "tldr",
+    {
+        "sft": FromFiles(builders.TldrSft, "sft", "train", ("test", "valid"), validation_splits=("valid",)),
+        "preference": FromFiles(builders.TldrComparisons, "comparisons", "train", ("valid1", "valid2")),
+    },
+    about="TL;DR (Stiennon et al. 2020): the SFT split and the comparisons, from data.source_dir",
+))  # fmt: skip
+register_task(Task(  # HH has no SFT split: the prompts with the chosen response (the RLOO paper, appendix C)
+    "hh",
+    {
+        "sft": FromFiles(builders.HhRlhf, "", "train", ("test",), view=formats.hh_sft_view),
+        "preference": FromFiles(builders.HhRlhf, "", "train", ("test",)),
+    },
+    about="Anthropic HH-RLHF (Bai et al. 2022): chosen / rejected dialogues, from data.source_dir",
+))  # fmt: skip

@@ -22,7 +22,7 @@ from rlhf_jax.data import batching
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop, held_out_report
 from rlhf_jax.loops.data import TaskData
-from rlhf_jax.losses.preference import completion_logps, kto_loss, preference_loss
+from rlhf_jax.losses.preference import OBJECTIVES, completion_logps, kto_loss, preference_loss
 from rlhf_jax.models import lora
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.workdir import checkpoint_dir
@@ -79,7 +79,7 @@ def preference(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
         ref_model, ref_params = model, lora.without_adapters(params)
     else:
         ref_model, ref_params = model, jax.tree.map(jnp.copy, params)
-    kto = pcfg.objective == "kto"
+    kto = not OBJECTIVES[pcfg.objective].paired  # unpaired completions (KTO)
     fill = reference_filler(ref_model, ref_params, kto) if pcfg.needs_reference else (lambda b: b)
     loss_fn = functools.partial(kto_loss if kto else preference_loss, cfg=pcfg, model=model)
 

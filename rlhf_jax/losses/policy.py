@@ -176,6 +176,7 @@ def objective(name: str) -> Objective:
 
 @register_objective("reinforce", accepts=("sequence",))
 def _reinforce(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    """-A log pi(y) on the sequence (rl.clip_eps clips the sequence ratio)."""
     cmask = rollout.completion_mask_BxT
     old_B = sequence_sum(rollout.old_logps_BxT, cmask)
     return reinforce_objective(sequence_sum(logps_BxT, cmask), rollout.advantages_B, old_B, cfg.clip_eps)
@@ -183,17 +184,20 @@ def _reinforce(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
 
 @register_objective("ppo", accepts=("token", "sequence"))
 def _ppo(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    """-min(r A, clip(r, 1 - eps, 1 + eps) A) per token, r = pi / pi_old (rl.ppo_clip)."""
     adv_BxT = rollout.token_advantages()
     return ppo_objective(logps_BxT, rollout.old_logps_BxT, adv_BxT, rollout.completion_mask_BxT, cfg.ppo_clip)
 
 
 @register_objective("vanilla_pg", accepts=("token", "sequence"), value_clip=False)
 def _vanilla_pg(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    """-A_t log pi(y_t) per token, no ratio, no clip."""
     return vanilla_pg_objective(logps_BxT, rollout.token_advantages(), rollout.completion_mask_BxT)
 
 
 @register_objective("raft", accepts=("selection",))
 def _raft(logps_BxT, rollout: Rollout, cfg: PolicyLossConfig):
+    """negative log-likelihood of the selected completions."""
     return raft_objective(logps_BxT, rollout.advantages_B, rollout.completion_mask_BxT)
 
 

@@ -17,6 +17,8 @@ NLL terms are token means over the chosen completion.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,47 @@ import jax.numpy as jnp
 from rlhf_jax.batches import KTOBatch, PreferenceBatch
 from rlhf_jax.losses.common import check_nonempty_rows, check_same_shape, masked_sum
 
-OBJECTIVES = ("dpo", "ipo", "cpo", "orpo", "simpo", "kto")
-REFERENCE_FREE = ("cpo", "orpo", "simpo")
+
+class PairLogps(NamedTuple):
+    """A batch of pairs' log-probs [B]: sums (pi_c, pi_r) and token means (mean_c, mean_r)
+    of the policy over the chosen and rejected completions, their lengths, the frozen
+    reference's sums (ref_c, ref_r) and the chosen completions' token-mean NLL (a scalar)."""
+
+    pi_c: jax.Array
+    pi_r: jax.Array
+    mean_c: jax.Array
+    mean_r: jax.Array
+    n_c: jax.Array
+    n_r: jax.Array
+    ref_c: jax.Array
+    ref_r: jax.Array
+    nll_chosen: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A registered preference objective. paired: fn(PairLogps, cfg) -> (loss, metrics);
+    unpaired (KTO): fn(params, KTOBatch, cfg, model). reference: it needs pi_ref."""
+
+    name: str
+    fn: Callable
+    reference: bool = True
+    paired: bool = True
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str, *, reference: bool = True, paired: bool = True):
+    """Decorator: make fn the objective `preference.objective=name`."""
+
+    def add(fn):
+        if name in OBJECTIVES:
+            raise ValueError(f"preference objective {name!r} is registered already")
+        OBJECTIVES[name] = Objective(name, fn, reference, paired)
+        return fn
+
+    return add
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +83,7 @@ class PreferenceConfig:
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"PreferenceConfig.objective={self.objective!r}: expected one of {OBJECTIVES}")
+            raise ValueError(f"PreferenceConfig.objective={self.objective!r}: expected one of {tuple(OBJECTIVES)}")
         if self.beta <= 0:
             raise ValueError(f"PreferenceConfig.beta={self.beta}: must be positive")
         if not 0 <= self.label_smoothing < 0.5:
@@ -53,7 +94,7 @@ class PreferenceConfig:
 
     @property
     def needs_reference(self) -> bool:
-        return self.objective not in REFERENCE_FREE
+        return OBJECTIVES[self.objective].reference
 
 
 def _pair_metrics(chosen_rewards_B, rejected_rewards_B, loss):
@@ -160,29 +201,56 @@ def preference_loss(params, batch: PreferenceBatch, cfg: PreferenceConfig, model
         cat(batch.chosen_mask_BxT, batch.rejected_mask_BxT),
         cat(batch.chosen_completion_mask_BxT, batch.rejected_completion_mask_BxT),
     )
-    (pi_c, pi_r), (mean_c, mean_r), (n_c, _) = jnp.split(total, 2), jnp.split(mean, 2), jnp.split(n, 2)
-    ref_c, ref_r = batch.ref_chosen_logps_B, batch.ref_rejected_logps_B
-    nll_chosen = -jnp.sum(pi_c) / jnp.sum(n_c)
-    if cfg.objective == "dpo":
-        return dpo_objective(pi_c, pi_r, ref_c, ref_r, cfg.beta, cfg.label_smoothing)
-    if cfg.objective == "ipo":
-        if cfg.length_normalise:
-            n_c, n_r = jnp.split(n, 2)
-            return ipo_objective(mean_c, mean_r, ref_c / n_c, ref_r / n_r, cfg.beta)
-        return ipo_objective(pi_c, pi_r, ref_c, ref_r, cfg.beta)
-    if cfg.objective == "cpo":
-        return cpo_objective(pi_c, pi_r, nll_chosen, cfg.beta, cfg.cpo_alpha)
-    if cfg.objective == "orpo":
-        return orpo_objective(mean_c, mean_r, nll_chosen, cfg.orpo_lambda)
-    if cfg.objective == "simpo":
-        return simpo_objective(mean_c, mean_r, cfg.beta, cfg.simpo_gamma)
-    raise ValueError(f"preference_loss: objective {cfg.objective!r} takes unpaired data (use kto_loss)")
+    (pi_c, pi_r), (mean_c, mean_r), (n_c, n_r) = jnp.split(total, 2), jnp.split(mean, 2), jnp.split(n, 2)
+    x = PairLogps(pi_c, pi_r, mean_c, mean_r, n_c, n_r, batch.ref_chosen_logps_B, batch.ref_rejected_logps_B,
+                  -jnp.sum(pi_c) / jnp.sum(n_c))  # fmt: skip
+    objective = OBJECTIVES[cfg.objective]
+    if not objective.paired:
+        raise ValueError(f"preference_loss: objective {cfg.objective!r} takes unpaired data (use kto_loss)")
+    return objective.fn(x, cfg)
 
 
+@register_objective("dpo")
+def _dpo(x: PairLogps, cfg: PreferenceConfig):
+    """-log sigma(beta h), h = the chosen-minus-rejected log-ratio to pi_ref (Rafailov et al. 2023; cDPO smoothing)."""
+    return dpo_objective(x.pi_c, x.pi_r, x.ref_c, x.ref_r, cfg.beta, cfg.label_smoothing)
+
+
+@register_objective("ipo")
+def _ipo(x: PairLogps, cfg: PreferenceConfig):
+    """(h - 1 / (2 beta))^2 (Azar et al. 2023; on token means with preference.length_normalise)."""
+    if cfg.length_normalise:
+        return ipo_objective(x.mean_c, x.mean_r, x.ref_c / x.n_c, x.ref_r / x.n_r, cfg.beta)
+    return ipo_objective(x.pi_c, x.pi_r, x.ref_c, x.ref_r, cfg.beta)
+
+
+@register_objective("cpo", reference=False)
+def _cpo(x: PairLogps, cfg: PreferenceConfig):
+    """-log sigma(beta (log pi(y+) - log pi(y-))) + alpha NLL(y+), no reference (Xu et al. 2024)."""
+    return cpo_objective(x.pi_c, x.pi_r, x.nll_chosen, cfg.beta, cfg.cpo_alpha)
+
+
+@register_objective("orpo", reference=False)
+def _orpo(x: PairLogps, cfg: PreferenceConfig):
+    """NLL(y+) - lambda log sigma(log odds(y+) - log odds(y-)), no reference (Hong et al. 2024)."""
+    return orpo_objective(x.mean_c, x.mean_r, x.nll_chosen, cfg.orpo_lambda)
+
+
+@register_objective("simpo", reference=False)
+def _simpo(x: PairLogps, cfg: PreferenceConfig):
+    """-log sigma(beta (mean log pi(y+) - mean log pi(y-)) - gamma), no reference (Meng et al. 2024)."""
+    return simpo_objective(x.mean_c, x.mean_r, cfg.beta, cfg.simpo_gamma)
+
+
+@register_objective("kto", paired=False)
 def kto_loss(params, batch: KTOBatch, cfg: PreferenceConfig, model):
+    """Unpaired: w (1 - sigma(beta (rho - z0))) for desirable y, rho = log pi / pi_ref (Ethayarajh et al. 2024)."""
     pi, _, _ = completion_logps(model, params, batch.tokens_BxT, batch.mask_BxT, batch.completion_mask_BxT)
     kl_pi, _, _ = completion_logps(model, params, batch.kl_tokens_BxT, batch.kl_mask_BxT, batch.kl_completion_mask_BxT)
     z0 = kto_reference_point(kl_pi, batch.kl_ref_logps_B)
     return kto_objective(
         pi, batch.ref_logps_B, batch.desirable_B, z0, cfg.beta, cfg.kto_desirable_weight, cfg.kto_undesirable_weight
     )
+
+
+REFERENCE_FREE = tuple(name for name, o in OBJECTIVES.items() if not o.reference)
