@@ -33,6 +33,27 @@ minibatch the policy + critic stages (ppo, vanilla_pg) accumulate gradients over
 micro-batches (`optim.accum_steps`: the same update). `python tpu/fit.py`
 compiles every variant for its slice (`--dry-run --target`) and checks that each program
 leaves at least 10% of the chip's HBM free; its records are in tpu/fit/.
+
+Running a module: each stage is one run, later stages start from earlier ones' workdirs. On
+a TPU pod slice (tpu/README.md; gs:// paths are the bucket's gcsfuse mount on every worker),
+with the base model's HF directory and the data set's files copied to the bucket (each
+module's docstring names MODULE, SLICE, MODEL, DATA and the files):
+
+    B=gs://$BUCKET/rloo_paper/$MODULE
+    tpu/create.sh --name rlhf --zone $ZONE --type $SLICE
+    tpu/setup.sh --name rlhf --zone $ZONE --bucket $BUCKET
+    run() { tpu/launch.sh --name rlhf --zone $ZONE --wait -- --config experiments/rloo_paper_$MODULE.py:$1 \
+        --workdir $B/$1 --set data.source_dir=gs://$BUCKET/data/$DATA "${@:2}"; }
+    run sft --set model.init_from=gs://$BUCKET/models/$MODEL
+    run reward --set model.init_from=$B/sft
+    run rloo_k4 --set model.init_from=$B/sft --set rl.reward_model=$B/reward
+    run dpo --set model.init_from=$B/sft
+
+The same command on one GPU host: python -m rlhf_jax.main --config
+experiments/rloo_paper_$MODULE.py:rloo_k4 --workdir DIR --set ... (docs/pods.md). Check a
+stage's shapes at full size first, without a model or data: ... --dry-run; that it fits
+the slice (libtpu, no TPU): ... --dry-run --target $SLICE (tpu/fit.py has compiled every
+stage for it: docs/pods.md).
 """
 
 from __future__ import annotations

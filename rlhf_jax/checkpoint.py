@@ -188,22 +188,20 @@ def _index(shape: tuple[int, ...]) -> jax.Array:
 
 
 @jax.jit
-def _checksums(leaves: list) -> jax.Array:
-    """[n, 2] uint32: per leaf, the wrapping sum of its words and of (words * (2i + 1)) xor
-    i, i the word's position (integer sums: the same in any order, on any mesh)."""
-    out = []
-    for leaf in leaves:
-        w = _words(leaf)
-        i = _index(w.shape)
-        out.append(jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum((w * (2 * i + 1)) ^ i, dtype=jnp.uint32)]))
-    return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+def _checksum(leaf) -> jax.Array:
+    """[2] uint32: the wrapping sum of the leaf's words and of (words * (2i + 1)) xor i, i the
+    word's position (integer sums: the same in any order, on any mesh). One program per leaf
+    shape and placement (a state's leaves may live on different devices)."""
+    w = _words(leaf)
+    i = _index(w.shape)
+    return jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum((w * (2 * i + 1)) ^ i, dtype=jnp.uint32)])
 
 
 def digests(state: Any) -> dict[str, list[int]]:
     """{leaf path: [sum, mixed sum]} of every array of the state."""
     flat = [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
             if hasattr(leaf, "dtype")]  # fmt: skip
-    sums = jax.device_get(_checksums([leaf for _, leaf in flat]))
+    sums = jax.device_get([_checksum(leaf) for _, leaf in flat])
     return {path: [int(a), int(b)] for (path, _), (a, b) in zip(flat, sums, strict=True)}
 
 

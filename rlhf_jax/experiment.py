@@ -14,7 +14,7 @@ from rlhf_jax import rollout
 from rlhf_jax.data.tasks import TASKS, Task
 from rlhf_jax.eval.verifiers import SCORES
 from rlhf_jax.losses import policy as policy_losses
-from rlhf_jax.losses.common import KL_ESTIMATORS
+from rlhf_jax.losses.common import AGGREGATIONS, KL_ESTIMATORS
 from rlhf_jax.losses.preference import PreferenceConfig
 from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
@@ -28,17 +28,25 @@ KINDS = {"sft": "sft", "reward": "preference", "orm": "labelled", "prm": "labell
 class Method(NamedTuple):
     """An online method of the literature: an advantage estimator and a policy objective of
     the registries in rollout.py and losses/policy.py (rl.advantage / rl.loss override
-    either), and where it comes from."""
+    either), where it comes from, and the defaults of its objective: the ratio's clip
+    (low, high: the interval [1 - low, 1 + high]; rl.ppo_clip / rl.clip_high override) and
+    the loss aggregation (`losses.common.AGGREGATIONS`; rl.aggregation overrides)."""
 
     advantage: str
     loss: str
     paper: str
+    clip: tuple[float, float] = (0.2, 0.2)
+    aggregation: str = "token_mean"
 
 
 METHODS = {
     "rloo": Method("rloo", "reinforce", "Ahmadian et al. 2024"),
     "reinforce": Method("moving_average", "reinforce", "Williams 1992; the RLOO paper's baseline"),
-    "grpo": Method("grpo", "ppo", "Shao et al. 2024 (DeepSeekMath)"),
+    "grpo": Method("grpo", "ppo", "Shao et al. 2024 (DeepSeekMath)", aggregation="seq_mean_token_mean"),
+    "dr_grpo": Method("dr_grpo", "ppo", "Liu et al. 2025 (Dr. GRPO)", aggregation="seq_mean_token_sum_norm"),
+    "gspo": Method("grpo", "gspo", "Zheng et al. 2025 (GSPO)", clip=(3e-4, 4e-4)),
+    "cispo": Method("grpo", "cispo", "MiniMax 2025 (MiniMax-M1)", clip=(1.0, 0.28)),
+    "reinforce_pp": Method("reinforce_pp", "ppo", "Hu 2025 (REINFORCE++)"),
     "remax": Method("remax", "reinforce", "Li et al. 2023"),
     "ppo": Method("gae", "ppo", "Schulman et al. 2017; Ziegler et al. 2019"),
     "vanilla_pg": Method("reward_to_go", "vanilla_pg", "the RLOO paper's Vanilla PG"),
@@ -225,6 +233,20 @@ class RLSection:
     fsdp, made for each rollout and freed before the update: decode gathers nothing) or
     "sharded" (the trained weights as they lie, each layer gathered inside the decode loop:
     no copy, for a model whose whole weights do not fit a chip; best with model.scan_layers).
+    ppo_clip / clip_high: the ratio's clip interval [1 - ppo_clip, 1 + clip_high] of the
+    ratio objectives (ppo, gspo, gspo_token, cispo); none = the method's (0.2 / 0.2; GSPO
+    3e-4 / 4e-4; CISPO 1 / 0.28, no lower bound on its weight); clip_high alone decouples
+    the upper bound (DAPO's clip-higher). dual_clip: c > 1, PPO's surrogate of a negative
+    advantage bounded below by c A (Ye et al. 2020). aggregation: how the token-level
+    objectives reduce per-token terms (`losses.common.AGGREGATIONS`; "" = the method's:
+    token_mean, GRPO seq_mean_token_mean, Dr. GRPO seq_mean_token_sum_norm).
+    is_correction: the gap between the sampler's and the trainer's log-probs (bf16
+    sampling, another kernel), corrected by importance weights pi_train / pi_sampler capped at
+    is_cap C: "tis_token" / "tis_seq" (truncated: min(w, C)) or "mis_token" / "mis_seq"
+    (masked: 0 past C), per token or per sequence (`rollout.importance_weights`); pi_old is
+    then the trained weights' forward whatever old_logps says. The gap itself
+    (mismatch_mean / _max / _frac) is logged whenever both log-probs exist (old_logps
+    forward, or a correction).
     sample_dtype: the sampler's compute dtype, "float32" or "bfloat16" (weights cast as
     each layer uses them, activations and KV cache in bf16: the cache, a sampler's largest
     buffer, halves); the policy still trains in float32, so bf16 sampling needs
@@ -255,7 +277,10 @@ class RLSection:
     whiten_advantages: bool = False
     baseline_decay: float = 0.0
     clip_eps: float | None = None
-    ppo_clip: float = 0.2
+    ppo_clip: float | None = None
+    clip_high: float | None = None
+    dual_clip: float | None = None
+    aggregation: str = ""
     value_clip: float | None = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
@@ -265,6 +290,8 @@ class RLSection:
     old_logps: str = "sampler"
     sampler_weights: str = "whole"
     sample_dtype: str = "float32"
+    is_correction: str = "none"
+    is_cap: float = 2.0
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -295,11 +322,21 @@ class RLSection:
             raise ValueError(f"rl.sampler_weights={self.sampler_weights!r}: expected 'whole' or 'sharded'")
         if self.sample_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"rl.sample_dtype={self.sample_dtype!r}: expected 'float32' or 'bfloat16'")
-        if self.sample_dtype != "float32" and self.old_logps == "sampler":
+        if self.sample_dtype != "float32" and self.old_logps == "sampler" and self.is_correction == "none":
             raise ValueError(
                 f"rl.sample_dtype={self.sample_dtype}: the sampler's log-probs are not the trained policy's; "
-                "set rl.old_logps=forward (pi_old from a forward of the trained weights)"
+                "set rl.old_logps=forward (pi_old from a forward of the trained weights), or correct for the "
+                "sampler with rl.is_correction (tis_token, tis_seq, mis_token, mis_seq)"
             )
+        if self.is_correction not in rollout.IS_CORRECTIONS:
+            raise ValueError(f"rl.is_correction={self.is_correction!r}: expected one of {rollout.IS_CORRECTIONS}")
+        if self.is_correction.endswith("_token") and "token" not in obj.accepts:
+            raise ValueError(
+                f"rl.is_correction={self.is_correction}: per-token weights need an objective that takes token "
+                f"advantages; rl.loss={obj.name!r} takes {' or '.join(obj.accepts)}: use {self.is_correction[:3]}_seq"
+            )
+        if not self.is_cap > 0:
+            raise ValueError(f"rl.is_cap={self.is_cap}: must be positive")
         if self.reward_noise_scale not in rollout.NOISE_SCALES:
             raise ValueError(
                 f"rl.reward_noise_scale={self.reward_noise_scale!r}: expected one of {rollout.NOISE_SCALES}"
@@ -328,10 +365,13 @@ class RLSection:
             raise ValueError(f"rl.top_p={self.top_p}: must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError(f"rl.top_k={self.top_k}: must be >= 0 (0 = off)")
-        for name in ("ppo_clip", "kl_horizon"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"rl.{name}={getattr(self, name)}: must be positive")
-        for name in ("clip_eps", "value_clip"):
+        if not self.kl_horizon > 0:
+            raise ValueError(f"rl.kl_horizon={self.kl_horizon}: must be positive")
+        if self.dual_clip is not None and not self.dual_clip > 1:
+            raise ValueError(f"rl.dual_clip={self.dual_clip}: must be > 1 (c in max(surrogate, c A) for A < 0) or none")
+        if self.aggregation and self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"rl.aggregation={self.aggregation!r}: expected one of {AGGREGATIONS} ('' = the method's)")
+        for name in ("clip_eps", "value_clip", "ppo_clip", "clip_high"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"rl.{name}={getattr(self, name)}: must be positive or none")
         for name in ("vf_coef", "ent_coef", "kl_loss_coef"):
@@ -350,6 +390,19 @@ class RLSection:
     def objective(self) -> policy_losses.Objective:
         """The policy objective's record (rl.loss, else the method's)."""
         return policy_losses.OBJECTIVES[self.loss or METHODS[self.method][1]]
+
+    @property
+    def clip(self) -> tuple[float, float]:
+        """(low, high) of the ratio's clip: rl.ppo_clip (both, unless rl.clip_high is set), else
+        the method's."""
+        method = METHODS[self.method]
+        low = method.clip[0] if self.ppo_clip is None else self.ppo_clip
+        high = self.clip_high if self.clip_high is not None else (method.clip[1] if self.ppo_clip is None else low)
+        return low, high
+
+    @property
+    def loss_aggregation(self) -> str:
+        return self.aggregation or METHODS[self.method].aggregation
 
     @property
     def n_prompts(self) -> int:

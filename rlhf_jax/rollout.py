@@ -212,6 +212,24 @@ def rloo_to_go_advantages(rewards_BxT, mask_BxT, k: int):
     return jnp.where(mask_BxT.astype(bool), to_go_BxT - baseline_B[:, None], 0.0)
 
 
+def reinforce_pp_advantages(rewards_BxT, mask_BxT, gamma: float = 1.0, eps: float = 1e-8):
+    """REINFORCE++ (Hu 2025): no critic; each token's return-to-go G_t = sum_{u>=t} gamma^(u-t) R_u
+    of the token-level rewards (the score at the last token, -beta KL at every token),
+    normalised over all completion tokens of the batch: A_t = (G_t - mean) / std."""
+    zeros = jnp.zeros_like(rewards_BxT)
+    to_go_BxT, _ = gae(rewards_BxT, zeros, mask_BxT, gamma=gamma, lam=1.0)  # V = 0: A_t = G_t
+    return whiten(to_go_BxT, mask_BxT, eps=eps)
+
+
+def reinforce_pp_baseline_advantages(rewards_B, k: int, eps: float = 1e-8):
+    """REINFORCE++-baseline (Hu 2025): A_i = R_i - mean of the prompt's k rewards, then
+    (A - mean_batch) / std_batch over the whole batch."""
+    check_group("reinforce_pp_baseline_advantages", rewards_B.shape[0], k, min_k=2)
+    R_PxK = rewards_B.reshape(-1, k)
+    centred_B = (R_PxK - R_PxK.mean(-1, keepdims=True)).reshape(-1)
+    return whiten(centred_B, jnp.ones_like(centred_B), eps=eps)
+
+
 def raft_weights(rewards_B, k: int):
     """1 on the best of each prompt's k completions (first on ties), 0 elsewhere."""
     check_group("raft_weights", rewards_B.shape[0], k)
@@ -311,6 +329,24 @@ def _remax(x: AdvantageInputs) -> Advantages:
     return Advantages(remax_advantages(x.rewards, x.greedy_rewards_P, x.k))
 
 
+@register_estimator("dr_grpo", level="sequence", min_k=2)
+def _dr_grpo(x: AdvantageInputs) -> Advantages:
+    """R_i - group mean, not divided by the group's std (Dr. GRPO, Liu et al. 2025)."""
+    return Advantages(grpo_advantages(x.rewards, x.k, scale=False))
+
+
+@register_estimator("reinforce_pp", level="token")
+def _reinforce_pp(x: AdvantageInputs) -> Advantages:
+    """return-to-go of the KL-shaped token rewards, normalised over every token of the batch (REINFORCE++, Hu 2025)."""
+    return Advantages(reinforce_pp_advantages(x.rewards, x.completion_mask_BxT, x.gamma))
+
+
+@register_estimator("reinforce_pp_baseline", level="sequence", min_k=2)
+def _reinforce_pp_baseline(x: AdvantageInputs) -> Advantages:
+    """R_i - group mean, then normalised over the batch (REINFORCE++-baseline, Hu 2025)."""
+    return Advantages(reinforce_pp_baseline_advantages(x.rewards, x.k))
+
+
 @register_estimator("best_of_k", level="selection")
 def _best_of_k(x: AdvantageInputs) -> Advantages:
     """1 on each prompt's best of k, 0 elsewhere (RAFT, Dong et al. 2023)."""
@@ -402,3 +438,46 @@ def estimate(
         rewards_B=rewards_B,
         kl_B=kl_B,
     )
+
+
+# ----------------------------------------------------------------------------- sampler-trainer mismatch
+
+IS_CORRECTIONS = ("none", "tis_token", "tis_seq", "mis_token", "mis_seq")
+MISMATCH_THRESHOLD = 0.1  # a token whose log-probs differ by more than this counts in mismatch_frac
+
+
+def sampler_mismatch(trainer_logps_BxT, sampler_logps_BxT, mask_BxT) -> dict:
+    """The gap between the trainer's and the sampler's log-probs of the sampled tokens
+    (bf16 sampling, another kernel): mean and max of |log pi_train - log pi_sampler| over the
+    completion tokens, and the share above MISMATCH_THRESHOLD."""
+    check_same_shape("sampler_mismatch", trainer=trainer_logps_BxT, sampler=sampler_logps_BxT)
+    m = mask_BxT.astype(bool)
+    gap = jnp.where(m, jnp.abs(trainer_logps_BxT - sampler_logps_BxT), 0.0)
+    n = jnp.maximum(m.sum(), 1)
+    return {"mismatch_mean": gap.sum() / n, "mismatch_max": gap.max(),
+            "mismatch_frac": (gap > MISMATCH_THRESHOLD).sum() / n}  # fmt: skip
+
+
+def importance_weights(trainer_logps_BxT, sampler_logps_BxT, mask_BxT, mode: str, cap: float):
+    """Corrections for sampling from pi_sampler while the loss assumes pi_old = pi_train:
+        tis_token  w_t = min(pi_train(y_t) / pi_sampler(y_t), C)          (truncated IS, Yao et al. 2025)
+        tis_seq    w_i = min(prod_t pi_train(y_t) / pi_sampler(y_t), C)
+        mis_token  w_t = the ratio where it is <= C, else 0 (the token masked out)
+        mis_seq    w_i = the sequence ratio where it is <= C, else 0 (the sequence masked out)
+    Returns (w: [B, T] or [B], metrics). The weights are constants (no gradient); they scale
+    the advantages, which scales every objective's term (each is linear in A)."""
+    if mode not in IS_CORRECTIONS or mode == "none":
+        raise ValueError(f"importance_weights: mode {mode!r}, expected one of {IS_CORRECTIONS[1:]}")
+    m = mask_BxT.astype(jnp.float32)
+    log_w_BxT = jax.lax.stop_gradient(trainer_logps_BxT - sampler_logps_BxT) * m
+    log_w = log_w_BxT.sum(-1) if mode.endswith("_seq") else log_w_BxT
+    w = jnp.exp(jnp.minimum(log_w, 80.0))  # exp overflows beyond; such a weight is capped or masked anyway
+    over = w > cap
+    w = jnp.minimum(w, cap) if mode.startswith("tis") else jnp.where(over, 0.0, w)
+    if mode.endswith("_token"):
+        w = w * m
+        share = (over * m).sum() / jnp.maximum(m.sum(), 1.0)
+        mean = (w * m).sum() / jnp.maximum(m.sum(), 1.0)
+    else:
+        share, mean = over.mean(), w.mean()
+    return w, {"is_weight_mean": mean, ("is_capped_frac" if mode.startswith("tis") else "is_masked_frac"): share}

@@ -80,3 +80,27 @@ def padded_batch():
     tokens = rng.integers(3, 97, size=(3, 7))
     mask = (np.arange(7)[None] >= np.array([3, 0, 1])[:, None]).astype(np.int32)
     return np.where(mask, tokens, 0), mask
+
+
+# ----------------------------------------------------------------------------- the fast tier's budget
+
+FAST_TEST_SECONDS = 5.0  # a test without the slow marker that takes longer is listed at the end of the run
+_fast_seconds: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when in ("setup", "call") and item.get_closest_marker("slow") is None:
+        _fast_seconds[item.nodeid] = _fast_seconds.get(item.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    over = sorted(((s, n) for n, s in _fast_seconds.items() if s > FAST_TEST_SECONDS), reverse=True)
+    if over:
+        terminalreporter.write_sep(
+            "-", f"{len(over)} fast tests over {FAST_TEST_SECONDS:g} s (shrink them or mark slow)"
+        )
+        for seconds, name in over:
+            terminalreporter.write_line(f"{seconds:6.1f}s {name}")

@@ -81,7 +81,10 @@ def policy_loss_config(rl: RLSection, completion_len: int = 0) -> policy_losses.
         objective=rl.objective.name,
         completion_len=completion_len,
         clip_eps=rl.clip_eps,
-        ppo_clip=rl.ppo_clip,
+        ppo_clip=rl.clip[0],
+        clip_high=rl.clip[1],
+        dual_clip=rl.dual_clip,
+        aggregation=rl.loss_aggregation,
         value_clip=rl.value_clip,
         vf_coef=rl.vf_coef,
         ent_coef=rl.ent_coef,
@@ -112,11 +115,16 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
         return rl_math.noisy_scores(r, rl.reward_noise, rl.reward_noise_scale, key)
 
-    def old_logps(policy_params, s: Scored):
+    trainer_forward = rl.old_logps == "forward" or rl.is_correction != "none"
+
+    def sampler_logps(s: Scored):
         """[N, T] token-aligned: the sampler's completion log-probs after zeros for the prompt."""
-        if rl.old_logps == "forward":
-            return policy.token_logps(policy_params, s.tokens_NxT, s.mask_NxT, temperature, completion_len)
         return jnp.pad(s.logps_NxC, ((0, 0), (s.tokens_NxT.shape[1] - s.logps_NxC.shape[1], 0)))
+
+    def old_logps(policy_params, s: Scored):
+        if trainer_forward:
+            return policy.token_logps(policy_params, s.tokens_NxT, s.mask_NxT, temperature, completion_len)
+        return sampler_logps(s)
 
     def experience(params, ref_params, scored: Scored, greedy: Scored | None, beta, baseline, key):
         policy_params = params["policy"] if critic is not None else params
@@ -142,6 +150,18 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             baseline_decay=rl.baseline_decay or None, whiten_advantages=rl.whiten_advantages,
             token_scores_BxT=scored.token_scores_NxT,
         )  # fmt: skip
+        advantages_B, advantages_BxT, is_metrics = est.advantages_B, est.advantages_BxT, {}
+        if trainer_forward:
+            is_metrics = rl_math.sampler_mismatch(old, sampler_logps(scored), cmask)
+        if rl.is_correction != "none":
+            w, more = rl_math.importance_weights(old, sampler_logps(scored), cmask, rl.is_correction, rl.is_cap)
+            is_metrics.update(more)
+            if w.ndim == 1:  # per sequence: scales either kind of advantage
+                advantages_B = None if advantages_B is None else advantages_B * w
+                advantages_BxT = None if advantages_BxT is None else advantages_BxT * w[:, None]
+            else:  # per token: the objective takes token advantages (checked by RLSection)
+                token = advantages_BxT if advantages_BxT is not None else advantages_B[:, None] * cmask
+                advantages_B, advantages_BxT = None, token * w
         rollout = Rollout(
             tokens_BxT=tokens,
             mask_BxT=mask,
@@ -150,8 +170,8 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             ref_logps_BxT=ref,
             scores_B=r_B,
             values_BxT=values,
-            advantages_B=est.advantages_B,
-            advantages_BxT=est.advantages_BxT,
+            advantages_B=advantages_B,
+            advantages_BxT=advantages_BxT,
             returns_BxT=est.returns_BxT,
             k=k,
         )
@@ -165,6 +185,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             "beta": beta,
             "length": lengths.mean(),
             "ended": scored.ended_N.astype(jnp.float32).mean(),
+            **is_metrics,
         }
         if est.baseline is not None:
             metrics["baseline"], baseline = est.baseline.mean, est.baseline

@@ -33,6 +33,29 @@ def whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
     return jnp.where(mask.astype(bool), out, 0.0)
 
 
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_mean_token_sum")
+
+
+def aggregate(x_BxT, mask_BxT, mode: str = "token_mean", norm_len: float = 1.0):
+    """A per-token loss reduced to a scalar (the loss-aggregation modes of the GRPO family):
+    token_mean               sum_{i,t} x / sum_{i,t} 1 over every completion token of the
+                             batch (DAPO's token-level loss; this codebase's PPO before)
+    seq_mean_token_mean      (1/B) sum_i (1/|y_i|) sum_t x   (GRPO as published)
+    seq_mean_token_sum_norm  (1/B) sum_i (1/L) sum_t x, L = norm_len the maximum completion
+                             length, a constant (Dr. GRPO: no length bias)
+    seq_mean_token_sum       (1/B) sum_i sum_t x   (a sequence-level sum)
+    """
+    if mode == "token_mean":
+        return masked_mean(x_BxT, mask_BxT)
+    if mode == "seq_mean_token_mean":
+        return jnp.mean(masked_mean(x_BxT, mask_BxT, axis=-1))
+    if mode == "seq_mean_token_sum_norm":
+        return jnp.mean(masked_sum(x_BxT, mask_BxT, axis=-1)) / norm_len
+    if mode == "seq_mean_token_sum":
+        return jnp.mean(masked_sum(x_BxT, mask_BxT, axis=-1))
+    raise ValueError(f"loss aggregation {mode!r}: expected one of {AGGREGATIONS}")
+
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
