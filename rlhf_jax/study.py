@@ -2,7 +2,7 @@
 reported with intervals over seeds.
 
     python -m rlhf_jax.main --config experiments/studies/X.py[:variant] --workdir DIR
-        [--jobs N] [--cell NAME] [--records DIR]
+        [--jobs N] [--cell NAME] [--records DIR] [--amend WHY]
 
 A study module's `get_config(variant)` returns a `StudyConfig`: its cells (each a
 `pipeline.PipelineConfig` at one seed, in a named group) and the metrics its report shows.
@@ -17,6 +17,7 @@ Layout of DIR:
                                of the stage's config, its seed and the stages it starts from
     cells/<group>.seed<s>/     the cell's own stage (its policy), evaluation and plots
     logs/<job>.log             the console of each job run in a process of its own (--jobs)
+    locks/<cell>/              held while a cell runs: a second study on DIR waits, then finds its record
     results.json, report.md, plots/
 
 and each finished cell leaves a small record, `<records>/<cell>.json` (its metrics, config,
@@ -361,7 +362,7 @@ def run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     """The cell's pipeline (its shared stages are found done, or run) and its record. The
     cell is locked while it runs: a second study on the same workdir waits, then finds its
     record and computes nothing."""
-    lock = os.path.join(os.path.dirname(placed.directory), ".locks", placed.cell.name)
+    lock = os.path.join(os.path.dirname(os.path.dirname(placed.directory)), "locks", placed.cell.name)
     with Lock(lock, wait=True):
         found = read_record(records, placed.cell)
         if found is not None:

@@ -330,7 +330,7 @@ def test_a_cell_another_process_holds_is_waited_for_and_not_computed_twice(tmp_p
     placed = study_lib.place(cell, str(tmp_path))
     monkeypatch.setattr(study_lib, "_run_cell", lambda *a: pytest.fail("the cell was computed a second time"))
     out = {}
-    with Lock(os.path.join(str(tmp_path), "cells", ".locks", cell.name)):  # the first study runs the cell
+    with Lock(os.path.join(str(tmp_path), "locks", cell.name)):  # the first study runs the cell
         thread = threading.Thread(target=lambda: out.update(got=study_lib.run_cell(study, placed, str(records))))
         thread.start()
         time.sleep(1.0)
