@@ -28,6 +28,7 @@ def full():
     return compiled()
 
 
+@pytest.mark.slow  # 6 s: every program compiled on the 8-device mesh
 def test_every_rl_program_compiles_on_the_mesh_and_reports_its_bytes(full):
     programs, figures = full
     assert set(programs) == {"sampler", "experience", "update"}
@@ -51,6 +52,7 @@ def test_lora_and_sharded_sampling_weights_hold_less(full):
     assert lora_programs["sampler"].arguments < programs["sampler"].arguments  # no whole copy along fsdp
 
 
+@pytest.mark.slow  # the compiled programs of the fixture above
 def test_a_program_over_the_chips_hbm_is_refused_by_name_with_the_knobs(full):
     programs, _ = full
     update = programs["update"].total

@@ -106,6 +106,7 @@ def test_only_adapters_and_a_score_head_train_in_an_adapted_model():
     assert lora.partition(plain) == (plain, None)
 
 
+@pytest.mark.slow  # 9 s: a whole RL step
 def test_a_lora_step_is_the_hand_written_adapter_update_and_leaves_the_base():
     model, _, lmodel, lparams = adapted()
     tokens, mask = batch()
@@ -166,7 +167,8 @@ def test_adapter_moments_live_in_the_adapters_shardings_on_a_mesh():
     assert not any(x.is_deleted() for x in jax.tree.leaves(frozen))
 
 
-@pytest.mark.parametrize("family", first_fast(FAMILIES))
+@pytest.mark.slow  # merging runs fast in test_fresh_adapters_compute_the_base_and_merging_gives_the_same_model
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_hf_export_merges_the_adapters(family, hf_checkpoints, padded_batch, tmp_path):
     directory, _ = hf_checkpoints[family]
     tokens, mask = padded_batch

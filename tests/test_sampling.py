@@ -253,6 +253,7 @@ def test_cache_chunk_count_does_not_change_the_samples(hf_checkpoints):
         np.testing.assert_allclose(out.logps, outs[0].logps, atol=1e-5)
 
 
+@pytest.mark.slow  # 5 s: two samplers compiled on the 8-device mesh
 def test_sampling_from_sharded_weights_draws_the_same_samples_and_gathers_a_layer_at_a_time():
     # rl.sampler_weights="sharded": the trained shardings (TRAIN_RULES) instead of a whole copy
     # per device; with the scanned stack each layer is gathered inside the loop as it is used
@@ -274,6 +275,7 @@ def test_sampling_from_sharded_weights_draws_the_same_samples_and_gathers_a_laye
     assert per_device["sharded"] < 0.5 * per_device["whole"], per_device
 
 
+@pytest.mark.slow  # 3 s; bf16 sampling also runs in tests/test_rl_loop.py
 def test_bfloat16_sampling_draws_from_the_float32_policy_to_bf16_precision_with_a_bf16_cache():
     # rl.sample_dtype=bfloat16: the same float32 weights computing in bf16, the KV cache in bf16
     # (this CPU's compiler widens bf16 buffers, so what it saves is shown on a TPU: test_aot.py)

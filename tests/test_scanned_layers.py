@@ -70,6 +70,7 @@ def test_scanned_gradients_equal_the_unrolled_ones_under_remat(policy):
     assert max_abs(stack_layers(plain), scan) <= 1e-6 * scale
 
 
+@pytest.mark.slow  # 5-6 s a depth; the scanned forward's parity runs fast (test_scanned_logits_...)
 @pytest.mark.parametrize("n_layers", [1, 3])
 def test_the_scanned_sampler_draws_the_unrolled_samples(n_layers):
     cfg = dataclasses.replace(CFG, n_layers=n_layers)

@@ -39,9 +39,9 @@ def test_summarization_data_are_deterministic_and_labelled_mostly_by_the_gold_re
 
 
 def test_a_document_names_its_topics_in_the_lede_and_they_are_its_salient_words_by_a_margin():
-    rng, cfg = np.random.default_rng(0), S.SummarizationConfig()
+    rng, cfg, vocabulary = np.random.default_rng(0), S.SummarizationConfig(), S.content_words()
     for _ in range(200):
-        doc = S.make_document(rng, cfg, S.content_words())
+        doc = S.make_document(rng, cfg, vocabulary)
         lede = doc.split(" . ")[0].split()
         salient = S.salient_words(doc, cfg.n_topics)
         assert set(salient) == set(lede) - set(S.FUNCTION_WORDS)

@@ -146,8 +146,9 @@ def test_config_errors_name_the_field():
 
 
 @pytest.mark.parametrize(
-    "family, policy", first_fast([("gpt2", "full"), ("llama", "full"), ("llama", "dots"), ("llama", "dots_no_batch")])
+    "family, policy", [("gpt2", "full"), ("llama", "full"), ("llama", "dots"), ("llama", "dots_no_batch")]
 )
+@pytest.mark.slow  # remat's gradients run fast in tests/test_scanned_layers.py
 def test_remat_changes_no_gradient(family, policy):
     from rlhf_jax.models.transformer import with_remat
 

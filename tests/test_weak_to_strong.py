@@ -90,6 +90,7 @@ def test_pretraining_text_states_every_property_right_in_some_order():
     assert q == {"prompt": "1 2 3", "completion": " ; parity"}
 
 
+@pytest.mark.slow  # 4 s
 def test_a_pair_logit_is_the_reward_difference_and_flips_when_the_pair_does():
     from rlhf_jax.models.config import ModelConfig
     from rlhf_jax.models.transformer import init_model
@@ -144,6 +145,7 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
         experiment.get_config("parity,sorted")
 
 
+@pytest.mark.slow  # 19 s: the four sizes' pretraining runs for real
 def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     """With training replaced by a recorder (every model predicts 0.6 for class 1) and the
     gold labels of the students' splits all 0, only the ceilings and the from-scratch run
