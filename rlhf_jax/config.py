@@ -112,7 +112,12 @@ def _apply(node, changes: dict):
     except ValueError as e:  # a section's own check: name the --set keys that went into it
         if str(e).startswith("--set "):
             raise
-        raise ValueError(f"--set {', '.join(_assignments(changes))}: {e}") from None
+        assigned, message = _assignments(changes), str(e)
+        for key in (a.split("=", 1)[0] for a in assigned):  # "seed=-1: must be ..." says the key once
+            for name in (key, key.rsplit(".", 1)[-1]):
+                if message.startswith(f"{name}=") and ": " in message:
+                    message = message.split(": ", 1)[1]
+        raise ValueError(f"--set {', '.join(assigned)}: {message}") from None
 
 
 def _assignments(changes: dict) -> list[str]:
