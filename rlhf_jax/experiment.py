@@ -14,7 +14,7 @@ from rlhf_jax import rollout
 from rlhf_jax.data.tasks import TASKS, Task
 from rlhf_jax.eval.verifiers import SCORES
 from rlhf_jax.losses import policy as policy_losses
-from rlhf_jax.losses.common import AGGREGATIONS, KL_ESTIMATORS
+from rlhf_jax.losses.common import AGGREGATIONS
 from rlhf_jax.losses.preference import PreferenceConfig
 from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
@@ -357,26 +357,18 @@ class RLSection:
         self._check_sampling_and_loss()
 
     def _check_sampling_and_loss(self):
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"rl.kl_estimator={self.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
-        if not self.temperature > 0:
-            raise ValueError(f"rl.temperature={self.temperature}: must be positive")
+        if self.aggregation and self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"rl.aggregation={self.aggregation!r}: expected one of {AGGREGATIONS} ('' = the method's)")
+        try:  # the objective's settings are checked where they are defined, once
+            self.loss_config()
+        except ValueError as e:
+            raise ValueError(str(e).replace("PolicyLossConfig.", "rl.")) from None
         if not 0 < self.top_p <= 1:
             raise ValueError(f"rl.top_p={self.top_p}: must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError(f"rl.top_k={self.top_k}: must be >= 0 (0 = off)")
         if not self.kl_horizon > 0:
             raise ValueError(f"rl.kl_horizon={self.kl_horizon}: must be positive")
-        if self.dual_clip is not None and not self.dual_clip > 1:
-            raise ValueError(f"rl.dual_clip={self.dual_clip}: must be > 1 (c in max(surrogate, c A) for A < 0) or none")
-        if self.aggregation and self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"rl.aggregation={self.aggregation!r}: expected one of {AGGREGATIONS} ('' = the method's)")
-        for name in ("clip_eps", "value_clip", "ppo_clip", "clip_high"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"rl.{name}={getattr(self, name)}: must be positive or none")
-        for name in ("vf_coef", "ent_coef", "kl_loss_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"rl.{name}={getattr(self, name)}: must be >= 0")
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"rl.{name}={getattr(self, name)}: must be in [0, 1]")
@@ -403,6 +395,19 @@ class RLSection:
     @property
     def loss_aggregation(self) -> str:
         return self.aggregation or METHODS[self.method].aggregation
+
+    def loss_config(self, completion_len: int = 0) -> policy_losses.PolicyLossConfig:
+        """The policy objective's settings: the fields this section shares with
+        `PolicyLossConfig` (one default, one check: its own), with the objective, the clip and
+        the aggregation resolved (the method's where unset). completion_len: as in
+        `loops.online.make_loss`."""
+        shared = {f.name for f in dataclasses.fields(policy_losses.PolicyLossConfig)} & {
+            f.name for f in dataclasses.fields(self)
+        }
+        low, high = self.clip
+        resolved = {"objective": self.objective.name, "ppo_clip": low, "clip_high": high,
+                    "aggregation": self.loss_aggregation, "completion_len": completion_len}  # fmt: skip
+        return policy_losses.PolicyLossConfig(**{**{n: getattr(self, n) for n in shared}, **resolved})
 
     @property
     def n_prompts(self) -> int:

@@ -262,3 +262,20 @@ def test_the_value_loss_joins_when_there_is_a_critic():
         P.register_objective("ppo", accepts=("token",))(lambda *a: a)
     with pytest.raises(ValueError, match="objective='a2c'"):
         P.PolicyLossConfig(objective="a2c")
+
+
+def test_the_rl_section_shares_the_objectives_defaults_and_checks():
+    import dataclasses
+
+    from rlhf_jax.experiment import RLSection
+
+    rl, loss = RLSection(), P.PolicyLossConfig()
+    shared = {f.name for f in dataclasses.fields(P.PolicyLossConfig)} & {f.name for f in dataclasses.fields(rl)}
+    resolved = {"ppo_clip", "clip_high", "aggregation"}  # None / "" in the section: the method's
+    assert shared - resolved and all(getattr(rl, n) == getattr(loss, n) for n in shared - resolved), shared
+    assert rl.loss_config(7).completion_len == 7 and rl.loss_config().objective == "reinforce"
+    bad = (("vf_coef", -1.0, "must be >= 0"), ("value_clip", 0.0, "must be positive or none"),
+           ("temperature", 0.0, "must be positive"), ("kl_estimator", "k9", "one of"))  # fmt: skip
+    for field, value, words in bad:
+        with pytest.raises(ValueError, match=rf"rl.{field}=.*{words}"):
+            RLSection(**{field: value})

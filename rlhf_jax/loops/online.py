@@ -76,29 +76,11 @@ class RLProgress:
         self.baseline = rl_math.BaselineState(mean=jnp.float32(mean), count=jnp.float32(count))
 
 
-def policy_loss_config(rl: RLSection, completion_len: int = 0) -> policy_losses.PolicyLossConfig:
-    return policy_losses.PolicyLossConfig(
-        objective=rl.objective.name,
-        completion_len=completion_len,
-        clip_eps=rl.clip_eps,
-        ppo_clip=rl.clip[0],
-        clip_high=rl.clip[1],
-        dual_clip=rl.dual_clip,
-        aggregation=rl.loss_aggregation,
-        value_clip=rl.value_clip,
-        vf_coef=rl.vf_coef,
-        ent_coef=rl.ent_coef,
-        kl_loss_coef=rl.kl_loss_coef,
-        kl_estimator=rl.kl_estimator,
-        temperature=rl.temperature,
-    )
-
-
 def make_loss(rl: RLSection, policy, critic, completion_len: int = 0):
     """loss(params, rollout) of rl's policy objective; params = {"policy", "value"} with a
     critic. completion_len > 0: completions fill the last completion_len positions (log-probs
     only there)."""
-    cfg = policy_loss_config(rl, completion_len)
+    cfg = rl.loss_config(completion_len)
     return functools.partial(policy_losses.policy_loss, cfg=cfg, model=policy, value_model=critic)
 
 

@@ -80,26 +80,31 @@ class PolicyLossConfig:
     vf_coef: float = 0.1
     ent_coef: float = 0.0
     kl_loss_coef: float = 0.0
-    kl_estimator: str = "k3"
+    kl_estimator: str = "k1"
     temperature: float = 1.0
     completion_len: int = 0
 
     def __post_init__(self):
-        for name in ("ppo_clip", "vf_coef", "ent_coef", "kl_loss_coef", "temperature"):
-            if getattr(self, name) < 0 or (name == "temperature" and self.temperature == 0):
+        for name in ("ppo_clip", "temperature"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"PolicyLossConfig.{name}={getattr(self, name)}: must be positive")
+        for name in ("vf_coef", "ent_coef", "kl_loss_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PolicyLossConfig.{name}={getattr(self, name)}: must be >= 0")
         if self.completion_len < 0:
             raise ValueError(f"PolicyLossConfig.completion_len={self.completion_len}: must be >= 0 (0 = all positions)")
-        if self.clip_eps is not None and self.clip_eps <= 0:
-            raise ValueError(f"PolicyLossConfig.clip_eps={self.clip_eps}: must be positive or None")
+        for name in ("clip_eps", "value_clip"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"PolicyLossConfig.{name}={getattr(self, name)}: must be positive or none")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"PolicyLossConfig.objective={self.objective!r}: one of {tuple(OBJECTIVES)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"PolicyLossConfig.kl_estimator={self.kl_estimator!r}: one of {KL_ESTIMATORS}")
         if self.clip_high is not None and not self.clip_high > 0:
-            raise ValueError(f"PolicyLossConfig.clip_high={self.clip_high}: must be positive or None")
+            raise ValueError(f"PolicyLossConfig.clip_high={self.clip_high}: must be positive or none")
         if self.dual_clip is not None and not self.dual_clip > 1:
-            raise ValueError(f"PolicyLossConfig.dual_clip={self.dual_clip}: must be > 1 or None")
+            raise ValueError(f"PolicyLossConfig.dual_clip={self.dual_clip}: must be > 1 (c A bounds a negative "
+                             "advantage's surrogate) or none")  # fmt: skip
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"PolicyLossConfig.aggregation={self.aggregation!r}: one of {AGGREGATIONS}")
 
