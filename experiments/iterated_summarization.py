@@ -1,4 +1,4 @@
-"""Iterated online RLHF on the built-in summarisation task (`rlhf_jax/iterated.py`): the
+"""Iterated online RLHF on the built-in summarisation task (`rlhf_jax/studies/iterated.py`): the
 quickstart's SFT policy, then rounds of fresh comparisons of the newest policy's samples
 (labelled by the task's Bradley-Terry labeller on the gold reward), a reward model
 retrained from the SFT on every comparison so far, and RLOO (k = 4) continued against it
@@ -15,7 +15,7 @@ the last round's policy), tiny (seconds; the tests' size). Another seed: --set p
 import dataclasses
 
 from experiments import quickstart
-from rlhf_jax.iterated import IteratedConfig
+from rlhf_jax.studies.iterated import IteratedConfig
 
 ROUNDS, PER_ROUND = 4, 2000  # the labelling budget: 8000 comparisons
 VARIANTS = ("one_round", "continue", "last_reference", "tiny")

@@ -1,5 +1,5 @@
 """Process against outcome supervision on the built-in arithmetic task
-(`rlhf_jax/process_supervision.py`: "Let's verify step by step"): a base model that knows
+(`rlhf_jax/studies/process_supervision.py`: "Let's verify step by step"): a base model that knows
 one-operation arithmetic, a generator fine-tuned from it on step-format solutions whose
 final answer is wrong, an ORM and PRMs (uniform and active-learning data, the same number
 of labels) from the base model, best-of-N on held-out problems, and RLOO from the generator
@@ -14,7 +14,7 @@ the control, best-of-N only); tiny (seconds; the tests' size). Another seed: --s
 import dataclasses
 
 from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, RLSection, TrainSection
-from rlhf_jax.process_supervision import ProcessConfig
+from rlhf_jax.studies.process_supervision import ProcessConfig
 from rlhf_jax.train_step import OptimConfig
 
 

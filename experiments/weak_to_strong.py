@@ -1,4 +1,4 @@
-"""Weak-to-strong generalisation (`rlhf_jax/weak_to_strong.py`): four model sizes (d_model 8
+"""Weak-to-strong generalisation (`rlhf_jax/studies/weak_to_strong.py`): four model sizes (d_model 8
 to 128, about 6k to 0.8M parameters as classifiers of the digit tasks: over 100x), each
 pretrained the same way (1500 steps of 64), then weak supervisors, strong
 students on their labels (naive, with the auxiliary confidence loss, on hardened labels,
@@ -16,9 +16,9 @@ import dataclasses
 
 from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, TrainSection
 from rlhf_jax.loops.classifier import FitConfig
+from rlhf_jax.studies.weak_to_strong import PREFERENCE, WeakToStrongConfig
 from rlhf_jax.tasks import classification
 from rlhf_jax.train_step import OptimConfig
-from rlhf_jax.weak_to_strong import PREFERENCE, WeakToStrongConfig
 
 # (d_model, n_layers, n_heads): the sizes, smallest first
 SIZES = ((8, 1, 1), (16, 1, 2), (32, 2, 2), (128, 3, 4))

@@ -220,7 +220,7 @@ def run(args) -> int:
 
     mesh_lib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
     workdir = local_path(args.workdir, mounted=not args.dry_run)
-    from rlhf_jax import study
+    from rlhf_jax.studies import study
 
     if isinstance(load := load_experiment(args.config), study.StudyConfig):
         return run_study(args, load, workdir)
@@ -255,7 +255,8 @@ def run(args) -> int:
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
         check_and_write_config(cfg, workdir, args.overwrite_config)
-        from rlhf_jax import iterated, loops, pipeline, process_supervision, weak_to_strong
+        from rlhf_jax import loops, pipeline
+        from rlhf_jax.studies import iterated, process_supervision, weak_to_strong
 
         runs = {  # the runs of several stages; each prints its own table
             pipeline.PipelineConfig: pipeline.run,
@@ -275,7 +276,8 @@ def run(args) -> int:
 
 def run_study(args, cfg, workdir: str) -> int:
     """A study: what is missing of its grid, then its report (`study.run`)."""
-    from rlhf_jax import preflight, study
+    from rlhf_jax import preflight
+    from rlhf_jax.studies import study
 
     unused = [flag for flag, given in (("--set", args.set), ("--restart", args.restart), ("--dry-run", args.dry_run),
                                        ("--overwrite-config", args.overwrite_config)) if given]  # fmt: skip

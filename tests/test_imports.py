@@ -9,10 +9,7 @@ Every `import` in the package counts, the ones inside functions too. Layers, low
     2  losses, rollout, sampling, train_step, tasks, data   maths, decoding, data
     3  experiment, eval                                     the config schema, evaluation
     4  preflight, loops                                     one loop per train.kind
-    5  pipeline, dry_run, aot, study, study_report,       runs of several loops; compiling them
-       study_jobs, study_records, study_claims,
-       study_provenance, docs, iterated,
-       process_supervision, weak_to_strong
+    5  pipeline, dry_run, aot, studies, docs             runs of several loops; compiling them; studies
     6  main                                                 the command line
 
 and within a layer: losses import only losses and batches; tasks and data import no maths
@@ -40,16 +37,8 @@ LAYERS = [
         "pipeline",
         "dry_run",
         "aot",
-        "study",
-        "study_report",
-        "study_jobs",
-        "study_records",
-        "study_claims",
-        "study_provenance",
+        "studies",
         "docs",
-        "iterated",
-        "process_supervision",
-        "weak_to_strong",
     },
     {"main"},
 ]

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from rlhf_jax import iterated
-from rlhf_jax import study as study_lib
 from rlhf_jax.main import load_experiment
+from rlhf_jax.studies import iterated
+from rlhf_jax.studies import study as study_lib
 
 TINY = "experiments/iterated_summarization.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

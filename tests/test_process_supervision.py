@@ -10,9 +10,9 @@ import pytest
 from test_batching import tokenizer  # noqa: F401 - the fixture
 
 from experiments import process_supervision as experiment
-from rlhf_jax import process_supervision as PS
 from rlhf_jax.batches import NEGATIVE, NEUTRAL, NO_STEP, POSITIVE
 from rlhf_jax.eval import verifiers as V
+from rlhf_jax.studies import process_supervision as PS
 
 
 def probs(*steps):

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from rlhf_jax import study as study_lib
-from rlhf_jax import study_report
 from rlhf_jax.main import load_experiment, main
+from rlhf_jax.studies import report as study_report
+from rlhf_jax.studies import study as study_lib
 
 SMOKE = "experiments/studies/rloo_paper.py:smoke"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,7 +295,7 @@ def test_a_job_process_ends_when_the_study_process_is_killed(tmp_path):
     pid_file = tmp_path / "job.pid"
     parent = f"""
 import sys, time
-from rlhf_jax.study_jobs import Job, run_jobs
+from rlhf_jax.studies.jobs import Job, run_jobs
 child = [sys.executable, "-c", "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"]
 run_jobs([Job("cells/x", (), None)], 1, lambda key: child, {str(tmp_path / "logs")!r})
 """

@@ -13,10 +13,13 @@ import shutil
 import numpy as np
 import pytest
 
-from rlhf_jax import docs, study_claims, study_provenance, study_report
-from rlhf_jax import study as study_lib
+from rlhf_jax import docs
 from rlhf_jax.main import load_experiment, main
-from rlhf_jax.study_claims import SFT, Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies import claims as study_claims
+from rlhf_jax.studies import provenance as study_provenance
+from rlhf_jax.studies import report as study_report
+from rlhf_jax.studies import study as study_lib
+from rlhf_jax.studies.claims import SFT, Arm, Claim, Diff, Gate, Trend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/studies/rloo_paper.py:smoke"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from experiments import weak_to_strong as experiment
-from rlhf_jax import weak_to_strong as pipeline
 from rlhf_jax.loops import classifier
 from rlhf_jax.losses import weak_to_strong as W
+from rlhf_jax.studies import weak_to_strong as pipeline
 from rlhf_jax.tasks import classification
 
 

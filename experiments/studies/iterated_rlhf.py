@@ -1,5 +1,5 @@
 """Iterated online RLHF against one round at the same labelling budget (Bai et al. 2022;
-`rlhf_jax/iterated.py`), on the built-in summarisation task:
+`rlhf_jax/studies/iterated.py`), on the built-in summarisation task:
 
     python -m rlhf_jax.main --config experiments/studies/iterated_rlhf.py --workdir DIR \\
         --records studies/iterated_rlhf [--jobs 2]
@@ -15,8 +15,8 @@ on the newest policy's pairs, with intervals; per round in the figure. Variant: 
 """
 
 from experiments import iterated_summarization
-from rlhf_jax.study import Cell, Figure, Metric, StudyConfig
-from rlhf_jax.study_claims import Arm, Claim, Diff, Gate
+from rlhf_jax.studies.claims import Arm, Claim, Diff, Gate
+from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 
 SEEDS = (0, 1, 2)
 GROUPS = {"rounds4": "", "one_round": "one_round"}  # group -> variant of experiments/iterated_summarization.py

@@ -1,5 +1,5 @@
 """Process against outcome supervision, Lightman et al. (2023) on the built-in arithmetic
-task (`rlhf_jax/process_supervision.py`, `experiments/process_supervision.py`):
+task (`rlhf_jax/studies/process_supervision.py`, `experiments/process_supervision.py`):
 
     python -m rlhf_jax.main --config experiments/studies/process_supervision.py --workdir DIR \\
         --records studies/process_supervision [--jobs 2]
@@ -20,8 +20,8 @@ tiny sizes, one seed: the tests' size).
 import math
 
 from experiments import process_supervision
-from rlhf_jax.study import Cell, Figure, Metric, StudyConfig
-from rlhf_jax.study_claims import Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies.claims import Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 
 SEEDS = (0, 1, 2)
 GROUPS = {"wrong": "", "right": "right"}  # group -> variant of experiments/process_supervision.py

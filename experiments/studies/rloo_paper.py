@@ -29,8 +29,8 @@ learning rates chosen at one seed: the tests' size).
 import dataclasses
 
 from experiments import quickstart
-from rlhf_jax.study import Cell, Figure, Selection, StudyConfig
-from rlhf_jax.study_claims import SFT, Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies.claims import SFT, Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies.study import Cell, Figure, Selection, StudyConfig
 
 SEEDS = (0, 1, 2, 3, 4)
 LEARNING_RATES = (3e-5, 1e-4, 3e-4)  # the policy's, the same grid for every method

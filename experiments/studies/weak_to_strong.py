@@ -1,5 +1,5 @@
 """Weak-to-strong generalisation, Burns et al. (2023), on built-in tasks
-(`rlhf_jax/weak_to_strong.py`, `experiments/weak_to_strong.py`):
+(`rlhf_jax/studies/weak_to_strong.py`, `experiments/weak_to_strong.py`):
 
     python -m rlhf_jax.main --config experiments/studies/weak_to_strong.py --workdir DIR \\
         --records studies/weak_to_strong [--jobs 2]
@@ -19,8 +19,8 @@ parameters. Variant: smoke (the tiny sizes, one seed: the tests' size).
 """
 
 from experiments import weak_to_strong
-from rlhf_jax.study import Cell, Figure, Metric, StudyConfig
-from rlhf_jax.study_claims import Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies.claims import Arm, Claim, Diff, Gate, Trend
+from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 
 SEEDS = (0, 1, 2)
 GROUPS = {"easy": "majority", "sharp": "sorted", "preference": "preference"}  # group -> task

@@ -1,5 +1,5 @@
 """Fine-tuning a binary classifier, a scalar head on a transformer, on soft labels: every
-training run of the weak-to-strong study (`rlhf_jax.weak_to_strong`), in memory.
+training run of the weak-to-strong study (`rlhf_jax.studies.weak_to_strong`), in memory.
 
 An example is one sequence x or a pair (x_a, x_b) of sequences that share a prompt:
 

@@ -8,8 +8,9 @@ import os
 
 import numpy as np
 
-from rlhf_jax import study_claims, study_provenance
 from rlhf_jax.eval import plots
+from rlhf_jax.studies import claims as study_claims
+from rlhf_jax.studies import provenance as study_provenance
 from rlhf_jax.workdir import write_json
 
 
@@ -314,7 +315,7 @@ def claim_table(study, verdicts: dict) -> list[str]:
 
 def claims_markdown(study, verdicts: dict) -> list[str]:
     """The report's claims: the table, each comparison, the gates and the margins."""
-    lines = ["## Claims", "", "Verdicts by the rule of `rlhf_jax/study_claims.py`, computed from the test records: "
+    lines = ["## Claims", "", "Verdicts by the rule of `rlhf_jax/studies/claims.py`, computed from the test records: "
              "`not tested` when a gate failed; `equal here` when every paired 95% interval lies inside the margin; "
              "`disagrees` when a difference is found against the paper (Holm-adjusted p < 0.05 over the claim's "
              "comparisons); `agrees` when every comparison's interval excludes 0 in the paper's direction; "

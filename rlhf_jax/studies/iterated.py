@@ -308,7 +308,7 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     after), "proxy_gold_gap"; the rows: round, comparisons, sampled gold and score, the gap
     and the on-policy accuracies."""
 
-    from rlhf_jax.study_records import split
+    from rlhf_jax.studies.records import split
 
     last = summary["rounds"][-1]
     acc = last["reward_model_on_policy_accuracy"]

@@ -44,20 +44,16 @@ import time
 from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import (
-    iterated,
-    pipeline,
-    process_supervision,
-    study_claims,
-    study_provenance,
-    study_report,
-    weak_to_strong,
-)
-from rlhf_jax.iterated import IteratedConfig
+from rlhf_jax import pipeline
 from rlhf_jax.pipeline import PipelineConfig
-from rlhf_jax.process_supervision import ProcessConfig
-from rlhf_jax.study_jobs import Job, run_jobs, run_logged
-from rlhf_jax.study_records import (
+from rlhf_jax.studies import claims as study_claims
+from rlhf_jax.studies import iterated, process_supervision, weak_to_strong
+from rlhf_jax.studies import provenance as study_provenance
+from rlhf_jax.studies import report as study_report
+from rlhf_jax.studies.iterated import IteratedConfig
+from rlhf_jax.studies.jobs import Job, run_jobs, run_logged
+from rlhf_jax.studies.process_supervision import ProcessConfig
+from rlhf_jax.studies.records import (
     cell_key,
     cell_metrics,
     commit,
@@ -68,7 +64,7 @@ from rlhf_jax.study_records import (
     read_record,
     training_curve,
 )
-from rlhf_jax.weak_to_strong import WeakToStrongConfig
+from rlhf_jax.studies.weak_to_strong import WeakToStrongConfig
 from rlhf_jax.workdir import Lock, finished, own_directory, write_json
 
 CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")

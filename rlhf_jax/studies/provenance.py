@@ -18,8 +18,8 @@ import json
 import os
 import shutil
 
-from rlhf_jax import study_claims
-from rlhf_jax.study_records import cell_key, commit, digest
+from rlhf_jax.studies import claims as study_claims
+from rlhf_jax.studies.records import cell_key, commit, digest
 from rlhf_jax.workdir import write_json
 
 FILE = "provenance.json"
