@@ -109,7 +109,7 @@ def target_devices(t: Target) -> list:
     """The slice's devices as the TPU compiler sees them (needs libtpu, not a TPU)."""
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")  # one host describes the whole slice
     try:
-        from jax.experimental import topologies
+        from jax.experimental import topologies  # libtpu only where --target is asked
 
         desc = topologies.get_topology_desc(
             platform="tpu", topology_name=t.topology, chip_config_name=t.chip_config,

@@ -22,10 +22,12 @@ from rlhf_jax.losses.preference import OBJECTIVES, kto_loss, preference_loss
 from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models import lora
+from rlhf_jax.models.hf import read_config
 from rlhf_jax.models.transformer import abstract_model
 from rlhf_jax.rollout import BaselineState
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import TrainState, abstract_opt_state, make_optimizer, make_schedule, train_step_fn
+from rlhf_jax.workdir import checkpoint_dir
 
 
 def _sds(shape, dtype=jnp.float32):
@@ -51,9 +53,6 @@ def run_model_config(cfg: ExperimentConfig, vocab_size: int | None):
     its preset or sizes; with the run's remat, layout and LoRA settings."""
     m = cfg.model
     if m.init_from and not m.preset:
-        from rlhf_jax.models.hf import read_config
-        from rlhf_jax.workdir import checkpoint_dir
-
         run = dict(remat=m.remat, scan_layers=m.scan_layers, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
                    lora_targets=m.lora_targets)  # fmt: skip
         try:

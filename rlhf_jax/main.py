@@ -21,6 +21,7 @@ system, or a Cloud Storage bucket mounted with gcsfuse, which `gs://bucket/path`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -87,10 +88,10 @@ def local_paths(cfg, prefix: str = "", mounted: bool = True):
 def check_and_write_config(cfg, workdir: str, overwrite: bool = False) -> None:
     """Refuse a workdir that holds a run of another config (unless `overwrite`), checked by
     every process; process 0 writes config.json (only if it changes)."""
-    import jax
+    import jax  # lazy: after the entry's set-up
 
-    from rlhf_jax import mesh as mesh_lib
-    from rlhf_jax.workdir import retire_summary, write_json
+    from rlhf_jax import mesh as mesh_lib  # lazy: after the entry's set-up
+    from rlhf_jax.workdir import retire_summary, write_json  # lazy: after the entry's set-up
 
     path = os.path.join(workdir, "config.json")
     resolved = config_lib.to_dict(cfg)
@@ -113,9 +114,9 @@ def check_and_write_config(cfg, workdir: str, overwrite: bool = False) -> None:
 
 def dry_run(cfg) -> str:
     """What one iteration of cfg's loop holds at full size, traced without allocating."""
-    import jax
+    import jax  # lazy: after the entry's set-up
 
-    from rlhf_jax.dry_run import abstract_iteration
+    from rlhf_jax.dry_run import abstract_iteration  # lazy: after the entry's set-up
 
     out = abstract_iteration(cfg)
     lines = [f"{cfg.name}: train.kind={cfg.train.kind}, {out['params'] / 1e6:,.1f}M parameters"]
@@ -132,8 +133,10 @@ def dry_run(cfg) -> str:
 
 def target_report(cfg, name: str) -> str:
     """`--dry-run --target`: each training stage's programs compiled for the slice (`aot.py`)."""
-    from rlhf_jax import aot
-    from rlhf_jax.experiment import ExperimentConfig
+    from rlhf_jax import aot  # lazy: after the entry's set-up
+    from rlhf_jax.experiment import (
+        ExperimentConfig,  # lazy: after the entry's set-up
+    )
 
     t = aot.target(name)
     devices = aot.target_devices(t)
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--num-processes", type=int)
     group.add_argument("--process-id", type=int)
     args = parser.parse_args(argv)
-    from rlhf_jax import errors
+    from rlhf_jax import errors  # lazy: after the entry's set-up
 
     previous = errors.install_signal_handlers()
     debug = args.debug or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
@@ -214,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     """main() after parsing: check everything that needs no data, take the workdir, run."""
-    from rlhf_jax import mesh as mesh_lib
-    from rlhf_jax import preflight
-    from rlhf_jax import workdir as workdir_lib
+    from rlhf_jax import mesh as mesh_lib  # lazy: after the entry's set-up
+    from rlhf_jax import preflight  # lazy: after the entry's set-up
+    from rlhf_jax import (
+        workdir as workdir_lib,  # lazy: after the entry's set-up
+    )
 
     mesh_lib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
     workdir = local_path(args.workdir, mounted=not args.dry_run)
-    from rlhf_jax.studies import study
+    from rlhf_jax.studies import study  # lazy: after the entry's set-up
 
     if isinstance(load := load_experiment(args.config), study.StudyConfig):
         return run_study(args, load, workdir)
@@ -240,9 +245,8 @@ def run(args) -> int:
         else:
             print(dry_run(getattr(cfg, "rounds", None) and cfg.pipeline or cfg))  # an iterated run: its stages
         return 0
-    import contextlib
 
-    import jax
+    import jax  # lazy: after the entry's set-up
 
     main_process = jax.process_index() == 0
     with workdir_lib.Lock(workdir) if main_process else contextlib.nullcontext():
@@ -255,8 +259,15 @@ def run(args) -> int:
             print(f"finished already; nothing to do: {os.path.join(workdir, 'summary.json')}")
             return 0
         check_and_write_config(cfg, workdir, args.overwrite_config)
-        from rlhf_jax import loops, pipeline
-        from rlhf_jax.studies import iterated, process_supervision, weak_to_strong
+        from rlhf_jax import (  # lazy: after the entry's set-up
+            loops,
+            pipeline,
+        )
+        from rlhf_jax.studies import (  # lazy: after the entry's set-up
+            iterated,
+            process_supervision,
+            weak_to_strong,
+        )
 
         runs = {  # the runs of several stages; each prints its own table
             pipeline.PipelineConfig: pipeline.run,
@@ -276,8 +287,8 @@ def run(args) -> int:
 
 def run_study(args, cfg, workdir: str) -> int:
     """A study: what is missing of its grid, then its report (`study.run`)."""
-    from rlhf_jax import preflight
-    from rlhf_jax.studies import study
+    from rlhf_jax import preflight  # lazy: after the entry's set-up
+    from rlhf_jax.studies import study  # lazy: after the entry's set-up
 
     unused = [flag for flag, given in (("--set", args.set), ("--restart", args.restart), ("--dry-run", args.dry_run),
                                        ("--overwrite-config", args.overwrite_config)) if given]  # fmt: skip
@@ -292,7 +303,7 @@ def run_study(args, cfg, workdir: str) -> int:
         raise ValueError(f"--records {records}: exists and is not a directory")
     if args.cell:  # an unknown name, or a test cell whose setting is not chosen yet, is refused before any work
         cfg.cell(args.cell, records or os.path.join(workdir, "records"))
-    from rlhf_jax import compiles
+    from rlhf_jax import compiles  # lazy: after the entry's set-up
 
     compiles.persist(os.path.join(workdir, "compile_cache"))  # cells of one grid compile the same programs
     if args.amend is not None and not args.amend.strip():

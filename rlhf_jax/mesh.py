@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -178,8 +179,6 @@ def to_host(x) -> np.ndarray:
     """The whole value of an array as numpy on every process (gathered from the other
     processes when it is sharded across them)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
@@ -194,8 +193,6 @@ def local_value(x) -> np.ndarray:
 def barrier(name: str) -> None:
     """Wait until every process reaches this point (no-op in a single process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 

@@ -27,7 +27,7 @@ def check(cfg, workdir: str, dry_run: bool = False) -> None:
     which reads no data and no weights) takes the data directory and checkpoints it names
     as they will be where the run goes (a pod's bucket): a path missing here is not an error,
     one that exists is checked."""
-    from rlhf_jax import workdir as workdir_lib
+    from rlhf_jax import workdir as workdir_lib  # fail fast: models and JAX load in seconds
 
     workdir_lib.check(workdir)
     if isinstance(cfg, ExperimentConfig):
@@ -105,7 +105,7 @@ def _check_vocab(cfg: ExperimentConfig, k) -> None:
     if not cfg.model.from_scratch or not vocab:
         return
     if cfg.data.tokenizer:
-        from rlhf_jax.models.hf import load_tokenizer
+        from rlhf_jax.models.hf import load_tokenizer  # fail fast: models and JAX load in seconds
 
         size, what = len(load_tokenizer(cfg.data.tokenizer)), f"{k('data.tokenizer')} has {{}} tokens"
     else:
@@ -117,15 +117,15 @@ def _check_vocab(cfg: ExperimentConfig, k) -> None:
 def _positions(model, k):
     """(max positions, where the figure comes from) of the model a stage builds."""
     if model.init_from:
-        from rlhf_jax.models.hf import read_config
-        from rlhf_jax.workdir import checkpoint_dir
+        from rlhf_jax.models.hf import read_config  # fail fast: models and JAX load in seconds
+        from rlhf_jax.workdir import checkpoint_dir  # fail fast: models and JAX load in seconds
 
         try:
             return read_config(checkpoint_dir(model.init_from)).max_positions, f"{k('model.init_from')}'s config"
         except (FileNotFoundError, ValueError):
             return None, ""  # a path the pipeline writes later
     if model.preset:
-        from rlhf_jax.models.presets import preset
+        from rlhf_jax.models.presets import preset  # fail fast: models and JAX load in seconds
 
         return preset(model.preset).max_positions, f"preset {model.preset}"
     return model.max_positions, k("model.max_positions")
@@ -174,8 +174,8 @@ def _checkpoint(path: str, key: str, want: str) -> None:
     checkpoint serves a reward model too: its backbone starts the score head); "any"."""
     if not os.path.exists(path):  # before the imports below, which take seconds
         raise FileNotFoundError(f"{key}={path}: no such file or directory")
-    from rlhf_jax.models.hf import check_tensors, checkpoint_head
-    from rlhf_jax.workdir import checkpoint_dir
+    from rlhf_jax.models.hf import check_tensors, checkpoint_head  # fail fast: models and JAX load in seconds
+    from rlhf_jax.workdir import checkpoint_dir  # fail fast: models and JAX load in seconds
 
     try:
         directory = checkpoint_dir(path)
@@ -194,7 +194,7 @@ def _checkpoint(path: str, key: str, want: str) -> None:
 
 def _check_mesh(shape, key: str) -> None:
     """The mesh fits this run's devices (mesh.make_mesh's own checks, named by the key)."""
-    from rlhf_jax import mesh as mesh_lib
+    from rlhf_jax import mesh as mesh_lib  # fail fast: models and JAX load in seconds
 
     try:
         mesh_lib.make_mesh(shape)

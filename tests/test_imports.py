@@ -172,3 +172,20 @@ def test_the_layer_rules_reject_planted_imports():
         "rlhf_jax.models.hf -> rlhf_jax.loops.common",
         "rlhf_jax.tasks.arithmetic -> rlhf_jax.losses.reward",
     ]
+
+
+def test_an_import_inside_a_function_says_why():
+    """Imports belong at the top of a module; one inside a function (to keep a library's
+    seconds of import off a path that does not need it, or JAX behind the entry's set-up)
+    carries its reason in a comment on its line or the line above."""
+    silent = []
+    for name, path in modules().items():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                        here, above = lines[sub.lineno - 1], lines[sub.lineno - 2]
+                        if "#" not in here and "#" not in above:
+                            silent.append(f"{name}:{sub.lineno}")
+    assert not silent, f"imports inside functions without a reason: {silent}"

@@ -20,7 +20,7 @@ PAD, EOS = "<pad>", "<eos>"
 def train_tokenizer(texts: Iterable[str], directory: str | None = None, vocab_size: int = 2048):
     """A PreTrainedTokenizerFast (<pad> = 0, <eos> = 1) over `texts`, saved to `directory`
     if given; prompts pad on the left."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # transformers takes seconds to import
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

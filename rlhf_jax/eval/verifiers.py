@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import re
 
+import jax
 import numpy as np
 
 from rlhf_jax.batches import NEGATIVE, POSITIVE
+from rlhf_jax.data import batching
+from rlhf_jax.losses.reward import prm_step_logits
 
 SCORES = {  # reading -> (P(good step), how the steps combine)
     "product": ("positive", "product"),
@@ -60,7 +63,6 @@ def solution_batch(tokenizer, prompts, solutions, P: int, C: int, max_steps: int
     """Model inputs of (prompt, solution) pairs in the SFT layout: tokens_BxT, mask_BxT,
     step_positions_BxS (the sequence index of each step's last token) and step_valid_BxS
     (the step exists and its last token is within the C completion tokens)."""
-    from rlhf_jax.data import batching
 
     records = [{"prompt": p, "completion": s} for p, s in zip(prompts, solutions, strict=True)]
     enc = batching.encode(tokenizer, records, P, C)
@@ -115,9 +117,6 @@ class PRMJudge:
     compiled call (the last call padded)."""
 
     def __init__(self, model, params, tokenizer, P: int, C: int, max_steps: int = 0, batch: int = 256):
-        import jax
-
-        from rlhf_jax.losses.reward import prm_step_logits
 
         ids = prm_label_ids(tokenizer)
         self.params, self.tokenizer, self.P, self.C, self.batch = params, tokenizer, P, C, batch

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from rlhf_jax import mesh as mesh_lib
@@ -115,7 +116,6 @@ class StopSignal:
             return self.received
         if not sync_point:
             return None
-        from jax.experimental import multihost_utils
 
         signals = multihost_utils.process_allgather(np.int32(self.received or 0))
         return int(signals.max()) or None

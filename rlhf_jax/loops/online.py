@@ -35,6 +35,7 @@ from rlhf_jax import rollout as rl_math
 from rlhf_jax.batches import Rollout, Scored
 from rlhf_jax.data import batching
 from rlhf_jax.data.tokenizer import completion_texts
+from rlhf_jax.eval.verifiers import PRMJudge, step_char_ends, token_of_chars
 from rlhf_jax.experiment import ExperimentConfig, RLSection
 from rlhf_jax.loops.common import Loop, build_model, held_out_report, load_scalar, scalar_from_lm, with_adapters
 from rlhf_jax.losses import policy as policy_losses
@@ -210,8 +211,6 @@ class Scorer:
             raise ValueError(f"rl.reward_model=gold: task {data.task.name} has no gold judge; name a reward model")
         self._rm_fn = jax.jit(rm.rewards) if rm is not None and not prm_reading else None
         if prm_reading:
-            from rlhf_jax.eval.verifiers import PRMJudge
-
             self.judge = PRMJudge(rm, rm_params, data.tokenizer, data.P, data.C, batch=64)
 
     def gold(self, samples, rows, split: str = "train") -> np.ndarray | None:
@@ -240,7 +239,6 @@ class Scorer:
     def spread(self, judged: dict, texts: list[str], ids: list[list[int]], T: int) -> np.ndarray:
         """[N, T] each step's reward at the sampled token that ends the step (completion
         tokens start at P); a completion without a step gets its -1 on its first token."""
-        from rlhf_jax.eval.verifiers import step_char_ends, token_of_chars
 
         P, tokenizer = self.data.P, self.data.tokenizer
         out = np.zeros((len(texts), T), np.float32)

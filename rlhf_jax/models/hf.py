@@ -349,7 +349,7 @@ def _unflatten(flat: dict[Path, Any]) -> dict:
 
 def load_tokenizer(directory: str):
     """The HF tokenizer saved in a checkpoint directory (no download)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers takes seconds to import
 
     return AutoTokenizer.from_pretrained(directory, local_files_only=True)
 

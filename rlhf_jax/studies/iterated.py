@@ -44,8 +44,15 @@ import os
 import numpy as np
 
 from rlhf_jax import config as config_lib
+from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import pipeline
+from rlhf_jax.eval.judges import RewardModelJudge
+from rlhf_jax.eval.policies import sample_texts
+from rlhf_jax.loops.common import load_scalar
+from rlhf_jax.loops.data import task_data
+from rlhf_jax.models.hf import load_hf
 from rlhf_jax.pipeline import PipelineConfig
+from rlhf_jax.studies.records import split
 from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 REWARD_INITS = ("scratch", "continue")
@@ -157,9 +164,6 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     files = [os.path.join(out, f) for f in ("comparisons.jsonl", "held_out.jsonl")]
     if all(os.path.exists(f) for f in files):
         return out
-    from rlhf_jax.eval.policies import sample_texts
-    from rlhf_jax.loops.data import task_data
-    from rlhf_jax.models.hf import load_hf
 
     stages, dirs, _ = round_stages(cfg, workdir, r, **layout)
     policy_dir = dirs["sft"] if r == 0 else os.path.join(round_dir(workdir, r - 1), "policy")
@@ -218,8 +222,6 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
 
 def pair_accuracy(reward_dir: str, data, pairs: list[dict], mesh=None) -> float:
     """The share of pairs whose chosen completion the reward model scores higher."""
-    from rlhf_jax.eval.judges import RewardModelJudge
-    from rlhf_jax.loops.common import load_scalar
 
     rm, rm_params = load_scalar(reward_dir, mesh)
     judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
@@ -252,7 +254,6 @@ def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) ->
         if results[name].get("stopped"):
             return {"stopped": True, "stage": f"round{r}/{name}"}
     results["sft"] = {}
-    from rlhf_jax.loops.data import task_data
 
     sft_model = dataclasses.replace(stages["sft"].model, init_from=dirs["sft"])
     data = task_data(dataclasses.replace(stages["policy"], model=sft_model), dirs["sft"], "sft")
@@ -281,7 +282,6 @@ def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) ->
 def run(cfg: IteratedConfig, workdir: str, sft_dir: str = "", data_dir: str = "") -> dict:
     """The SFT stage, then every round not done yet; DIR/summary.json and a table.
     sft_dir, data_dir: as in `round_stages`."""
-    from rlhf_jax import mesh as mesh_lib
 
     layout = {"sft_dir": sft_dir, "data_dir": data_dir}
     stages, dirs, _ = round_stages(cfg, workdir, 0, **layout)
@@ -307,8 +307,6 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     "policy_vs_sft", "reward_model" (its held-out figures and on-policy accuracy before /
     after), "proxy_gold_gap"; the rows: round, comparisons, sampled gold and score, the gap
     and the on-policy accuracies."""
-
-    from rlhf_jax.studies.records import split
 
     last = summary["rounds"][-1]
     acc = last["reward_model_on_policy_accuracy"]

@@ -53,12 +53,21 @@ import math
 import os
 import time
 
+import jax
 import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
+from rlhf_jax.batches import NO_STEP, POSITIVE
+from rlhf_jax.eval import plots
+from rlhf_jax.eval.best_of_n import curves
+from rlhf_jax.eval.policies import sample_texts
 from rlhf_jax.eval.verifiers import SCORES, PRMJudge, solution_batch
 from rlhf_jax.experiment import ExperimentConfig
+from rlhf_jax.loops.common import load_scalar
+from rlhf_jax.loops.data import task_data
+from rlhf_jax.models.hf import load_hf
+from rlhf_jax.tasks.arithmetic import final_answer, label_completion
 from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
@@ -154,10 +163,6 @@ class Scorer:
     readings, `batch` at a time."""
 
     def __init__(self, directory: str, kind: str, tokenizer, P: int, C: int, batch: int = 256):
-        import jax
-
-        from rlhf_jax.loops.common import load_scalar
-        from rlhf_jax.models.hf import load_hf
 
         self.kind, self.tokenizer, self.P, self.C, self.batch = kind, tokenizer, P, C, batch
         if kind == "orm":
@@ -185,7 +190,6 @@ class Scorer:
 def calibration(probs_BxSx3, valid_BxS, labels, bins: int = 10) -> list[dict]:
     """Predicted P(positive) against the share of steps that are positive, per bin of the
     prediction, over the labelled steps (NO_STEP left out) of the solutions."""
-    from rlhf_jax.batches import NO_STEP, POSITIVE
 
     predicted, actual = [], []
     for b, steps in enumerate(labels):
@@ -264,7 +268,6 @@ def label_dir(workdir: str, name: str) -> str:
 
 
 def labelled(prompt: str, text: str, **extra) -> dict:
-    from rlhf_jax.tasks.arithmetic import final_answer, label_completion
 
     solution = clean(text)
     steps, outcome = label_completion(prompt, solution)
@@ -276,8 +279,6 @@ class Generator:
     """The trained generator, its task data (train problems, test problems) and sampling."""
 
     def __init__(self, cfg: ProcessConfig, configs: dict, workdir: str):
-        from rlhf_jax.loops.data import task_data
-        from rlhf_jax.models.hf import load_hf
 
         self.cfg, directory = cfg, os.path.join(workdir, "generator")
         self.data = task_data(configs["generator"], directory, "sft")
@@ -286,7 +287,6 @@ class Generator:
 
     def sample(self, rows, split: str, n: int, seed: int) -> list[dict]:
         """n labelled solutions for each encoded row of `split`, grouped by row."""
-        from rlhf_jax.eval.policies import sample_texts
 
         texts = sample_texts(self.model, self.params, self.data, rows, split, n=n, temperature=self.cfg.temperature,
                              seed=seed, batch=max(1, 512 // n))  # fmt: skip
@@ -341,7 +341,6 @@ def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: 
 
 
 def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]) -> dict:
-    from rlhf_jax.eval.best_of_n import curves
 
     P = cfg.test_problems
     prompts, solutions = [x["prompt"] for x in pool], [x["completion"] for x in pool]
@@ -360,7 +359,6 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
         if name in ("prm_uniform", last):
             calib[name] = calibration(out["probs"], out["valid"], [x["step_labels"] for x in pool])
     by_n = curves(correct, answers, truth, scores, cfg.ns, cfg.draws, seed=cfg.seed)
-    from rlhf_jax.eval import plots
 
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
     plots.calibration(calib, os.path.join(workdir, "plots", "calibration.png"), f"PRM calibration, seed {cfg.seed}")
@@ -433,7 +431,6 @@ def rl_figures(cfg: ProcessConfig, configs: dict, results: dict, workdir: str) -
     """Per RL run: held-out accuracy (sampled, the verifiable reward) of the policy and of
     the generator it started from, and the last logged training figures; plots/ gets
     their curves against completions sampled."""
-    from rlhf_jax.eval import plots
 
     out = {}
     for name in cfg.rl_rewards:

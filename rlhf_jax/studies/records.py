@@ -10,6 +10,8 @@ import os
 import platform
 import subprocess
 
+import jax
+
 from rlhf_jax import config as config_lib
 from rlhf_jax.eval import plots
 
@@ -94,7 +96,6 @@ def generation_curves(summary: dict) -> dict:
 
 def machine() -> str:
     """The CPU model and core count, and the accelerator when there is one."""
-    import jax
 
     cpu = platform.machine()
     if os.path.exists("/proc/cpuinfo"):

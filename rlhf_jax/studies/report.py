@@ -16,7 +16,7 @@ from rlhf_jax.workdir import write_json
 
 def interval(values) -> dict[str, float]:
     """Mean and its 95% t-interval over seeds (half-width nan for one seed)."""
-    from scipy import stats
+    from scipy import stats  # scipy takes a second; only reports need it
 
     x = np.asarray(values, np.float64)
     n = len(x)

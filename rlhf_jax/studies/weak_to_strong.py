@@ -39,13 +39,19 @@ import json
 import os
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
+from rlhf_jax.data import builders
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops import classifier
 from rlhf_jax.loops.classifier import FitConfig
+from rlhf_jax.loops.common import scalar_from_lm
+from rlhf_jax.models.hf import load_hf, load_tokenizer
+from rlhf_jax.models.transformer import count_params, init_model
 from rlhf_jax.tasks import classification
 from rlhf_jax.workdir import checkpoint_dir, write_json
 
@@ -134,7 +140,6 @@ def task_splits(cfg: WeakToStrongConfig, tokenizer, data_dir: str) -> dict[str, 
     """A, B, B2, B3 and test (read from eval_split), from the task's TFDS data (seed 1000 +
     cfg.seed). A
     preference pair is shown in a random order: label 1 when the first is the chosen."""
-    from rlhf_jax.data import builders
 
     seed = 1000 + cfg.seed
     config = builders.task_config(
@@ -196,8 +201,6 @@ class Runs:
         if os.path.exists(path):
             with open(path) as f:
                 return json.load(f)
-        from rlhf_jax.loops.common import scalar_from_lm
-        from rlhf_jax.models.transformer import init_model
 
         t = time.time()
         lm_model, lm_params = self.lms[size]
@@ -225,8 +228,6 @@ def zero_shot(cfg: WeakToStrongConfig, lm, tokenizer, split: Split) -> float | N
     """A pretrained LM's own accuracy: P(" yes") > P(" no") after the question (digit tasks)."""
     if cfg.task == PREFERENCE:
         return None
-    import jax
-    import jax.numpy as jnp
 
     model, params = lm
     yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in (" yes", " no"))
@@ -242,8 +243,6 @@ def zero_shot(cfg: WeakToStrongConfig, lm, tokenizer, split: Split) -> float | N
 def run(cfg: WeakToStrongConfig, workdir: str, dirs: dict[str, str] | None = None, data_dir: str = "") -> dict:
     """The pretraining stages not done yet (in `dirs`, default DIR/pretrain<i>), every
     fine-tune not done yet, then DIR/summary.json (see the module docstring)."""
-    from rlhf_jax.models.hf import load_hf, load_tokenizer
-    from rlhf_jax.models.transformer import count_params
 
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
