@@ -37,6 +37,8 @@ class Method(NamedTuple):
     paper: str
     clip: tuple[float, float] = (0.2, 0.2)
     aggregation: str = "token_mean"
+    dynamic_sampling: int = 1  # prompt batches drawn per iteration (DAPO's dynamic sampling: 3)
+    overlong_buffer: float = 0.0  # DAPO's L_cache as a share of the maximum completion length
 
 
 METHODS = {
@@ -47,6 +49,7 @@ METHODS = {
     "gspo": Method("grpo", "gspo", "Zheng et al. 2025 (GSPO)", clip=(3e-4, 4e-4)),
     "cispo": Method("grpo", "cispo", "MiniMax 2025 (MiniMax-M1)", clip=(1.0, 0.28)),
     "reinforce_pp": Method("reinforce_pp", "ppo", "Hu 2025 (REINFORCE++)"),
+    "dapo": Method("grpo", "ppo", "Yu et al. 2025 (DAPO)", clip=(0.2, 0.28), dynamic_sampling=3, overlong_buffer=0.2),
     "remax": Method("remax", "reinforce", "Li et al. 2023"),
     "ppo": Method("gae", "ppo", "Schulman et al. 2017; Ziegler et al. 2019"),
     "vanilla_pg": Method("reward_to_go", "vanilla_pg", "the RLOO paper's Vanilla PG"),
@@ -247,6 +250,13 @@ class RLSection:
     then the trained weights' forward whatever old_logps says. The gap itself
     (mismatch_mean / _max / _frac) is logged whenever both log-probs exist (old_logps
     forward, or a correction).
+    dynamic_sampling: prompt batches drawn per iteration (0 = the method's: 1, DAPO 3);
+    above 1, the groups whose k rewards are all equal are dropped first and the batch filled
+    from the rest (`rollout.dynamic_sampling_groups`; metrics groups_with_signal and
+    kept_without_signal). overlong_buffer: DAPO's L_cache in tokens (none = the method's: 0,
+    DAPO a fifth of the maximum completion length): a reward penalty rising to -1 over the
+    last L_cache tokens of the limit (`rollout.overlong_penalty`). overlong_filter:
+    completions cut at the limit (no EOS) are left out of the loss.
     sample_dtype: the sampler's compute dtype, "float32" or "bfloat16" (weights cast as
     each layer uses them, activations and KV cache in bf16: the cache, a sampler's largest
     buffer, halves); the policy still trains in float32, so bf16 sampling needs
@@ -292,6 +302,9 @@ class RLSection:
     sample_dtype: str = "float32"
     is_correction: str = "none"
     is_cap: float = 2.0
+    dynamic_sampling: int = 0
+    overlong_buffer: int | None = None
+    overlong_filter: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -337,6 +350,12 @@ class RLSection:
             )
         if not self.is_cap > 0:
             raise ValueError(f"rl.is_cap={self.is_cap}: must be positive")
+        if self.dynamic_sampling < 0:
+            raise ValueError(f"rl.dynamic_sampling={self.dynamic_sampling}: must be >= 0 (0 = the method's, 1 = off)")
+        if self.draws > 1 and self.k < 2:
+            raise ValueError(f"rl.dynamic_sampling={self.draws}: needs groups, rl.k >= 2 (k={self.k})")
+        if self.overlong_buffer is not None and self.overlong_buffer < 0:
+            raise ValueError(f"rl.overlong_buffer={self.overlong_buffer}: must be >= 0 (0 = no penalty)")
         if self.reward_noise_scale not in rollout.NOISE_SCALES:
             raise ValueError(
                 f"rl.reward_noise_scale={self.reward_noise_scale!r}: expected one of {rollout.NOISE_SCALES}"
@@ -391,6 +410,17 @@ class RLSection:
         low = method.clip[0] if self.ppo_clip is None else self.ppo_clip
         high = self.clip_high if self.clip_high is not None else (method.clip[1] if self.ppo_clip is None else low)
         return low, high
+
+    @property
+    def draws(self) -> int:
+        """Prompt batches drawn per iteration (dynamic sampling above 1)."""
+        return self.dynamic_sampling or METHODS[self.method].dynamic_sampling
+
+    def overlong_tokens(self, max_len: int) -> int:
+        """DAPO's L_cache for completions of at most max_len tokens (0: no penalty)."""
+        if self.overlong_buffer is not None:
+            return self.overlong_buffer
+        return int(round(METHODS[self.method].overlong_buffer * max_len))
 
     @property
     def loss_aggregation(self) -> str:

@@ -481,3 +481,33 @@ def importance_weights(trainer_logps_BxT, sampler_logps_BxT, mask_BxT, mode: str
     else:
         share, mean = over.mean(), w.mean()
     return w, {"is_weight_mean": mean, ("is_capped_frac" if mode.startswith("tis") else "is_masked_frac"): share}
+
+
+# ----------------------------------------------------------------------------- DAPO's sampling and length shaping
+
+
+def dynamic_sampling_groups(scores_N: np.ndarray, k: int, n_keep: int) -> tuple[np.ndarray, int]:
+    """DAPO's dynamic sampling (Yu et al. 2025) over one draw of several batches of prompts:
+    a group whose k rewards are all equal gives every sample a zero group advantage and no
+    gradient, so the groups with a signal (max > min) are kept first, in the order drawn, and
+    the batch is filled with signal-free ones only when too few have one. Returns (the kept
+    groups' indices [n_keep], the number of groups with a signal among those drawn). Host
+    code: the scores are the scorer's (numpy)."""
+    R_GxK = np.asarray(scores_N, np.float64).reshape(-1, k)
+    if n_keep > R_GxK.shape[0]:
+        raise ValueError(f"dynamic_sampling_groups: {n_keep} groups asked of {R_GxK.shape[0]} drawn")
+    signal = R_GxK.max(-1) > R_GxK.min(-1)
+    order = np.concatenate([np.flatnonzero(signal), np.flatnonzero(~signal)])
+    return np.sort(order[:n_keep]), int(signal.sum())
+
+
+def overlong_penalty(lengths_B, max_len: int, buffer: int):
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13) added to the reward:
+        0                                  for |y| <= L_max - L_cache
+        ((L_max - L_cache) - |y|) / L_cache  for L_max - L_cache < |y| <= L_max
+        -1                                 past L_max (a completion cut at the limit: |y| = L_max)
+    with L_max = max_len and L_cache = buffer (buffer 0: no penalty)."""
+    if buffer <= 0:
+        return jnp.zeros_like(lengths_B, jnp.float32)
+    over = (max_len - buffer - lengths_B.astype(jnp.float32)) / buffer
+    return jnp.clip(over, -1.0, 0.0)

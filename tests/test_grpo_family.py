@@ -208,3 +208,30 @@ def test_importance_settings_are_checked():
     RLSection(method="grpo", is_correction="mis_token", sample_dtype="bfloat16")  # the correction admits bf16
     with pytest.raises(ValueError, match="rl.is_correction"):
         RLSection(method="grpo", sample_dtype="bfloat16")
+
+
+def test_dynamic_sampling_keeps_the_groups_with_a_signal_and_refills_in_draw_order():
+    # k = 2: groups (1, 1) (0, 1) (2, 2) (3, 0) (5, 5); only groups 1 and 3 carry a signal
+    scores = np.array([1, 1, 0, 1, 2, 2, 3, 0, 5, 5], np.float32)
+    groups, n_signal = R.dynamic_sampling_groups(scores, 2, 2)
+    assert groups.tolist() == [1, 3] and n_signal == 2
+    groups, _ = R.dynamic_sampling_groups(scores, 2, 4)  # too few with a signal: the first signal-free ones refill
+    assert groups.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="6 groups asked of 5 drawn"):
+        R.dynamic_sampling_groups(scores, 2, 6)
+
+
+def test_the_overlong_penalty_at_and_past_its_boundary():
+    # L_max 10, L_cache 4: free up to 6 tokens, then -1/4 a token down to -1 at the limit
+    got = R.overlong_penalty(jnp.array([5, 6, 7, 9, 10, 12]), 10, 4)
+    np.testing.assert_allclose(np.asarray(got), [0.0, 0.0, -0.25, -0.75, -1.0, -1.0])
+    assert float(R.overlong_penalty(jnp.array([10]), 10, 0)[0]) == 0.0
+
+
+def test_the_dapo_method_and_its_defaults():
+    dapo = RLSection(method="dapo", k=4)
+    assert dapo.clip == (0.2, 0.28) and dapo.loss_aggregation == "token_mean" and dapo.draws == 3
+    assert dapo.overlong_tokens(20) == 4 and RLSection(method="dapo", overlong_buffer=0).overlong_tokens(20) == 0
+    assert RLSection(method="grpo").draws == 1 and RLSection(method="grpo", dynamic_sampling=2).draws == 2
+    with pytest.raises(ValueError, match="needs groups, rl.k >= 2"):
+        RLSection(method="reinforce", k=1, dynamic_sampling=2)

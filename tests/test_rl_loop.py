@@ -242,3 +242,14 @@ def test_bad_rl_settings_are_refused(tfds_dir, tmp_path, capsys):
     assert "rl.minibatch=3: must divide rl.rollout_batch=16" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="neither an HF checkpoint directory nor a finished run"):
         loops.run(tiny(tfds_dir, reward_model=str(tmp_path / "nowhere")), str(tmp_path / "run"))
+
+
+def test_dynamic_sampling_and_overlong_shaping_run_and_report_their_counts(tfds_dir, tmp_path):
+    # two batches of prompts drawn per iteration, the groups with a signal kept first; the last
+    # 4 tokens of the 16-token limit penalised; truncated completions out of the loss
+    train = {"steps": 2, "log_every": 1}
+    cfg = tiny(tfds_dir, train=train, method="grpo", dynamic_sampling=2, overlong_buffer=4, overlong_filter=True)
+    loops.run(cfg, str(tmp_path))
+    for m in metrics(tmp_path):
+        assert 0 <= m["groups_with_signal"] <= 1 and 0 <= m["kept_without_signal"] <= 1
+        assert np.isfinite(m["loss"])

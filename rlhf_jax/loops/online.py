@@ -94,8 +94,12 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
     completion_len as in `make_loss`."""
     temperature = rl.temperature  # (T is a sequence length elsewhere)
 
-    def shaped_scores(scores_B, ended_B, key):
+    overlong = rl.overlong_tokens(completion_len) if completion_len else 0
+
+    def shaped_scores(scores_B, ended_B, cmask_BxT, key):
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
+        if overlong:  # DAPO's soft penalty over the last `overlong` tokens of the limit
+            r = r + rl_math.overlong_penalty(cmask_BxT.sum(-1), completion_len, overlong)
         return rl_math.noisy_scores(r, rl.reward_noise, rl.reward_noise_scale, key)
 
     trainer_forward = rl.old_logps == "forward" or rl.is_correction != "none"
@@ -115,7 +119,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         old = old_logps(policy_params, scored)
         ref = policy.token_logps(ref_params, tokens, mask, temperature, completion_len)
         noise_key, greedy_key = jax.random.split(key)
-        r_B = shaped_scores(scored.scores_N, scored.ended_N, noise_key)
+        r_B = shaped_scores(scored.scores_N, scored.ended_N, cmask, noise_key)
         values = None
         if critic is not None:
             values = policy_losses.aligned_values(critic, params["value"], tokens, mask) * cmask
@@ -123,7 +127,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         if rl.estimator.greedy_rollout:
             g_old = old_logps(policy_params, greedy)
             g_ref = policy.token_logps(ref_params, greedy.tokens_NxT, greedy.mask_NxT, temperature, completion_len)
-            g_r = shaped_scores(greedy.scores_N, greedy.ended_N, greedy_key)
+            g_r = shaped_scores(greedy.scores_N, greedy.ended_N, greedy.completion_mask_NxT, greedy_key)
             greedy_R, _ = rl_math.sequence_kl_reward(
                 g_r, g_old, g_ref, greedy.completion_mask_NxT, beta, rl.kl_estimator
             )
@@ -145,10 +149,11 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             else:  # per token: the objective takes token advantages (checked by RLSection)
                 token = advantages_BxT if advantages_BxT is not None else advantages_B[:, None] * cmask
                 advantages_B, advantages_BxT = None, token * w
+        loss_mask = cmask * scored.ended_N[:, None].astype(cmask.dtype) if rl.overlong_filter else cmask
         rollout = Rollout(
             tokens_BxT=tokens,
             mask_BxT=mask,
-            completion_mask_BxT=cmask,
+            completion_mask_BxT=loss_mask,  # overlong_filter: truncated completions out of the loss
             old_logps_BxT=old,
             ref_logps_BxT=ref,
             scores_B=r_B,
@@ -352,6 +357,14 @@ class Iteration:
         sample_key, greedy_key, noise_key = jax.random.split(key, 3)
         params_s = self.for_sampling(state)
         scored, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
+        drawn = {}
+        if rl.draws > 1:  # DAPO's dynamic sampling: groups with a signal first
+            groups, n_signal = rl_math.dynamic_sampling_groups(np.asarray(scored.scores_N), rl.k, rl.n_prompts)
+            take = (groups[:, None] * rl.k + np.arange(rl.k)).reshape(-1)
+            scored = jax.tree.map(lambda x: x[take], scored)
+            prompts, pmask, rows = prompts[groups], pmask[groups], rows[groups]
+            drawn = {"groups_with_signal": n_signal / (rows.shape[0] * rl.draws),
+                     "kept_without_signal": max(0, rl.n_prompts - n_signal) / rl.n_prompts}  # fmt: skip
         greedy = None
         if rl.estimator.greedy_rollout:
             greedy, _ = self.sample_scored(self.greedy_sampler, params_s, prompts, pmask, rows, greedy_key)
@@ -366,8 +379,8 @@ class Iteration:
             progress.beta = rl_math.adaptive_beta(
                 progress.beta, metrics["kl"], rl.rollout_batch, rl.target_kl, rl.kl_horizon
             )
-        gold = {} if gold is None else {"gold": float(gold.mean())}
-        return state, {**update_metrics, **metrics, **gold}
+        gold = {} if gold is None else {"gold": float(gold.mean())}  # over every drawn completion
+        return state, {**update_metrics, **metrics, **gold, **drawn}
 
 
 def rl(cfg: ExperimentConfig, data, mesh) -> Loop:
@@ -381,7 +394,7 @@ def rl(cfg: ExperimentConfig, data, mesh) -> Loop:
         data.C, mesh,
     )  # fmt: skip
     progress = RLProgress(
-        loader=batching.Loader(len(data.train.kept), rl.n_prompts, cfg.train.seed),
+        loader=batching.Loader(len(data.train.kept), rl.n_prompts * rl.draws, cfg.train.seed),
         beta=jnp.float32(rl.beta),
         baseline=rl_math.BaselineState.init(),
     )
