@@ -121,3 +121,18 @@ def test_a_config_of_another_family_beside_the_weights_is_named(hf_checkpoints, 
     shutil.copy(os.path.join(hf_checkpoints["gpt2"][0], "config.json"), os.path.join(d, "config.json"))
     with pytest.raises(ValueError, match=r"config.json describes a gpt2 model, but the safetensors files lack"):
         preflight._checkpoint(d, "model.init_from", "lm")
+
+
+def test_a_checkpoint_without_tokenizer_files_says_which_tokenizer_is_used(hf_checkpoints, tmp_path, capsys):
+    import dataclasses
+
+    from rlhf_jax.loops.data import tokenizer_for
+    from rlhf_jax.main import load_experiment
+
+    d = copy_checkpoint(hf_checkpoints["llama"][0], tmp_path / "ckpt")  # saved by transformers: no tokenizer files
+    assert not os.path.exists(os.path.join(d, "tokenizer.json"))
+    cfg = load_experiment("experiments/sft_summarization.py:tiny")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=d))
+    tokenizer_for(cfg, [{"prompt": "a b c", "completion": " d e"}] * 4, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    assert f"model.init_from={d}: no tokenizer.json there; the task's tokenizer is used" in out
