@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import operator
+import os
 import re
+import sys
 import types
 import typing
 from typing import Any
@@ -196,3 +199,22 @@ def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
         elif va != vb:
             out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
     return out
+
+
+def load_experiment(spec: str):
+    """The config of "path/to/module.py[:variant]"."""
+    path, _, variant = spec.partition(":")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--config {spec}: no file {path}")
+    package_root = os.path.dirname(os.path.abspath(path))
+    while os.path.exists(os.path.join(package_root, "__init__.py")):
+        package_root = os.path.dirname(package_root)
+    inside_package = package_root != os.path.dirname(os.path.abspath(path))
+    if inside_package and package_root not in sys.path:  # a module may import its package's: from experiments.x import
+        sys.path.insert(0, package_root)
+    module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"--config {spec}: {path} defines no get_config(variant)")
+    return module.get_config(variant or None)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -32,28 +31,10 @@ import sys
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from rlhf_jax import config as config_lib  # noqa: E402
+from rlhf_jax.config import load_experiment  # noqa: E402, F401 (the command line's, and tests')
 from rlhf_jax.platforms import default_platforms  # noqa: E402
 
 default_platforms()  # no accelerator attached: the CPU alone, without libtpu's start-up errors (platforms.py)
-
-
-def load_experiment(spec: str):
-    """The config of "path/to/module.py[:variant]"."""
-    path, _, variant = spec.partition(":")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--config {spec}: no file {path}")
-    package_root = os.path.dirname(os.path.abspath(path))
-    while os.path.exists(os.path.join(package_root, "__init__.py")):
-        package_root = os.path.dirname(package_root)
-    inside_package = package_root != os.path.dirname(os.path.abspath(path))
-    if inside_package and package_root not in sys.path:  # a module may import its package's: from experiments.x import
-        sys.path.insert(0, package_root)
-    module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"--config {spec}: {path} defines no get_config(variant)")
-    return module.get_config(variant or None)
 
 
 def local_path(path: str, what: str = "--workdir", mounted: bool = True) -> str:

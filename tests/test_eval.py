@@ -115,3 +115,20 @@ def test_lm_judge_undoes_the_random_order():
     np.testing.assert_array_equal(result, [1.0] * 20 + [0.0] * 20)
     unparsable = LMJudge(lambda ps: ["no idea"] * len(ps)).compare(["p"], ["a"], ["b"])
     assert np.isnan(unparsable).all()
+
+
+def test_auroc_by_hand_with_ties_and_the_diagnosis_of_a_length_biased_verifier():
+    from rlhf_jax.eval.metrics import auroc
+    from rlhf_jax.studies import verifier_diagnosis as D
+
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75  # 3 of the 4 (positive, negative) pairs ordered
+    assert auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5 and auroc([2, 1], [1, 0]) == 1.0 and np.isnan(auroc([1], [1]))
+    # 2 problems x 4 solutions: right solutions are the long ones; a verifier that prefers short ones
+    steps = np.array([2, 2, 4, 4, 2, 4, 4, 2])
+    correct = np.array([0, 0, 1, 0, 0, 1, 0, 0], bool)
+    scores = -steps + 0.01 * np.array([0, 1, 1, 0, 1, 0, 1, 0])  # within a length: random w.r.t. correctness
+    r = D.readings(scores.astype(float), correct, steps, 2)
+    # ranks right solutions low (1/6), follows length (rank correlation -2/3 with ties), picks 2-step ones
+    assert r["auroc"] == pytest.approx(1 / 6) and r["corr_steps"] == pytest.approx(-2 / 3)
+    assert r["pick_steps"] == 2.0 and r["pick_accuracy"] == 0.0
+    assert r["auroc_by_steps"] == 0.5  # within the 4-step solutions: no better than chance

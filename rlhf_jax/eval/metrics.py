@@ -78,3 +78,21 @@ def per_step_mean(values_BxL, mask_BxL) -> np.ndarray:
     count = m.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, (v * m).sum(0) / count, np.nan)
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of `scores` ranking the positives (labels 1) above the
+    negatives: the Mann-Whitney U statistic / (n_pos n_neg), ties counting one half. 0.5:
+    no better than chance; below 0.5: the scores rank the wrong way. nan without both
+    classes."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    starts = np.r_[0, np.flatnonzero(np.diff(s[order])) + 1]  # runs of equal scores share their mean rank
+    ends = np.r_[starts[1:], len(s)]
+    ranks = np.empty(len(s))
+    for a, b in zip(starts, ends, strict=True):
+        ranks[order[a:b]] = (a + 1 + b) / 2
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

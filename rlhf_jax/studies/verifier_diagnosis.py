@@ -1,0 +1,96 @@
+"""Why best-of-N by a learnt verifier can fall below random choice: the verifier's ranking
+of a process-supervision run's pool, taken apart (`diagnose`).
+
+Per verifier reading (the ORM's logit; the uniform PRM's product, min and first error):
+    auroc           of the score against correctness over every pool solution (0.5: chance;
+                    below: the scores rank right solutions lower)
+    auroc_by_steps  the same within solutions of one step count, averaged with the counts'
+                    weights: whether it verifies once length is held fixed
+    corr_steps      the rank correlation of the score with the step count
+    pick_steps      the mean step count of each problem's best-of-M pick (the whole pool)
+and for the pool: accuracy by step count and the mean step count, so that a verifier that
+prefers short solutions while right ones are long shows as what it is.
+
+    python -m rlhf_jax.studies.verifier_diagnosis --config experiments/process_supervision.py --workdir DIR
+
+DIR: a process-supervision run that has trained its verifiers; writes DIR/diagnosis.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from rlhf_jax.config import load_experiment
+from rlhf_jax.eval.metrics import auroc
+from rlhf_jax.studies.process_supervision import Generator, ProcessConfig, Scorer, stage_configs
+from rlhf_jax.workdir import read_jsonl, write_json
+
+
+def rank_corr(a, b) -> float:
+    """Spearman's correlation (ranks without tie correction: enough for a diagnosis)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def by_steps(scores, correct, steps) -> float:
+    """auroc within each step count that holds both classes, weighted by its solutions."""
+    values, weights = [], []
+    for n in np.unique(steps):
+        here = steps == n
+        if 0 < correct[here].sum() < here.sum():
+            values.append(auroc(scores[here], correct[here]))
+            weights.append(here.sum())
+    return float(np.average(values, weights=weights)) if values else float("nan")
+
+
+def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int) -> dict:
+    picks = scores.reshape(P, -1).argmax(-1) + np.arange(P) * (len(scores) // P)
+    return {
+        "auroc": auroc(scores, correct),
+        "auroc_by_steps": by_steps(scores, correct, steps),
+        "corr_steps": rank_corr(scores, steps),
+        "pick_steps": float(steps[picks].mean()),
+        "pick_accuracy": float(correct[picks].mean()),
+    }
+
+
+def diagnose(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
+    configs = stage_configs(cfg, workdir, data_dir)
+    gen = Generator(cfg, configs, workdir)
+    pool = read_jsonl(os.path.join(workdir, "pool", "pool.jsonl"))
+    prompts, solutions = [x["prompt"] for x in pool], [x["completion"] for x in pool]
+    correct = np.asarray([x["outcome"] for x in pool], bool)
+    steps = np.asarray([len(x["step_labels"]) for x in pool])
+    tok = gen.data.tokenizer
+    out = {"pool": {
+        "solutions": len(pool), "accuracy": float(correct.mean()), "mean_steps": float(steps.mean()),
+        "accuracy_by_steps": {int(n): float(correct[steps == n].mean()) for n in np.unique(steps)},
+        "count_by_steps": {int(n): int((steps == n).sum()) for n in np.unique(steps)},
+        "mean_steps_right": float(steps[correct].mean()) if correct.any() else None,
+        "mean_steps_wrong": float(steps[~correct].mean()) if (~correct).any() else None,
+    }}  # fmt: skip
+    orm = Scorer(os.path.join(workdir, "orm"), "orm", tok, gen.data.P, gen.data.C)(prompts, solutions)["orm"]
+    out["orm"] = readings(np.asarray(orm), correct, steps, cfg.test_problems)
+    prm = Scorer(os.path.join(workdir, "prm_uniform"), "prm", tok, gen.data.P, gen.data.C)(prompts, solutions)
+    for name in ("product", "min", "first_error"):
+        out[f"prm_uniform.{name}"] = readings(np.asarray(prm[name]), correct, steps, cfg.test_problems)
+    write_json(os.path.join(workdir, "diagnosis.json"), out)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_jax.studies.verifier_diagnosis", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    args = parser.parse_args(argv)
+    out = diagnose(load_experiment(args.config), args.workdir)
+    for name, r in out.items():
+        print(name, r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
