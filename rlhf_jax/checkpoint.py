@@ -10,8 +10,9 @@ checkpoints exist but none can be read, the restore refuses (`CheckpointError`) 
 of starting over: a silent restart would overwrite the run's results.
 
 Integrity: each save puts two 32-bit checksums of every array of the state into `meta`
-(`digests`: the wrapping sum of the array's words, and of its words mixed with their
-index; integer sums, so the same on any mesh the state is restored onto), and a restore
+(`digests`: the wrapping sums of the array's words and of a hash of each, from the host
+copies of its shards; integer sums, so the same on any mesh the state is restored onto;
+none over several processes), and a restore
 recomputes them: a checkpoint whose bytes changed on disk is unreadable like any other
 (named, moved aside, the previous one restored) instead of resuming with damaged values.
 """
@@ -24,7 +25,7 @@ import warnings
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rlhf_jax import mesh as mesh_lib
@@ -164,45 +165,53 @@ def _abstract(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
-def _words(x) -> jax.Array:
-    """The array's bits as uint32 words in its own shape (8-byte items: a trailing axis of
-    2; narrower dtypes widened, bool as 0 / 1)."""
-    x = jnp.asarray(x)
-    if x.dtype == jnp.bool_:
-        return x.astype(jnp.uint32)
-    narrow = {1: jnp.uint8, 2: jnp.uint16}.get(x.dtype.itemsize)
+def _words(a: np.ndarray) -> np.ndarray:
+    """An array's bits as uint32 words (narrower items widened, bool as 0 / 1)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.bool_:
+        return a.astype(np.uint32)
+    narrow = {1: np.uint8, 2: np.uint16}.get(a.dtype.itemsize)
     if narrow is not None:
-        return jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32)
-    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+        return a.view(narrow).astype(np.uint32)
+    return a.view(np.uint32)  # 4 bytes: one word; 8 bytes: two
 
 
-def _index(shape: tuple[int, ...]) -> jax.Array:
-    """Each element's row-major position, as uint32 (wrapping), without reshaping (a
-    sharded array stays sharded)."""
-    index = jnp.zeros(shape, jnp.uint32)
-    stride = 1
-    for d in reversed(range(len(shape))):
-        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, d) * jnp.uint32(stride % 2**32)
-        stride *= shape[d]
-    return index
+def _mix(w: np.ndarray) -> np.ndarray:
+    """An integer hash of each word (lowbias32), so that words with zero low bits (small
+    floats) still spread over all 32 bits of the sum."""
+    w = w ^ (w >> np.uint32(16))
+    w = w * np.uint32(0x7FEB352D)
+    w = w ^ (w >> np.uint32(15))
+    w = w * np.uint32(0x846CA68B)
+    return w ^ (w >> np.uint32(16))
 
 
-@jax.jit
-def _checksum(leaf) -> jax.Array:
-    """[2] uint32: the wrapping sum of the leaf's words and of (words * (2i + 1)) xor i, i the
-    word's position (integer sums: the same in any order, on any mesh). One program per leaf
-    shape and placement (a state's leaves may live on different devices)."""
-    w = _words(leaf)
-    i = _index(w.shape)
-    return jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum((w * (2 * i + 1)) ^ i, dtype=jnp.uint32)])
+def _sums(a: np.ndarray) -> np.ndarray:
+    """[2] uint32: the wrapping sums of the words and of their hashes."""
+    w = _words(a).ravel()
+    with np.errstate(over="ignore"):
+        return np.array([w.sum(dtype=np.uint32), _mix(w).sum(dtype=np.uint32)], np.uint32)
+
+
+def _leaf_sums(leaf) -> list[int]:
+    """The sums over the whole array from the shards this process holds (one copy of each:
+    replica 0), on the host: integer sums, so any sharding of the same values gives the same
+    digest, and no collective runs beside the checkpoint writer's threads."""
+    shards = [s.data for s in leaf.addressable_shards if s.replica_id == 0] if isinstance(leaf, jax.Array) else [leaf]
+    total = np.zeros(2, np.uint32)
+    with np.errstate(over="ignore"):
+        for shard in shards:
+            total = total + _sums(np.asarray(shard))
+    return [int(total[0]), int(total[1])]
 
 
 def digests(state: Any) -> dict[str, list[int]]:
-    """{leaf path: [sum, mixed sum]} of every array of the state."""
-    flat = [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
-            if hasattr(leaf, "dtype")]  # fmt: skip
-    sums = jax.device_get([_checksum(leaf) for _, leaf in flat])
-    return {path: [int(a), int(b)] for (path, _), (a, b) in zip(flat, sums, strict=True)}
+    """{leaf path: [sum of words, sum of hashed words]} of every array of the state ({} over
+    several processes: each holds only its shards, and one process writes the meta)."""
+    if jax.process_count() > 1:
+        return {}
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {jax.tree_util.keystr(path): _leaf_sums(leaf) for path, leaf in flat if hasattr(leaf, "dtype")}
 
 
 def _damaged(saved: dict | None, state: Any) -> str:

@@ -163,8 +163,9 @@ def test_checkpoint_digests_see_a_changed_value_and_not_a_reshard():
     saved = digests(state)
     assert _damaged(saved, state) == "" and _damaged(None, state) == ""
     assert _damaged(saved, {**state, "w": state["w"].at[2, 1].set(jnp.nan)}).startswith("1 of 3 arrays, e.g. ['w']")
-    swapped = jnp.asarray(np.asarray(state["w"])[[1, 0, 2, 3]])  # same words, two rows swapped
-    assert _damaged(saved, {**state, "w": swapped})
+    flipped = np.asarray(state["w"]).copy().reshape(-1).view(np.uint8)
+    flipped[5:9] = 255 - flipped[5:9]  # four bytes inverted, as on a damaged disk
+    assert _damaged(saved, {**state, "w": jnp.asarray(flipped.view(np.float32).reshape(4, 6))})
     mesh = mesh_lib.make_mesh((2, 2, 2))
     import jax
 
