@@ -18,6 +18,7 @@ from rlhf_jax.losses.common import AGGREGATIONS
 from rlhf_jax.losses.preference import PreferenceConfig
 from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
+from rlhf_jax.rollout_corrections import IS_CORRECTIONS
 from rlhf_jax.train_step import OptimConfig
 
 # train.kind -> the kind of the task's data it reads (data.tasks.DATA_KINDS)
@@ -341,8 +342,8 @@ class RLSection:
                 "set rl.old_logps=forward (pi_old from a forward of the trained weights), or correct for the "
                 "sampler with rl.is_correction (tis_token, tis_seq, mis_token, mis_seq)"
             )
-        if self.is_correction not in rollout.IS_CORRECTIONS:
-            raise ValueError(f"rl.is_correction={self.is_correction!r}: expected one of {rollout.IS_CORRECTIONS}")
+        if self.is_correction not in IS_CORRECTIONS:
+            raise ValueError(f"rl.is_correction={self.is_correction!r}: expected one of {IS_CORRECTIONS}")
         if self.is_correction.endswith("_token") and "token" not in obj.accepts:
             raise ValueError(
                 f"rl.is_correction={self.is_correction}: per-token weights need an objective that takes token "

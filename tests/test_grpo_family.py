@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax import rollout as R
+from rlhf_jax import rollout_corrections as C
 from rlhf_jax.experiment import METHODS, RLSection
 from rlhf_jax.losses import common
 from rlhf_jax.losses import policy as P
@@ -168,7 +169,7 @@ class MismatchTest(chex.TestCase):
         log_w = (self.TRAIN - self.SAMPLER) * self.MASK  # (0, 1, -0.1), (0.5, 0, 0)
         w_tok = np.exp(log_w)  # (1, 2.718, 0.905), (1.649, 1, 1)
         cap = float(np.exp(0.5))  # row 1's first token sits exactly at the cap
-        f = lambda mode: self.variant(lambda a, b, m: R.importance_weights(a, b, m, mode, cap))  # noqa: E731
+        f = lambda mode: self.variant(lambda a, b, m: C.importance_weights(a, b, m, mode, cap))  # noqa: E731
         tis, tm = f("tis_token")(self.TRAIN, self.SAMPLER, self.MASK)
         np.testing.assert_allclose(np.asarray(tis), np.minimum(w_tok, cap) * self.MASK, rtol=1e-6)
         assert float(tm["is_capped_frac"]) == pytest.approx(1 / 5)  # only e^1 is past the cap
@@ -182,12 +183,12 @@ class MismatchTest(chex.TestCase):
         np.testing.assert_allclose(np.asarray(mis_s), [0.0, cap], rtol=1e-6)
 
     def test_the_mismatch_metric_on_hand_values(self):
-        got = R.sampler_mismatch(jnp.asarray(self.TRAIN), jnp.asarray(self.SAMPLER), jnp.asarray(self.MASK))
+        got = C.sampler_mismatch(jnp.asarray(self.TRAIN), jnp.asarray(self.SAMPLER), jnp.asarray(self.MASK))
         # gaps over the 5 completion tokens: 0, 1, 0.1, 0.5, 0
         assert float(got["mismatch_mean"]) == pytest.approx(1.6 / 5, rel=1e-5)
         assert float(got["mismatch_max"]) == pytest.approx(1.0)
         assert float(got["mismatch_frac"]) == pytest.approx(2 / 5)  # 1 and 0.5 are above the threshold 0.1
-        same = R.sampler_mismatch(jnp.asarray(self.TRAIN), jnp.asarray(self.TRAIN), jnp.asarray(self.MASK))
+        same = C.sampler_mismatch(jnp.asarray(self.TRAIN), jnp.asarray(self.TRAIN), jnp.asarray(self.MASK))
         assert float(same["mismatch_mean"]) == 0.0 and float(same["mismatch_frac"]) == 0.0
 
     def test_weights_scale_the_advantages_so_every_objective_is_corrected(self):
@@ -213,19 +214,19 @@ def test_importance_settings_are_checked():
 def test_dynamic_sampling_keeps_the_groups_with_a_signal_and_refills_in_draw_order():
     # k = 2: groups (1, 1) (0, 1) (2, 2) (3, 0) (5, 5); only groups 1 and 3 carry a signal
     scores = np.array([1, 1, 0, 1, 2, 2, 3, 0, 5, 5], np.float32)
-    groups, n_signal = R.dynamic_sampling_groups(scores, 2, 2)
+    groups, n_signal = C.dynamic_sampling_groups(scores, 2, 2)
     assert groups.tolist() == [1, 3] and n_signal == 2
-    groups, _ = R.dynamic_sampling_groups(scores, 2, 4)  # too few with a signal: the first signal-free ones refill
+    groups, _ = C.dynamic_sampling_groups(scores, 2, 4)  # too few with a signal: the first signal-free ones refill
     assert groups.tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="6 groups asked of 5 drawn"):
-        R.dynamic_sampling_groups(scores, 2, 6)
+        C.dynamic_sampling_groups(scores, 2, 6)
 
 
 def test_the_overlong_penalty_at_and_past_its_boundary():
     # L_max 10, L_cache 4: free up to 6 tokens, then -1/4 a token down to -1 at the limit
-    got = R.overlong_penalty(jnp.array([5, 6, 7, 9, 10, 12]), 10, 4)
+    got = C.overlong_penalty(jnp.array([5, 6, 7, 9, 10, 12]), 10, 4)
     np.testing.assert_allclose(np.asarray(got), [0.0, 0.0, -0.25, -0.75, -1.0, -1.0])
-    assert float(R.overlong_penalty(jnp.array([10]), 10, 0)[0]) == 0.0
+    assert float(C.overlong_penalty(jnp.array([10]), 10, 0)[0]) == 0.0
 
 
 def test_the_dapo_method_and_its_defaults():

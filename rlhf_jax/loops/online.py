@@ -32,6 +32,7 @@ import numpy as np
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import rollout as rl_math
+from rlhf_jax import rollout_corrections as corrections
 from rlhf_jax.batches import Rollout, Scored
 from rlhf_jax.data import batching
 from rlhf_jax.data.tokenizer import completion_texts
@@ -99,7 +100,7 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
     def shaped_scores(scores_B, ended_B, cmask_BxT, key):
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
         if overlong:  # DAPO's soft penalty over the last `overlong` tokens of the limit
-            r = r + rl_math.overlong_penalty(cmask_BxT.sum(-1), completion_len, overlong)
+            r = r + corrections.overlong_penalty(cmask_BxT.sum(-1), completion_len, overlong)
         return rl_math.noisy_scores(r, rl.reward_noise, rl.reward_noise_scale, key)
 
     trainer_forward = rl.old_logps == "forward" or rl.is_correction != "none"
@@ -139,9 +140,9 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
         )  # fmt: skip
         advantages_B, advantages_BxT, is_metrics = est.advantages_B, est.advantages_BxT, {}
         if trainer_forward:
-            is_metrics = rl_math.sampler_mismatch(old, sampler_logps(scored), cmask)
+            is_metrics = corrections.sampler_mismatch(old, sampler_logps(scored), cmask)
         if rl.is_correction != "none":
-            w, more = rl_math.importance_weights(old, sampler_logps(scored), cmask, rl.is_correction, rl.is_cap)
+            w, more = corrections.importance_weights(old, sampler_logps(scored), cmask, rl.is_correction, rl.is_cap)
             is_metrics.update(more)
             if w.ndim == 1:  # per sequence: scales either kind of advantage
                 advantages_B = None if advantages_B is None else advantages_B * w
@@ -359,7 +360,7 @@ class Iteration:
         scored, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
         drawn = {}
         if rl.draws > 1:  # DAPO's dynamic sampling: groups with a signal first
-            groups, n_signal = rl_math.dynamic_sampling_groups(np.asarray(scored.scores_N), rl.k, rl.n_prompts)
+            groups, n_signal = corrections.dynamic_sampling_groups(np.asarray(scored.scores_N), rl.k, rl.n_prompts)
             take = (groups[:, None] * rl.k + np.arange(rl.k)).reshape(-1)
             scored = jax.tree.map(lambda x: x[take], scored)
             prompts, pmask, rows = prompts[groups], pmask[groups], rows[groups]
