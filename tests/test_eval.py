@@ -132,3 +132,5 @@ def test_auroc_by_hand_with_ties_and_the_diagnosis_of_a_length_biased_verifier()
     assert r["auroc"] == pytest.approx(1 / 6) and r["corr_steps"] == pytest.approx(-2 / 3)
     assert r["pick_steps"] == 2.0 and r["pick_accuracy"] == 0.0
     assert r["auroc_by_steps"] == 0.5  # within the 4-step solutions: no better than chance
+    # problem 0's right solution (index 2) outscores 1 of its 3 wrong ones, problem 1's (index 5) none
+    assert r["auroc_within_problems"] == pytest.approx((1 / 3 + 0) / 2)

@@ -4,10 +4,15 @@ of a process-supervision run's pool, taken apart (`diagnose`).
 Per verifier reading (the ORM's logit; the uniform PRM's product, min and first error):
     auroc           of the score against correctness over every pool solution (0.5: chance;
                     below: the scores rank right solutions lower)
+    auroc_within_problems  the same within each problem's pool, averaged: the ranking that
+                    best-of-N uses (the overall figure also rewards scoring easy problems high)
+    spread_between_problems / _within_problems  the std of the problems' mean scores, and
+                    the mean std within a problem
     auroc_by_steps  the same within solutions of one step count, averaged with the counts'
                     weights: whether it verifies once length is held fixed
     corr_steps      the rank correlation of the score with the step count
-    pick_steps      the mean step count of each problem's best-of-M pick (the whole pool)
+    pick_steps      the mean step count of each problem's best-of-M pick (the whole pool),
+                    with its accuracy and the share of picks whose first step is wrong
 and for the pool: accuracy by step count and the mean step count, so that a verifier that
 prefers short solutions while right ones are long shows as what it is.
 
@@ -23,6 +28,7 @@ import os
 
 import numpy as np
 
+from rlhf_jax.batches import NEGATIVE
 from rlhf_jax.config import load_experiment
 from rlhf_jax.eval.metrics import auroc
 from rlhf_jax.studies.process_supervision import Generator, ProcessConfig, Scorer, stage_configs
@@ -46,15 +52,31 @@ def by_steps(scores, correct, steps) -> float:
     return float(np.average(values, weights=weights)) if values else float("nan")
 
 
-def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int) -> dict:
+def within_problems(scores, correct, P: int) -> float:
+    """auroc within each problem's pool that holds both classes, averaged: the ranking
+    best-of-N uses (the overall auroc also counts differences between problems)."""
+    S, C = scores.reshape(P, -1), correct.reshape(P, -1)
+    values = [auroc(s, c) for s, c in zip(S, C, strict=True) if 0 < c.sum() < len(c)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int, first_wrong=None) -> dict:
+    """first_wrong: [N] bool, the solution's first step is wrong (optional)."""
     picks = scores.reshape(P, -1).argmax(-1) + np.arange(P) * (len(scores) // P)
-    return {
+    S = scores.reshape(P, -1)
+    out = {
         "auroc": auroc(scores, correct),
+        "auroc_within_problems": within_problems(scores, correct, P),
         "auroc_by_steps": by_steps(scores, correct, steps),
         "corr_steps": rank_corr(scores, steps),
+        "spread_between_problems": float(S.mean(1).std()),
+        "spread_within_problems": float(S.std(1).mean()),
         "pick_steps": float(steps[picks].mean()),
         "pick_accuracy": float(correct[picks].mean()),
     }
+    if first_wrong is not None:
+        out["pick_first_step_wrong"] = float(np.asarray(first_wrong)[picks].mean())
+    return out
 
 
 def diagnose(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
@@ -64,6 +86,7 @@ def diagnose(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
     prompts, solutions = [x["prompt"] for x in pool], [x["completion"] for x in pool]
     correct = np.asarray([x["outcome"] for x in pool], bool)
     steps = np.asarray([len(x["step_labels"]) for x in pool])
+    first_wrong = np.asarray([bool(x["step_labels"]) and x["step_labels"][0] == NEGATIVE for x in pool])
     tok = gen.data.tokenizer
     out = {"pool": {
         "solutions": len(pool), "accuracy": float(correct.mean()), "mean_steps": float(steps.mean()),
@@ -71,12 +94,13 @@ def diagnose(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
         "count_by_steps": {int(n): int((steps == n).sum()) for n in np.unique(steps)},
         "mean_steps_right": float(steps[correct].mean()) if correct.any() else None,
         "mean_steps_wrong": float(steps[~correct].mean()) if (~correct).any() else None,
+        "first_step_wrong": float(first_wrong.mean()),
     }}  # fmt: skip
     orm = Scorer(os.path.join(workdir, "orm"), "orm", tok, gen.data.P, gen.data.C)(prompts, solutions)["orm"]
-    out["orm"] = readings(np.asarray(orm), correct, steps, cfg.test_problems)
+    out["orm"] = readings(np.asarray(orm), correct, steps, cfg.test_problems, first_wrong)
     prm = Scorer(os.path.join(workdir, "prm_uniform"), "prm", tok, gen.data.P, gen.data.C)(prompts, solutions)
     for name in ("product", "min", "first_error"):
-        out[f"prm_uniform.{name}"] = readings(np.asarray(prm[name]), correct, steps, cfg.test_problems)
+        out[f"prm_uniform.{name}"] = readings(np.asarray(prm[name]), correct, steps, cfg.test_problems, first_wrong)
     write_json(os.path.join(workdir, "diagnosis.json"), out)
     return out
 
