@@ -247,16 +247,16 @@ class RLSection:
     is_correction: the gap between the sampler's and the trainer's log-probs (bf16
     sampling, another kernel), corrected by importance weights pi_train / pi_sampler capped at
     is_cap C: "tis_token" / "tis_seq" (truncated: min(w, C)) or "mis_token" / "mis_seq"
-    (masked: 0 past C), per token or per sequence (`rollout.importance_weights`); pi_old is
+    (masked: 0 past C), per token or per sequence (`rollout_corrections.importance_weights`); pi_old is
     then the trained weights' forward whatever old_logps says. The gap itself
     (mismatch_mean / _max / _frac) is logged whenever both log-probs exist (old_logps
     forward, or a correction).
     dynamic_sampling: prompt batches drawn per iteration (0 = the method's: 1, DAPO 3);
     above 1, the groups whose k rewards are all equal are dropped first and the batch filled
-    from the rest (`rollout.dynamic_sampling_groups`; metrics groups_with_signal and
+    from the rest (`rollout_corrections.dynamic_sampling_groups`; metrics groups_with_signal and
     kept_without_signal). overlong_buffer: DAPO's L_cache in tokens (none = the method's: 0,
     DAPO a fifth of the maximum completion length): a reward penalty rising to -1 over the
-    last L_cache tokens of the limit (`rollout.overlong_penalty`). overlong_filter:
+    last L_cache tokens of the limit (`rollout_corrections.overlong_penalty`). overlong_filter:
     completions cut at the limit (no EOS) are left out of the loss.
     sample_dtype: the sampler's compute dtype, "float32" or "bfloat16" (weights cast as
     each layer uses them, activations and KV cache in bf16: the cache, a sampler's largest

@@ -139,10 +139,11 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
             token_scores_BxT=scored.token_scores_NxT,
         )  # fmt: skip
         advantages_B, advantages_BxT, is_metrics = est.advantages_B, est.advantages_BxT, {}
-        if trainer_forward:
-            is_metrics = corrections.sampler_mismatch(old, sampler_logps(scored), cmask)
+        if trainer_forward:  # both log-probs exist: the gap, and the correction when asked
+            sampled = sampler_logps(scored)
+            is_metrics = corrections.sampler_mismatch(old, sampled, cmask)
         if rl.is_correction != "none":
-            w, more = corrections.importance_weights(old, sampler_logps(scored), cmask, rl.is_correction, rl.is_cap)
+            w, more = corrections.importance_weights(old, sampled, cmask, rl.is_correction, rl.is_cap)
             is_metrics.update(more)
             if w.ndim == 1:  # per sequence: scales either kind of advantage
                 advantages_B = None if advantages_B is None else advantages_B * w
@@ -360,11 +361,12 @@ class Iteration:
         scored, gold = self.sample_scored(self.sampler, params_s, prompts, pmask, rows, sample_key)
         drawn = {}
         if rl.draws > 1:  # DAPO's dynamic sampling: groups with a signal first
+            n_drawn = rows.shape[0]
             groups, n_signal = corrections.dynamic_sampling_groups(np.asarray(scored.scores_N), rl.k, rl.n_prompts)
             take = (groups[:, None] * rl.k + np.arange(rl.k)).reshape(-1)
             scored = jax.tree.map(lambda x: x[take], scored)
             prompts, pmask, rows = prompts[groups], pmask[groups], rows[groups]
-            drawn = {"groups_with_signal": n_signal / (rows.shape[0] * rl.draws),
+            drawn = {"groups_with_signal": n_signal / n_drawn,
                      "kept_without_signal": max(0, rl.n_prompts - n_signal) / rl.n_prompts}  # fmt: skip
         greedy = None
         if rl.estimator.greedy_rollout:

@@ -314,12 +314,24 @@ def claim_table(study, verdicts: dict) -> list[str]:
 
 
 def claims_markdown(study, verdicts: dict) -> list[str]:
-    """The report's claims: the table, each comparison, the gates and the margins."""
-    lines = ["## Claims", "", "Verdicts by the rule of `rlhf_jax/studies/claims.py`, computed from the test records: "
-             "`not tested` when a gate failed; `equal here` when every paired 95% interval lies inside the margin; "
-             "`disagrees` when a difference is found against the paper (Holm-adjusted p < 0.05 over the claim's "
-             "comparisons); `agrees` when every comparison's interval excludes 0 in the paper's direction; "
-             "`cannot tell` otherwise.", ""]  # fmt: skip
+    """The report's claims: the gates first (what the instrument showed, where measured),
+    then the claim table, each comparison and the margins."""
+    lines = ["## Claims", ""]
+    if study.gates:
+        lines += ["Gates, before any claim (mean over seeds, range over seeds):", "",
+                  "| gate | what | mean (range) | required | measured on | status |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for g in study.gates:
+            s = verdicts["gates"][g.name]
+            value = "-" if not s["n"] else f"{s['mean']:.3f} ({s['min']:.3f} to {s['max']:.3f})"
+            status = "passed" if s["passed"] else f"**failed** ({s['why']})"
+            lines.append(f"| {g.name} | {g.what} | {value} | {_range(g.low, g.high)} | {g.split} | {status} |")
+        lines.append("")
+    lines += ["Verdicts by the rule of `rlhf_jax/studies/claims.py`, computed from the test records: "
+              "`not tested` when a gate failed; `equal here` when every paired 95% interval lies inside the margin; "
+              "`disagrees` when a difference is found against the paper (Holm-adjusted p < 0.05 over the claim's "
+              "comparisons); `agrees` when every comparison's interval excludes 0 in the paper's direction; "
+              "`cannot tell` otherwise.", ""]  # fmt: skip
     lines += claim_table(study, verdicts) + [""]
     lines += ["Each comparison (per-seed differences; p: two-sided t-test over seeds, then Holm-adjusted within the "
               "claim; sign-flip: the exact randomisation test over seeds, a second opinion):", "",
@@ -330,15 +342,6 @@ def claims_markdown(study, verdicts: dict) -> list[str]:
             gate = f" (gate failed: {', '.join(r['failed_gates'])})" if r["failed_gates"] else ""
             ps = " | ".join(_p(r[k]) for k in ("p", "p_holm", "sign_p"))
             lines.append(f"| {ev['claim']} | {r['name']} | {_difference(r)} | {ps} | {r['verdict']}{gate} |")
-    if study.gates:
-        lines += ["", "Gates (mean over seeds, range over seeds):", "",
-                  "| gate | what | mean (range) | required | measured on | status |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for g in study.gates:
-            s = verdicts["gates"][g.name]
-            value = "-" if not s["n"] else f"{s['mean']:.3f} ({s['min']:.3f} to {s['max']:.3f})"
-            status = "passed" if s["passed"] else f"**failed** ({s['why']})"
-            lines.append(f"| {g.name} | {g.what} | {value} | {_range(g.low, g.high)} | {g.split} | {status} |")
     lines += ["", "Margins and why:", "", "| claim | margin | why |", "|---|---|---|"]
     lines += [f"| {c.name} | {c.margin:.3g} | {c.margin_reason} |" for c in study.claims]
     return lines + [""]
