@@ -269,7 +269,8 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
         rm_params = _params(rm_cfg, "scalar", mesh)
         rm_bytes = device_bytes(rm_params)
         rm_fn = jax.jit(rm_model.rewards)
-        rm_program = lambda: rm_fn.lower(rm_params, _rows(mesh, (N, T)), _rows(mesh, (N, T)))  # noqa: E731
+        drawn = (N * rl.draws, T)  # every drawn group is scored before dynamic sampling keeps N
+        rm_program = lambda: rm_fn.lower(rm_params, _rows(mesh, drawn), _rows(mesh, drawn))  # noqa: E731
     programs = []
 
     whole = rl.sampler_weights == "whole"
@@ -277,7 +278,7 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
     sampling = SamplingConfig(max_new_tokens=C, temperature=rl.temperature, n_samples=rl.k, max_cache_len=T)
     sampler = Sampler(with_dtype(policy, rl.sample_dtype), sampling, mesh, rules)
     sample_params = _params(model_cfg, "lm", mesh, rules) if whole else params
-    prompts = _rows(mesh, (rl.n_prompts, P), rules=mesh_lib.SAMPLE_RULES)
+    prompts = _rows(mesh, (rl.n_prompts * rl.draws, P), rules=mesh_lib.SAMPLE_RULES)  # all drawn at once
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
     resident = state_bytes + ref_bytes + rm_bytes - (0 if whole else device_bytes(params))
     with mesh_lib.use_mesh(mesh, rules):
@@ -306,10 +307,10 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
         programs.append(_measure("reward", rm_program, state_bytes + ref_bytes))
     n_policy = count_params(params)
     n_critic = count_params(state_params["value"]) if critic is not None else 0
-    samples = rl.n_prompts * rl.k
-    flops = 2 * n_policy * samples * T  # sampling (prefill + decode, per token)
+    samples = rl.n_prompts * rl.k * rl.draws
+    flops = 2 * n_policy * samples * T  # sampling (prefill + decode, per token), every drawn group
     flops += 2 * n_policy * N * T * (2 if rl.old_logps == "forward" else 1)  # reference (and old) log-probs
-    flops += 2 * n_critic * N * T + (2 * count_params(rm_params) * N * T if rm_program else 0)
+    flops += 2 * n_critic * N * T + (2 * count_params(rm_params) * samples * T if rm_program else 0)
     flops += 6 * (n_policy + n_critic) * rl.minibatch * T * rl.steps_per_iteration
     figures = {
         "params": n_policy + n_critic,

@@ -96,7 +96,7 @@ def abstract_iteration(cfg: ExperimentConfig, vocab_size: int | None = None) -> 
             SamplingConfig(max_new_tokens=C, temperature=rl.temperature, n_samples=rl.k, max_cache_len=T),
         )
         key = jax.eval_shape(lambda: jax.random.key(0))
-        prompts = _sds((rl.n_prompts, P), jnp.int32)
+        prompts = _sds((rl.n_prompts * rl.draws, P), jnp.int32)  # dynamic sampling draws them all at once
         samples = jax.eval_shape(sampler._fn, params, prompts, prompts, key)
 
         def scored(n):

@@ -52,6 +52,18 @@ def test_lora_and_sharded_sampling_weights_hold_less(full):
     assert lora_programs["sampler"].arguments < programs["sampler"].arguments  # no whole copy along fsdp
 
 
+@pytest.mark.slow
+def test_dynamic_sampling_compiles_the_sampler_for_every_drawn_prompt(full):
+    # DAPO draws 3 batches of prompts at once: the sampler's KV cache and outputs hold 3x the
+    # rows; the update still trains on rl.rollout_batch
+    programs, figures = full
+    dapo_programs, dapo_figures = compiled("rl.dynamic_sampling=3")
+    rows = lambda p: p.temporaries + p.outputs  # noqa: E731 - the KV cache and the samples: by the row
+    assert rows(dapo_programs["sampler"]) > 2.5 * rows(programs["sampler"])
+    assert dapo_programs["update"].total == programs["update"].total
+    assert dapo_figures["flops"] > figures["flops"]
+
+
 @pytest.mark.slow  # the compiled programs of the fixture above
 def test_a_program_over_the_chips_hbm_is_refused_by_name_with_the_knobs(full):
     programs, _ = full

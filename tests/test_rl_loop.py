@@ -253,3 +253,32 @@ def test_dynamic_sampling_and_overlong_shaping_run_and_report_their_counts(tfds_
     for m in metrics(tmp_path):
         assert 0 <= m["groups_with_signal"] <= 1 and 0 <= m["kept_without_signal"] <= 1
         assert np.isfinite(m["loss"])
+
+
+RLVR = "experiments/rlvr_arithmetic.py"
+
+
+@pytest.fixture(scope="module")
+def sums_sft(tfds_dir, tmp_path_factory):
+    """An SFT policy on the tests' verifiable-reward task (a + b, a and b in 1-3), trained on
+    solutions that slip 60% of the time: it writes the format and is right about 20%."""
+    workdir = str(tmp_path_factory.mktemp("sums_sft"))
+    assert main(["--config", f"{RLVR}:sft,tiny", "--workdir", workdir, "--set", f"data.data_dir={tfds_dir}"]) == 0
+    return workdir
+
+
+@pytest.mark.parametrize("method", ["grpo", "dr_grpo", "dapo", "gspo", "cispo", "reinforce_pp"])
+def test_each_grpo_family_method_raises_accuracy_on_a_verifiable_reward(method, sums_sft, tfds_dir, tmp_path):
+    # from the SFT policy (held-out accuracy at T = 1 about 0.22), 40 iterations of 16 prompts x 4
+    # reach 0.49-0.85 by every method of the family (the comparison is the study's)
+    cfg = load_experiment(f"{RLVR}:tiny")
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, data_dir=tfds_dir),
+        model=dataclasses.replace(cfg.model, init_from=sums_sft),
+        rl=dataclasses.replace(cfg.rl, method=method),
+    )
+    test = loops.run(cfg, str(tmp_path))["test"]["policies"]
+    accuracy = [m["gold"] for m in metrics(tmp_path)]
+    assert np.mean(accuracy[-3:]) > np.mean(accuracy[:2]) + 0.05, accuracy
+    assert test["policy"]["sampled"]["gold"]["mean"] > test["reference"]["sampled"]["gold"]["mean"] + 0.15, test

@@ -226,7 +226,9 @@ class Arithmetic(_TaskBuilder):
         "2.0.0": "PRM800K's labels: neutral is a right but restated step; steps after the first negative are not "
         "labelled. The study's generator data: facts, wrong, right.",
     }
-    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("default", "facts", "wrong", "right")]
+    BUILDER_CONFIGS = [
+        TaskConfig(name=kind, kind=kind) for kind in ("default", "facts", "wrong", "right", "rlvr", "sums")
+    ]
 
     def features(self):
         return {
@@ -242,6 +244,8 @@ class Arithmetic(_TaskBuilder):
             return arithmetic.pretrain_examples(n, seed)
         if kind in ("wrong", "right"):
             return arithmetic.format_examples(n, seed, correct=kind == "right")
+        if kind in ("rlvr", "sums"):
+            return arithmetic.examples(n, seed, arithmetic.RLVR if kind == "rlvr" else arithmetic.SUMS)
         return arithmetic.examples(n, seed)
 
 

@@ -178,6 +178,13 @@ for _kind, _about in (("facts", "one-operation facts"), ("wrong", "step-format s
         gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
         about=f"the process-supervision study's generator data: {_about} (+ and - only)",
     ))  # fmt: skip
+for _kind, _about in (("rlvr", "1-3 operations (+ and -)"), ("sums", "a + b, a and b in 1-3 (the tests' size)")):
+    register_task(Task(
+        f"arithmetic_{_kind}",
+        {"sft": Generated(builders.Arithmetic, _kind)},
+        gold_reward=lambda record, text: arithmetic.verifiable_reward(record["prompt"], text),
+        about=f"RL with a verifiable reward: {_about}, SFT solutions that slip; gold: the exact final answer",
+    ))  # fmt: skip
 register_task(Task(
     "digits",
     {"sft": Generated(builders.Digits, "facts")},

@@ -46,6 +46,10 @@ class ArithmeticConfig:
 
 
 STEPS = ArithmeticConfig(n_ops=(2, 4), max_operand=9, ops="+-", restate_prob=0.2)  # the study's problems
+# RL with a verifiable reward: prompts of mixed depth (difficulty varies by prompt), SFT
+# solutions that slip half the time (so that an SFT policy's k samples disagree)
+RLVR = ArithmeticConfig(n_ops=(1, 3), max_operand=9, ops="+-", error_prob=0.5)
+SUMS = ArithmeticConfig(n_ops=(1, 1), max_operand=3, ops="+", error_prob=0.6)  # nine problems: the tests' size
 
 
 def make_problem(rng: np.random.Generator, cfg: ArithmeticConfig) -> tuple[str, list[tuple[int, str, int]]]:
