@@ -16,7 +16,7 @@ from rlhf_jax.eval.verifiers import SCORES
 from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import AGGREGATIONS
 from rlhf_jax.losses.preference import PreferenceConfig
-from rlhf_jax.models.config import REMAT_POLICIES, ModelConfig
+from rlhf_jax.models.config import ATTENTION, REMAT_POLICIES, ModelConfig
 from rlhf_jax.models.presets import preset
 from rlhf_jax.rollout_corrections import IS_CORRECTIONS
 from rlhf_jax.train_step import OptimConfig
@@ -77,6 +77,7 @@ class ModelSection:
     init_from: str = ""
     remat: str = "none"  # per-block rematerialisation of the trained models: models.config.REMAT_POLICIES
     scan_layers: bool = False  # the run's models as one scanned block over stacked layers (compile time flat in depth)
+    attention: str = "einsum"  # self-attention of forwards and prefills: models.config.ATTENTION (auto: by platform)
     # LoRA adapters of this rank on the trained model(s), base frozen (models/lora.py); 0 = full fine-tuning
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -85,6 +86,8 @@ class ModelSection:
     def __post_init__(self):
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"model.remat={self.remat!r}: expected one of {REMAT_POLICIES}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"model.attention={self.attention!r}: expected one of {ATTENTION}")
         try:  # the LoRA settings alone, on a model with every target (a gated MLP)
             ModelConfig("llama", 8, 8, 1, 1, 8, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
                         lora_targets=self.lora_targets)  # fmt: skip
@@ -105,15 +108,20 @@ class ModelSection:
             raise ValueError(str(e).replace("ModelConfig.", "model.")) from None
 
     @property
+    def how_to_run(self) -> dict:
+        """The settings of how the run's models compute, applied to a loaded one too."""
+        return dict(remat=self.remat, attention=self.attention)
+
+    @property
     def from_scratch(self) -> bool:
         return not (self.preset or self.init_from)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         lora = dict(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, lora_targets=self.lora_targets)
         if self.preset:
-            return dataclasses.replace(preset(self.preset), remat=self.remat, scan_layers=self.scan_layers, **lora)
+            return dataclasses.replace(preset(self.preset), **self.how_to_run, scan_layers=self.scan_layers, **lora)
         return ModelConfig(
-            remat=self.remat,
+            **self.how_to_run,
             scan_layers=self.scan_layers,
             **lora,
             family=self.family,

@@ -132,6 +132,24 @@ def test_a_mid_size_run_for_a_v4_8_holds_less_with_remat_lora_and_bf16_sampling(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (pip install -e '.[tpu]')")
+def test_splash_attention_lowers_for_a_v4_8_and_holds_less_than_the_einsum():  # pragma: no cover - where libtpu
+    t = aot.target("v4-8")
+    devices = aot.target_devices(t)
+
+    def step(attention):
+        cfg = load_experiment("experiments/sft_summarization.py:tiny")
+        cfg = override(cfg, [*MID, "train.batch_size=32", f"model.attention={attention}"])
+        return aot.compile_run(cfg, devices)[0][0]
+
+    einsum, splash, auto = step("einsum"), step("splash"), step("auto")
+    # the [B, H, T, T] float32 scores of 4 layers (8 rows x 8 heads x 512^2 per device) are not kept
+    scores = 4 * 8 * 8 * 512 * 512 * 4
+    assert einsum.temporaries - splash.temporaries > 0.5 * scores
+    assert auto.temporaries == splash.temporaries  # auto chose splash for the TPU target
+
+
+@pytest.mark.slow
 def test_an_offline_objectives_reference_is_counted_resident_beside_its_step():
     dpo = override(load_experiment("experiments/quickstart.py:dpo,tiny").policy, ["mesh=1,-1,1"])
     (step,), figures = aot.compile_run(dpo, jax.devices())

@@ -15,10 +15,10 @@ from scipy import stats
 
 from rlhf_jax import mesh as mesh_lib
 from rlhf_jax.compiles import CompileCounter
+from rlhf_jax.models.attention import attention
 from rlhf_jax.models.config import ModelConfig
 from rlhf_jax.models.hf import load_hf
 from rlhf_jax.models.kv_cache import KVCache
-from rlhf_jax.models.layers import attention
 from rlhf_jax.models.transformer import init_model, with_dtype
 from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds, inverse_cdf_draw
 

@@ -37,7 +37,7 @@ from rlhf_jax.experiment import KINDS, ExperimentConfig
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.models import lora
 from rlhf_jax.models.hf import checkpoint_head, load_hf, save_hf
-from rlhf_jax.models.transformer import init_model, with_remat
+from rlhf_jax.models.transformer import init_model, run_as
 from rlhf_jax.train_step import (
     TrainState,
     init_state,
@@ -326,7 +326,8 @@ def scalar_from_lm(model, lm_params, mesh, seed: int = 0):
 
 def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
     """From scratch (model.* sizes, train.seed), or from model.init_from; vocab_size is
-    the tokenizer's, which the model's vocabulary must hold. Run with model.remat, in
+    the tokenizer's, which the model's vocabulary must hold. Run with model.remat and
+    model.attention, in
     model.scan_layers' layout."""
     if not cfg.model.init_from:
         if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
@@ -338,7 +339,7 @@ def build_model(cfg: ExperimentConfig, vocab_size: int, mesh, head: str = "lm"):
         model, params = load_hf(checkpoint_dir(cfg.model.init_from), mesh=mesh, scan_layers=cfg.model.scan_layers)
     else:
         model, params = load_scalar(cfg.model.init_from, mesh, cfg.train.seed, scan_layers=cfg.model.scan_layers)
-    model = with_remat(model, cfg.model.remat)
+    model = run_as(model, **cfg.model.how_to_run)
     if model.cfg.vocab_size < vocab_size:
         raise ValueError(
             f"model.init_from={cfg.model.init_from}: a vocabulary of {model.cfg.vocab_size} tokens, "

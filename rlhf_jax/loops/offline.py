@@ -25,6 +25,7 @@ from rlhf_jax.loops.data import TaskData
 from rlhf_jax.losses.preference import OBJECTIVES, completion_logps, kto_loss, preference_loss
 from rlhf_jax.models import lora
 from rlhf_jax.models.hf import load_hf
+from rlhf_jax.models.transformer import run_as
 from rlhf_jax.workdir import checkpoint_dir
 
 
@@ -73,6 +74,7 @@ def preference(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
         ref_model, ref_params = load_hf(
             checkpoint_dir(cfg.preference.reference), mesh=mesh, scan_layers=cfg.model.scan_layers
         )
+        ref_model = run_as(ref_model, ref_model.cfg.remat, cfg.model.attention)
         if ref_model.cfg.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"preference.reference={cfg.preference.reference}: vocabulary differs from the policy's")
     elif lora.has_adapters(params):  # the same base, adapters off (shared: a LoRA base is never donated)

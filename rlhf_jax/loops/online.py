@@ -43,7 +43,7 @@ from rlhf_jax.losses import policy as policy_losses
 from rlhf_jax.losses.common import masked_sum
 from rlhf_jax.models import lora
 from rlhf_jax.models.hf import load_hf
-from rlhf_jax.models.transformer import param_shardings, with_dtype, with_remat
+from rlhf_jax.models.transformer import param_shardings, run_as, with_dtype
 from rlhf_jax.sampling import Sampler, SamplingConfig
 from rlhf_jax.train_step import (
     init_state,
@@ -276,7 +276,7 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
     ref_params = lora.without_adapters(params) if lora.has_adapters(params) else jax.tree.map(jnp.copy, params)
     if rl.reference:
         reference, ref_params = load_hf(checkpoint_dir(rl.reference), mesh=mesh, scan_layers=policy.cfg.scan_layers)
-        if dataclasses.replace(reference.cfg, remat=policy.cfg.remat) != lora.base_config(policy.cfg):
+        if dataclasses.replace(reference.cfg, **cfg.model.how_to_run) != lora.base_config(policy.cfg):
             raise ValueError(f"rl.reference={rl.reference}: a model other than the policy's ({reference.cfg})")
         if lora.has_adapters(params):  # run by the policy's program: adapters that add 0
             ref_params = lora.without_adapters(with_adapters(cfg, reference, ref_params, mesh)[1])
@@ -292,10 +292,12 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
                 f"rl.reward_model={rl.reward_model}: vocabulary of {rm.cfg.vocab_size} tokens, "
                 f"the policy's has {policy.cfg.vocab_size} (they must share the tokenizer)"
             )
+    if rm is not None:  # its forwards by the run's attention kernel
+        rm = run_as(rm, rm.cfg.remat, cfg.model.attention)
     critic = None
     if rl.estimator.critic:
         if rl.critic_from == "reward" and rm is not None:
-            critic, value_params = with_adapters(cfg, with_remat(rm, cfg.model.remat), rm_params, mesh)
+            critic, value_params = with_adapters(cfg, run_as(rm, **cfg.model.how_to_run), rm_params, mesh)
         else:
             critic, value_params = scalar_from_lm(policy, ref_params, mesh, cfg.train.seed)
         # its own copy of what it trains (donated with the state); a frozen LoRA base stays shared

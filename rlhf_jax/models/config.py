@@ -18,6 +18,9 @@ DTYPES = ("float32", "bfloat16")
 # keeps every activation; "full" keeps only each block's input and recomputes the rest;
 # "dots" keeps the matmul outputs; "dots_no_batch" those without batch dimensions.
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# Self-attention of training forwards and prefills (`models/attention.py`): the einsum
+# reference, XLA's fused op, cuDNN's or Pallas splash kernel, or by platform.
+ATTENTION = ("einsum", "xla", "cudnn", "splash", "auto")
 # Projections LoRA can adapt (`models/lora.py`): attention q, k, v, o; MLP gate, up, down.
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -68,6 +71,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"  # REMAT_POLICIES; how to run, not what the model is (not in config.json)
     scan_layers: bool = False  # one scanned block over stacked layer params (compile time flat in depth)
+    attention: str = "einsum"  # ATTENTION; like remat, how to run (not in config.json)
     # LoRA (Hu et al. 2021, `models/lora.py`): rank-r adapters on `lora_targets`, y = x W + (alpha / r) x A B;
     # 0 = none. Like remat, not part of config.json: an HF export merges the adapters into W.
     lora_rank: int = 0
@@ -103,6 +107,7 @@ class ModelConfig:
         _check(self.rope_type in ROPE_TYPES, "rope_type", self.rope_type, f"one of {ROPE_TYPES}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {DTYPES}")
         _check(self.remat in REMAT_POLICIES, "remat", self.remat, f"one of {REMAT_POLICIES}")
+        _check(self.attention in ATTENTION, "attention", self.attention, f"one of {ATTENTION}")
         _check(self.norm_eps > 0, "norm_eps", self.norm_eps, "positive")
         _check(self.lora_rank >= 0, "lora_rank", self.lora_rank, "an integer >= 0 (0 = no adapters)")
         _check(self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "positive")

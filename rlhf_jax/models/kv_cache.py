@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rlhf_jax.models.layers import attention
+from rlhf_jax.models.attention import attention
 
 
 @struct.dataclass
@@ -85,7 +85,7 @@ class KVCache:
         """Attention of the queries written at `index` over chunks 0..chunk_of(index);
         `mask_BxTxS` spans all the cache's slots.
 
-        Static index: one softmax over the chunks (`layers.attention`). Traced index (a
+        Static index: one softmax over the chunks (`attention.attention`). Traced index (a
         decode step): each chunk's part (m_c = max score, l_c = sum exp(s - m_c),
         o_c = sum exp(s - m_c) v) under a `lax.cond` that skips unfilled chunks, merged as
         o = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c with M = max_c m_c. Each chunk's

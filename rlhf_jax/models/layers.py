@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from rlhf_jax.mesh import shard
+from rlhf_jax.models import attention
 from rlhf_jax.models.config import ModelConfig
 
 INIT_STD = 0.02
@@ -106,37 +107,6 @@ def apply_rope(x_BxTxNxE, cos_BxTxR, sin_BxTxR):
     return jnp.concatenate([out, x_pass], axis=-1) if x_pass.shape[-1] else out
 
 
-def attention(q_BxTxHxE, k_BxKxSxE, v_BxKxSxE, mask_BxTxS):
-    """softmax(q k^T / sqrt(E) + mask) v with grouped-query heads; scores in float32.
-
-    Keys and values are heads-major [B, K, S, E] (the KV cache's layout), so a decode step
-    contracts the cache in place instead of transposing all of it every token. They may
-    also come as tuples of chunks [B, K, S_c, E] along the slots (the sampler's cache, see
-    `kv_cache.py`), with the mask spanning sum(S_c): each chunk is contracted where it lies,
-    so no chunk is copied into one array.
-    Masked scores get the most negative float, so a row with no visible key (a padding
-    query) becomes a uniform average rather than NaN; its output is never used.
-    """
-    k_chunks = k_BxKxSxE if isinstance(k_BxKxSxE, tuple) else (k_BxKxSxE,)
-    v_chunks = v_BxKxSxE if isinstance(v_BxKxSxE, tuple) else (v_BxKxSxE,)
-    B, T, H, E = q_BxTxHxE.shape
-    K = k_chunks[0].shape[1]
-    q_BxKxGxTxE = q_BxTxHxE.reshape(B, T, K, H // K, E).transpose(0, 2, 3, 1, 4)
-    scores = jnp.concatenate(
-        [jnp.einsum("bkgte,bkse->bkgts", q_BxKxGxTxE, k, preferred_element_type=jnp.float32) for k in k_chunks],
-        axis=-1,
-    )
-    scores = scores / math.sqrt(E)
-    scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_chunks[0].dtype)
-    out_BxKxGxTxE, start = 0, 0
-    for v in v_chunks:
-        stop = start + v.shape[2]
-        out_BxKxGxTxE = out_BxKxGxTxE + jnp.einsum("bkgts,bkse->bkgte", probs[..., start:stop], v)
-        start = stop
-    return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(B, T, H, E)
-
-
 # ----------------------------------------------------------------------------- modules
 
 
@@ -194,6 +164,7 @@ class Attention(nnx.Module):
         self.k = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs, *_lora(cfg, "k"))
         self.v = Proj((D,), (K, E), ("embed",), ("kv_heads", "head_dim"), cfg.qkv_bias, rngs, *_lora(cfg, "v"))
         self.o = Proj((H, E), (D,), ("heads", "head_dim"), ("embed",), cfg.o_bias, rngs, *_lora(cfg, "o"))
+        self.impl = cfg.attention  # the kernel of forwards and prefills (attention.py)
 
     def __call__(self, x_BxTxD, rope, mask_BxTxS, cache, index, last_query: bool = False):
         """Attention output [B, T, D], or [B, 1, D] for the last position only when
@@ -207,9 +178,15 @@ class Attention(nnx.Module):
         if rope is not None:
             q_rope = tuple(t[:, -1:] for t in rope) if last_query else rope
             q, k = apply_rope(q, *q_rope), apply_rope(k, *rope)
+        prefill = cache is not None and isinstance(index, int) and index == 0  # slots [0, T): keys of this call only
+        if self.impl != "einsum" and (cache is None or prefill):
+            out_BxTxHxE = attention.self_attention(q, k, v, mask_BxTxS[..., : k.shape[1]], self.impl)
+            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
+            cache = None if cache is None else cache.write(k, v, index)
+            return self.o(out_BxTxHxE), cache
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
         if cache is None:
-            out_BxTxHxE = attention(q, k, v, mask_BxTxS)
+            out_BxTxHxE = attention.attention(q, k, v, mask_BxTxS)
         else:  # a KVCache (kv_cache.py): this call's keys go to slots [index, index + T)
             cache = cache.write(k, v, index)
             out_BxTxHxE = cache.attend(q, mask_BxTxS, index)

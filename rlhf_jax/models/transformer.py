@@ -183,6 +183,12 @@ def with_remat(model: Model, policy: str) -> Model:
     return _run_as(model, remat=policy)
 
 
+def run_as(model: Model, remat: str, attention: str) -> Model:
+    """The same model run as a run's `model.how_to_run` says: its remat policy and its
+    attention kernel (`attention.py`)."""
+    return _run_as(model, remat=remat, attention=attention)
+
+
 def with_dtype(model: Model, dtype: str) -> Model:
     """The same model (same float32 params) computing in another dtype: each weight cast
     as it is used, activations and a sampler's KV cache in `dtype` (logits in float32)."""
