@@ -26,8 +26,8 @@ experience step's policy and reference arguments are the same base arrays at run
 the compiler counts them twice, so its figure errs high. Above the chip's
 HBM the run cannot start there: `check` names the program and the knobs that shrink it.
 FLOPs per iteration are counted from the shapes (2 per parameter and token forward, 6
-training), not from the compiler (which counts a scanned layer once); the time at an
-assumed MFU follows.
+training); `roofline` predicts the iteration's time from XLA's cost analysis of each
+program (`roofline.py`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from rlhf_jax.losses.sft import sft_loss
 from rlhf_jax.models import lora
 from rlhf_jax.models.transformer import abstract_model, count_params, with_dtype
 from rlhf_jax.rollout import BaselineState
-from rlhf_jax.sampling import Sampler, SamplingConfig
+from rlhf_jax.roofline import Cost, Line, Roofline, decode_step, extrapolate
+from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds
 from rlhf_jax.train_step import (
     TrainState,
     make_optimizer,
@@ -70,13 +71,15 @@ HEADROOM = 0.10  # the share of HBM a fitted setting leaves free (allocator, fra
 @dataclasses.dataclass(frozen=True)
 class Target:
     """A TPU slice: its topology for `get_topology_desc`, and per device (a chip; a v4 or
-    v5p chip's two TensorCores are one megacore device) HBM and peak bf16 TFLOP/s."""
+    v5p chip's two TensorCores are one megacore device) HBM, peak bf16 TFLOP/s and HBM
+    bandwidth (GB/s; Google's data sheets)."""
 
     name: str
     topology: str
     chip_config: str
     hbm_gib: float
     peak_tflops: float
+    hbm_gbps: float
 
     @property
     def devices(self) -> int:
@@ -88,11 +91,11 @@ def _targets() -> dict[str, Target]:
     cubes = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8"}
     planes = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
     for chips, shape in cubes.items():  # v4-N and v5p-N count TensorCores: N = 2 x chips
-        out[f"v4-{2 * chips}"] = Target(f"v4-{2 * chips}", f"v4:{shape}", "megacore", 32.0, 275.0)
-        out[f"v5p-{2 * chips}"] = Target(f"v5p-{2 * chips}", f"v5p:{shape}", "megacore", 95.0, 459.0)
+        out[f"v4-{2 * chips}"] = Target(f"v4-{2 * chips}", f"v4:{shape}", "megacore", 32.0, 275.0, 1200.0)
+        out[f"v5p-{2 * chips}"] = Target(f"v5p-{2 * chips}", f"v5p:{shape}", "megacore", 95.0, 459.0, 2765.0)
     for chips, shape in planes.items():  # v5e-N and v6e-N count chips
-        out[f"v5e-{chips}"] = Target(f"v5e-{chips}", f"v5e:{shape}", "default", 16.0, 197.0)
-        out[f"v6e-{chips}"] = Target(f"v6e-{chips}", f"v6e:{shape}", "default", 32.0, 918.0)
+        out[f"v5e-{chips}"] = Target(f"v5e-{chips}", f"v5e:{shape}", "default", 16.0, 197.0, 819.0)
+        out[f"v6e-{chips}"] = Target(f"v6e-{chips}", f"v6e:{shape}", "default", 32.0, 918.0, 1640.0)
     return out
 
 
@@ -144,6 +147,8 @@ class Program:
     aliased: int
     resident: int  # held beside the program, not among its arguments
     compile_s: float
+    flops: float = 0.0  # per device, XLA's cost analysis of the program as compiled (a loop's body once)
+    hbm_bytes: float = 0.0  # likewise: bytes the program reads and writes in HBM
 
     @property
     def total(self) -> int:
@@ -156,6 +161,8 @@ def _measure(name: str, lowered_fn, resident: int) -> Program:
     seconds = time.time() - t0
     print(f"  compiled {name} in {seconds:.1f} s", flush=True)  # a 7B program can take minutes
     m = compiled.memory_analysis()
+    cost = compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost  # one dict per device program (older JAX: a list)
     return Program(
         name,
         int(m.argument_size_in_bytes),
@@ -164,6 +171,8 @@ def _measure(name: str, lowered_fn, resident: int) -> Program:
         int(m.alias_size_in_bytes),
         resident,
         seconds,
+        float(cost.get("flops", 0.0)),
+        float(cost.get("bytes accessed", 0.0)),
     )
 
 
@@ -191,11 +200,16 @@ def _rows(mesh, shape, dtype=jnp.int32, rules=mesh_lib.TRAIN_RULES):
     return jax.ShapeDtypeStruct(shape, dtype, sharding=mesh_lib.batch_sharding(mesh, rules, shape=shape))
 
 
-def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -> tuple[list[Program], dict]:
+def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None, layers: int = 0,
+                skip: tuple[str, ...] = ()) -> tuple[list[Program], dict]:  # fmt: skip
     """Compile every program of one iteration of cfg's loop on a mesh of `devices`.
-    Returns the programs and the figures of the iteration (parameters, FLOPs)."""
+    Returns the programs and the figures of the iteration (parameters, FLOPs, the sampler's
+    bytes per step). `layers` > 0: the model unrolled at that depth (the roofline's cost
+    passes); `skip`: programs not compiled."""
     mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
     model_cfg = run_model_config(cfg, vocab_size)
+    if layers:
+        model_cfg = dataclasses.replace(model_cfg, n_layers=layers, scan_layers=False)
     P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
     T = P + C
     optimizer = make_optimizer(cfg.optim)
@@ -205,7 +219,7 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
     programs: list[Program] = []
     with mesh_lib.use_mesh(mesh, mesh_lib.TRAIN_RULES):
         if kind == "rl":
-            programs, figures = _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated)
+            programs, figures = _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated, skip)
         else:
             head = "scalar" if kind == "reward" else "lm"
             model, _, _ = abstract_model(model_cfg, head)
@@ -238,13 +252,14 @@ def compile_run(cfg: ExperimentConfig, devices, vocab_size: int | None = None) -
                 resident = device_bytes(lora.partition(params)[0])
             else:
                 resident = device_bytes(params) if needs_ref else 0
-            programs.append(_measure("step", lambda: step.lower(state, batch), resident))
+            if "step" not in skip:
+                programs.append(_measure("step", lambda: step.lower(state, batch), resident))
             n = count_params(params)
             figures = {"params": n, "trainable": count_params(lora.partition(params)[0]), "flops": 6 * n * tokens}
     return programs, figures
 
 
-def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
+def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated, skip=()):
     rl = cfg.rl
     P, C = cfg.data.max_prompt_len, cfg.data.max_completion_len
     T, N = P + C, rl.rollout_batch
@@ -282,7 +297,10 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
     resident = state_bytes + ref_bytes + rm_bytes - (0 if whole else device_bytes(params))
     with mesh_lib.use_mesh(mesh, rules):
-        programs.append(_measure("sampler", lambda: sampler._fn.lower(sample_params, prompts, prompts, key), resident))
+        if "sampler" not in skip:
+            programs.append(
+                _measure("sampler", lambda: sampler._fn.lower(sample_params, prompts, prompts, key), resident)
+            )
 
     def scored(n):
         f32, b = jnp.float32, jnp.bool_
@@ -296,14 +314,16 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
     )
     beta = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
     lowered = lambda: experience.lower(state.params, ref, scored(N), greedy, beta, baseline, key)  # noqa: E731
-    programs.append(_measure("experience", lowered, opt_bytes + rm_bytes))
+    if "experience" not in skip:
+        programs.append(_measure("experience", lowered, opt_bytes + rm_bytes))
     rollout = jax.eval_shape(experience, state.params, ref, scored(N), greedy, beta, baseline, key)[0]
     rollout = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows_sharding(mesh, x)), rollout)
     step = train_step_fn(online.make_loss(rl, policy, critic, C), optimizer, cfg.optim.accum_steps, schedule)
     update = online.make_update(step, jax.tree.map(lambda x: x.sharding, state))
     order = jax.ShapeDtypeStruct((rl.steps_per_iteration, rl.minibatch), jnp.int32, sharding=replicated)
-    programs.append(_measure("update", lambda: update.lower(state, rollout, order), ref_bytes + rm_bytes))
-    if rm_program is not None:
+    if "update" not in skip:
+        programs.append(_measure("update", lambda: update.lower(state, rollout, order), ref_bytes + rm_bytes))
+    if rm_program is not None and "reward" not in skip:
         programs.append(_measure("reward", rm_program, state_bytes + ref_bytes))
     n_policy = count_params(params)
     n_critic = count_params(state_params["value"]) if critic is not None else 0
@@ -316,8 +336,92 @@ def _rl_programs(cfg, model_cfg, mesh, optimizer, schedule, replicated):
         "params": n_policy + n_critic,
         "trainable": count_params(lora.partition(state_params)[0]),
         "flops": flops,
+        "decode": _decode_bytes(model_cfg, mesh, sampling, params, prompts, rl),
     }
     return programs, figures
+
+
+def _decode_bytes(model_cfg, mesh, sampling: SamplingConfig, params, prompts, rl) -> dict:
+    """What one device moves per sampler step: every weight of the policy (as stored, float32,
+    cast as used; over the tensor axis: its share) and the KV cache slots the step attends
+    over (`kv_cache.py`'s chunks: a step reads the chunks filled so far), averaged over the
+    completion's steps; and the prefill's. Rows: the device's share of the prompts drawn,
+    times k. With rl.sampler_weights=sharded each step also gathers the weights over the
+    chips' links, which this does not count."""
+    P, C = sampling.max_cache_len - sampling.max_new_tokens, sampling.max_new_tokens
+    rows = prompts.sharding.shard_shape(prompts.shape)[0] * rl.k
+    tensor = mesh.shape["tensor"]
+    kv_heads = model_cfg.n_kv_heads // tensor if model_cfg.n_kv_heads % tensor == 0 else model_cfg.n_kv_heads
+    slot_bytes = 2 * model_cfg.n_layers * rows * kv_heads * model_cfg.head_dim * jnp.dtype(rl.sample_dtype).itemsize
+    bounds = cache_bounds(P, C, sampling.cache_chunks)
+    read = float(np.mean([next(b for b in bounds[1:] if b > P + i) for i in range(C)]))
+    n = count_params(params) / tensor
+    return {"rows": rows, "weight_bytes": 4 * n, "params": n, "kv_bytes": slot_bytes * read,
+            "prefill_tokens": P, "prefill_kv_bytes": slot_bytes * P, "new_tokens": C}  # fmt: skip
+
+
+OPTIMISER = Cost(15.0, 32.0)  # per float32 parameter trained: AdamW and global-norm clipping (see `roofline`)
+
+
+def roofline(cfg: ExperimentConfig, devices, t: Target, figures: dict, vocab_size: int | None = None) -> Roofline:
+    """The iteration's roofline on the slice (`roofline.py`). Each compiled program's XLA
+    cost is taken on one device for one device's share of the rows (on the whole slice the
+    partitioner's own loops, a collective matmul's ring steps, would hide most FLOPs from the
+    count: a Pythia-6.9B layer on v4-64 reads as 0.15 of its FLOPs), then divided over the
+    tensor axis; communication is not counted. The optimiser, which a device runs on its
+    shard of the parameters only, is taken out of that count and put back per shard: AdamW
+    with global-norm clipping reads and writes about 32 bytes and does about 15 FLOPs per
+    float32 parameter trained (`OPTIMISER`). Depth is scaled from passes unrolled at 1 and 2
+    layers; gradient accumulation is one pass; the update's minibatch steps are one step
+    times the steps. The sampler is counted from the bytes each step moves."""
+    mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
+    shards, tensor = mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]
+    depth = run_model_config(cfg, vocab_size).n_layers
+    optimiser = OPTIMISER * figures["trainable"]
+    unsharded = optimiser * (1 / tensor - 1 / (mesh.shape["fsdp"] * tensor))  # counted whole, run on a shard
+
+    def local(rows: int, key: str) -> int:
+        if rows % shards:
+            raise ValueError(f"roofline: {key}={rows} rows do not split over the mesh's {shards} batch shards")
+        return rows // shards
+
+    one = dataclasses.replace(cfg, mesh=(1, 1, 1), optim=dataclasses.replace(cfg.optim, accum_steps=1))
+
+    def costs(run: ExperimentConfig, skip: tuple[str, ...]) -> dict[str, Cost]:
+        by_depth = [{p.name: Cost(p.flops, p.hbm_bytes) * (1 / tensor)
+                     for p in compile_run(run, devices[:1], vocab_size, n, skip)[0]} for n in (1, 2)]  # fmt: skip
+        return {name: extrapolate(by_depth[0][name], by_depth[1][name], depth) for name in by_depth[0]}
+
+    lines = []
+    if cfg.train.kind != "rl":
+        batch = local(cfg.train.batch_size, "train.batch_size")
+        run = dataclasses.replace(one, train=dataclasses.replace(cfg.train, batch_size=batch))
+        lines.append(Line("step", costs(run, ())["step"] - unsharded))
+    else:
+        rl = cfg.rl
+        d = figures["decode"]
+        prefill = Cost(2.0 * d["params"] * d["rows"] * d["prefill_tokens"], d["weight_bytes"] + d["prefill_kv_bytes"])
+        step = decode_step(d["weight_bytes"], d["kv_bytes"], d["params"], d["rows"])
+        lines += [Line("prefill", prefill), Line("decode", step, d["new_tokens"])]
+        rows, minibatch = local(rl.rollout_batch, "rl.rollout_batch"), local(rl.minibatch, "rl.minibatch")
+        try:  # a device's rows: its share of the rollout
+            forwards = dataclasses.replace(rl, rollout_batch=rows, minibatch=minibatch)
+        except ValueError as e:
+            raise ValueError(f"roofline: a device's share of the rollout is no whole number of groups ({e})") from None
+        try:  # one minibatch step of its share
+            one_step, calls = dataclasses.replace(forwards, rollout_batch=minibatch, updates_per_batch=1), 1.0
+        except ValueError:  # a share that is no whole number of groups: a step on all its rows, scaled by rows
+            one_step = dataclasses.replace(forwards, minibatch=rows, updates_per_batch=1)
+            calls = minibatch / rows
+        rest = costs(dataclasses.replace(one, rl=forwards), ("sampler", "update"))
+        lines += [Line(name, cost) for name, cost in rest.items()]
+        update = costs(dataclasses.replace(one, rl=one_step), ("sampler", "experience", "reward"))["update"]
+        update = update - unsharded
+        lines.append(Line("update", update, calls * rl.steps_per_iteration))
+    decode = next((line for line in lines if line.name == "decode"), None)
+    peak, bandwidth = t.peak_tflops * 1e12, t.hbm_gbps * 1e9
+    tokens = figures["decode"]["rows"] / decode.cost.seconds(peak, bandwidth) if decode else 0.0
+    return Roofline(tuple(lines), peak, bandwidth, t.devices, figures["flops"], tokens)
 
 
 def rows_sharding(mesh, x):
@@ -330,9 +434,9 @@ def rows_sharding(mesh, x):
 # ----------------------------------------------------------------------------- report
 
 
-def report(cfg: ExperimentConfig, t: Target, programs: list[Program], figures: dict, mfu: float = 0.4) -> str:
+def report(cfg: ExperimentConfig, t: Target, programs: list[Program], figures: dict) -> str:
     """Per program and device: arguments, outputs, temporaries, resident beside it, total,
-    against the chip's HBM; then FLOPs per iteration and its time at `mfu`."""
+    against the chip's HBM (the time: `roofline`)."""
     hbm = t.hbm_gib * GiB
     lines = [
         f"{cfg.name} on {t.name} ({t.devices} devices of {t.hbm_gib:g} GiB, mesh {tuple(cfg.mesh)}): "
@@ -345,11 +449,7 @@ def report(cfg: ExperimentConfig, t: Target, programs: list[Program], figures: d
             f"{p.name:<11}{g(p.arguments)} {g(p.outputs)} {g(p.temporaries)} {g(p.resident):>9} {g(p.total)}"
             f"{p.total / hbm:>8.0%}{p.compile_s:>8.1f}s"
         )
-    seconds = figures["flops"] / (mfu * t.peak_tflops * 1e12 * t.devices)
-    lines.append(
-        f"iteration: {figures['flops'] / 1e12:,.1f} TFLOP; {seconds:,.2f} s at {mfu:.0%} MFU "
-        f"({t.peak_tflops:g} TFLOP/s bf16 peak per device); GiB per device"
-    )
+    lines.append(f"GiB per device; a chip: {t.peak_tflops:g} TFLOP/s bf16, {t.hbm_gbps:g} GB/s HBM")
     return "\n".join(lines)
 
 

@@ -50,10 +50,10 @@ def _nbytes(tree) -> int:
 def run_model_config(cfg: ExperimentConfig, vocab_size: int | None):
     """The model the run builds: model.init_from's config.json where that checkpoint exists
     (a pipeline's later stages start from ones not written yet: their model.* sizes), else
-    its preset or sizes; with the run's remat, layout and LoRA settings."""
+    its preset or sizes; with the run's remat, attention, layout and LoRA settings."""
     m = cfg.model
     if m.init_from and not m.preset:
-        run = dict(remat=m.remat, scan_layers=m.scan_layers, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+        run = dict(**m.how_to_run, scan_layers=m.scan_layers, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
                    lora_targets=m.lora_targets)  # fmt: skip
         try:
             return dataclasses.replace(read_config(checkpoint_dir(m.init_from)), **run)

@@ -130,6 +130,7 @@ def target_report(cfg, name: str) -> str:
         print(aot.report(stage, t, programs, figures), flush=True)
         aot.check(t, programs)
         least = min(least, aot.headroom(t, programs))
+        print(aot.roofline(stage, devices, t, figures).report(), flush=True)
     note = "" if least >= aot.HEADROOM else f" (under the {aot.HEADROOM:.0%} that allocator and buffers may want)"
     return f"all programs fit; the largest leaves {least:.0%} of the chip's HBM free{note}"
 

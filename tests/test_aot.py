@@ -68,11 +68,11 @@ def test_dynamic_sampling_compiles_the_sampler_for_every_drawn_prompt(full):
 def test_a_program_over_the_chips_hbm_is_refused_by_name_with_the_knobs(full):
     programs, _ = full
     update = programs["update"].total
-    small = aot.Target("tiny-chip", "v4:2x2x1", "megacore", 0.9 * update / aot.GiB, 1.0)
+    small = aot.Target("tiny-chip", "v4:2x2x1", "megacore", 0.9 * update / aot.GiB, 1.0, 1.0)
     with pytest.raises(ValueError, match=r"the update program needs .* GiB per device.*mesh.*accum_steps.*lora_rank"):
         aot.check(small, [programs["update"]])
     aot.check(aot.target("v4-8"), list(programs.values()))  # 32 GiB: fits
-    roomy = aot.Target("roomy-chip", "v4:2x2x1", "megacore", 2 * update / aot.GiB, 1.0)
+    roomy = aot.Target("roomy-chip", "v4:2x2x1", "megacore", 2 * update / aot.GiB, 1.0, 1.0)
     assert aot.headroom(roomy, [programs["update"]]) == pytest.approx(0.5)
 
 

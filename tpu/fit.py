@@ -9,8 +9,9 @@ per chip are checked against the chip's HBM less `aot.HEADROOM` (10%).
     python tpu/fit.py --only rloo_paper_tldr_pythia:rloo_k4 --table
 
 One record per variant in tpu/fit/ (with its config's digest: a variant whose settings
-changed is compiled again), so a cut-off run goes on where it stopped; `--table` prints the
-table of docs/pods.md from the records. Exit status 1 when a variant does not fit with the headroom.
+changed is compiled again; a record without the iteration's roofline, `aot.roofline`,
+gets it), so a cut-off run goes on where it stopped; `--table` prints the tables of
+docs/pods.md from the records. Exit status 1 when a variant does not fit with the headroom.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def fit(module: str, variant: str) -> dict:
     cfg = stage_config(module, variant)
     target = aot.target(SETTINGS[module].slice)
     t0 = time.time()
-    programs, figures = aot.compile_run(cfg, aot.target_devices(target))
+    devices = aot.target_devices(target)
+    programs, figures = aot.compile_run(cfg, devices)
     print(aot.report(cfg, target, programs, figures), flush=True)
+    roof = aot.roofline(cfg, devices, target, figures)
+    print(roof.report(), flush=True)
     return {
         "module": module,
         "variant": variant,
@@ -79,9 +83,24 @@ def fit(module: str, variant: str) -> dict:
         "params": figures["params"],
         "trainable": figures["trainable"],
         "tflop_per_iteration": figures["flops"] / 1e12,
+        "roofline": roof.record(),
         "seconds": round(time.time() - t0, 1),
         "versions": {"jax": jax.__version__, "libtpu": _libtpu_version()},
     }
+
+
+def add_roofline(record: dict) -> dict:
+    """A record of before the roofline, with it (`aot.roofline`; no program compiled again)."""
+    from experiments.rloo_paper_settings import SETTINGS
+    from rlhf_jax import aot
+
+    cfg = stage_config(record["module"], record["variant"])
+    target = aot.target(SETTINGS[record["module"]].slice)
+    devices = aot.target_devices(target)
+    _, figures = aot.compile_run(cfg, devices, skip=("sampler", "experience", "update", "reward", "step"))
+    roof = aot.roofline(cfg, devices, target, figures)
+    print(f"{record['module']}:{record['variant']}\n{roof.report()}", flush=True)
+    return {**record, "roofline": roof.record()}
 
 
 def _libtpu_version() -> str:
@@ -133,6 +152,29 @@ def table(records: list[dict]) -> str:
     if lora:
         lines += ["", head + " update: saved against full |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [row(r) for r in lora]
+    return "\n".join(lines) + "\n\n" + roofline_table(records)
+
+
+def roofline_table(records: list[dict]) -> str:
+    """Markdown: per variant, the iteration's time at the roofline (`aot.roofline`), its
+    longest program and what bounds it, the MFU that time allows, and the sampler's decode
+    tokens per second per chip at HBM bandwidth."""
+    lines = ["| module:variant | iteration at the roofline | longest program | MFU at most | decode tokens/s/chip |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in records:
+        if "roofline" not in r:
+            continue
+        roof = r["roofline"]
+        longest = max(roof["programs"], key=lambda p: p["seconds"])
+        tokens = roof["decode_tokens_per_s_per_chip"]
+        lines.append(
+            f"| {r['module'].removeprefix('rloo_paper_')}:{r['variant']} | {roof['seconds']:,.2f} s | "
+            f"{longest['name']} ({longest['bound']}, {longest['seconds']:,.2f} s) | {roof['mfu']:.0%} | "
+            f"{f'{tokens:,.0f}' if tokens else '-'} |"
+        )
+    missing = sum("roofline" not in r for r in records)
+    if missing:
+        lines.append(f"\n{missing} more without a roofline yet: python tpu/fit.py adds it")
     return "\n".join(lines)
 
 
@@ -157,8 +199,8 @@ def main(argv=None) -> int:
     failed = []
     for module, variant in todo:
         record = read(module, variant)
-        if record is None:
-            record = fit(module, variant)
+        if record is None or "roofline" not in record:
+            record = fit(module, variant) if record is None else add_roofline(record)
             with open(record_path(module, variant), "w") as f:
                 json.dump(record, f, indent=1)
                 f.write("\n")
