@@ -32,7 +32,8 @@ class SFTBatch:
 @struct.dataclass
 class PreferenceBatch:
     """Chosen and rejected sequences (prompt + completion, same T), their completion masks,
-    and the reference model's sequence log-probs (zeros for reference-free objectives)."""
+    the reference model's sequence log-probs (zeros for reference-free objectives), and
+    tie_B: 1 where the labeller judged the pair equal (reward models' tie term; None: none)."""
 
     chosen_tokens_BxT: jnp.ndarray
     chosen_mask_BxT: jnp.ndarray
@@ -42,6 +43,7 @@ class PreferenceBatch:
     rejected_completion_mask_BxT: jnp.ndarray
     ref_chosen_logps_B: jnp.ndarray
     ref_rejected_logps_B: jnp.ndarray
+    tie_B: jnp.ndarray | None = None
 
 
 @struct.dataclass

@@ -192,7 +192,8 @@ class DataSection:
 @dataclasses.dataclass(frozen=True)
 class TrainSection:
     """prompt_loss_weight (SFT): weight of a prompt token in the loss relative to a
-    completion token; 0 = completion only (TRL's default)."""
+    completion token; 0 = completion only (TRL's default). tie_strength (reward models on
+    comparisons with ties, `data.comparisons`): Davidson's nu, the tie term's weight."""
 
     kind: str = "sft"
     steps: int = 200
@@ -202,6 +203,7 @@ class TrainSection:
     save_every: int = 100
     keep: int = 2
     prompt_loss_weight: float = 0.0
+    tie_strength: float = 1.0  # reward models on comparisons with ties: Davidson's nu (losses/reward.py)
 
     def __post_init__(self):
         config_lib.check_numbers(self, {"seed": ">= 0"})
@@ -212,6 +214,8 @@ class TrainSection:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 1")
         if self.prompt_loss_weight < 0:
             raise ValueError(f"train.prompt_loss_weight={self.prompt_loss_weight}: must be >= 0")
+        if not self.tie_strength > 0:
+            raise ValueError(f"train.tie_strength={self.tie_strength}: must be > 0")
         if self.prompt_loss_weight > 0 and self.kind != "sft":
             raise ValueError(f"train.prompt_loss_weight: only for train.kind='sft', got {self.kind!r}")
 

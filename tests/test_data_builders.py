@@ -127,10 +127,12 @@ def test_collected_comparisons_replace_the_tasks_preference_train_rows_only(tmp_
         {"prompt": "Document: a b .\nTL;DR:", "chosen": " a", "rejected": " b", "document": "a b ."},
         {"prompt": "Document: c .\nTL;DR:", "chosen": " c", "rejected": " c"},  # one text twice: skipped
         {"prompt": "Document: d .\nTL;DR:", "chosen": " d", "rejected": " e"},  # no document: ""
+        {"prompt": "Document: f .\nTL;DR:", "chosen": " f", "rejected": " g", "tie": True},  # judged equal
     ]
     write_jsonl(tmp_path / "round0" / "comparisons.jsonl", rows)
     got = collected_comparisons(str(tmp_path / "round0"))
-    assert sorted(got, key=lambda r: r["prompt"]) == [rows[0], {**rows[2], "document": ""}]
+    want = [{**rows[0], "tie": 0}, {**rows[2], "document": "", "tie": 0}, {**rows[3], "document": "", "tie": 1}]
+    assert sorted(got, key=lambda r: r["prompt"]) == want
     assert (tmp_path / "round0" / "tfds").is_dir()
     many = [{"prompt": f"p{i}", "chosen": f" a{i}", "rejected": f" b{i}"} for i in range(12)]
     for place in ("here", "elsewhere"):
@@ -140,6 +142,9 @@ def test_collected_comparisons_replace_the_tasks_preference_train_rows_only(tmp_
     write_jsonl(tmp_path / "bad" / "comparisons.jsonl", [{"prompt": "p", "chosen": "c"}])
     with pytest.raises(ValueError, match=r"comparisons.jsonl:1: missing field 'rejected'"):
         collected_comparisons(str(tmp_path / "bad"))
+    write_jsonl(tmp_path / "bad_tie" / "comparisons.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r", "tie": 1}])
+    with pytest.raises(ValueError, match=r"comparisons.jsonl:1: tie=1: expected true or false"):
+        collected_comparisons(str(tmp_path / "bad_tie"))
 
 
 def test_labelled_solutions_replace_the_tasks_labelled_train_rows_and_bad_labels_are_skipped(tmp_path, capsys):

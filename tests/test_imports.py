@@ -30,7 +30,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rlhf_jax"
 LAYERS = [
     {"errors", "config", "compiles", "hugepages", "platforms", "mesh", "batches"},
     {"models", "workdir", "checkpoint"},
-    {"losses", "rollout", "rollout_corrections", "sampling", "train_step", "tasks", "data"},
+    {"losses", "rollout", "rollout_corrections", "roofline", "sampling", "train_step", "tasks", "data"},
     {"experiment", "eval"},
     {"preflight", "loops"},
     {
@@ -42,7 +42,7 @@ LAYERS = [
     },
     {"main"},
 ]
-MATHS = {"losses", "rollout", "rollout_corrections", "sampling", "train_step"}
+MATHS = {"losses", "rollout", "rollout_corrections", "roofline", "sampling", "train_step"}
 SHARED_LOOP_MODULES = {"rlhf_jax.loops", "rlhf_jax.loops.common", "rlhf_jax.loops.data"}
 
 

@@ -22,19 +22,22 @@ TINY = "experiments/iterated_summarization.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_the_labeller_is_bradley_terry_on_the_gold_reward():
-    t = 0.05
+def test_the_labeller_is_bradley_terry_on_the_gold_reward_and_says_tie_within_its_tolerance():
+    t, A, B, TIE = 0.05, iterated.A, iterated.B, iterated.TIE
     p = 0.75  # r_a - r_b = T ln 3: sigmoid = 3/4
-    draws = [iterated.label(np.random.default_rng(i), t * math.log(3), 0.0, t) for i in range(4000)]
+    draws = [iterated.label(np.random.default_rng(i), t * math.log(3), 0.0, t) == A for i in range(4000)]
     assert abs(np.mean(draws) - p) < 0.025  # 4000 draws: sd 0.007
     rng, twin = np.random.default_rng(5), np.random.default_rng(5)
     assert [iterated.label(rng, 0.3, 0.2, t) for _ in range(50)] == [
-        bool(twin.random() < 1 / (1 + math.exp(-2.0))) for _ in range(50)
+        A if twin.random() < 1 / (1 + math.exp(-2.0)) else B for _ in range(50)
     ]
-    assert all(iterated.label(np.random.default_rng(i), 1.0, 0.0, 1e-3) for i in range(100))  # T -> 0: the better
-    assert not any(iterated.label(np.random.default_rng(i), 0.0, 1.0, 1e-3) for i in range(100))
-    ties = [iterated.label(np.random.default_rng(i), 0.5, 0.5, t) for i in range(4000)]
-    assert abs(np.mean(ties) - 0.5) < 0.03  # equal rewards: a coin
+    assert all(iterated.label(np.random.default_rng(i), 1.0, 0.0, 1e-3) == A for i in range(100))  # T -> 0
+    assert all(iterated.label(np.random.default_rng(i), 0.0, 1.0, 1e-3) == B for i in range(100))
+    coins = [iterated.label(np.random.default_rng(i), 0.5, 0.5, t) == A for i in range(4000)]
+    assert abs(np.mean(coins) - 0.5) < 0.03  # equal rewards, no ties: a coin
+    assert iterated.label(np.random.default_rng(0), 0.5, 0.5, t, tie_tolerance=0.0) == TIE
+    assert iterated.label(np.random.default_rng(0), 0.5, 0.54, t, tie_tolerance=0.05) == TIE
+    assert iterated.label(np.random.default_rng(0), 0.5, 0.56, 1e-3, tie_tolerance=0.05) == B
 
 
 def test_each_round_starts_from_the_last_ones_policy_and_trains_its_reward_model_on_all_comparisons(tmp_path):
@@ -109,6 +112,29 @@ def test_rounds_resume_after_sigkill_in_reward_retraining_and_in_the_policy_stag
     out = subprocess.run([*cmd, str(cut)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (cut / "summary.json").read_text() == (whole / "summary.json").read_text()
+
+
+@pytest.mark.slow
+def test_ties_are_labelled_counted_against_the_budget_and_learnt_and_the_held_out_pairs_refilled(tmp_path):
+    cfg = load_experiment(TINY)
+    policy = cfg.pipeline.policy
+    policy = dataclasses.replace(policy, train=dataclasses.replace(policy.train, steps=2))
+    pipe = dataclasses.replace(cfg.pipeline, policy=policy)
+    cfg = dataclasses.replace(cfg, rounds=1, ties="davidson", held_out_min=6, pipeline=pipe)
+    summary = iterated.run(cfg, str(tmp_path))
+    comparisons = tmp_path / "round0" / "comparisons"
+    counts = json.loads((comparisons / "counts.json").read_text())
+    assert counts["labelled"] == cfg.comparisons_per_round  # every labelled pair spends the budget
+    assert counts["with_signal"] == counts["labelled"] - counts["ties"] and counts["ties"] >= counts["identical"]
+    collected = rows(comparisons / "comparisons.jsonl")
+    ties = [r for r in collected if r["tie"]]
+    assert (
+        len(collected) == counts["labelled"] - counts["identical"] and len(ties) == counts["ties"] - counts["identical"]
+    )
+    assert len(rows(comparisons / "held_out.jsonl")) == 6  # refilled past the 4 prompts' one pass
+    assert summary["rounds"][0]["labelled"] == counts
+    reward = json.loads((tmp_path / "round0" / "reward" / "summary.json").read_text())
+    assert np.isfinite(reward["train_loss"])
 
 
 def round_summary(r, gold, score, gap, before, after):

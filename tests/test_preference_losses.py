@@ -59,6 +59,36 @@ class SupervisedAndPreferenceObjectivesTest(chex.TestCase):
         np.testing.assert_allclose(loss, -(LOG_SIG(1.0) + LOG_SIG(-1.0)) / 2 + 0.01 * (9 + 1) / 2, rtol=1e-6)
 
     @chex.variants(with_jit=True, without_jit=True)
+    def test_davidson_ties_hand_values_and_gradients(self):
+        # Davidson (1970), pi = e^r: P(c > r) = pi_c / (pi_c + pi_r + nu sqrt(pi_c pi_r)), P(tie) = nu sqrt(.) / (.)
+        rc, rr, tie, nu = jnp.array([2.0, 0.0, 0.5]), jnp.array([1.0, 1.0, 0.5]), jnp.array([0.0, 0.0, 1.0]), 0.5
+
+        def transcribed(c, r, t):
+            pc, pr = np.exp(c), np.exp(r)
+            denom = pc + pr + nu * np.sqrt(pc * pr)
+            return np.mean(np.where(t > 0, -np.log(nu * np.sqrt(pc * pr) / denom), -np.log(pc / denom)))
+
+        loss, m = self.call(RM.bradley_terry_objective, rc, rr, tie_B=tie, tie_strength=nu)
+        np.testing.assert_allclose(loss, transcribed(np.asarray(rc), np.asarray(rr), np.asarray(tie)), rtol=1e-6)
+        np.testing.assert_allclose(m["accuracy"], 0.5)  # of the two pairs that are not ties
+        np.testing.assert_allclose(m["ties"], 1 / 3)
+        # against the transcription's central differences; a tie at d = 0 is where it is pulled to: no gradient
+        grad_c = self.variant(jax.grad(lambda c: RM.bradley_terry_objective(c, rr, tie_B=tie, tie_strength=nu)[0]))(rc)
+        eps, num = 1e-3, []
+        for i in range(3):
+            e = np.eye(3)[i] * eps
+            num.append(
+                (transcribed(np.asarray(rc) + e, rr, tie) - transcribed(np.asarray(rc) - e, rr, tie)) / (2 * eps)
+            )
+        np.testing.assert_allclose(grad_c, num, atol=1e-5)
+        assert float(grad_c[2]) == 0.0
+        # nu -> 0: Bradley-Terry on the pairs that are not ties
+        loss_small, _ = self.call(RM.bradley_terry_objective, rc[:2], rr[:2], tie_B=tie[:2], tie_strength=1e-6)
+        np.testing.assert_allclose(loss_small, -(LOG_SIG(1.0) + LOG_SIG(-1.0)) / 2, rtol=1e-5)
+        with pytest.raises(ValueError, match="tie_strength > 0 and no margin"):
+            RM.bradley_terry_objective(rc, rr, jnp.ones(3), 0.0, tie, nu)
+
+    @chex.variants(with_jit=True, without_jit=True)
     def test_orm_hand_values(self):
         loss, m = self.call(RM.orm_objective, jnp.array([0.0, 2.0]), jnp.array([1, 0]))
         np.testing.assert_allclose(loss, (np.log(2) + np.log1p(np.exp(2.0))) / 2, rtol=1e-6)

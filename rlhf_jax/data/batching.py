@@ -26,6 +26,7 @@ class Encoded:
 
     fields: dict[str, list[list[int]]]
     kept: list[int]
+    ties: list[float] = dataclasses.field(default_factory=list)  # per kept pair: 1 where the labeller said "same"
     dropped_long_prompt: int = 0
     truncated_completion: int = 0
 
@@ -57,6 +58,7 @@ def encode(
                 out.truncated_completion += 1
             fields[c].append(tokens)
         out.kept.append(i)
+        out.ties.append(float(examples[i].get("tie", 0)))
     return out
 
 
@@ -111,7 +113,9 @@ def preference_batch(enc: Encoded, rows: Sequence[int], P: int, C: int, pad_id: 
     ct, cm, ccm = join(prompts, [enc.fields["chosen"][r] for r in rows], P, C, pad_id)
     rt, rm, rcm = join(prompts, [enc.fields["rejected"][r] for r in rows], P, C, pad_id)
     zeros = np.zeros((len(rows),), np.float32)
-    return PreferenceBatch(ct, cm, ccm, rt, rm, rcm, zeros, zeros)
+    # a data set with ties (collected comparisons) gives every batch its tie flags; one without, none
+    ties = np.asarray([enc.ties[r] for r in rows], np.float32) if any(enc.ties) else None
+    return PreferenceBatch(ct, cm, ccm, rt, rm, rcm, zeros, zeros, ties)
 
 
 def prompt_batch(enc: Encoded, rows: Sequence[int], P: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

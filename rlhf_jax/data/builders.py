@@ -120,9 +120,11 @@ class TldrComparisons(_LocalBuilder):
 
 class CollectedComparisons(_LocalBuilder):
     """Comparisons of a policy's own samples collected by an iterated run:
-    comparisons.jsonl (prompt, chosen, rejected, document) as its train split."""
+    comparisons.jsonl (prompt, chosen, rejected, document, tie) as its train split."""
 
-    FEATURES = {**PAIR, "document": tfds.features.Text()}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "tie: the labeller judged the pair equal (chosen / rejected in no order)."}
+    FEATURES = {**PAIR, "document": tfds.features.Text(), "tie": np.int32}
     SPLIT_FILES = {"train": ("comparisons.jsonl",)}
     READER = staticmethod(formats.collected_comparisons)
 

@@ -181,15 +181,20 @@ def tldr_comparisons(path: str, skips: Skips, split: str | None = None) -> Itera
 
 
 def collected_comparisons(path: str, skips: Skips, split: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
-    """(key, {"prompt", "chosen", "rejected", "document"}) of comparisons an iterated run
-    collected (`iterated.py`: one JSON object per line with those fields; document may be
-    empty), skipping pairs of one text."""
+    """(key, {"prompt", "chosen", "rejected", "document", "tie"}) of comparisons an iterated
+    run collected (`iterated.py`: one JSON object per line with those fields; document may
+    be empty; tie, true where the labeller judged the two equal, may be absent), skipping
+    pairs of one text (a tie of a text with itself teaches nothing)."""
     for number, record in read_jsonl(path):
         row = {k: _field(record, k, path, number) for k in ("prompt", "chosen", "rejected")}
         if row["chosen"] == row["rejected"]:
             skips.skip("chosen and rejected are the same text", path, number)
             continue
+        tie = record.get("tie", False)
+        if not isinstance(tie, bool):
+            raise ValueError(f"{path}:{number}: tie={tie!r}: expected true or false")
         row["document"] = str(record.get("document") or "")
+        row["tie"] = int(tie)
         yield str(number), row
 
 

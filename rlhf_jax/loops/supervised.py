@@ -54,7 +54,7 @@ def reward(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     pairwise accuracy, and where the task has a content probe (pairs of equal form that
     only what they say separates) the share of its test pairs ranked right."""
     model, params = build_model(cfg, len(data.tokenizer), mesh, head="scalar")
-    loss_fn = functools.partial(pair_loss, model=model)
+    loss_fn = functools.partial(pair_loss, model=model, tie_strength=cfg.train.tie_strength)
     means = held_out(cfg, data, loss_fn, data.batch)
 
     def report(trained: Trained) -> dict:

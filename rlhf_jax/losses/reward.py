@@ -18,20 +18,46 @@ from rlhf_jax.batches import NEUTRAL, NO_STEP, POSITIVE
 from rlhf_jax.losses.common import check_labels, check_same_shape, masked_mean
 
 
-def bradley_terry_objective(r_chosen_B, r_rejected_B, margin_B=None, center_coef: float = 0.0):
+def bradley_terry_objective(r_chosen_B, r_rejected_B, margin_B=None, center_coef: float = 0.0, tie_B=None,
+                            tie_strength: float = 1.0):  # fmt: skip
+    """-log sigmoid(r_c - r_r - m) (Bradley and Terry 1952), averaged; + center_coef
+    (r_c + r_r)^2 keeps the rewards centred.
+
+    With ties (`tie_B` 1 where the labeller judged the pair equal, chosen / rejected then in
+    no order), Davidson's (1970) model with nu = tie_strength > 0: with d = r_c - r_r,
+
+        P(c > r) = 1 / (1 + e^-d + nu e^(-d/2)),   P(tie) = nu / (2 cosh(d/2) + nu),
+
+    so -log P(c > r) = log(2 cosh(d/2) + nu) - d/2 and -log P(tie) = log(2 cosh(d/2) + nu)
+    - log nu: a tie pulls the two rewards together, and nu -> 0 is Bradley-Terry. Accuracy
+    is over the pairs that are not ties."""
     check_same_shape("bradley_terry_objective", r_chosen=r_chosen_B, r_rejected=r_rejected_B)
     diff = r_chosen_B - r_rejected_B
     if margin_B is not None:
         diff = diff - margin_B
-    loss = -jnp.mean(jax.nn.log_sigmoid(diff))
+    if tie_B is None:
+        per_pair = -jax.nn.log_sigmoid(diff)
+        decided = jnp.ones_like(diff)
+    else:
+        if margin_B is not None or not tie_strength > 0:
+            raise ValueError("bradley_terry_objective: ties take tie_strength > 0 and no margin")
+        check_same_shape("bradley_terry_objective", r_chosen=r_chosen_B, tie=tie_B)
+        half = 0.5 * diff
+        log_norm = jnp.logaddexp(jnp.logaddexp(half, -half), jnp.log(tie_strength))  # log(2 cosh(d/2) + nu)
+        per_pair = log_norm - jnp.where(tie_B > 0, jnp.log(tie_strength), half)
+        decided = 1.0 - tie_B
+    loss = jnp.mean(per_pair)
     if center_coef:
         loss = loss + center_coef * jnp.mean(jnp.square(r_chosen_B + r_rejected_B))
+    right = (r_chosen_B > r_rejected_B).astype(jnp.float32) * decided
     metrics = {
         "loss": loss,
-        "accuracy": jnp.mean((r_chosen_B > r_rejected_B).astype(jnp.float32)),
+        "accuracy": jnp.sum(right) / jnp.maximum(jnp.sum(decided), 1.0),
         "margin": jnp.mean(r_chosen_B - r_rejected_B),
         "reward_mean": jnp.mean(0.5 * (r_chosen_B + r_rejected_B)),
     }
+    if tie_B is not None:
+        metrics["ties"] = jnp.mean(tie_B)
     return loss, metrics
 
 
@@ -101,14 +127,16 @@ def majority_vote(answers_PxN, weights_PxN=None) -> np.ndarray:
 # ----------------------------------------------------------------------------- with a model
 
 
-def pair_loss(params, batch, model, margin_B=None, center_coef: float = 0.0):
-    """Bradley-Terry on a scalar-head model; `batch` has chosen_/rejected_ tokens_BxT and
-    mask_BxT (same T); both halves go through one forward."""
+def pair_loss(params, batch, model, margin_B=None, center_coef: float = 0.0, tie_strength: float = 1.0):
+    """Bradley-Terry on a scalar-head model (Davidson's ties where `batch.tie_B` has any);
+    `batch` has chosen_/rejected_ tokens_BxT and mask_BxT (same T); both halves go through
+    one forward."""
     check_same_shape("reward pair batch", chosen=batch.chosen_tokens_BxT, rejected=batch.rejected_tokens_BxT)
     tokens = jnp.concatenate([batch.chosen_tokens_BxT, batch.rejected_tokens_BxT])
     mask = jnp.concatenate([batch.chosen_mask_BxT, batch.rejected_mask_BxT])
     r_chosen, r_rejected = jnp.split(model.rewards(params, tokens, mask), 2)
-    return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef)
+    tie_B = getattr(batch, "tie_B", None)
+    return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef, tie_B, tie_strength)
 
 
 def orm_loss(params, tokens_BxT, mask_BxT, labels_B, model):

@@ -57,6 +57,8 @@ from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 REWARD_INITS = ("scratch", "continue")
 REFERENCES = ("sft", "last")
+TIES = ("off", "davidson", "drop")
+A, B, TIE = 1, -1, 0  # the labeller's answers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,15 @@ class IteratedConfig:
     reward_epochs: float = 1.0
     labeller_temperature: float = 0.05
     held_out_pairs: int = 200
+    # ties: "off" (equal gold rewards get a coin's preference), "davidson" (the labeller says
+    # "same" when the gold rewards are within tie_tolerance; the reward model learns the tie,
+    # `losses.reward`), "drop" (such pairs are left out of training); labelled pairs count
+    # against comparisons_per_round either way
+    ties: str = "off"
+    tie_tolerance: float = 0.0
+    # at least this many held-out pairs that are not ties: fresh pairs of the test prompts
+    # are drawn until there are (up to 20 passes); 0 = one pass over held_out_pairs prompts
+    held_out_min: int = 0
 
     def __post_init__(self):
         config_lib.check_numbers(self)
@@ -85,6 +96,10 @@ class IteratedConfig:
             raise ValueError(f"reward_init={self.reward_init!r}: expected one of {REWARD_INITS}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference={self.reference!r}: expected one of {REFERENCES}")
+        if self.ties not in TIES:
+            raise ValueError(f"ties={self.ties!r}: expected one of {TIES}")
+        if self.tie_tolerance < 0 or self.held_out_min < 0:
+            raise ValueError("tie_tolerance and held_out_min must be >= 0")
         if not self.reward_epochs > 0 or not self.labeller_temperature > 0:
             raise ValueError("reward_epochs and labeller_temperature must be positive")
         policy = self.pipeline.policy
@@ -98,13 +113,17 @@ class IteratedConfig:
             raise ValueError(f"data.task={policy.data.task}: the labeller needs the task's gold reward")
 
 
-def label(rng: np.random.Generator, gold_a: float, gold_b: float, temperature: float) -> bool:
-    """The labeller: True (a preferred) with probability sigmoid((r_a - r_b) / T), the
-    Bradley-Terry model on the gold reward (T -> 0: always the better one; equal rewards:
-    a coin)."""
+def label(rng: np.random.Generator, gold_a: float, gold_b: float, temperature: float,
+          tie_tolerance: float | None = None) -> int:  # fmt: skip
+    """The labeller: TIE when the gold rewards are within tie_tolerance (None: it never
+    says so); else A (a preferred) with probability sigmoid((r_a - r_b) / T), the
+    Bradley-Terry model on the gold reward (T -> 0: always the better one; equal rewards
+    without ties: a coin), B otherwise."""
+    if tie_tolerance is not None and abs(gold_a - gold_b) <= tie_tolerance:
+        return TIE
     z = (gold_a - gold_b) / temperature
     p_a = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-    return bool(rng.random() < p_a)
+    return A if rng.random() < p_a else B
 
 
 # ----------------------------------------------------------------------------- layout
@@ -184,37 +203,57 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     )
     gold = data.gold(np.repeat(mine, 2), texts, "train")
     rng = np.random.default_rng([seed, r, 11])
-    new = []
+    tolerance = None if cfg.ties == "off" else cfg.tie_tolerance
+    new, counts = [], {"labelled": len(mine), "identical": 0, "equal_gold": 0, "ties": 0}
     for i, row in enumerate(mine):
         a, b = texts[2 * i], texts[2 * i + 1]
-        if a == b:
-            continue  # nothing to compare
-        first = label(rng, gold[2 * i], gold[2 * i + 1], cfg.labeller_temperature)
+        ga, gb = gold[2 * i], gold[2 * i + 1]
+        counts["identical"] += a == b
+        counts["equal_gold"] += bool(ga == gb)
+        answer = label(rng, ga, gb, cfg.labeller_temperature, tolerance)
+        counts["ties"] += answer == TIE
+        if a == b or (answer == TIE and cfg.ties == "drop"):
+            continue  # labelled (the budget counts it) but nothing to train on
         record = data.row(int(row), "train")
+        first = answer != B
         new.append({"prompt": record["prompt"], "chosen": a if first else b, "rejected": b if first else a,
-                    "document": record.get("document", ""), "round": r})  # fmt: skip
-    held = np.arange(min(cfg.held_out_pairs, len(data.test.kept)))
-    held_texts = sample_texts(
-        model, params, data, held, "test", n=2, temperature=temperature, seed=seed * 1000 + r + 500, mesh=mesh
-    )
-    held_gold = data.gold(np.repeat(held, 2), held_texts, "test")
-    held_out = []
-    for i, row in enumerate(held):
-        ga, gb = held_gold[2 * i], held_gold[2 * i + 1]
-        if ga == gb:
-            continue
-        a, b = held_texts[2 * i], held_texts[2 * i + 1]
-        record = data.row(int(row), "test")
-        held_out.append({"prompt": record["prompt"], "chosen": a if ga > gb else b, "rejected": b if ga > gb else a})
+                    "document": record.get("document", ""), "round": r, "tie": answer == TIE})  # fmt: skip
+    # with signal: a preference between two texts (a tie, or a coin on equal rewards, has none)
+    counts["with_signal"] = len(mine) - counts["ties"] - (counts["equal_gold"] if cfg.ties == "off" else 0)
+    held_out = held_out_pairs(cfg, data, model, params, r, temperature, mesh)
     earlier = []
     if r > 0:
         earlier = read_jsonl(os.path.join(round_dir(workdir, r - 1), "comparisons", "comparisons.jsonl"))
     os.makedirs(out, exist_ok=True)
     write_jsonl(files[1], held_out)
+    write_json(os.path.join(out, "counts.json"), counts)
     write_jsonl(files[0], earlier + new)  # last: its presence marks the step done
-    print(f"== round {r}: {len(new)} comparisons of the newest policy's samples ({len(earlier) + len(new)} in all), "
-          f"{len(held_out)} held-out pairs", flush=True)  # fmt: skip
+    print(f"== round {r}: {len(mine)} pairs labelled, {counts['ties']} ties, {len(new)} comparisons to train on "
+          f"({len(earlier) + len(new)} in all), {len(held_out)} held-out pairs", flush=True)  # fmt: skip
     return out
+
+
+def held_out_pairs(cfg: IteratedConfig, data, model, params, r: int, temperature: float, mesh=None) -> list[dict]:
+    """The policy's own pairs on the test prompts, labelled by the gold reward without
+    noise, ties (equal rewards) left out: one pass over held_out_pairs prompts, or with
+    held_out_min passes of fresh samples until that many are not ties (then exactly
+    that many)."""
+    held = np.arange(min(cfg.held_out_pairs, len(data.test.kept)))
+    seed, pairs = cfg.pipeline.seed, []
+    for attempt in range(20 if cfg.held_out_min else 1):
+        texts = sample_texts(model, params, data, held, "test", n=2, temperature=temperature,
+                             seed=seed * 1000 + r + 500 + 100_000 * attempt, mesh=mesh)  # fmt: skip
+        gold = data.gold(np.repeat(held, 2), texts, "test")
+        for i, row in enumerate(held):
+            ga, gb = gold[2 * i], gold[2 * i + 1]
+            if ga == gb:
+                continue
+            a, b = texts[2 * i], texts[2 * i + 1]
+            record = data.row(int(row), "test")
+            pairs.append({"prompt": record["prompt"], "chosen": a if ga > gb else b, "rejected": b if ga > gb else a})
+        if len(pairs) >= cfg.held_out_min:
+            break
+    return pairs[: cfg.held_out_min] if cfg.held_out_min else pairs
 
 
 # ----------------------------------------------------------------------------- figures
@@ -262,9 +301,15 @@ def run_round(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) ->
     after = pair_accuracy(dirs["reward"], data, held_out, mesh)
     summary = pipeline.evaluate(wired, stages, dirs, results, os.path.join(round_dir(workdir, r), "plots"))
     m = wired.method
+    counts_path = os.path.join(round_dir(workdir, r), "comparisons", "counts.json")
+    counts = None  # a round of before the counts has none
+    if os.path.exists(counts_path):
+        with open(counts_path) as f:
+            counts = json.load(f)
     out = {
         "round": r,
         "comparisons": (r + 1) * cfg.comparisons_per_round,
+        "labelled": counts,
         "reward_model_on_policy_accuracy": {"before": before, "after": after, "pairs": len(held_out)},
         "reward_model": summary["reward_model"],
         "proxy_gold_gap": proxy_gold_gap(summary["policies"]["sft"], summary["policies"][m]),
