@@ -62,6 +62,10 @@ def test_each_round_starts_from_the_last_ones_policy_and_trains_its_reward_model
 
 def test_bad_settings_are_refused_before_any_work():
     cfg = load_experiment(TINY)
+    with pytest.raises(ValueError, match="ties='sometimes'"):
+        dataclasses.replace(cfg, ties="sometimes")
+    with pytest.raises(ValueError, match="pairs='mixed'"):
+        dataclasses.replace(cfg, pairs="mixed")
     with pytest.raises(ValueError, match="reward_init='warm'"):
         dataclasses.replace(cfg, reward_init="warm")
     with pytest.raises(ValueError, match="must split evenly over rounds=3"):
@@ -115,12 +119,13 @@ def test_rounds_resume_after_sigkill_in_reward_retraining_and_in_the_policy_stag
 
 
 @pytest.mark.slow
-def test_ties_are_labelled_counted_against_the_budget_and_learnt_and_the_held_out_pairs_refilled(tmp_path):
+@pytest.mark.parametrize("pairs", ["temperatures", "policy_sft"])
+def test_ties_are_labelled_counted_against_the_budget_and_learnt_and_the_held_out_pairs_refilled(pairs, tmp_path):
     cfg = load_experiment(TINY)
     policy = cfg.pipeline.policy
     policy = dataclasses.replace(policy, train=dataclasses.replace(policy.train, steps=2))
     pipe = dataclasses.replace(cfg.pipeline, policy=policy)
-    cfg = dataclasses.replace(cfg, rounds=1, ties="davidson", held_out_min=6, pipeline=pipe)
+    cfg = dataclasses.replace(cfg, rounds=1, ties="davidson", held_out_min=6, pipeline=pipe, pairs=pairs)
     summary = iterated.run(cfg, str(tmp_path))
     comparisons = tmp_path / "round0" / "comparisons"
     counts = json.loads((comparisons / "counts.json").read_text())

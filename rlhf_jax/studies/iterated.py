@@ -9,11 +9,14 @@ stage of its own in DIR/round<r>/ (SIGKILL anywhere, rerun the same command):
 
     comparisons/   the newest policy (round r-1's; the SFT's for r = 0) samples two
                    completions for each of comparisons_per_round train prompts that no
-                   other round uses; the labeller prefers one (`label`: Bradley-Terry on
-                   the task's gold reward at labeller_temperature, standing in for
-                   people); comparisons.jsonl holds these and every earlier round's.
-                   held_out.jsonl: the same policy's pairs on held_out_pairs test prompts,
-                   labelled by the gold reward without noise (equal rewards left out)
+                   other round uses (or one, beside the SFT's or one at a second
+                   temperature: `pairs`); the labeller prefers one (`label`: Bradley-Terry
+                   on the task's gold reward at labeller_temperature, standing in for
+                   people) or, with `ties`, says the two are equal; comparisons.jsonl holds
+                   these and every earlier round's, counts.json what the round's budget
+                   bought (labelled, ties, with signal). held_out.jsonl: the same policy's
+                   pairs on held_out_pairs test prompts, labelled by the gold reward
+                   without noise (equal rewards left out; refilled to held_out_min)
     reward/        the reward model on comparisons.jsonl (`data.comparisons`; its held-out
                    accuracy and content probe still on the task's test pairs), from the
                    SFT (reward_init "scratch") or round r-1's reward model ("continue"),
@@ -58,6 +61,7 @@ from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 REWARD_INITS = ("scratch", "continue")
 REFERENCES = ("sft", "last")
 TIES = ("off", "davidson", "drop")
+PAIRS = ("policy", "policy_sft", "temperatures")
 A, B, TIE = 1, -1, 0  # the labeller's answers
 
 
@@ -82,6 +86,11 @@ class IteratedConfig:
     # against comparisons_per_round either way
     ties: str = "off"
     tie_tolerance: float = 0.0
+    # a pair's two completions: two samples of the newest policy ("policy"), one of it and
+    # one of the SFT ("policy_sft": the earlier policy Bai et al. compare against), or two
+    # of it at rl.temperature and at second_temperature ("temperatures")
+    pairs: str = "policy"
+    second_temperature: float = 1.5
     # at least this many held-out pairs that are not ties: fresh pairs of the test prompts
     # are drawn until there are (up to 20 passes); 0 = one pass over held_out_pairs prompts
     held_out_min: int = 0
@@ -98,6 +107,10 @@ class IteratedConfig:
             raise ValueError(f"reference={self.reference!r}: expected one of {REFERENCES}")
         if self.ties not in TIES:
             raise ValueError(f"ties={self.ties!r}: expected one of {TIES}")
+        if self.pairs not in PAIRS:
+            raise ValueError(f"pairs={self.pairs!r}: expected one of {PAIRS}")
+        if not self.second_temperature > 0:
+            raise ValueError(f"second_temperature={self.second_temperature}: must be positive")
         if self.tie_tolerance < 0 or self.held_out_min < 0:
             raise ValueError("tie_tolerance and held_out_min must be >= 0")
         if not self.reward_epochs > 0 or not self.labeller_temperature > 0:
@@ -198,9 +211,7 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
         )
     temperature = stages["policy"].rl.temperature
     mine = order[r * n : (r + 1) * n]
-    texts = sample_texts(
-        model, params, data, mine, "train", n=2, temperature=temperature, seed=seed * 1000 + r, mesh=mesh
-    )
+    texts = pair_texts(cfg, data, model, params, dirs["sft"], mine, temperature, seed * 1000 + r, mesh)
     gold = data.gold(np.repeat(mine, 2), texts, "train")
     rng = np.random.default_rng([seed, r, 11])
     tolerance = None if cfg.ties == "off" else cfg.tie_tolerance
@@ -231,6 +242,23 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     print(f"== round {r}: {len(mine)} pairs labelled, {counts['ties']} ties, {len(new)} comparisons to train on "
           f"({len(earlier) + len(new)} in all), {len(held_out)} held-out pairs", flush=True)  # fmt: skip
     return out
+
+
+def pair_texts(cfg: IteratedConfig, data, model, params, sft_dir: str, rows, temperature: float, seed: int,
+               mesh=None) -> list[str]:  # fmt: skip
+    """The two completions of each train prompt in `rows` (texts 2i, 2i + 1), as cfg.pairs
+    says; the first is always the newest policy's at rl.temperature."""
+    if cfg.pairs == "policy":
+        return sample_texts(model, params, data, rows, "train", n=2, temperature=temperature, seed=seed, mesh=mesh)
+    first = sample_texts(model, params, data, rows, "train", n=1, temperature=temperature, seed=seed, mesh=mesh)
+    if cfg.pairs == "policy_sft":
+        other_model, other_params = load_hf(checkpoint_dir(sft_dir), mesh=mesh)
+        other_t = temperature
+    else:
+        other_model, other_params, other_t = model, params, cfg.second_temperature
+    second = sample_texts(other_model, other_params, data, rows, "train", n=1, temperature=other_t,
+                          seed=seed + 77, mesh=mesh)  # fmt: skip
+    return [t for pair in zip(first, second, strict=True) for t in pair]
 
 
 def held_out_pairs(cfg: IteratedConfig, data, model, params, r: int, temperature: float, mesh=None) -> list[dict]:
