@@ -90,6 +90,25 @@ def test_pretraining_text_states_every_property_right_in_some_order():
     assert q == {"prompt": "1 2 3", "completion": " ; parity"}
 
 
+def test_the_related_pretraining_text_states_what_each_task_composes_from_and_never_its_answer():
+    rows = classification.pretrain_examples(200, seed=3, facts=classification.RELATED)
+    for row in rows:
+        digits = [int(t) for t in row["prompt"].split()]
+        facts = dict(part.split() for part in row["completion"].split(" ; ")[1:])
+        assert set(facts) == set(classification.RELATED) and not set(facts) & set(classification.TASKS)
+        assert "yes" not in row["completion"] and "no" not in row["completion"].split()
+        # each task is a function of the fact it composes from (hand-written, not the tasks' own code)
+        assert (int(facts["sevens"]) > 0) == (7 in digits)
+        assert (2 * int(facts["odds"]) > len(digits)) == bool(classification.label("majority", row["prompt"]))
+        assert (facts["descents"] == "0") == (digits == sorted(digits))
+        assert (int(facts["sum"]) % 2 == 0) == bool(classification.label("parity", row["prompt"]))
+        assert classification.facts_reward(row["prompt"], row["completion"], classification.RELATED) == 1.0
+    assert set(classification.COMPOSED_FROM) == set(classification.TASKS)
+    assert set(classification.COMPOSED_FROM.values()) <= set(classification.RELATED)
+    sorted_share = sum(dict(p.split() for p in r["completion"].split(" ; ")[1:])["descents"] == "0" for r in rows)
+    assert sorted_share >= 40  # a quarter drawn sorted: the sorted task's fact has both values
+
+
 @pytest.mark.slow  # 4 s
 def test_a_pair_logit_is_the_reward_difference_and_flips_when_the_pair_does():
     from rlhf_jax.models.config import ModelConfig

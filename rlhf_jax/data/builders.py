@@ -253,18 +253,22 @@ class Arithmetic(_TaskBuilder):
 
 class Digits(_TaskBuilder):
     """Digit strings (`tasks.classification`): `facts`, the pretraining text (prompt, the
-    string; completion, its properties); one config per classification task (prompt and
-    completion, the string with the task asked; label, its gold answer)."""
+    string; completion, its properties, the tasks' answers among them); `related`, the
+    same without any task's answer (`classification.RELATED`); one config per
+    classification task (prompt and completion, the string with the task asked; label,
+    its gold answer)."""
 
-    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("facts", *classification.DIFFICULTY)]
+    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("facts", "related", *classification.DIFFICULTY)]
 
     def features(self):
-        return SFT if self.builder_config.kind == "facts" else {**SFT, "label": np.int32}
+        return SFT if self.builder_config.kind in ("facts", "related") else {**SFT, "label": np.int32}
 
     def examples(self, n, seed):
         task = self.builder_config.kind
         if task == "facts":
             return classification.pretrain_examples(n, seed)
+        if task == "related":
+            return classification.pretrain_examples(n, seed, facts=classification.RELATED)
         return [{**classification.question(task, ex["text"]), "label": ex["label"]}
                 for ex in classification.examples(task, n, seed)]  # fmt: skip
 

@@ -192,6 +192,12 @@ register_task(Task(
     about="digit strings and their properties: the weak-to-strong study's pretraining text",
 ))  # fmt: skip
 register_task(Task(
+    "digits_related",
+    {"sft": Generated(builders.Digits, "related")},
+    gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text, classification.RELATED),
+    about="digit strings and properties the classification tasks compose from, none of their answers",
+))  # fmt: skip
+register_task(Task(
     "tldr",
     {
         "sft": FromFiles(builders.TldrSft, "sft", "train", ("test", "valid"), validation_splits=("valid",)),

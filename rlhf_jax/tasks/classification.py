@@ -14,6 +14,15 @@ completion every property of `FACTS` stated in a random order, " ; name answer" 
 a string with one question asked (`question`: prompt "3 1 4 ...", completion " ; parity"),
 the text a pretrained model has seen followed by the answer; what the fine-tuning has to
 find is whether the model learnt to answer it.
+
+That text states the evaluated answers themselves. `RELATED` is pretraining text without
+them: properties each task can be composed from but that are not its answer, so that what
+a pretrained model knows of a task is latent, and zero-shot accuracy a measurement:
+
+    contains  <- sevens (how many 7s)          majority <- odds (how many odd digits)
+    sorted    <- descents (neighbours falling)  parity   <- sum (the digit sum)
+
+with max, min, first and last beside them (`COMPOSED_FROM`; `pretrain_examples(facts=RELATED)`).
 """
 
 from __future__ import annotations
@@ -34,6 +43,14 @@ FACTS = {
     "first": lambda d: str(d[0]),
     "last": lambda d: str(d[-1]),
 }
+RELATED = {
+    "sevens": lambda d: str(d.count(7)),
+    "odds": lambda d: str(sum(x % 2 for x in d)),
+    "descents": lambda d: str(sum(a > b for a, b in zip(d, d[1:], strict=False))),
+    "sum": lambda d: str(sum(d)),
+    **{name: FACTS[name] for name in ("max", "min", "first", "last")},
+}
+COMPOSED_FROM = {"contains": "sevens", "majority": "odds", "sorted": "descents", "parity": "sum"}
 
 
 def _draw(rng: np.random.Generator, task: str, length: int, want: int) -> list[int]:
@@ -71,11 +88,13 @@ def question(task: str, text: str) -> dict:
     return {"prompt": text, "completion": f" ; {task}"}
 
 
-def pretrain_examples(n: int, seed: int, length: int = 9) -> list[dict]:
-    """{"prompt": digits, "completion": " ; name answer ..."} with every fact of FACTS in a
-    random order; a quarter of the strings sorted (else hardly any would be)."""
+def pretrain_examples(n: int, seed: int, length: int = 9, facts: dict | None = None) -> list[dict]:
+    """{"prompt": digits, "completion": " ; name answer ..."} with every fact of `facts`
+    (FACTS, or RELATED: no task's answer) in a random order; a quarter of the strings
+    sorted (else hardly any would be)."""
+    facts = FACTS if facts is None else facts
     rng = np.random.default_rng(seed)
-    names = list(FACTS)
+    names = list(facts)
     rows = []
     for i in range(n):
         digits = rng.integers(0, 10, size=length)
@@ -83,22 +102,23 @@ def pretrain_examples(n: int, seed: int, length: int = 9) -> list[dict]:
         order = rng.permutation(len(names))
         rows.append({
             "prompt": " ".join(map(str, digits)),
-            "completion": "".join(f" ; {names[j]} {FACTS[names[j]](digits)}" for j in order),
+            "completion": "".join(f" ; {names[j]} {facts[names[j]](digits)}" for j in order),
         })  # fmt: skip
     return rows
 
 
-def facts_reward(prompt: str, completion: str) -> float:
-    """The share of FACTS that a completion states right about the prompt's string ("name
-    answer" parts between " ; "; a fact stated twice counts by its first statement, one
-    left out counts as wrong): 1 for the pretraining text itself."""
+def facts_reward(prompt: str, completion: str, facts: dict | None = None) -> float:
+    """The share of `facts` (FACTS or RELATED) that a completion states right about the
+    prompt's string ("name answer" parts between " ; "; a fact stated twice counts by its
+    first statement, one left out counts as wrong): 1 for the pretraining text itself."""
+    facts = FACTS if facts is None else facts
     digits = [int(t) for t in prompt.split()]
     stated: dict[str, str] = {}
     for part in completion.split(";"):
         words = part.split()
-        if len(words) == 2 and words[0] in FACTS:
+        if len(words) == 2 and words[0] in facts:
             stated.setdefault(words[0], words[1])
-    return sum(stated.get(name) == fn(digits) for name, fn in FACTS.items()) / len(FACTS)
+    return sum(stated.get(name) == fn(digits) for name, fn in facts.items()) / len(facts)
 
 
 def label(task: str, text: str) -> int:
