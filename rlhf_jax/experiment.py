@@ -204,6 +204,7 @@ class TrainSection:
     keep: int = 2
     prompt_loss_weight: float = 0.0
     tie_strength: float = 1.0  # reward models on comparisons with ties: Davidson's nu (losses/reward.py)
+    class_balance: bool = False  # orm, prm: each class weighted by 1 / its frequency in the train set
 
     def __post_init__(self):
         config_lib.check_numbers(self, {"seed": ">= 0"})
@@ -216,6 +217,8 @@ class TrainSection:
             raise ValueError(f"train.prompt_loss_weight={self.prompt_loss_weight}: must be >= 0")
         if not self.tie_strength > 0:
             raise ValueError(f"train.tie_strength={self.tie_strength}: must be > 0")
+        if self.class_balance and self.kind not in ("orm", "prm"):
+            raise ValueError(f"train.class_balance: only for train.kind='orm' or 'prm', got {self.kind!r}")
         if self.prompt_loss_weight > 0 and self.kind != "sft":
             raise ValueError(f"train.prompt_loss_weight: only for train.kind='sft', got {self.kind!r}")
 

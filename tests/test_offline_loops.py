@@ -100,6 +100,10 @@ def test_outcome_and_process_reward_models_train(kind, tfds_dir, tmp_path):
     assert np.mean(loss[-4:]) < np.mean(loss[:4]) - 0.02, loss
     key = "test_accuracy" if kind == "orm" else "test_step_accuracy"
     assert 0.0 <= summary[key] <= 1.0
+    balanced = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=2, class_balance=True))
+    weights = loops.run(balanced, str(tmp_path / "balanced"))["class_weights"]
+    present = [w for w in weights if w]  # the task's default solutions restate no step: no neutral class
+    assert len(weights) == (2 if kind == "orm" else 3) and len(present) == 2 and max(present) > 1.0 > min(present)
 
 
 def test_prm_steps_are_read_at_each_step_lines_last_token(tfds_dir, tmp_path):

@@ -104,6 +104,22 @@ class SupervisedAndPreferenceObjectivesTest(chex.TestCase):
         np.testing.assert_allclose(m["step_accuracy"], 0.5)  # the tie at step 1 argmaxes to class 0
 
     @chex.variants(with_jit=True, without_jit=True)
+    def test_class_balanced_orm_and_prm_weight_each_class_by_its_inverse_frequency(self):
+        # 3 wrong, 1 right: w = n / (2 n_c) = (4/6, 4/2); each class then carries weight 2
+        assert RM.class_balance_weights([0, 0, 0, 1], 2) == (4 / 6, 2.0)
+        assert RM.class_balance_weights([[0, 2, RM.NO_STEP], [2, 2, RM.NO_STEP]], 3) == (4 / 3, 0.0, 4 / 9)
+        logits, labels, w = jnp.array([0.0, 1.0, -1.0, 2.0]), jnp.array([0, 0, 0, 1]), (4 / 6, 2.0)
+        ce = np.array([np.log(2), np.log1p(np.e), np.log1p(np.exp(-1.0)), np.log1p(np.exp(-2.0))])
+        loss, _ = self.call(RM.orm_objective, logits, labels, class_weights=w)
+        np.testing.assert_allclose(loss, (w[0] * ce[:3].sum() + w[1] * ce[3]) / (3 * w[0] + w[1]), rtol=1e-6)
+        loss, _ = self.call(RM.orm_objective, logits, labels, class_weights=(1.0, 1.0))
+        np.testing.assert_allclose(loss, ce.mean(), rtol=1e-6)  # equal weights: the plain mean
+        step_logits = jnp.array([[[0.0, 0.0, 0.0], [0.0, 0.0, np.log(2.0)], [5.0, 1.0, 0.0]]])
+        step_labels = jnp.array([[0, 2, RM.NO_STEP]])
+        loss, _ = self.call(RM.prm_objective, step_logits, step_labels, class_weights=(3.0, 0.0, 1.0))
+        np.testing.assert_allclose(loss, (3.0 * np.log(3) + 1.0 * np.log(2)) / 4.0, rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
     def test_prm_aggregation_by_product_and_min(self):
         probs = jnp.array([[0.9, 0.5, 0.8], [0.2, 0.99, 0.99]])
         valid = jnp.array([[1, 1, 0], [1, 1, 1]])

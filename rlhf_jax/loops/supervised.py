@@ -16,7 +16,7 @@ from rlhf_jax.eval.verifiers import PRM_MAX_STEPS, prm_label_ids
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop
 from rlhf_jax.loops.data import TaskData
-from rlhf_jax.losses.reward import orm_loss, pair_loss, prm_loss
+from rlhf_jax.losses.reward import class_balance_weights, orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
 
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
@@ -116,9 +116,12 @@ def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     """An outcome reward model: a scalar head trained on whether the final answer is
     right; reports held-out accuracy beside the majority-class baseline."""
     model, params = build_model(cfg, len(data.tokenizer), mesh, head="scalar")
+    weights = None
+    if cfg.train.class_balance:  # wrong, right: inverse to their frequency in the train set
+        weights = class_balance_weights([data.row(i, "train")["outcome"] for i in range(len(data.train.kept))], 2)
 
     def loss_fn(params, batch):
-        return orm_loss(params, batch["tokens_BxT"], batch["mask_BxT"], batch["labels_B"], model)
+        return orm_loss(params, batch["tokens_BxT"], batch["mask_BxT"], batch["labels_B"], model, weights)
 
     make = lambda rows, split="train": orm_batch(data, rows, split)  # noqa: E731
     means = held_out(cfg, data, loss_fn, make)
@@ -126,9 +129,11 @@ def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     def report(trained: Trained) -> dict:
         test = means(trained)
         positive = np.mean([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
-        return {k: test[k] for k in ("train_loss", "test_loss", "test_accuracy")} | {
-            "test_majority_baseline": float(max(positive, 1 - positive))
-        }
+        return (
+            {k: test[k] for k in ("train_loss", "test_loss", "test_accuracy")}
+            | {"test_majority_baseline": float(max(positive, 1 - positive))}
+            | ({"class_weights": list(weights)} if weights else {})
+        )
 
     return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)
 
@@ -138,11 +143,15 @@ def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = PRM_MAX_ST
     positive) as one of three label tokens at the step's last token (PRM800K)."""
     model, params = build_model(cfg, len(data.tokenizer), mesh)
     label_ids = prm_label_ids(data.tokenizer)
+    weights = None
+    if cfg.train.class_balance:  # negative, neutral, positive: inverse to their frequency among the train steps
+        steps = [label for i in range(len(data.train.kept)) for label in data.row(i, "train")["step_labels"]]
+        weights = class_balance_weights(steps, 3)
 
     def loss_fn(params, batch):
         return prm_loss(
             params, batch["tokens_BxT"], batch["mask_BxT"], batch["step_positions_BxS"], batch["step_labels_BxS"],
-            label_ids, model,
+            label_ids, model, weights,
         )  # fmt: skip
 
     make = lambda rows, split="train": prm_batch(data, rows, max_steps, split)  # noqa: E731
@@ -150,6 +159,8 @@ def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = PRM_MAX_ST
 
     def report(trained: Trained) -> dict:
         test = means(trained)
-        return {k: test[k] for k in ("train_loss", "test_loss", "test_step_accuracy")}
+        return {k: test[k] for k in ("train_loss", "test_loss", "test_step_accuracy")} | (
+            {"class_weights": list(weights)} if weights else {}
+        )
 
     return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)

@@ -61,18 +61,26 @@ def bradley_terry_objective(r_chosen_B, r_rejected_B, margin_B=None, center_coef
     return loss, metrics
 
 
-def orm_objective(logits_B, labels_B):
-    """Binary cross-entropy of the outcome label on the RM's logit."""
+def orm_objective(logits_B, labels_B, class_weights=None):
+    """Binary cross-entropy of the outcome label on the RM's logit; with class_weights
+    (w_wrong, w_right) the weighted mean sum_i w_{y_i} ce_i / sum_i w_{y_i} (balanced
+    classes: w_c proportional to 1 / n_c, `class_balance_weights`)."""
     check_same_shape("orm_objective", logits=logits_B, labels=labels_B)
     check_labels("orm_objective", "labels", labels_B, 2)
     y = labels_B.astype(jnp.float32)
-    loss = -jnp.mean(y * jax.nn.log_sigmoid(logits_B) + (1 - y) * jax.nn.log_sigmoid(-logits_B))
+    ce_B = -(y * jax.nn.log_sigmoid(logits_B) + (1 - y) * jax.nn.log_sigmoid(-logits_B))
+    if class_weights is None:
+        loss = jnp.mean(ce_B)
+    else:
+        w_B = jnp.asarray(class_weights, jnp.float32)[labels_B]
+        loss = jnp.sum(w_B * ce_B) / jnp.maximum(jnp.sum(w_B), 1e-12)
     accuracy = jnp.mean(((logits_B > 0) == (y > 0.5)).astype(jnp.float32))
     return loss, {"loss": loss, "accuracy": accuracy}
 
 
-def prm_objective(step_logits_BxSx3, step_labels_BxS):
-    """Cross-entropy of each step's 3-class label; steps labelled NO_STEP are ignored."""
+def prm_objective(step_logits_BxSx3, step_labels_BxS, class_weights=None):
+    """Cross-entropy of each step's 3-class label; steps labelled NO_STEP are ignored; with
+    class_weights (negative, neutral, positive) the weighted mean over the labelled steps."""
     if step_logits_BxSx3.shape[:-1] != step_labels_BxS.shape or step_logits_BxSx3.shape[-1] != 3:
         raise ValueError(
             f"prm_objective: step_logits{tuple(step_logits_BxSx3.shape)} must be step_labels"
@@ -82,7 +90,11 @@ def prm_objective(step_logits_BxSx3, step_labels_BxS):
     valid = step_labels_BxS != NO_STEP
     logp = jax.nn.log_softmax(step_logits_BxSx3.astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(logp, jnp.maximum(step_labels_BxS, 0)[..., None], axis=-1)[..., 0]
-    loss = -masked_mean(picked, valid)
+    if class_weights is None:
+        loss = -masked_mean(picked, valid)
+    else:
+        w = jnp.asarray(class_weights, jnp.float32)[jnp.maximum(step_labels_BxS, 0)] * valid
+        loss = -jnp.sum(w * picked) / jnp.maximum(jnp.sum(w), 1e-12)
     accuracy = masked_mean((jnp.argmax(logp, -1) == step_labels_BxS).astype(jnp.float32), valid)
     return loss, {"loss": loss, "step_accuracy": accuracy, "steps": valid.sum()}
 
@@ -139,8 +151,18 @@ def pair_loss(params, batch, model, margin_B=None, center_coef: float = 0.0, tie
     return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef, tie_B, tie_strength)
 
 
-def orm_loss(params, tokens_BxT, mask_BxT, labels_B, model):
-    return orm_objective(model.rewards(params, tokens_BxT, mask_BxT), labels_B)
+def class_balance_weights(labels, n_classes: int) -> tuple[float, ...]:
+    """w_c = n / (n_classes n_c) over the labels given (NO_STEP left out; a class absent
+    gets 0): each class then carries the same total weight (King and Zeng 2001's
+    inverse-frequency weighting)."""
+    labels = np.asarray(labels).ravel()
+    labels = labels[labels != NO_STEP]
+    counts = np.bincount(labels, minlength=n_classes)[:n_classes].astype(np.float64)
+    return tuple(float(len(labels) / (n_classes * c)) if c else 0.0 for c in counts)
+
+
+def orm_loss(params, tokens_BxT, mask_BxT, labels_B, model, class_weights=None):
+    return orm_objective(model.rewards(params, tokens_BxT, mask_BxT), labels_B, class_weights)
 
 
 def prm_step_logits(params, tokens_BxT, mask_BxT, step_positions_BxS, label_token_ids, model):
@@ -151,6 +173,7 @@ def prm_step_logits(params, tokens_BxT, mask_BxT, step_positions_BxS, label_toke
     return at_steps_BxSxV[..., jnp.asarray(label_token_ids)]
 
 
-def prm_loss(params, tokens_BxT, mask_BxT, step_positions_BxS, step_labels_BxS, label_token_ids, model):
+def prm_loss(params, tokens_BxT, mask_BxT, step_positions_BxS, step_labels_BxS, label_token_ids, model,
+             class_weights=None):  # fmt: skip
     logits = prm_step_logits(params, tokens_BxT, mask_BxT, step_positions_BxS, label_token_ids, model)
-    return prm_objective(logits, step_labels_BxS)
+    return prm_objective(logits, step_labels_BxS, class_weights)
