@@ -100,6 +100,9 @@ def test_outcome_and_process_reward_models_train(kind, tfds_dir, tmp_path):
     assert np.mean(loss[-4:]) < np.mean(loss[:4]) - 0.02, loss
     key = "test_accuracy" if kind == "orm" else "test_step_accuracy"
     assert 0.0 <= summary[key] <= 1.0
+    # the held-out ranking of right above wrong solutions: the ORM's score, each PRM reading
+    readings = ["test_auroc"] if kind == "orm" else ["test_auroc_product", "test_auroc_min", "test_auroc_first_error"]
+    assert all(0.0 <= summary[r] <= 1.0 for r in readings), summary
     balanced = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=2, class_balance=True))
     weights = loops.run(balanced, str(tmp_path / "balanced"))["class_weights"]
     present = [w for w in weights if w]  # the task's default solutions restate no step: no neutral class

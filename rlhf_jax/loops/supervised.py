@@ -12,11 +12,12 @@ import jax
 import numpy as np
 
 from rlhf_jax.batches import NO_STEP
-from rlhf_jax.eval.verifiers import PRM_MAX_STEPS, prm_label_ids
+from rlhf_jax.eval.metrics import auroc
+from rlhf_jax.eval.verifiers import PRM_MAX_STEPS, prm_label_ids, prm_scores
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop
 from rlhf_jax.loops.data import TaskData
-from rlhf_jax.losses.reward import class_balance_weights, orm_loss, pair_loss, prm_loss
+from rlhf_jax.losses.reward import class_balance_weights, orm_loss, pair_loss, prm_loss, prm_step_logits
 from rlhf_jax.losses.sft import sft_loss
 
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
@@ -112,9 +113,19 @@ def prm_batch(data: TaskData, rows, max_steps: int, split: str = "train") -> dic
     }
 
 
+def held_out_scores(score_fn, params, make, n: int, batch_size: int) -> np.ndarray:
+    """score_fn(params, batch) [B, ...] over the n held-out rows, in batches, on the host."""
+    fn = jax.jit(score_fn)
+    return np.concatenate([
+        np.asarray(jax.device_get(fn(params, make(list(range(s, min(s + batch_size, n))), "test"))))
+        for s in range(0, n, batch_size)
+    ])  # fmt: skip
+
+
 def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
     """An outcome reward model: a scalar head trained on whether the final answer is
-    right; reports held-out accuracy beside the majority-class baseline."""
+    right; reports held-out accuracy beside the majority-class baseline, and the AUROC of
+    its score against the outcome (0.5: it ranks right and wrong solutions alike)."""
     model, params = build_model(cfg, len(data.tokenizer), mesh, head="scalar")
     weights = None
     if cfg.train.class_balance:  # wrong, right: inverse to their frequency in the train set
@@ -128,10 +139,16 @@ def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
 
     def report(trained: Trained) -> dict:
         test = means(trained)
-        positive = np.mean([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
+        outcomes = np.asarray([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
+
+        def score(params, b):
+            return model.rewards(params, b["tokens_BxT"], b["mask_BxT"])
+
+        scores = held_out_scores(score, trained.state.params, make, len(outcomes), cfg.train.batch_size)
+        positive = outcomes.mean()
         return (
             {k: test[k] for k in ("train_loss", "test_loss", "test_accuracy")}
-            | {"test_majority_baseline": float(max(positive, 1 - positive))}
+            | {"test_majority_baseline": float(max(positive, 1 - positive)), "test_auroc": auroc(scores, outcomes)}
             | ({"class_weights": list(weights)} if weights else {})
         )
 
@@ -159,8 +176,21 @@ def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = PRM_MAX_ST
 
     def report(trained: Trained) -> dict:
         test = means(trained)
-        return {k: test[k] for k in ("train_loss", "test_loss", "test_step_accuracy")} | (
-            {"class_weights": list(weights)} if weights else {}
+        outcomes = np.asarray([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
+
+        def probs(params, b):
+            logits = prm_step_logits(params, b["tokens_BxT"], b["mask_BxT"], b["step_positions_BxS"], label_ids, model)
+            return jax.nn.softmax(logits, axis=-1)
+
+        B, n = cfg.train.batch_size, len(outcomes)
+        p = held_out_scores(probs, trained.state.params, make, n, B)
+        shown = np.concatenate([make(list(range(s, min(s + B, n))), "test")["step_positions_BxS"] > 0
+                                for s in range(0, n, B)])  # fmt: skip
+        aurocs = {f"test_auroc_{name}": auroc(s, outcomes) for name, s in prm_scores(p, shown).items()}
+        return (
+            {k: test[k] for k in ("train_loss", "test_loss", "test_step_accuracy")}
+            | aurocs
+            | ({"class_weights": list(weights)} if weights else {})
         )
 
     return fixed_data_loop(cfg, mesh, model, params, loss_fn, make, len(data.train.kept), report)
