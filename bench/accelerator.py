@@ -152,9 +152,8 @@ def decode(device, tiny: bool, peak: tuple[float, float] | None) -> list[dict]:
     import jax.numpy as jnp
     import numpy as np
 
-    from rlhf_jax.models.kv_cache import KVCache  # noqa: F401 - the layout the bytes below count
     from rlhf_jax.models.transformer import init_model, with_dtype
-    from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds
+    from rlhf_jax.sampling import Sampler, SamplingConfig, mean_slots_read
 
     cfg = llama(64, 2, 4, 2, 128, vocab=256) if tiny else llama(2048, 22, 32, 4, 5632)
     P, C = (8, 8) if tiny else (128, 128)
@@ -172,8 +171,7 @@ def decode(device, tiny: bool, peak: tuple[float, float] | None) -> list[dict]:
             sampler = Sampler(model, sampling)
             seconds[new] = timed(lambda s=sampler: s(params, prompts, mask, 0).tokens, 3)
         per_step = (seconds[C] - seconds[1]) / (C - 1)
-        bounds = cache_bounds(P, C, SamplingConfig(max_new_tokens=C).cache_chunks)
-        read = np.mean([next(b for b in bounds[1:] if b > P + i) for i in range(1, C)])  # slots a step attends over
+        read = mean_slots_read(P, C, SamplingConfig(max_new_tokens=C).cache_chunks)  # slots a step attends over
         kv_bytes = 2 * cfg.n_layers * batch * cfg.n_kv_heads * read * cfg.head_dim * 2
         row = {"batch": batch, "tokens_per_s": batch / per_step, "step_ms": per_step * 1e3}
         if peak:

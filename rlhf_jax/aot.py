@@ -54,7 +54,7 @@ from rlhf_jax.models import lora
 from rlhf_jax.models.transformer import abstract_model, count_params, with_dtype
 from rlhf_jax.rollout import BaselineState
 from rlhf_jax.roofline import Cost, Line, Roofline, decode_step, extrapolate
-from rlhf_jax.sampling import Sampler, SamplingConfig, cache_bounds
+from rlhf_jax.sampling import Sampler, SamplingConfig, mean_slots_read
 from rlhf_jax.train_step import (
     TrainState,
     make_optimizer,
@@ -353,9 +353,8 @@ def _decode_bytes(model_cfg, mesh, sampling: SamplingConfig, params, prompts, rl
     tensor = mesh.shape["tensor"]
     kv_heads = model_cfg.n_kv_heads // tensor if model_cfg.n_kv_heads % tensor == 0 else model_cfg.n_kv_heads
     slot_bytes = 2 * model_cfg.n_layers * rows * kv_heads * model_cfg.head_dim * jnp.dtype(rl.sample_dtype).itemsize
-    bounds = cache_bounds(P, C, sampling.cache_chunks)
-    read = float(np.mean([next(b for b in bounds[1:] if b > P + i) for i in range(C)]))
     n = count_params(params) / tensor
+    read = mean_slots_read(P, C, sampling.cache_chunks)
     return {"rows": rows, "weight_bytes": 4 * n, "params": n, "kv_bytes": slot_bytes * read,
             "prefill_tokens": P, "prefill_kv_bytes": slot_bytes * P, "new_tokens": C}  # fmt: skip
 
@@ -377,6 +376,7 @@ def roofline(cfg: ExperimentConfig, devices, t: Target, figures: dict, vocab_siz
     mesh = mesh_lib.make_mesh(cfg.mesh, devices=devices)
     shards, tensor = mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]
     depth = run_model_config(cfg, vocab_size).n_layers
+    peak, bandwidth = t.peak_tflops * 1e12, t.hbm_gbps * 1e9
     optimiser = OPTIMISER * figures["trainable"]
     unsharded = optimiser * (1 / tensor - 1 / (mesh.shape["fsdp"] * tensor))  # counted whole, run on a shard
 
@@ -392,7 +392,7 @@ def roofline(cfg: ExperimentConfig, devices, t: Target, figures: dict, vocab_siz
                      for p in compile_run(run, devices[:1], vocab_size, n, skip)[0]} for n in (1, 2)]  # fmt: skip
         return {name: extrapolate(by_depth[0][name], by_depth[1][name], depth) for name in by_depth[0]}
 
-    lines = []
+    lines, tokens = [], 0.0  # tokens: the sampler's decode tokens/s per device, at its roofline
     if cfg.train.kind != "rl":
         batch = local(cfg.train.batch_size, "train.batch_size")
         run = dataclasses.replace(one, train=dataclasses.replace(cfg.train, batch_size=batch))
@@ -403,6 +403,7 @@ def roofline(cfg: ExperimentConfig, devices, t: Target, figures: dict, vocab_siz
         prefill = Cost(2.0 * d["params"] * d["rows"] * d["prefill_tokens"], d["weight_bytes"] + d["prefill_kv_bytes"])
         step = decode_step(d["weight_bytes"], d["kv_bytes"], d["params"], d["rows"])
         lines += [Line("prefill", prefill), Line("decode", step, d["new_tokens"])]
+        tokens = d["rows"] / step.seconds(peak, bandwidth)
         rows, minibatch = local(rl.rollout_batch, "rl.rollout_batch"), local(rl.minibatch, "rl.minibatch")
         try:  # a device's rows: its share of the rollout
             forwards = dataclasses.replace(rl, rollout_batch=rows, minibatch=minibatch)
@@ -418,9 +419,6 @@ def roofline(cfg: ExperimentConfig, devices, t: Target, figures: dict, vocab_siz
         update = costs(dataclasses.replace(one, rl=one_step), ("sampler", "experience", "reward"))["update"]
         update = update - unsharded
         lines.append(Line("update", update, calls * rl.steps_per_iteration))
-    decode = next((line for line in lines if line.name == "decode"), None)
-    peak, bandwidth = t.peak_tflops * 1e12, t.hbm_gbps * 1e9
-    tokens = figures["decode"]["rows"] / decode.cost.seconds(peak, bandwidth) if decode else 0.0
     return Roofline(tuple(lines), peak, bandwidth, t.devices, figures["flops"], tokens)
 
 

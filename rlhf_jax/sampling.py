@@ -169,6 +169,13 @@ def cache_bounds(prompt_len: int, max_new_tokens: int, completion_chunks: int) -
     return (0, *range(prompt_len, total, step), total)
 
 
+def mean_slots_read(prompt_len: int, max_new_tokens: int, completion_chunks: int) -> float:
+    """The cache slots a decode step attends over, averaged over the completion's steps:
+    step i (slot P + i) reads every chunk up to the one holding its slot."""
+    bounds = cache_bounds(prompt_len, max_new_tokens, completion_chunks)
+    return sum(next(b for b in bounds[1:] if b > prompt_len + i) for i in range(max_new_tokens)) / max_new_tokens
+
+
 class _LoopState(NamedTuple):
     """The decode loop's carry: step i, the caches, the token drawn for step i and its
     log-prob, which cache slots hold keys, which rows have ended, the PRNG key, the tokens

@@ -67,7 +67,7 @@ def test_fused_attention_in_bfloat16_is_within_bfloat16s_precision(impl):
 def test_a_model_with_xla_attention_has_the_einsums_logits_gradients_and_samples():
     cfg = ModelConfig(family="llama", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64)
     model, params = init_model(cfg, seed=3)
-    fused = run_as(model, remat="none", attention="xla")
+    fused = run_as(model, attention="xla")
     tokens = jnp.asarray(np.random.default_rng(2).integers(1, 64, size=(2, 12)))
     mask = jnp.asarray(np.arange(12)[None] >= np.array([[0], [4]]), jnp.int32)  # the second row left-padded
 

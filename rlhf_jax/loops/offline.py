@@ -74,7 +74,7 @@ def preference(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
         ref_model, ref_params = load_hf(
             checkpoint_dir(cfg.preference.reference), mesh=mesh, scan_layers=cfg.model.scan_layers
         )
-        ref_model = run_as(ref_model, ref_model.cfg.remat, cfg.model.attention)
+        ref_model = run_as(ref_model, attention=cfg.model.attention)
         if ref_model.cfg.vocab_size != model.cfg.vocab_size:
             raise ValueError(f"preference.reference={cfg.preference.reference}: vocabulary differs from the policy's")
     elif lora.has_adapters(params):  # the same base, adapters off (shared: a LoRA base is never donated)

@@ -293,7 +293,7 @@ def build_models(cfg: ExperimentConfig, vocab_size: int, mesh):
                 f"the policy's has {policy.cfg.vocab_size} (they must share the tokenizer)"
             )
     if rm is not None:  # its forwards by the run's attention kernel
-        rm = run_as(rm, rm.cfg.remat, cfg.model.attention)
+        rm = run_as(rm, attention=cfg.model.attention)
     critic = None
     if rl.estimator.critic:
         if rl.critic_from == "reward" and rm is not None:

@@ -12,12 +12,13 @@ import jax
 import numpy as np
 
 from rlhf_jax.batches import NO_STEP
+from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.eval.metrics import auroc
-from rlhf_jax.eval.verifiers import PRM_MAX_STEPS, prm_label_ids, prm_scores
+from rlhf_jax.eval.verifiers import PRM_MAX_STEPS, SCORES, PRMJudge, prm_label_ids
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import Loop, Trained, build_model, evaluate, fixed_data_loop
 from rlhf_jax.loops.data import TaskData
-from rlhf_jax.losses.reward import class_balance_weights, orm_loss, pair_loss, prm_loss, prm_step_logits
+from rlhf_jax.losses.reward import class_balance_weights, orm_loss, pair_loss, prm_loss
 from rlhf_jax.losses.sft import sft_loss
 
 # PRM label tokens (negative, neutral, positive): the LM's next-token logits of these
@@ -113,13 +114,10 @@ def prm_batch(data: TaskData, rows, max_steps: int, split: str = "train") -> dic
     }
 
 
-def held_out_scores(score_fn, params, make, n: int, batch_size: int) -> np.ndarray:
-    """score_fn(params, batch) [B, ...] over the n held-out rows, in batches, on the host."""
-    fn = jax.jit(score_fn)
-    return np.concatenate([
-        np.asarray(jax.device_get(fn(params, make(list(range(s, min(s + batch_size, n))), "test"))))
-        for s in range(0, n, batch_size)
-    ])  # fmt: skip
+def held_out_solutions(data: TaskData) -> tuple[list[str], list[str], np.ndarray]:
+    """The test split's (prompts, solutions, outcomes): what a verifier's held-out AUROC ranks."""
+    rows = [data.row(i, "test") for i in range(len(data.test.kept))]
+    return [r["prompt"] for r in rows], [r["completion"] for r in rows], np.asarray([r["outcome"] for r in rows])
 
 
 def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
@@ -139,12 +137,8 @@ def orm(cfg: ExperimentConfig, data: TaskData, mesh) -> Loop:
 
     def report(trained: Trained) -> dict:
         test = means(trained)
-        outcomes = np.asarray([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
-
-        def score(params, b):
-            return model.rewards(params, b["tokens_BxT"], b["mask_BxT"])
-
-        scores = held_out_scores(score, trained.state.params, make, len(outcomes), cfg.train.batch_size)
+        prompts, solutions, outcomes = held_out_solutions(data)
+        scores = RewardModelJudge(model, trained.state.params, data.tokenizer, data.P, data.C)(prompts, solutions)
         positive = outcomes.mean()
         return (
             {k: test[k] for k in ("train_loss", "test_loss", "test_accuracy")}
@@ -176,17 +170,9 @@ def prm(cfg: ExperimentConfig, data: TaskData, mesh, max_steps: int = PRM_MAX_ST
 
     def report(trained: Trained) -> dict:
         test = means(trained)
-        outcomes = np.asarray([data.row(i, "test")["outcome"] for i in range(len(data.test.kept))])
-
-        def probs(params, b):
-            logits = prm_step_logits(params, b["tokens_BxT"], b["mask_BxT"], b["step_positions_BxS"], label_ids, model)
-            return jax.nn.softmax(logits, axis=-1)
-
-        B, n = cfg.train.batch_size, len(outcomes)
-        p = held_out_scores(probs, trained.state.params, make, n, B)
-        shown = np.concatenate([make(list(range(s, min(s + B, n))), "test")["step_positions_BxS"] > 0
-                                for s in range(0, n, B)])  # fmt: skip
-        aurocs = {f"test_auroc_{name}": auroc(s, outcomes) for name, s in prm_scores(p, shown).items()}
+        prompts, solutions, outcomes = held_out_solutions(data)
+        judged = PRMJudge(model, trained.state.params, data.tokenizer, data.P, data.C, max_steps)(prompts, solutions)
+        aurocs = {f"test_auroc_{name}": auroc(judged[name], outcomes) for name in SCORES}
         return (
             {k: test[k] for k in ("train_loss", "test_loss", "test_step_accuracy")}
             | aurocs

@@ -147,8 +147,7 @@ def pair_loss(params, batch, model, margin_B=None, center_coef: float = 0.0, tie
     tokens = jnp.concatenate([batch.chosen_tokens_BxT, batch.rejected_tokens_BxT])
     mask = jnp.concatenate([batch.chosen_mask_BxT, batch.rejected_mask_BxT])
     r_chosen, r_rejected = jnp.split(model.rewards(params, tokens, mask), 2)
-    tie_B = getattr(batch, "tie_B", None)
-    return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef, tie_B, tie_strength)
+    return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef, batch.tie_B, tie_strength)
 
 
 def class_balance_weights(labels, n_classes: int) -> tuple[float, ...]:

@@ -179,17 +179,16 @@ class Attention(nnx.Module):
             q_rope = tuple(t[:, -1:] for t in rope) if last_query else rope
             q, k = apply_rope(q, *q_rope), apply_rope(k, *rope)
         prefill = cache is not None and isinstance(index, int) and index == 0  # slots [0, T): keys of this call only
-        if self.impl != "einsum" and (cache is None or prefill):
+        fused = self.impl != "einsum" and (cache is None or prefill)
+        if fused:  # over this call's keys alone, laid out [B, T, K, E]
             out_BxTxHxE = attention.self_attention(q, k, v, mask_BxTxS[..., : k.shape[1]], self.impl)
-            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
-            cache = None if cache is None else cache.write(k, v, index)
-            return self.o(out_BxTxHxE), cache
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
-        if cache is None:
-            out_BxTxHxE = attention.attention(q, k, v, mask_BxTxS)
-        else:  # a KVCache (kv_cache.py): this call's keys go to slots [index, index + T)
+        if cache is not None:  # a KVCache (kv_cache.py): this call's keys go to slots [index, index + T)
             cache = cache.write(k, v, index)
-            out_BxTxHxE = cache.attend(q, mask_BxTxS, index)
+        if not fused:
+            out_BxTxHxE = (
+                attention.attention(q, k, v, mask_BxTxS) if cache is None else cache.attend(q, mask_BxTxS, index)
+            )
         return self.o(out_BxTxHxE), cache
 
 

@@ -180,22 +180,18 @@ def unstack_layers(params: dict) -> dict:
 
 def with_remat(model: Model, policy: str) -> Model:
     """The same model (same params pytree) run with another remat policy."""
-    return _run_as(model, remat=policy)
-
-
-def run_as(model: Model, remat: str, attention: str) -> Model:
-    """The same model run as a run's `model.how_to_run` says: its remat policy and its
-    attention kernel (`attention.py`)."""
-    return _run_as(model, remat=remat, attention=attention)
+    return run_as(model, remat=policy)
 
 
 def with_dtype(model: Model, dtype: str) -> Model:
     """The same model (same float32 params) computing in another dtype: each weight cast
     as it is used, activations and a sampler's KV cache in `dtype` (logits in float32)."""
-    return _run_as(model, dtype=dtype)
+    return run_as(model, dtype=dtype)
 
 
-def _run_as(model: Model, **how) -> Model:
+def run_as(model: Model, **how) -> Model:
+    """The same model (same params pytree) run with other settings of how it computes,
+    by name: remat, attention (`attention.py`), dtype; a run's are `model.how_to_run`."""
     if all(getattr(model.cfg, k) == v for k, v in how.items()):
         return model
     return abstract_model(dataclasses.replace(model.cfg, **how), model.head)[0]
