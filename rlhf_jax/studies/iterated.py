@@ -12,9 +12,11 @@ stage of its own in DIR/round<r>/ (SIGKILL anywhere, rerun the same command):
                    other round uses (or one, beside the SFT's or one at a second
                    temperature: `pairs`); the labeller prefers one (`label`: Bradley-Terry
                    on the task's gold reward at labeller_temperature, standing in for
-                   people) or, with `ties`, says the two are equal; comparisons.jsonl holds
-                   these and every earlier round's, counts.json what the round's budget
-                   bought (labelled, ties, with signal). held_out.jsonl: the same policy's
+                   people) or, with `ties`, says the two are equal; with budget "signal"
+                   further prompts are labelled until comparisons_per_round have signal;
+                   comparisons.jsonl holds these and every earlier round's, counts.json
+                   what the round's budget bought (labelled, ties, with signal; with
+                   measure_pairs, what each pair design gives on the eval prompts). held_out.jsonl: the same policy's
                    pairs on held_out_pairs test prompts, labelled by the gold reward
                    without noise (equal rewards left out; refilled to held_out_min)
     reward/        the reward model on comparisons.jsonl (`data.comparisons`; its held-out
@@ -62,6 +64,7 @@ REWARD_INITS = ("scratch", "continue")
 REFERENCES = ("sft", "last")
 TIES = ("off", "davidson", "drop")
 PAIRS = ("policy", "policy_sft", "temperatures")
+BUDGETS = ("labelled", "signal")
 A, B, TIE = 1, -1, 0  # the labeller's answers
 
 
@@ -94,6 +97,13 @@ class IteratedConfig:
     # at least this many held-out pairs that are not ties: fresh pairs of the test prompts
     # are drawn until there are (up to 20 passes); 0 = one pass over held_out_pairs prompts
     held_out_min: int = 0
+    # what comparisons_per_round counts: pairs "labelled" (a tie, or a coin on equal gold
+    # rewards, spends the budget too) or comparisons with "signal" (a preference between two
+    # texts: the round draws further prompts of its share of the train set until it has them)
+    budget: str = "labelled"
+    # also record, each round, what every `pairs` design would give on held_out_pairs of the
+    # eval split's prompts (shares identical, tied, with signal): how the design is chosen
+    measure_pairs: bool = False
 
     def __post_init__(self):
         config_lib.check_numbers(self)
@@ -109,6 +119,8 @@ class IteratedConfig:
             raise ValueError(f"ties={self.ties!r}: expected one of {TIES}")
         if self.pairs not in PAIRS:
             raise ValueError(f"pairs={self.pairs!r}: expected one of {PAIRS}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget={self.budget!r}: expected one of {BUDGETS}")
         if not self.second_temperature > 0:
             raise ValueError(f"second_temperature={self.second_temperature}: must be positive")
         if self.tie_tolerance < 0 or self.held_out_min < 0:
@@ -204,33 +216,50 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     model, params = load_hf(checkpoint_dir(policy_dir), mesh=mesh)
     n, seed = cfg.comparisons_per_round, cfg.pipeline.seed
     order = np.random.default_rng([seed, 7]).permutation(len(data.train.kept))  # the rounds' disjoint prompts
-    if len(order) < cfg.rounds * n:
+    share = n if cfg.budget == "labelled" else len(order) // cfg.rounds  # each round's prompts
+    if share < n or len(order) < cfg.rounds * share:
         raise ValueError(
             f"comparisons_per_round={n} x rounds={cfg.rounds}: the task has {len(order)} train prompts "
             "(raise data.n_train)"
         )
     temperature = stages["policy"].rl.temperature
-    mine = order[r * n : (r + 1) * n]
-    texts = pair_texts(cfg, data, model, params, dirs["sft"], mine, temperature, seed * 1000 + r, mesh)
-    gold = data.gold(np.repeat(mine, 2), texts, "train")
+    pool = order[r * share : (r + 1) * share]
     rng = np.random.default_rng([seed, r, 11])
     tolerance = None if cfg.ties == "off" else cfg.tie_tolerance
-    new, counts = [], {"labelled": len(mine), "identical": 0, "equal_gold": 0, "ties": 0}
-    for i, row in enumerate(mine):
-        a, b = texts[2 * i], texts[2 * i + 1]
-        ga, gb = gold[2 * i], gold[2 * i + 1]
-        counts["identical"] += a == b
-        counts["equal_gold"] += bool(ga == gb)
-        answer = label(rng, ga, gb, cfg.labeller_temperature, tolerance)
-        counts["ties"] += answer == TIE
-        if a == b or (answer == TIE and cfg.ties == "drop"):
-            continue  # labelled (the budget counts it) but nothing to train on
-        record = data.row(int(row), "train")
-        first = answer != B
-        new.append({"prompt": record["prompt"], "chosen": a if first else b, "rejected": b if first else a,
-                    "document": record.get("document", ""), "round": r, "tie": answer == TIE})  # fmt: skip
-    # with signal: a preference between two texts (a tie, or a coin on equal rewards, has none)
-    counts["with_signal"] = len(mine) - counts["ties"] - (counts["equal_gold"] if cfg.ties == "off" else 0)
+    new, counts = [], {"labelled": 0, "identical": 0, "equal_gold": 0, "ties": 0, "with_signal": 0}
+    start, chunk = 0, 0
+    while (counts["labelled"] if cfg.budget == "labelled" else counts["with_signal"]) < n:
+        need = n - (counts["labelled"] if cfg.budget == "labelled" else counts["with_signal"])
+        if start >= len(pool):
+            raise ValueError(
+                f"round {r}: {counts['with_signal']} comparisons with signal from all {len(pool)} prompts of its "
+                f"share; budget=signal needs {n} (raise data.n_train or lower comparisons_per_round)"
+            )
+        mine = pool[start : start + need]  # a chunk: at least `need` more prompts to label
+        texts = pair_texts(cfg, data, model, params, dirs["sft"], mine, temperature,
+                           seed * 1000 + r + 10_000 * chunk, mesh)  # fmt: skip
+        gold = data.gold(np.repeat(mine, 2), texts, "train")
+        for i, row in enumerate(mine):
+            a, b = texts[2 * i], texts[2 * i + 1]
+            ga, gb = gold[2 * i], gold[2 * i + 1]
+            answer = label(rng, ga, gb, cfg.labeller_temperature, tolerance)
+            counts["labelled"] += 1
+            counts["identical"] += a == b
+            counts["equal_gold"] += bool(ga == gb)
+            counts["ties"] += answer == TIE
+            # with signal: a preference between two texts (a tie, or a coin on equal rewards, has none)
+            signal = bool(answer != TIE and ga != gb)
+            counts["with_signal"] += signal
+            if a != b and not (answer == TIE and cfg.ties == "drop"):  # else labelled, nothing to train on
+                record = data.row(int(row), "train")
+                first = answer != B
+                new.append({"prompt": record["prompt"], "chosen": a if first else b, "rejected": b if first else a,
+                            "document": record.get("document", ""), "round": r, "tie": answer == TIE})  # fmt: skip
+            if cfg.budget == "signal" and counts["with_signal"] == n:
+                break
+        start, chunk = start + len(mine), chunk + 1
+    if cfg.measure_pairs:
+        counts["designs"] = pair_designs(cfg, data, model, params, dirs["sft"], r, temperature, mesh)
     held_out = held_out_pairs(cfg, data, model, params, r, temperature, mesh)
     earlier = []
     if r > 0:
@@ -239,26 +268,45 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     write_jsonl(files[1], held_out)
     write_json(os.path.join(out, "counts.json"), counts)
     write_jsonl(files[0], earlier + new)  # last: its presence marks the step done
-    print(f"== round {r}: {len(mine)} pairs labelled, {counts['ties']} ties, {len(new)} comparisons to train on "
-          f"({len(earlier) + len(new)} in all), {len(held_out)} held-out pairs", flush=True)  # fmt: skip
+    print(f"== round {r}: {counts['labelled']} pairs labelled, {counts['with_signal']} with signal, "
+          f"{counts['ties']} ties, {len(new)} comparisons to train on ({len(earlier) + len(new)} in all), "
+          f"{len(held_out)} held-out pairs", flush=True)  # fmt: skip
     return out
 
 
 def pair_texts(cfg: IteratedConfig, data, model, params, sft_dir: str, rows, temperature: float, seed: int,
-               mesh=None) -> list[str]:  # fmt: skip
-    """The two completions of each train prompt in `rows` (texts 2i, 2i + 1), as cfg.pairs
-    says; the first is always the newest policy's at rl.temperature."""
+               mesh=None, split: str = "train") -> list[str]:  # fmt: skip
+    """The two completions of each prompt of `split` in `rows` (texts 2i, 2i + 1), as
+    cfg.pairs says; the first is always the newest policy's at rl.temperature."""
     if cfg.pairs == "policy":
-        return sample_texts(model, params, data, rows, "train", n=2, temperature=temperature, seed=seed, mesh=mesh)
-    first = sample_texts(model, params, data, rows, "train", n=1, temperature=temperature, seed=seed, mesh=mesh)
+        return sample_texts(model, params, data, rows, split, n=2, temperature=temperature, seed=seed, mesh=mesh)
+    first = sample_texts(model, params, data, rows, split, n=1, temperature=temperature, seed=seed, mesh=mesh)
     if cfg.pairs == "policy_sft":
         other_model, other_params = load_hf(checkpoint_dir(sft_dir), mesh=mesh)
         other_t = temperature
     else:
         other_model, other_params, other_t = model, params, cfg.second_temperature
-    second = sample_texts(other_model, other_params, data, rows, "train", n=1, temperature=other_t,
+    second = sample_texts(other_model, other_params, data, rows, split, n=1, temperature=other_t,
                           seed=seed + 77, mesh=mesh)  # fmt: skip
     return [t for pair in zip(first, second, strict=True) for t in pair]
+
+
+def pair_designs(cfg: IteratedConfig, data, model, params, sft_dir: str, r: int, temperature: float,
+                 mesh=None) -> dict[str, dict]:  # fmt: skip
+    """What each `pairs` design gives the newest policy on held_out_pairs prompts of the
+    eval split: {design: shares of "identical" texts, "ties" (gold rewards within the tie
+    tolerance, or equal), "with_signal" (the rest)}. The same sampling seed for every design."""
+    rows = np.arange(min(cfg.held_out_pairs, len(data.test.kept)))
+    out = {}
+    for design in PAIRS:
+        texts = pair_texts(dataclasses.replace(cfg, pairs=design), data, model, params, sft_dir, rows, temperature,
+                           cfg.pipeline.seed * 1000 + r + 900, mesh, split="test")  # fmt: skip
+        gold = data.gold(np.repeat(rows, 2), texts, "test")
+        a, b = texts[0::2], texts[1::2]
+        tied = np.abs(gold[0::2] - gold[1::2]) <= cfg.tie_tolerance
+        out[design] = {"identical": float(np.mean([x == y for x, y in zip(a, b, strict=True)])),
+                       "ties": float(np.mean(tied)), "with_signal": float(np.mean(~tied))}  # fmt: skip
+    return out
 
 
 def held_out_pairs(cfg: IteratedConfig, data, model, params, r: int, temperature: float, mesh=None) -> list[dict]:
@@ -378,8 +426,10 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     """A finished run as a study cell reports it: (metrics tree, one curve row per round).
     The tree: the last round's "policy" and "sft" (greedy figures, "sampled" apart),
     "policy_vs_sft", "reward_model" (its held-out figures and on-policy accuracy before /
-    after), "proxy_gold_gap"; the rows: round, comparisons, sampled gold and score, the gap
-    and the on-policy accuracies."""
+    after), "proxy_gold_gap"; the rows: round, comparisons, sampled gold and score, the gap,
+    the on-policy accuracies, the held-out pairs they rest on, what the round's labelling
+    bought (labelled, ties, with_signal) and, with measure_pairs, each design's share of
+    pairs with signal (signal_<design>)."""
 
     last = summary["rounds"][-1]
     acc = last["reward_model_on_policy_accuracy"]
@@ -398,6 +448,12 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
                "rm_accuracy_after": acc["after"], "kl": s["policy"]["kl_to_reference"]}  # fmt: skip
         if acc["before"] is not None:
             row["rm_accuracy_before"] = acc["before"]
+        counts = s.get("labelled") or {}  # a round of before the counts has none
+        if counts:
+            row.update(held_out_pairs=acc["pairs"], labelled=counts["labelled"], ties=counts["ties"],
+                       with_signal=counts["with_signal"])  # fmt: skip
+        for design, shares in counts.get("designs", {}).items():
+            row[f"signal_{design}"] = shares["with_signal"]
         rows.append(row)
     return tree, rows
 

@@ -8,7 +8,8 @@ claims differ from those its records were made under is refused before any work,
 the run is told why (`--amend "why"`). Then the records of changed or removed cells move to
 `<records>/discarded/` (never deleted) and the amendment is appended; the report lists
 them all. Before the first test record (the selection, the gates on validation) the grid
-may still change and the digests simply follow it.
+may still change and the digests simply follow it (a validation cell's record, `Cell.split`,
+is not a test record).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def check(study, records: str, amend: str | None = None) -> dict:
     or update provenance.json. Returns the provenance."""
     os.makedirs(records, exist_ok=True)
     prov, now = read(records), digests(study)
-    tests = [c.name for c in study.cells if os.path.exists(os.path.join(records, f"{c.name}.json"))]
+    tested = [c for c in study.cells if c.split == "test"]
+    tests = [c.name for c in tested if os.path.exists(os.path.join(records, f"{c.name}.json"))]
     adopting = prov is None and bool(tests)
     if prov is None:
         prov = {"study": study.name, **now, "amendments": []}

@@ -70,6 +70,14 @@ from rlhf_jax.workdir import Lock, finished, own_directory, write_json
 CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 
+def eval_split(run) -> str:
+    """The split a cell's run evaluates its policy on (a pipeline's or iterated run's
+    policy stage's data.eval_split; "test" for runs without one)."""
+    inner = run.pipeline if isinstance(run, IteratedConfig) else run
+    policy = getattr(inner, "policy", None)
+    return policy.data.eval_split if policy is not None else "test"
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One pipeline of the grid at one seed (a `PipelineConfig`; an
@@ -80,13 +88,23 @@ class Cell:
     the report gives a group's mean and interval over them. settings: the grid coordinates
     of the group, for the report (e.g. (("method", "rloo"), ("k", "4"))). select_with: with
     a selection, the group whose chosen value this cell takes instead of one of its own
-    (a variant of a method, e.g. PPO at another lambda, runs at the method's setting)."""
+    (a variant of a method, e.g. PPO at another lambda, runs at the method's setting).
+    split: "test", or "validation" for a cell that measures the instrument (gates, a design
+    choice) on the validation split before any test cell: its records do not fix the grid."""
 
     group: str
     seed: int
     pipeline: PipelineConfig | IteratedConfig | ProcessConfig | WeakToStrongConfig
     settings: tuple[tuple[str, str], ...] = ()
     select_with: str = ""
+    split: str = "test"
+
+    def __post_init__(self):
+        if self.split not in ("test", "validation"):
+            raise ValueError(f"cell {self.name}: split={self.split!r}, expected test or validation")
+        if self.split == "validation" and eval_split(self.pipeline) != "validation":
+            raise ValueError(f"cell {self.name}: a validation cell whose policy evaluates on the "
+                             f"{eval_split(self.pipeline)!r} split (set its data.eval_split=validation)")  # fmt: skip
 
     @property
     def seeded(self) -> PipelineConfig | IteratedConfig | ProcessConfig | WeakToStrongConfig:
