@@ -142,6 +142,26 @@ def test_ties_are_labelled_counted_against_the_budget_and_learnt_and_the_held_ou
     assert np.isfinite(reward["train_loss"])
 
 
+@pytest.mark.slow
+def test_a_budget_of_signal_labels_further_prompts_until_it_has_its_comparisons_and_designs_are_measured(tmp_path):
+    cfg = load_experiment(TINY)
+    policy = cfg.pipeline.policy
+    policy = dataclasses.replace(policy, train=dataclasses.replace(policy.train, steps=2))
+    pipe = dataclasses.replace(cfg.pipeline, policy=policy)
+    cfg = dataclasses.replace(cfg, rounds=1, ties="davidson", pipeline=pipe, budget="signal", measure_pairs=True)
+    iterated.run(cfg, str(tmp_path))
+    counts = json.loads((tmp_path / "round0" / "comparisons" / "counts.json").read_text())
+    n = cfg.comparisons_per_round
+    assert counts["with_signal"] == n and counts["labelled"] == n + counts["ties"] > n  # the tiny SFT ties often
+    collected = rows(tmp_path / "round0" / "comparisons" / "comparisons.jsonl")
+    assert len(collected) == counts["labelled"] - counts["identical"]
+    assert sum(not r["tie"] for r in collected) == n  # every untied comparison carries a preference
+    designs = counts["designs"]
+    assert set(designs) == set(iterated.PAIRS)
+    for shares in designs.values():
+        assert shares["identical"] <= shares["ties"] and shares["ties"] + shares["with_signal"] == pytest.approx(1)
+
+
 def round_summary(r, gold, score, gap, before, after):
     figures = {"kl_to_reference": 0.1 * (r + 1), "sampled": {"gold": {"mean": gold}, "reward_model": {"mean": score}}}
     return {"round": r, "comparisons": 8 * (r + 1), "proxy_gold_gap": gap, "policy": figures, "sft": figures,
@@ -152,10 +172,10 @@ def round_summary(r, gold, score, gap, before, after):
 def test_an_iterated_study_cell_shares_only_its_sft_and_records_one_curve_row_per_round(tmp_path):
     study = load_experiment("experiments/studies/iterated_rlhf.py:smoke")
     placed = [study_lib.place(c, str(tmp_path)) for c in study.cells]
-    assert [p.shared[0][0] for p in placed] == ["sft", "sft"] and all(len(p.shared) == 1 for p in placed)
-    assert placed[0].shared == placed[1].shared  # one SFT for both groups at a seed
+    assert [p.shared[0][0] for p in placed] == ["sft"] * 5 and all(len(p.shared) == 1 for p in placed)
+    assert len({p.shared for p in placed}) == 1  # one SFT for every group at a seed, the validation cell's too
     jobs = study_lib.plan(study, str(tmp_path), str(tmp_path / "records"))
-    assert [j.key.split("/")[0] for j in jobs] == ["shared", "cells", "cells"]
+    assert [j.key.split("/")[0] for j in jobs] == ["shared"] + ["cells"] * 5
     assert all(j.needs == (jobs[0].key,) for j in jobs[1:])
     summary = {"rounds": [round_summary(0, -0.5, 0.2, 0.3, None, 0.6), round_summary(1, -0.2, 0.9, 0.4, 0.55, 0.7)]}
     tree, rows = iterated.study_figures(summary)
@@ -163,3 +183,9 @@ def test_an_iterated_study_cell_shares_only_its_sft_and_records_one_curve_row_pe
     assert tree["reward_model"]["on_policy_before"] == 0.55 and tree["policy"]["sampled"]["gold"]["mean"] == -0.2
     assert [r["comparisons"] for r in rows] == [8, 16] and [r["gold"] for r in rows] == [-0.5, -0.2]
     assert "rm_accuracy_before" not in rows[0] and rows[1]["rm_accuracy_before"] == 0.55
+    assert "labelled" not in rows[0]  # a round of before the counts
+    counts = {"labelled": 11, "ties": 3, "with_signal": 8, "designs": {"policy_sft": {"with_signal": 0.7}}}
+    summary["rounds"][1]["labelled"] = counts
+    row = iterated.study_figures(summary)[1][1]
+    assert (row["labelled"], row["ties"], row["with_signal"], row["held_out_pairs"]) == (11, 3, 8, 4)
+    assert row["signal_policy_sft"] == 0.7

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from rlhf_jax.main import load_experiment, main
+from rlhf_jax.studies import provenance as study_provenance
 from rlhf_jax.studies import report as study_report
 from rlhf_jax.studies import study as study_lib
+from rlhf_jax.studies.records import cell_key
 
 SMOKE = "experiments/studies/rloo_paper.py:smoke"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,6 +122,28 @@ def test_a_cell_with_a_current_record_is_not_planned_and_a_changed_one_is(tmp_pa
 def with_rl(cell, rl):
     policy = dataclasses.replace(cell.pipeline.policy, rl=rl)
     return dataclasses.replace(cell, pipeline=dataclasses.replace(cell.pipeline, policy=policy))
+
+
+def test_a_validation_cells_record_leaves_the_grid_open_and_it_must_evaluate_on_validation(tmp_path):
+    study = load_experiment("experiments/studies/iterated_rlhf.py:smoke")
+    records = str(tmp_path / "records")
+    validation = next(c for c in study.cells if c.split == "validation")
+    os.makedirs(records)
+    with open(os.path.join(records, f"{validation.name}.json"), "w") as f:
+        json.dump({"cell": validation.name, "key": cell_key(validation)}, f)
+    study_provenance.check(study, records)
+    test = next(c for c in study.cells if c.split == "test")
+    hotter = dataclasses.replace(test.pipeline, labeller_temperature=0.1)
+    changed = dataclasses.replace(
+        study, cells=tuple(dataclasses.replace(c, pipeline=hotter) if c is test else c for c in study.cells)
+    )
+    study_provenance.check(changed, records)  # no test record yet: the digests follow the grid
+    with open(os.path.join(records, f"{test.name}.json"), "w") as f:
+        json.dump({"cell": test.name, "key": cell_key(dataclasses.replace(test, pipeline=hotter))}, f)
+    with pytest.raises(study_provenance.AmendmentNeeded):
+        study_provenance.check(study, records)  # now a test record fixes it
+    with pytest.raises(ValueError, match="validation cell whose policy evaluates on the 'test' split"):
+        dataclasses.replace(validation, pipeline=test.pipeline)
 
 
 def test_interval_is_the_t_interval_of_the_mean():

@@ -255,9 +255,9 @@ def test_each_reports_claim_table_is_the_rules_on_its_records_and_the_readme_sho
 
 def test_a_study_with_every_record_current_writes_its_report_into_a_new_workdir(tmp_path):
     recs = tmp_path / "records"
-    shutil.copytree(os.path.join(ROOT, "studies", "iterated_rlhf"), recs)
+    shutil.copytree(os.path.join(ROOT, "studies", "rloo_paper"), recs)  # complete, not being rerun
     (recs / "report.md").unlink()
     workdir = tmp_path / "not" / "yet"
-    argv = ["--config", "experiments/studies/iterated_rlhf.py", "--workdir", str(workdir), "--records", str(recs)]
+    argv = ["--config", "experiments/studies/rloo_paper.py", "--workdir", str(workdir), "--records", str(recs)]
     assert main(argv) == 0
     assert (workdir / "results.json").exists() and "## Claims" in (recs / "report.md").read_text()
