@@ -216,14 +216,13 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
     model, params = load_hf(checkpoint_dir(policy_dir), mesh=mesh)
     n, seed = cfg.comparisons_per_round, cfg.pipeline.seed
     order = np.random.default_rng([seed, 7]).permutation(len(data.train.kept))  # the rounds' disjoint prompts
-    share = n if cfg.budget == "labelled" else len(order) // cfg.rounds  # each round's prompts
-    if share < n or len(order) < cfg.rounds * share:
+    if len(order) < cfg.rounds * n:
         raise ValueError(
             f"comparisons_per_round={n} x rounds={cfg.rounds}: the task has {len(order)} train prompts "
             "(raise data.n_train)"
         )
     temperature = stages["policy"].rl.temperature
-    pool = order[r * share : (r + 1) * share]
+    pool = order[labelled_before(cfg, workdir, r) :]  # each round takes the prompts after the earlier rounds
     rng = np.random.default_rng([seed, r, 11])
     tolerance = None if cfg.ties == "off" else cfg.tie_tolerance
     new, counts = [], {"labelled": 0, "identical": 0, "equal_gold": 0, "ties": 0, "with_signal": 0}
@@ -232,8 +231,8 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
         need = n - (counts["labelled"] if cfg.budget == "labelled" else counts["with_signal"])
         if start >= len(pool):
             raise ValueError(
-                f"round {r}: {counts['with_signal']} comparisons with signal from all {len(pool)} prompts of its "
-                f"share; budget=signal needs {n} (raise data.n_train or lower comparisons_per_round)"
+                f"round {r}: {counts['with_signal']} comparisons with signal from the {len(pool)} train prompts "
+                f"the earlier rounds left; budget=signal needs {n} (raise data.n_train or lower comparisons_per_round)"
             )
         mine = pool[start : start + need]  # a chunk: at least `need` more prompts to label
         texts = pair_texts(cfg, data, model, params, dirs["sft"], mine, temperature,
@@ -272,6 +271,20 @@ def collect(cfg: IteratedConfig, workdir: str, r: int, mesh=None, **layout) -> s
           f"{counts['ties']} ties, {len(new)} comparisons to train on ({len(earlier) + len(new)} in all), "
           f"{len(held_out)} held-out pairs", flush=True)  # fmt: skip
     return out
+
+
+def labelled_before(cfg: IteratedConfig, workdir: str, r: int) -> int:
+    """The train prompts rounds 0 .. r-1 labelled (their counts.json; comparisons_per_round
+    each for a round of before the counts)."""
+    total = 0
+    for q in range(r):
+        path = os.path.join(round_dir(workdir, q), "comparisons", "counts.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                total += json.load(f)["labelled"]
+        else:
+            total += cfg.comparisons_per_round
+    return total
 
 
 def pair_texts(cfg: IteratedConfig, data, model, params, sft_dir: str, rows, temperature: float, seed: int,
