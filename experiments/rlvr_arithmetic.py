@@ -10,12 +10,21 @@ SFT policy, then any RL method from it (default GRPO; --set rl.method=dapo, gspo
 
 Variants: `sft`; `tiny` and `sft,tiny` (seconds; the tests' size: `a + b` with a, b in 1-3,
 `tasks.arithmetic.SUMS`: nine problems, SFT solutions right 40% of the time, an SFT policy
-right about 22% at T = 1).
+right about 22% at T = 1); a method of METHODS (`grpo`, `rloo_k4`, `dpo`, ...; with `tiny`)
+runs the whole pipeline, SFT then that method, as the verifiable-reward study does.
 """
 
 import dataclasses
 
-from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, RLSection, TrainSection
+from rlhf_jax.experiment import (
+    DataSection,
+    ExperimentConfig,
+    ModelSection,
+    PreferenceSection,
+    RLSection,
+    TrainSection,
+)
+from rlhf_jax.pipeline import PipelineConfig
 from rlhf_jax.train_step import OptimConfig
 
 VARIANTS = ("sft", "tiny")
@@ -58,8 +67,60 @@ def rl(tiny: bool) -> ExperimentConfig:
     )
 
 
-def get_config(variant: str | None = None) -> ExperimentConfig:
+# the verifiable-reward study's methods: name -> (rl.method, k); dpo trains offline on judged pairs
+METHODS = {
+    "rloo_k2": ("rloo", 2), "rloo_k4": ("rloo", 4), "raft_k2": ("raft", 2), "raft_k4": ("raft", 4),
+    "reinforce": ("reinforce", 1), "vanilla_pg": ("vanilla_pg", 1), "ppo": ("ppo", 1), "dpo": ("dpo", 1),
+    "grpo": ("grpo", 4), "dr_grpo": ("dr_grpo", 4), "dapo": ("dapo", 4), "gspo": ("gspo", 4),
+    "cispo": ("cispo", 4), "reinforce_pp": ("reinforce_pp", 4),
+}  # fmt: skip
+MINIBATCHES = 4  # gradient steps on each rollout batch (every online method): PPO's clip and its kin can act
+
+
+def pipeline(name: str = "grpo", tiny: bool = False) -> PipelineConfig:
+    """SFT, then `name` of METHODS from it against the exact-answer reward (no reward
+    model: reward_source task). Every online method samples rollout_batch completions an
+    iteration (rollout_batch / k prompts) for train.steps iterations and takes MINIBATCHES
+    gradient steps on each batch; DPO trains on the SFT's two samples of as many prompts as
+    the online methods' completions make pairs (the same number of judged completions)."""
+    if name not in METHODS:
+        raise ValueError(f"rlvr_arithmetic: unknown method {name!r}; known: {', '.join(METHODS)}")
+    method, k = METHODS[name]
+    base = rl(tiny)
+    labelled = 0
+    if method == "dpo":
+        steps = base.train.steps
+        policy = dataclasses.replace(
+            base,
+            name=f"rlvr_arithmetic_{name}",
+            optim=dataclasses.replace(base.optim, total_steps=steps),
+            train=TrainSection(kind="preference", steps=steps, batch_size=32 if not tiny else 16,
+                               log_every=base.train.log_every, save_every=base.train.save_every),
+            preference=PreferenceSection(objective="dpo", beta=0.1),
+        )  # fmt: skip
+        labelled = min(base.rl.rollout_batch * base.train.steps // 2, base.data.n_train)
+    else:
+        minibatch = base.rl.rollout_batch // MINIBATCHES
+        rl_section = dataclasses.replace(base.rl, method=method, k=k, minibatch=minibatch,
+                                         whiten_advantages=method == "ppo")  # fmt: skip
+        if rl_section.estimator.critic:  # no reward model to start the critic from: the policy's backbone
+            rl_section = dataclasses.replace(rl_section, critic_from="policy")
+        policy = dataclasses.replace(base, name=f"rlvr_arithmetic_{name}", rl=rl_section)
+    return PipelineConfig(
+        name=f"rlvr_arithmetic_{name}",
+        sft=sft(tiny),
+        policy=policy,
+        reward_source="task",
+        labelled_pairs=labelled,
+    )
+
+
+def get_config(variant: str | None = None) -> ExperimentConfig | PipelineConfig:
     chosen = set(filter(None, (variant or "").split(",")))
-    if chosen - set(VARIANTS):
-        raise ValueError(f"rlvr_arithmetic: unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    methods = chosen & set(METHODS)
+    if chosen - set(VARIANTS) - methods or len(methods) > 1 or (methods and "sft" in chosen):
+        raise ValueError(f"rlvr_arithmetic: unknown variant {variant!r}; known: {', '.join(VARIANTS)}, or one "
+                         f"method of {', '.join(METHODS)} (the whole pipeline; with tiny)")  # fmt: skip
+    if methods:
+        return pipeline(methods.pop(), "tiny" in chosen)
     return (sft if "sft" in chosen else rl)("tiny" in chosen)

@@ -244,7 +244,8 @@ class RLSection:
     starting checkpoint (a policy that continues training keeps its SFT as reference).
     beta: KL coefficient of R = r - beta * KL; target_kl > 0 adapts it (Ziegler et al.).
     reward_noise: std of Gaussian noise added to r (the robustness sweeps), in the units of
-    reward_noise_scale: "absolute" or "score_std" (multiples of the batch's score std).
+    reward_noise_scale: "absolute" or "score_std" (multiples of the batch's score std); or,
+    with "flip", the probability that a verifiable reward's 0 / 1 is flipped.
     old_logps: where log pi_old comes from: "sampler" (the log-probs the sampler computed
     while drawing, under the same parameters: no extra forward) or "forward" (a training
     forward over the sampled sequences; equal up to rounding, which in bf16 may matter).
@@ -387,6 +388,8 @@ class RLSection:
         for name in ("beta", "target_kl", "reward_noise", "baseline_decay", "missing_eos_penalty"):
             if getattr(self, name) < 0:
                 raise ValueError(f"rl.{name}={getattr(self, name)}: must be >= 0")
+        if self.reward_noise_scale == "flip" and self.reward_noise > 1:
+            raise ValueError(f"rl.reward_noise={self.reward_noise}: a flip probability, at most 1")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"rl.baseline_decay={self.baseline_decay}: must be in [0, 1)")
         self._check_sampling_and_loss()

@@ -121,8 +121,9 @@ def target_report(cfg, name: str) -> str:
 
     t = aot.target(name)
     devices = aot.target_devices(t)
+    named = [f.name for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), ExperimentConfig)]
     stages = [cfg] if isinstance(cfg, ExperimentConfig) else [
-        getattr(cfg, f.name) for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), ExperimentConfig)
+        getattr(cfg, name) for name in getattr(cfg, "trained_stages", named)  # a pipeline: the stages it runs
     ]  # fmt: skip
     least = 1.0
     for stage in stages:

@@ -16,6 +16,7 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import loops
@@ -23,30 +24,55 @@ from rlhf_jax import mesh as mesh_lib
 from rlhf_jax import workdir as workdir_lib
 from rlhf_jax.eval import plots
 from rlhf_jax.eval.judges import RewardModelJudge
-from rlhf_jax.eval.policies import compare
+from rlhf_jax.eval.policies import compare, sample_texts, verifiable_figures
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.models.hf import load_hf
-from rlhf_jax.workdir import checkpoint_dir, write_json
+from rlhf_jax.workdir import checkpoint_dir, write_json, write_jsonl
+
+REWARD_SOURCES = ("model", "task")
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """seed: the training seed of every stage (the task data stay the same)."""
+    """seed: the training seed of every stage (the task data stay the same).
+    reward_source: "model" (the reward stage trains a reward model; RL scores with it) or
+    "task" (a verifiable reward: no reward stage; RL scores with the task's gold judge, and
+    a preference policy stage trains on labelled_pairs train prompts' two SFT samples that
+    the judge tells apart, `verifier_pairs`)."""
 
     name: str = "pipeline"
     seed: int = 0
     sft: ExperimentConfig = ExperimentConfig()
     reward: ExperimentConfig = ExperimentConfig()
     policy: ExperimentConfig = ExperimentConfig()
+    reward_source: str = "model"
+    labelled_pairs: int = 0
+    pass_k: int = 8  # reward_source task: samples per test prompt for pass@k and right / wrong lengths
 
     def __post_init__(self):
-        config_lib.check_numbers(self, {"seed": ">= 0"})
+        config_lib.check_numbers(self, {"seed": ">= 0", "labelled_pairs": ">= 0", "pass_k": ">= 1"})
+        if self.reward_source not in REWARD_SOURCES:
+            raise ValueError(f"reward_source={self.reward_source!r}: expected one of {REWARD_SOURCES}")
         for stage, kind in (("sft", ("sft",)), ("reward", ("reward",)), ("policy", ("rl", "preference"))):
             got = getattr(self, stage).train.kind
-            if got not in kind:
+            if got not in kind and stage in self.trained_stages:
                 raise ValueError(f"{stage}.train.kind={got!r}: the {stage} stage must be one of {kind}")
+        if self.reward_source == "task":
+            if self.policy.data.task_spec.judge is None:
+                raise ValueError(f"reward_source=task: policy.data.task={self.policy.data.task} has no gold judge")
+            if self.policy.train.kind == "rl" and self.policy.rl.reward_model != "gold":
+                raise ValueError(f"reward_source=task: policy.rl.reward_model={self.policy.rl.reward_model!r}; the "
+                                 "task's judge scores (leave it gold)")  # fmt: skip
+            if self.policy.train.kind == "preference" and not self.labelled_pairs:
+                raise ValueError("reward_source=task with a preference policy stage: set labelled_pairs (the train "
+                                 "prompts whose two SFT samples the task's judge labels)")  # fmt: skip
+
+    @property
+    def trained_stages(self) -> tuple[str, ...]:
+        """The stages that run, in order (no reward stage on a verifiable reward)."""
+        return STAGES if self.reward_source == "model" else ("sft", "policy")
 
     @property
     def method(self) -> str:
@@ -80,10 +106,15 @@ def stages(cfg: PipelineConfig, workdir: str, dirs: dict[str, str] | None = None
     data (default <workdir>/tfds)."""
     dirs = dirs or stage_dirs(workdir)
     data_dir = data_dir or os.path.join(workdir, "tfds")
-    sft_dir, reward_dir = dirs["sft"], dirs["reward"]
+    sft_dir = dirs["sft"]
     policy = wire(cfg, cfg.policy, data_dir, init_from=cfg.policy.model.init_from or sft_dir)
+    if cfg.reward_source == "task":  # the task's judge scores; a preference stage reads the judged pairs
+        if policy.train.kind == "preference":
+            pairs = dirs.get("pairs") or os.path.join(workdir, "pairs")
+            policy = dataclasses.replace(policy, data=dataclasses.replace(policy.data, comparisons=pairs))
+        return {"sft": wire(cfg, cfg.sft, data_dir), "policy": policy}
     if policy.train.kind == "rl" and policy.rl.reward_model == "gold":
-        policy = dataclasses.replace(policy, rl=dataclasses.replace(policy.rl, reward_model=reward_dir))
+        policy = dataclasses.replace(policy, rl=dataclasses.replace(policy.rl, reward_model=dirs["reward"]))
     return {
         "sft": wire(cfg, cfg.sft, data_dir),
         "reward": wire(cfg, cfg.reward, data_dir, init_from=cfg.reward.model.init_from or sft_dir),
@@ -108,6 +139,55 @@ def run_stage(name: str, cfg: ExperimentConfig, directory: str) -> dict:
         return loops.run(cfg, directory)
 
 
+def verifier_pairs(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], dirs: dict[str, str], out: str) -> str:
+    """A verifiable reward's comparisons for a preference policy stage (reward_source task):
+    the SFT samples two completions (at rl.temperature) for each of labelled_pairs train
+    prompts (a permutation by the seed); the task's judge scores both, and a pair it tells
+    apart is a comparison (the higher chosen). The same for the eval split's prompts:
+    held_out.jsonl, the stage's test pairs. counts.json: what the labels bought. Written
+    once, comparisons.jsonl last (its presence marks the step done); returns `out`."""
+    done = os.path.join(out, "comparisons.jsonl")
+    if os.path.exists(done):
+        return out
+    policy = configs["policy"]
+    sft_model = dataclasses.replace(configs["sft"].model, init_from=dirs["sft"])
+    data = task_data(dataclasses.replace(policy, model=sft_model), dirs["sft"], "sft")
+    mesh = mesh_lib.make_mesh(policy.mesh)
+    model, params = load_hf(checkpoint_dir(dirs["sft"]), mesh=mesh)
+    n = cfg.labelled_pairs
+    if n > len(data.train.kept):
+        raise ValueError(f"labelled_pairs={n}: the task has {len(data.train.kept)} train prompts (raise data.n_train)")
+
+    def judged(rows, split: str, seed: int) -> tuple[list[dict], int]:
+        texts = sample_texts(model, params, data, rows, split, n=2, temperature=policy.rl.temperature, seed=seed,
+                             mesh=mesh)  # fmt: skip
+        gold = data.gold(np.repeat(rows, 2), texts, split)
+        pairs = []
+        for i, row in enumerate(rows):
+            a, b, ga, gb = texts[2 * i], texts[2 * i + 1], gold[2 * i], gold[2 * i + 1]
+            if ga != gb and a != b:
+                prompt = data.row(int(row), split)["prompt"]
+                pairs.append({"prompt": prompt, "chosen": a if ga > gb else b, "rejected": b if ga > gb else a})
+        return pairs, len(rows)
+
+    rows = np.random.default_rng([cfg.seed, 13]).permutation(len(data.train.kept))[:n]
+    train, labelled = judged(rows, "train", cfg.seed * 1000 + 1)
+    held_out, _ = judged(np.arange(len(data.test.kept)), "test", cfg.seed * 1000 + 2)
+    if not train or not held_out:
+        raise ValueError(f"the SFT's two samples of {n} prompts: {len(train)} pairs the judge tells apart (train), "
+                         f"{len(held_out)} (held out); a preference stage needs some of each")  # fmt: skip
+    if jax.process_index() == 0:
+        os.makedirs(out, exist_ok=True)
+        counts = {"labelled": labelled, "completions_judged": 2 * labelled, "with_signal": len(train),
+                  "held_out": len(held_out)}  # fmt: skip
+        write_json(os.path.join(out, "counts.json"), counts)
+        write_jsonl(os.path.join(out, "held_out.jsonl"), held_out)
+        write_jsonl(done, train)
+    print(f"== pairs: the judge tells apart {len(train)} of {labelled} pairs of SFT samples "
+          f"({len(held_out)} held out)", flush=True)  # fmt: skip
+    return out
+
+
 def run(cfg: PipelineConfig, workdir: str, dirs: dict[str, str] | None = None, data_dir: str = "") -> dict:
     """Run the stages in order (each resumable, a finished one skipped), then `evaluate`;
     writes <workdir>/summary.json and prints the table. dirs, data_dir: as in `stages`."""
@@ -117,6 +197,8 @@ def run(cfg: PipelineConfig, workdir: str, dirs: dict[str, str] | None = None, d
     results, timings = {}, {}
     for name, stage in configs.items():
         t = time.time()
+        if name == "policy" and stage.data.comparisons and cfg.reward_source == "task":
+            verifier_pairs(cfg, configs, dirs, stage.data.comparisons)
         results[name] = run_stage(name, stage, dirs[name])
         timings[name] = round(time.time() - t, 1)
         if results[name].get("stopped"):
@@ -134,15 +216,18 @@ def run(cfg: PipelineConfig, workdir: str, dirs: dict[str, str] | None = None, d
 def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], dirs: dict[str, str], results: dict,
              out_dir: str) -> dict:  # fmt: skip
     """The SFT and the final policy on the test prompts (greedy and sampled completions),
-    judged by the task's gold reward and the reward model; plots in out_dir."""
+    judged by the task's gold reward and the reward model (on a verifiable reward: pass@k
+    and the lengths of right and wrong answers, `verifiable_figures`); plots in out_dir."""
     policy_cfg = configs["policy"]
     mesh = mesh_lib.make_mesh(policy_cfg.mesh)
     sft_model = dataclasses.replace(configs["sft"].model, init_from=dirs["sft"])  # its tokenizer
     data = task_data(dataclasses.replace(policy_cfg, model=sft_model), dirs["sft"], "sft")
     model, sft_params = load_hf(checkpoint_dir(dirs["sft"]), mesh=mesh)
     _, final_params = load_hf(checkpoint_dir(dirs["policy"]), mesh=mesh)
-    rm, rm_params = load_scalar(dirs["reward"], mesh)
-    rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
+    rm_judge = None
+    if "reward" in configs:
+        rm, rm_params = load_scalar(dirs["reward"], mesh)
+        rm_judge = RewardModelJudge(rm, rm_params, data.tokenizer, data.P, data.C)
     m = cfg.method
     result = compare(
         model, {"sft": sft_params, m: final_params}, sft_params, data, pairs=[(m, "sft")],
@@ -150,6 +235,11 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], dirs: di
         seed=cfg.seed, mesh=mesh,
     )  # fmt: skip
     figures, curves, versus = result["policies"], result["curves"], result[f"{m}_vs_sft"]
+    if cfg.reward_source == "task":  # pass@k and the lengths of right and wrong answers
+        for name, params in (("sft", sft_params), (m, final_params)):
+            figures[name]["verifiable"] = verifiable_figures(
+                model, params, data, k=cfg.pass_k, temperature=policy_cfg.rl.temperature, seed=cfg.seed, mesh=mesh
+            )
 
     os.makedirs(out_dir, exist_ok=True)
     written = [plots.step_curves(curves, out_dir)]
@@ -164,7 +254,7 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], dirs: di
         "reward_model": {
             k: results["reward"][k]
             for k in ("test_accuracy", "test_pairs", "content_probe_accuracy", "content_probe_pairs")
-            if k in results["reward"]
+            if k in results.get("reward", {})
         },
         "policies": figures,
         f"gold_win_rate_{m}_vs_sft": versus["greedy"]["gold_win_rate"],
@@ -176,6 +266,7 @@ def evaluate(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], dirs: di
 
 def table(summary: dict, method: str) -> str:
     """The SFT vs final policy table printed at the end."""
+    scored = "reward_model" in summary["policies"]["sft"]["sampled"]  # no reward model on a verifiable reward
     rows = [
         ("sampled: gold reward (mean)", lambda f: f["sampled"]["gold"]["mean"]),
         ("sampled: gold reward (var)", lambda f: f["sampled"]["gold"]["variance"]),
@@ -192,6 +283,7 @@ def table(summary: dict, method: str) -> str:
         ("perplexity of reference", lambda f: f["perplexity_of_reference"]),
         ("KL to SFT", lambda f: f["kl_to_reference"]),
     ]
+    rows = [(name, get) for name, get in rows if scored or "reward model" not in name]
     p = summary["policies"]
     lines = [f"{'':28s} {'SFT':>10s} {method:>10s}"]
     lines += [f"{name:28s} {get(p['sft']):10.4f} {get(p[method]):10.4f}" for name, get in rows]
@@ -199,8 +291,9 @@ def table(summary: dict, method: str) -> str:
         win = summary[f"gold_win_rate_{method}_vs_sft{suffix}"]
         lines.append(f"{decoding + ': gold win-rate vs SFT':28s} {'':10s} {win:10.4f}")
     rm = summary["reward_model"]
-    line = f"reward model held-out pairwise accuracy: {rm['test_accuracy']:.3f}"
-    if "content_probe_accuracy" in rm:
-        line += f"; content probe: {rm['content_probe_accuracy']:.3f}"
-    lines.append(line)
+    if "test_accuracy" in rm:
+        line = f"reward model held-out pairwise accuracy: {rm['test_accuracy']:.3f}"
+        if "content_probe_accuracy" in rm:
+            line += f"; content probe: {rm['content_probe_accuracy']:.3f}"
+        lines.append(line)
     return "\n".join(lines)

@@ -54,9 +54,12 @@ def check(cfg, workdir: str, dry_run: bool = False) -> None:
 
 def _check_pipeline(cfg, workdir: str, prefix: str = "", dry_run: bool = False) -> None:
     stages = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    stages = {name: stage for name, stage in stages.items() if isinstance(stage, ExperimentConfig)}
+    stages = {name: stage for name, stage in stages.items() if name in cfg.trained_stages}
     sft = stages.get("sft")
     for name, stage in stages.items():
+        if cfg.reward_source == "task" and stage.train.kind == "preference":  # on the pairs the judge will label
+            pairs = os.path.join(workdir, "pairs")
+            stage = dataclasses.replace(stage, data=dataclasses.replace(stage.data, comparisons=pairs))
         # the later stages start from the SFT stage's export unless they name a model
         inherited = sft.model if sft is not None and name != "sft" and not stage.model.init_from else None
         check_experiment(stage, prefix=f"{prefix}{name}.", model=inherited, pipeline=workdir, dry_run=dry_run)
@@ -80,7 +83,8 @@ def check_experiment(
         )
     kind, task = cfg.train.kind, cfg.data.task
     spec = cfg.data.task_spec
-    if KINDS[kind] not in spec.offers:
+    collected = kind == "preference" and cfg.data.comparisons  # the comparisons a run collected or judged
+    if KINDS[kind] not in spec.offers and not collected:
         offering = [t for t, s in TASKS.items() if KINDS[kind] in s.offers]
         raise ValueError(
             f"{k('train.kind')}={kind!r} reads {KINDS[kind]} data; {k('data.task')}={task!r} offers "

@@ -40,7 +40,7 @@ from flax import struct
 from rlhf_jax.losses.common import check_same_shape, is_concrete, kl_per_token, masked_sum, whiten
 
 LEVELS = ("sequence", "token", "selection")
-NOISE_SCALES = ("absolute", "score_std")
+NOISE_SCALES = ("absolute", "score_std", "flip")
 
 
 def check_group(what: str, batch: int, k: int, min_k: int = 1) -> None:
@@ -59,11 +59,15 @@ def noisy_scores(scores_B, sigma: float, scale: str, key):
     """r + sigma * s * eps, eps ~ N(0, 1) per completion: the robustness sweeps' corrupted
     reward. s = 1 ("absolute") or the standard deviation of this batch's scores
     ("score_std": sigma is then in units of the reward's spread, as the RLOO paper's noise
-    levels are); no gradient flows through s."""
+    levels are); no gradient flows through s. "flip": a binary (verifiable) reward r in
+    {0, 1} becomes 1 - r with probability sigma, each completion on its own."""
     if scale not in NOISE_SCALES:
         raise ValueError(f"reward noise scale {scale!r}: expected one of {NOISE_SCALES}")
     if not sigma:
         return scores_B
+    if scale == "flip":
+        flipped_B = jax.random.bernoulli(key, sigma, scores_B.shape)
+        return jnp.where(flipped_B, 1.0 - scores_B, scores_B).astype(scores_B.dtype)
     s = jax.lax.stop_gradient(jnp.std(scores_B)) if scale == "score_std" else 1.0
     return scores_B + sigma * s * jax.random.normal(key, scores_B.shape, scores_B.dtype)
 

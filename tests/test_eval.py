@@ -1,5 +1,7 @@
 """Evaluation metrics on hand-made inputs, and the LM judge's prompts and parsing."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,16 @@ def test_auroc_by_hand_with_ties_and_the_diagnosis_of_a_length_biased_verifier()
     assert r["auroc_by_steps"] == 0.5  # within the 4-step solutions: no better than chance
     # problem 0's right solution (index 2) outscores 1 of its 3 wrong ones, problem 1's (index 5) none
     assert r["auroc_within_problems"] == pytest.approx((1 / 3 + 0) / 2)
+
+
+def test_pass_at_k_is_the_unbiased_estimator_by_hand_and_by_enumeration():
+    assert metrics.pass_at_k(2, 1, 1) == pytest.approx(0.5)
+    assert metrics.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3, 2) / C(4, 2)
+    assert metrics.pass_at_k(5, 0, 3) == 0.0 and metrics.pass_at_k(5, 5, 1) == 1.0
+    assert metrics.pass_at_k(8, 2, 7) == 1.0  # fewer wrong samples than k: a right one is always drawn
+    for n, c, k in [(8, 3, 4), (6, 2, 3), (10, 1, 5)]:
+        subsets = list(itertools.combinations(range(n), k))  # samples 0 .. c-1 are the right ones
+        expected = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+        assert metrics.pass_at_k(n, c, k) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        metrics.pass_at_k(4, 1, 5)

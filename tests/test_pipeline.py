@@ -12,6 +12,7 @@ from rlhf_jax import pipeline
 from rlhf_jax.eval import plots
 from rlhf_jax.experiment import ExperimentConfig, TrainSection
 from rlhf_jax.main import load_experiment
+from rlhf_jax.tasks import arithmetic
 
 
 def tiny_quickstart(**rl):
@@ -32,6 +33,51 @@ def test_stages_are_wired_to_each_other_in_the_workdir(tmp_path):
     assert tiny_quickstart(advantage="grpo", loss="reinforce").method == "grpo+reinforce"
     with pytest.raises(ValueError, match="reward.train.kind='sft': the reward stage must be one of"):
         pipeline.PipelineConfig(reward=ExperimentConfig(train=TrainSection(kind="sft")))
+
+
+def test_a_verifiable_reward_has_no_reward_stage_and_a_preference_stage_reads_the_judged_pairs(tmp_path):
+    cfg = load_experiment("experiments/rlvr_arithmetic.py:grpo,tiny")
+    stages = pipeline.stages(cfg, str(tmp_path))
+    assert list(stages) == ["sft", "policy"] and cfg.trained_stages == ("sft", "policy")
+    assert stages["policy"].rl.reward_model == "gold" and stages["policy"].model.init_from == str(tmp_path / "sft")
+    dpo = load_experiment("experiments/rlvr_arithmetic.py:dpo,tiny")
+    assert pipeline.stages(dpo, str(tmp_path))["policy"].data.comparisons == str(tmp_path / "pairs")
+    policy = cfg.policy
+    with pytest.raises(ValueError, match="reward_source=task: policy.rl.reward_model='/rm'"):
+        dataclasses.replace(
+            cfg, policy=dataclasses.replace(policy, rl=dataclasses.replace(policy.rl, reward_model="/rm"))
+        )
+    with pytest.raises(ValueError, match="set labelled_pairs"):
+        dataclasses.replace(dpo, labelled_pairs=0)
+    with pytest.raises(ValueError, match="policy.data.task=tldr has no gold judge"):
+        dataclasses.replace(cfg, policy=dataclasses.replace(policy, data=dataclasses.replace(policy.data, task="tldr")))
+    with pytest.raises(ValueError, match="reward_source='judge'"):
+        dataclasses.replace(cfg, reward_source="judge")
+
+
+@pytest.mark.slow
+def test_a_verifiable_reward_pipeline_runs_rl_and_dpo_on_pairs_the_judge_tells_apart(tmp_path):
+    dpo = load_experiment("experiments/rlvr_arithmetic.py:dpo,tiny")
+    summary = pipeline.run(dpo, str(tmp_path))
+    counts = json.loads((tmp_path / "pairs" / "counts.json").read_text())
+    assert counts["labelled"] == dpo.labelled_pairs and counts["completions_judged"] == 2 * dpo.labelled_pairs
+    pairs = [json.loads(line) for line in (tmp_path / "pairs" / "comparisons.jsonl").read_text().splitlines()]
+    assert len(pairs) == counts["with_signal"] > 0
+    for p in pairs:  # the chosen answer is right, the rejected one wrong
+        assert arithmetic.verifiable_reward(p["prompt"], p["chosen"]) == 1.0
+        assert arithmetic.verifiable_reward(p["prompt"], p["rejected"]) == 0.0
+    assert not (tmp_path / "reward").exists() and summary["reward_model"] == {}
+    for name in ("sft", "dpo"):
+        v = summary["policies"][name]["verifiable"]
+        assert 0 <= v["pass@1"] <= v["pass@8"] <= 1 and v["k"] == dpo.pass_k
+    sft = summary["policies"]["sft"]
+    assert sft["verifiable"]["pass@1"] == pytest.approx(sft["verifiable"]["right"])  # pass@1 is the share right
+
+    grpo = load_experiment("experiments/rlvr_arithmetic.py:grpo,tiny")
+    grpo = dataclasses.replace(grpo, policy=dataclasses.replace(
+        grpo.policy, train=dataclasses.replace(grpo.policy.train, steps=4, save_every=4)))  # fmt: skip
+    out = pipeline.run(grpo, str(tmp_path / "grpo"))
+    assert "verifiable" in out["policies"]["grpo"] and not (tmp_path / "grpo" / "pairs").exists()
 
 
 def test_the_table_shows_both_policies_and_the_head_to_head():

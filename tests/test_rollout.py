@@ -226,6 +226,18 @@ class RolloutMathTest(chex.TestCase):
         chex.assert_trees_all_close(flat, jnp.full((4,), 5.0))  # no spread, no noise
         chex.assert_trees_all_close(self.call(R.noisy_scores, scores, key=key, sigma=0.0, scale="absolute"), scores)
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_flip_noise_turns_a_verifiable_reward_over_with_its_probability(self):
+        right = jnp.array([1.0, 0.0] * 5000)
+        key = jax.random.PRNGKey(3)
+        flipped = self.call(R.noisy_scores, right, key=key, sigma=0.3, scale="flip")
+        changed = np.asarray(flipped != right)
+        assert set(np.unique(np.asarray(flipped)).tolist()) == {0.0, 1.0}  # still a verifiable reward
+        assert abs(changed.mean() - 0.3) < 0.015  # 10,000 draws: sd 0.0046
+        assert abs(changed[0::2].mean() - changed[1::2].mean()) < 0.03  # right and wrong alike
+        chex.assert_trees_all_close(self.call(R.noisy_scores, right, key=key, sigma=1.0, scale="flip"), 1.0 - right)
+        chex.assert_trees_all_close(self.call(R.noisy_scores, right, key=key, sigma=0.0, scale="flip"), right)
+
 
 def test_the_estimator_registry_refuses_duplicates_and_unknown_levels():
     with pytest.raises(ValueError, match="'rloo' is registered already"):

@@ -138,6 +138,20 @@ def test_measures_read_metrics_curves_generation_config_and_functions():
     assert sft == {0: 2.0, 1: 2.0}  # the SFT arm: any record at the seed, read as the SFT
 
 
+def test_a_gate_may_read_the_selections_validation_records_and_the_sft_arm_only_the_test_records():
+    test = [{"group": "a", "seed": s, "metrics": {"sft.m": 0.1, "m": 1.0}} for s in (0, 1)]
+    selection = [{"group": "select.a.lr=0.1", "seed": s, "metrics": {"sft.m": 0.3, "m": 2.0}} for s in (0, 1)]
+    on_validation = Gate("v", "a selection group's figure", Arm("select.a.lr=0.1", "m"), low=1.5)
+    sft = Gate("s", "the test SFT's figure", Arm(SFT, "{p}.m"), high=0.2)
+    status = study_claims.evaluate((), (on_validation, sft), test, selection)["gates"]
+    assert status["v"]["passed"] and status["v"]["mean"] == 2.0
+    assert status["s"]["passed"] and status["s"]["mean"] == 0.1  # not the selection's 0.3
+    study_claims.check((), (on_validation,), ["a"], "s", ["select.a.lr=0.1"])
+    with pytest.raises(ValueError, match="claim c names groups it does not have"):
+        study_claims.check((claim(comparisons=(Diff(Arm("select.a.lr=0.1", "m"), Arm("a", "m")),)),), (), ["a", "b"],
+                           "s", ["select.a.lr=0.1"])  # fmt: skip
+
+
 def test_claims_naming_unknown_groups_or_gates_are_refused():
     study = load_experiment(SMOKE)
     bad = claim(comparisons=(Diff(Arm("rloo_k2", "m"), Arm("ppo", "m")),))
@@ -239,7 +253,7 @@ def test_each_reports_claim_table_is_the_rules_on_its_records_and_the_readme_sho
     study = load_experiment(os.path.join(ROOT, f"experiments/studies/{name}.py"))
     recs = os.path.join(ROOT, "studies", name)
     found = [r for c in study.selection_cells + study.test_cells(recs) if (r := study_lib.read_record(recs, c))]
-    verdicts = study_claims.evaluate(study.claims, study.gates, study_report.test_records(study, found))
+    verdicts = study_report.verdicts(study, found)
     block = "\n".join(study_report.claim_table(study, verdicts))
     with open(os.path.join(recs, "report.md")) as f:
         report = f.read()

@@ -119,13 +119,17 @@ class TldrComparisons(_LocalBuilder):
 
 
 class CollectedComparisons(_LocalBuilder):
-    """Comparisons of a policy's own samples collected by an iterated run:
-    comparisons.jsonl (prompt, chosen, rejected, document, tie) as its train split."""
+    """Comparisons of a policy's own samples collected by a run (an iterated run's rounds, a
+    verifiable reward's judged pairs): comparisons.jsonl (prompt, chosen, rejected,
+    document, tie) as its train split, held_out.jsonl (optional) as its test split."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.1.0": "tie: the labeller judged the pair equal (chosen / rejected in no order)."}
+    VERSION = tfds.core.Version("1.2.0")
+    RELEASE_NOTES = {
+        "1.1.0": "tie: the labeller judged the pair equal (chosen / rejected in no order).",
+        "1.2.0": "held_out.jsonl, when there, as the test split.",
+    }
     FEATURES = {**PAIR, "document": tfds.features.Text(), "tie": np.int32}
-    SPLIT_FILES = {"train": ("comparisons.jsonl",)}
+    SPLIT_FILES = {"train": ("comparisons.jsonl",), "test": ("held_out.jsonl",)}
     READER = staticmethod(formats.collected_comparisons)
 
 

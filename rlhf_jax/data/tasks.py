@@ -85,11 +85,14 @@ class FromFiles:
         return train[: data.n_train or None], test[: data.n_test or None]
 
 
-def collected_comparisons(directory: str) -> list[dict]:
-    """The comparisons in <directory>/comparisons.jsonl (written by an iterated run),
-    prepared through TFDS into <directory>/tfds: the train rows of data.comparisons."""
+def collected_comparisons(directory: str, split: str = "train") -> list[dict] | None:
+    """The comparisons in <directory>/comparisons.jsonl (written by an iterated run or a
+    verifiable reward's judge), prepared through TFDS into <directory>/tfds: the train rows
+    of data.comparisons; split "test": those of held_out.jsonl (None if there is none)."""
     builder = builders.prepare(builders.CollectedComparisons, os.path.join(directory, "tfds"), source_dir=directory)
-    return builders.records(builder, "train")
+    if split not in builder.info.splits:
+        return None
+    return builders.records(builder, split)
 
 
 def labelled_solutions(directory: str) -> tuple[list[dict], list[dict] | None]:

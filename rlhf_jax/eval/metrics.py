@@ -96,3 +96,17 @@ def auroc(scores, labels) -> float:
     for a, b in zip(starts, ends, strict=True):
         ranks[order[a:b]] = (a + 1 + b) / 2
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """The unbiased pass@k of one problem from n samples of which `correct` are right (Chen
+    et al. 2021, "Evaluating Large Language Models Trained on Code", eq. 1):
+
+        pass@k = 1 - C(n - c, k) / C(n, k)
+
+    the chance that k of the n samples drawn without replacement hold a right one."""
+    if not 0 <= correct <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: needs 0 <= correct <= n and 1 <= k <= n (n={n}, correct={correct}, k={k})")
+    if n - correct < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - correct + 1, n + 1)))

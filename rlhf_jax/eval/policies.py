@@ -91,11 +91,12 @@ def generate(model, params, data, *, greedy: bool, temperature: float = 1.0, see
 
 
 def sample_texts(model, params, data, rows, split: str, *, n: int, temperature: float, seed: int, mesh=None,
-                 batch: int = 64) -> list[str]:  # fmt: skip
+                 batch: int = 64, lengths: bool = False) -> list[str] | tuple[list[str], np.ndarray]:  # fmt: skip
     """n sampled completion texts for each encoded row of `split` of `data` (a
     loops.data.TaskData): rows[i] -> texts n*i .. n*i + n - 1. `batch` prompts per sampler
     call (the last call padded with its last prompt), call c drawn with key
-    fold_in(seed, c)."""
+    fold_in(seed, c). lengths: also each completion's tokens (EOS included), as
+    (texts, lengths)."""
     cfg = SamplingConfig(
         max_new_tokens=data.C,
         temperature=temperature,
@@ -107,13 +108,16 @@ def sample_texts(model, params, data, rows, split: str, *, n: int, temperature: 
     sampler = _sampler(model, cfg, mesh)
     rows = np.asarray(rows)
     texts: list[str] = []
+    counts: list[np.ndarray] = []
     for c, start in enumerate(range(0, len(rows), batch)):
         mine = rows[start : start + batch]
         padded = np.concatenate([mine, np.full(batch - len(mine), mine[-1])])
         prompts, pmask = data.prompts(padded, split)
         out = sampler(params, prompts, pmask, jax.random.fold_in(jax.random.key(seed), c))
-        texts += data.texts(mesh_lib.to_host(out.tokens), mesh_lib.to_host(out.mask))[: n * len(mine)]
-    return texts
+        mask = mesh_lib.to_host(out.mask)
+        texts += data.texts(mesh_lib.to_host(out.tokens), mask)[: n * len(mine)]
+        counts.append(np.asarray(mask).sum(-1)[: n * len(mine)])
+    return (texts, np.concatenate(counts)) if lengths else texts
 
 
 def _references(data, records) -> tuple[list[str], object]:
@@ -197,6 +201,31 @@ def evaluate_policy(
         for k, mass in metrics.top_k_mass(logits, TOP_KS).items():
             curves[f"top_{k}_mass"] = metrics.per_step_mean(mass, step_mask).tolist()
     return figures, curves, completions
+
+
+def verifiable_figures(model, params, data, *, k: int, temperature: float, seed: int = 0, mesh=None) -> dict:
+    """A policy on a verifiable reward (a gold judge that says right, 1, or wrong, 0): k
+    samples per test prompt at `temperature`: {"pass@1", "pass@k" (`metrics.pass_at_k`, mean
+    over prompts), "k", "right_length", "wrong_length" (mean completion tokens, EOS
+    included, of the right and of the wrong samples; None where there are none), "right"
+    (their share)}."""
+    rows = np.arange(len(data.test.kept))
+    texts, lengths = sample_texts(model, params, data, rows, "test", n=k, temperature=temperature, seed=seed,
+                                  mesh=mesh, lengths=True)  # fmt: skip
+    right = np.asarray(data.gold(np.repeat(rows, k), texts, "test")) > 0.5
+    per_prompt = right.reshape(len(rows), k).sum(axis=1)
+
+    def mean_or_none(x):
+        return float(np.mean(x)) if len(x) else None
+
+    return {
+        "k": k,
+        "pass@1": float(np.mean([metrics.pass_at_k(k, int(c), 1) for c in per_prompt])),
+        f"pass@{k}": float(np.mean([metrics.pass_at_k(k, int(c), k) for c in per_prompt])),
+        "right": float(right.mean()),
+        "right_length": mean_or_none(lengths[right]),
+        "wrong_length": mean_or_none(lengths[~right]),
+    }
 
 
 def head_to_head(a: Completions, b: Completions) -> tuple[str, float]:

@@ -40,6 +40,16 @@ def task_rows(cfg: ExperimentConfig, workdir: str, kind: str) -> tuple[list[dict
     prepared once through TFDS (by process 0 first); preference train rows from
     data.comparisons when it names a directory of collected comparisons, labelled ones
     from data.solutions."""
+    if kind == "preference" and cfg.data.comparisons and kind not in cfg.data.task_spec.offers:
+        # a task without comparisons of its own (a verifiable reward): the collected ones test too
+        def collected():
+            return collected_comparisons(cfg.data.comparisons), collected_comparisons(cfg.data.comparisons, "test")
+
+        train, test = process_0_first("comparisons prepared", collected)
+        if test is None:
+            raise ValueError(f"data.comparisons={cfg.data.comparisons}: data.task={cfg.data.task} has no comparisons "
+                             "of its own to test on, and the directory has no held_out.jsonl")  # fmt: skip
+        return train, test
     source = cfg.data.task_spec.source(kind)
     data_dir = cfg.data.data_dir or os.path.join(workdir, "tfds")
     builder = process_0_first("task data prepared", lambda: source.prepare(cfg.data, data_dir))

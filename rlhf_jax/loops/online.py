@@ -97,11 +97,15 @@ def make_experience(rl: RLSection, k: int, policy, critic, completion_len: int =
 
     overlong = rl.overlong_tokens(completion_len) if completion_len else 0
 
+    flip = rl.reward_noise_scale == "flip"  # flips the verifier's 0 / 1, before any shaping
+
     def shaped_scores(scores_B, ended_B, cmask_BxT, key):
+        if flip:
+            scores_B = rl_math.noisy_scores(scores_B, rl.reward_noise, "flip", key)
         r = scores_B - rl.missing_eos_penalty * (1.0 - ended_B.astype(jnp.float32))
         if overlong:  # DAPO's soft penalty over the last `overlong` tokens of the limit
             r = r + corrections.overlong_penalty(cmask_BxT.sum(-1), completion_len, overlong)
-        return rl_math.noisy_scores(r, rl.reward_noise, rl.reward_noise_scale, key)
+        return r if flip else rl_math.noisy_scores(r, rl.reward_noise, rl.reward_noise_scale, key)
 
     trainer_forward = rl.old_logps == "forward" or rl.is_correction != "none"
 

@@ -180,6 +180,8 @@ def arm_values(records: list[dict], arm: Arm) -> dict[int, float]:
     """{seed: value} of an arm over the test records (the SFT arm: any record at the seed)."""
     out: dict[int, float] = {}
     for r in records:
+        if arm.group == SFT and r["group"].startswith("select."):
+            continue  # a selection cell's SFT figures are the validation split's
         if arm.group == SFT and r["seed"] not in out:
             v = measure(r, arm.metric, "sft")
         elif r["group"] == arm.group:
@@ -266,8 +268,11 @@ def holm(pvalues: list[float]) -> list[float]:
 # ----------------------------------------------------------------------------- the rule
 
 
-def gate_status(gate: Gate, records: list[dict]) -> dict:
-    """{"passed", "mean", "min", "max", "n"} of the gate over the seeds' records."""
+def gate_status(gate: Gate, records: list[dict], selection: list[dict] = ()) -> dict:
+    """{"passed", "mean", "min", "max", "n"} of the gate over the seeds' records: the test
+    records and the selection's (measured on the validation split: a gate may name a
+    selection group; the SFT arm is the test records' SFT)."""
+    records = list(records) + list(selection)
     values = diff_values(records, gate.value) if isinstance(gate.value, Diff) else arm_values(records, gate.value)
     v = list(values.values())
     if not v:
@@ -328,14 +333,18 @@ def evaluate_claim(claim: Claim, records: list[dict], gates: dict[str, dict]) ->
             "tested": len(tested)}  # fmt: skip
 
 
-def evaluate(claims: tuple[Claim, ...], gates: tuple[Gate, ...], records: list[dict]) -> dict:
-    """{"gates": {name: status}, "claims": [evaluate_claim(...)]} over the test records."""
-    status = {g.name: gate_status(g, records) for g in gates}
+def evaluate(claims: tuple[Claim, ...], gates: tuple[Gate, ...], records: list[dict],
+             selection: list[dict] = ()) -> dict:  # fmt: skip
+    """{"gates": {name: status}, "claims": [evaluate_claim(...)]} over the test records
+    (the gates also over the selection's records)."""
+    status = {g.name: gate_status(g, records, selection) for g in gates}
     return {"gates": status, "claims": [evaluate_claim(c, records, status) for c in claims]}
 
 
-def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str], study: str) -> None:
-    """Claims and gates name only groups the study has and gates it declares."""
+def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str], study: str,
+          selection_groups: list[str] = ()) -> None:  # fmt: skip
+    """Claims and gates name only groups the study has (a gate also its selection's groups)
+    and gates it declares."""
     names = [g.name for g in gates]
     if len(set(names)) != len(names):
         raise ValueError(f"study {study}: gates named twice")
@@ -353,7 +362,8 @@ def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str],
     for owner, comparisons, gate_names in [(f"claim {c.name}", c.comparisons, c.gates) for c in claims] + [
         (f"gate {g.name}", (g.value,), ()) for g in gates
     ]:
-        unknown = sorted({a.group for x in comparisons for a in arms(x)} - known)
+        allowed = known | set(selection_groups) if owner.startswith("gate ") else known
+        unknown = sorted({a.group for x in comparisons for a in arms(x)} - allowed)
         if unknown:
             raise ValueError(f"study {study}: {owner} names groups it does not have: {unknown}")
         own = [n for x in comparisons if not isinstance(x, Arm) for n in x.gates]

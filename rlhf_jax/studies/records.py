@@ -56,8 +56,13 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
 
 
 def split(figures: dict) -> dict:
-    """A policy's figures as {"greedy": the top level, "sampled": its "sampled" part}."""
-    return {"greedy": {k: v for k, v in figures.items() if k != "sampled"}, "sampled": figures.get("sampled", {})}
+    """A policy's figures as {"greedy": the top level, "sampled": its "sampled" part} (and
+    "verifiable": pass@k and the lengths of right and wrong answers, where measured)."""
+    parts = ("sampled", "verifiable")
+    out = {"greedy": {k: v for k, v in figures.items() if k not in parts}, "sampled": figures.get("sampled", {})}
+    if "verifiable" in figures:
+        out["verifiable"] = figures["verifiable"]
+    return out
 
 
 def cell_metrics(summary: dict) -> dict[str, float]:

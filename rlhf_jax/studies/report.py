@@ -244,7 +244,7 @@ def write(study, workdir: str, records: str, found: list[dict]) -> dict:
     if study.selection is not None:
         res["selection"] = study.chosen(records)
     if study.claims or study.gates:
-        res["verdicts"] = study_claims.evaluate(study.claims, study.gates, test_records(study, found))
+        res["verdicts"] = verdicts(study, found)
     res["provenance"] = study_provenance.read(records)
     os.makedirs(workdir, exist_ok=True)
     beside_records = os.path.abspath(records) != os.path.abspath(os.path.join(workdir, "records"))
@@ -274,6 +274,13 @@ def write(study, workdir: str, records: str, found: list[dict]) -> dict:
 def test_records(study, found: list[dict]) -> list[dict]:
     """The records of the test cells (a selection cell is measured on the validation split)."""
     return [r for r in found if r["group"] in study.groups]
+
+
+def verdicts(study, found: list[dict]) -> dict:
+    """The claims' verdicts by the rule over the test records; the gates over those and the
+    selection's (validation) records."""
+    selection = [r for r in found if r["group"] not in study.groups]
+    return study_claims.evaluate(study.claims, study.gates, test_records(study, found), selection)
 
 
 def _signed(x: float) -> str:

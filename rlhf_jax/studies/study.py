@@ -220,7 +220,9 @@ class StudyConfig:
     earlier: tuple[str, ...] = ()
 
     def __post_init__(self):
-        study_claims.check(self.claims, self.gates, self.groups, self.name)
+        selecting = [self.selection.group(g, v) for g in self.selecting_groups for v in self.selection.values] if (
+            self.selection is not None) else []  # fmt: skip
+        study_claims.check(self.claims, self.gates, self.groups, self.name, selecting)
         if self.selection is not None and any(not isinstance(c.pipeline, PipelineConfig) for c in self.cells):
             raise ValueError(f"study {self.name}: a selection runs pipeline cells only, not iterated or other runs")
         groups = set(self.groups)
@@ -342,7 +344,8 @@ class Placed:
 
 
 def place(cell: Cell, workdir: str) -> Placed:
-    """A pipeline cell shares its seed's SFT and reward model; an iterated cell its SFT
+    """A pipeline cell shares its seed's SFT and reward model (on a verifiable reward, its
+    SFT only); an iterated cell its SFT
     (its reward models are its rounds' own); a process-supervision cell nothing but the
     prepared data; a weak-to-strong cell its pretrained sizes (the same for every seed)."""
     seeded = cell.seeded
@@ -362,10 +365,14 @@ def place(cell: Cell, workdir: str) -> Placed:
         "reward": os.path.join(workdir, "shared", reward_key),
         "policy": os.path.join(directory, "policy"),
     }
+    if p.reward_source == "task":  # a verifiable reward: no reward model; the judged pairs are the cell's own
+        dirs = {"sft": dirs["sft"], "policy": dirs["policy"], "pairs": os.path.join(directory, "pairs")}
     configs = pipeline.stages(p, directory, dirs, data_dir)
     shared = (("sft", f"shared/{sft_key}"), ("reward", f"shared/{reward_key}"))
+    if isinstance(seeded, IteratedConfig) or p.reward_source == "task":
+        shared = shared[:1]
     if isinstance(seeded, IteratedConfig):
-        shared, dirs = shared[:1], {"sft": dirs["sft"]}
+        dirs = {"sft": dirs["sft"]}
     return Placed(cell, directory, dirs, data_dir, configs, shared)
 
 
