@@ -8,8 +8,9 @@ bootstrapped through the intermediate sizes), strong ceilings and a from-scratch
 
 Variants (comma-separated): the task, one of contains, majority, sorted, parity (digit
 strings, `tasks.classification`; the default: sorted) or preference (the summarisation
-task's comparisons, with models pretrained on its SFT data); tiny (seconds; the tests'
-size). Another seed: --set seed=1.
+task's comparisons, with models pretrained on its SFT data); related (the digit models
+pretrained on the properties the tasks are composed from, never their answers:
+`classification.RELATED`); tiny (seconds; the tests' size). Another seed: --set seed=1.
 """
 
 import dataclasses
@@ -24,15 +25,18 @@ from rlhf_jax.train_step import OptimConfig
 SIZES = ((8, 1, 1), (16, 1, 2), (32, 2, 2), (128, 3, 4))
 
 
-def pretraining(task: str, d_model: int, n_layers: int, n_heads: int, steps: int) -> ExperimentConfig:
-    """The same pretraining for every size: the digit strings' properties, or the
+def pretraining(task: str, d_model: int, n_layers: int, n_heads: int, steps: int,
+                related: bool = False) -> ExperimentConfig:  # fmt: skip
+    """The same pretraining for every size: the digit strings' properties (related: those
+    the tasks are composed from, never their answers; `classification.RELATED`), or the
     summarisation task's SFT data."""
     model = ModelSection(family="llama", d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=4 * d_model,
                          max_positions=128)  # fmt: skip
     if task == PREFERENCE:
         data = DataSection(task="summarization", n_train=20000, n_test=200, max_prompt_len=48, max_completion_len=12)
     else:
-        data = DataSection(task="digits", n_train=40000, n_test=200, max_prompt_len=12, max_completion_len=40)
+        data = DataSection(task="digits_related" if related else "digits", n_train=40000, n_test=200,
+                           max_prompt_len=12, max_completion_len=40)  # fmt: skip
     return ExperimentConfig(
         name=f"pretrain_{data.task}_d{d_model}l{n_layers}",
         model=model,
@@ -45,12 +49,12 @@ def pretraining(task: str, d_model: int, n_layers: int, n_heads: int, steps: int
 def get_config(variant: str | None = None) -> WeakToStrongConfig:
     parts = [p for p in (variant or "").split(",") if p]
     tasks = [p for p in parts if p in (*classification.DIFFICULTY, PREFERENCE)]
-    if len(tasks) > 1 or any(p not in (*classification.DIFFICULTY, PREFERENCE, "tiny") for p in parts):
+    if len(tasks) > 1 or any(p not in (*classification.DIFFICULTY, PREFERENCE, "tiny", "related") for p in parts):
         raise ValueError(f"weak_to_strong: unknown variant {variant!r}; known: one task of "
-                         f"{(*classification.DIFFICULTY, PREFERENCE)}, tiny (comma-separated)")  # fmt: skip
+                         f"{(*classification.DIFFICULTY, PREFERENCE)}, related, tiny (comma-separated)")  # fmt: skip
     task = tasks[0] if tasks else "sorted"
     tiny = "tiny" in parts
-    sizes = tuple(pretraining(task, *s, steps=1500) for s in SIZES)
+    sizes = tuple(pretraining(task, *s, steps=1500, related="related" in parts) for s in SIZES)
     cfg = WeakToStrongConfig(
         name=f"weak_to_strong_{task}",
         task=task,

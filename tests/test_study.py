@@ -144,6 +144,12 @@ def test_a_validation_cells_record_leaves_the_grid_open_and_it_must_evaluate_on_
         study_provenance.check(study, records)  # now a test record fixes it
     with pytest.raises(ValueError, match="validation cell whose policy evaluates on the 'test' split"):
         dataclasses.replace(validation, pipeline=test.pipeline)
+    gold = "sft.sampled.gold.mean"
+    found = [{"cell": c.name, "group": c.group, "seed": 0, "metrics": {gold: 9.0 if c is validation else 1.0},
+              "commit": "", "machine": "", "seconds": 0} for c in study.cells]  # fmt: skip
+    assert study_report.results(study, found)["rows"]["SFT"]["sampled gold reward"]["mean"] == 1.0  # the test split's
+    assert [r["group"] for r in study_report.test_records(study, found)] == study.test_groups
+    assert "validation" not in study.test_groups and "validation" in study.groups
 
 
 def test_interval_is_the_t_interval_of_the_mean():

@@ -139,8 +139,8 @@ def test_measures_read_metrics_curves_generation_config_and_functions():
 
 
 def test_a_gate_may_read_the_selections_validation_records_and_the_sft_arm_only_the_test_records():
-    test = [{"group": "a", "seed": s, "metrics": {"sft.m": 0.1, "m": 1.0}} for s in (0, 1)]
     selection = [{"group": "select.a.lr=0.1", "seed": s, "metrics": {"sft.m": 0.3, "m": 2.0}} for s in (0, 1)]
+    test = [{"group": "a", "seed": s, "metrics": {"sft.m": 0.1, "m": 1.0}} for s in (0, 1)]
     on_validation = Gate("v", "a selection group's figure", Arm("select.a.lr=0.1", "m"), low=1.5)
     sft = Gate("s", "the test SFT's figure", Arm(SFT, "{p}.m"), high=0.2)
     status = study_claims.evaluate((), (on_validation, sft), test, selection)["gates"]

@@ -180,8 +180,6 @@ def arm_values(records: list[dict], arm: Arm) -> dict[int, float]:
     """{seed: value} of an arm over the test records (the SFT arm: any record at the seed)."""
     out: dict[int, float] = {}
     for r in records:
-        if arm.group == SFT and r["group"].startswith("select."):
-            continue  # a selection cell's SFT figures are the validation split's
         if arm.group == SFT and r["seed"] not in out:
             v = measure(r, arm.metric, "sft")
         elif r["group"] == arm.group:
@@ -268,12 +266,20 @@ def holm(pvalues: list[float]) -> list[float]:
 # ----------------------------------------------------------------------------- the rule
 
 
-def gate_status(gate: Gate, records: list[dict], selection: list[dict] = ()) -> dict:
+def gate_status(gate: Gate, records: list[dict], validation: list[dict] = ()) -> dict:
     """{"passed", "mean", "min", "max", "n"} of the gate over the seeds' records: the test
-    records and the selection's (measured on the validation split: a gate may name a
-    selection group; the SFT arm is the test records' SFT)."""
-    records = list(records) + list(selection)
-    values = diff_values(records, gate.value) if isinstance(gate.value, Diff) else arm_values(records, gate.value)
+    records and the validation ones (a selection's, a validation cell's: a gate may name
+    their groups; an SFT arm reads the test records' SFT)."""
+
+    def values_of(arm: Arm) -> dict[int, float]:
+        return arm_values(records if arm.group == SFT else list(records) + list(validation), arm)
+
+    if isinstance(gate.value, Diff):
+        a = values_of(gate.value.a)
+        b = values_of(gate.value.b) if isinstance(gate.value.b, Arm) else {s: float(gate.value.b) for s in a}
+        values = {s: a[s] - b[s] for s in sorted(a) if s in b}
+    else:
+        values = values_of(gate.value)
     v = list(values.values())
     if not v:
         return {"passed": False, "n": 0, "mean": math.nan, "min": math.nan, "max": math.nan, "why": "not measured"}
@@ -334,17 +340,17 @@ def evaluate_claim(claim: Claim, records: list[dict], gates: dict[str, dict]) ->
 
 
 def evaluate(claims: tuple[Claim, ...], gates: tuple[Gate, ...], records: list[dict],
-             selection: list[dict] = ()) -> dict:  # fmt: skip
+             validation: list[dict] = ()) -> dict:  # fmt: skip
     """{"gates": {name: status}, "claims": [evaluate_claim(...)]} over the test records
-    (the gates also over the selection's records)."""
-    status = {g.name: gate_status(g, records, selection) for g in gates}
+    (the gates also over the validation records: the selection's, the validation cells')."""
+    status = {g.name: gate_status(g, records, validation) for g in gates}
     return {"gates": status, "claims": [evaluate_claim(c, records, status) for c in claims]}
 
 
 def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str], study: str,
-          selection_groups: list[str] = ()) -> None:  # fmt: skip
-    """Claims and gates name only groups the study has (a gate also its selection's groups)
-    and gates it declares."""
+          validation_groups: list[str] = ()) -> None:  # fmt: skip
+    """Claims and gates name only the study's test groups (a gate also its validation
+    groups: the selection's, the validation cells') and gates it declares."""
     names = [g.name for g in gates]
     if len(set(names)) != len(names):
         raise ValueError(f"study {study}: gates named twice")
@@ -362,7 +368,7 @@ def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str],
     for owner, comparisons, gate_names in [(f"claim {c.name}", c.comparisons, c.gates) for c in claims] + [
         (f"gate {g.name}", (g.value,), ()) for g in gates
     ]:
-        allowed = known | set(selection_groups) if owner.startswith("gate ") else known
+        allowed = known | set(validation_groups) if owner.startswith("gate ") else known
         unknown = sorted({a.group for x in comparisons for a in arms(x)} - allowed)
         if unknown:
             raise ValueError(f"study {study}: {owner} names groups it does not have: {unknown}")

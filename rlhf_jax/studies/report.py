@@ -34,8 +34,8 @@ def results(study, records: list[dict]) -> dict:
     for r in records:
         by_group.setdefault(r["group"], []).append(r)
     rows = {}
-    if study.sft_row:  # from the test cells (a selection cell evaluates on the validation split)
-        per_seed = {r["seed"]: r for r in records if r["group"] in study.groups}
+    if study.sft_row:  # from the test cells (selection and validation cells evaluate on the validation split)
+        per_seed = {r["seed"]: r for r in records if r["group"] in study.test_groups}
         rows["SFT"] = _row(study, list(per_seed.values()), "sft")
     for group in study.groups:
         if group in by_group:
@@ -130,7 +130,7 @@ def figure_plots(study, records: list[dict], out_dir: str) -> dict[str, list[str
         averaged = {}
         for group in fig.groups:
             if group == "SFT":
-                mine = list({r["seed"]: r["generation"]["sft"] for r in records if r["group"] in study.groups
+                mine = list({r["seed"]: r["generation"]["sft"] for r in records if r["group"] in study.test_groups
                              and "sft" in r.get("generation", {})}.values())  # fmt: skip
             else:
                 mine = [
@@ -272,15 +272,16 @@ def write(study, workdir: str, records: str, found: list[dict]) -> dict:
 
 
 def test_records(study, found: list[dict]) -> list[dict]:
-    """The records of the test cells (a selection cell is measured on the validation split)."""
-    return [r for r in found if r["group"] in study.groups]
+    """The records of the test cells (selection and validation cells are measured on the
+    validation split)."""
+    return [r for r in found if r["group"] in study.test_groups]
 
 
 def verdicts(study, found: list[dict]) -> dict:
     """The claims' verdicts by the rule over the test records; the gates over those and the
-    selection's (validation) records."""
-    selection = [r for r in found if r["group"] not in study.groups]
-    return study_claims.evaluate(study.claims, study.gates, test_records(study, found), selection)
+    validation records (the selection's, the validation cells')."""
+    validation = [r for r in found if r["group"] not in study.test_groups]
+    return study_claims.evaluate(study.claims, study.gates, test_records(study, found), validation)
 
 
 def _signed(x: float) -> str:

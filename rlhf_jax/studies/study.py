@@ -220,9 +220,10 @@ class StudyConfig:
     earlier: tuple[str, ...] = ()
 
     def __post_init__(self):
-        selecting = [self.selection.group(g, v) for g in self.selecting_groups for v in self.selection.values] if (
+        validation = [self.selection.group(g, v) for g in self.selecting_groups for v in self.selection.values] if (
             self.selection is not None) else []  # fmt: skip
-        study_claims.check(self.claims, self.gates, self.groups, self.name, selecting)
+        validation += [g for g in self.groups if g not in self.test_groups]
+        study_claims.check(self.claims, self.gates, self.test_groups, self.name, validation)
         if self.selection is not None and any(not isinstance(c.pipeline, PipelineConfig) for c in self.cells):
             raise ValueError(f"study {self.name}: a selection runs pipeline cells only, not iterated or other runs")
         groups = set(self.groups)
@@ -272,6 +273,11 @@ class StudyConfig:
     @property
     def groups(self) -> list[str]:
         return list(dict.fromkeys(c.group for c in self.cells))
+
+    @property
+    def test_groups(self) -> list[str]:
+        """The groups of the test cells (not the validation cells, `Cell.split`)."""
+        return list(dict.fromkeys(c.group for c in self.cells if c.split == "test"))
 
     @property
     def selecting_groups(self) -> list[str]:

@@ -6,7 +6,8 @@ supervisor, and how much of the gap to its ceiling does it recover?
 
 Every model size is pretrained the same way (a stage each, `pretrain<i>`, smallest
 first, shared by every seed as the paper's pretrained models are): on the digit strings'
-properties (`tasks.classification`: task "digits") for the classification tasks, on the
+properties (`tasks.classification`: task "digits", or "digits_related": properties the
+tasks are composed from, never their answers) for the classification tasks, on the
 summarisation task's SFT data for the preference task. A classifier is a scalar head,
 starting at zero, on a pretrained model, fine-tuned whole (`loops.classifier`). The task's data (seed
 1000 + seed) split into A, B, B2, B3 of n_split examples and a test split:
@@ -87,11 +88,11 @@ class WeakToStrongConfig:
             raise ValueError(f"task={self.task!r}: expected one of {TASKS}")
         if len(self.sizes) < 2:
             raise ValueError(f"sizes: {len(self.sizes)} given; weak-to-strong needs at least 2")
-        want = "summarization" if self.task == PREFERENCE else "digits"
+        want = ("summarization",) if self.task == PREFERENCE else ("digits", "digits_related")
         for i, stage in enumerate(self.sizes):
-            if stage.train.kind != "sft" or stage.data.task != want:
+            if stage.train.kind != "sft" or stage.data.task not in want:
                 raise ValueError(f"sizes[{i}]: train.kind={stage.train.kind!r}, data.task={stage.data.task!r}; "
-                                 f"the pretraining of task {self.task!r} is 'sft' on {want!r}")  # fmt: skip
+                                 f"the pretraining of task {self.task!r} is 'sft' on one of {want}")  # fmt: skip
         unknown = [r for r in self.runs if r not in RUNS]
         if unknown:
             raise ValueError(f"runs: {unknown} unknown; expected some of {RUNS}")
