@@ -80,8 +80,9 @@ MINIBATCHES = 4  # gradient steps on each rollout batch (every online method): P
 def pipeline(name: str = "grpo", tiny: bool = False) -> PipelineConfig:
     """SFT, then `name` of METHODS from it against the exact-answer reward (no reward
     model: reward_source task). Every online method samples rollout_batch completions an
-    iteration (rollout_batch / k prompts) for train.steps iterations and takes MINIBATCHES
-    gradient steps on each batch; DPO trains on the SFT's two samples of as many prompts as
+    iteration (rollout_batch / k prompts) for train.steps iterations (DAPO, whose dynamic
+    sampling draws 3 batches an iteration, a third as many) and takes MINIBATCHES gradient
+    steps on each batch; DPO trains on the SFT's two samples of as many prompts as
     the online methods' completions make pairs (the same number of judged completions)."""
     if name not in METHODS:
         raise ValueError(f"rlvr_arithmetic: unknown method {name!r}; known: {', '.join(METHODS)}")
@@ -106,6 +107,10 @@ def pipeline(name: str = "grpo", tiny: bool = False) -> PipelineConfig:
         if rl_section.estimator.critic:  # no reward model to start the critic from: the policy's backbone
             rl_section = dataclasses.replace(rl_section, critic_from="policy")
         policy = dataclasses.replace(base, name=f"rlvr_arithmetic_{name}", rl=rl_section)
+        if rl_section.draws > 1:  # dynamic sampling (DAPO) samples draws x the batch an iteration: fewer iterations
+            steps = max(1, base.train.steps // rl_section.draws)
+            train = dataclasses.replace(base.train, steps=steps, save_every=min(base.train.save_every, steps))
+            policy = dataclasses.replace(policy, train=train, optim=dataclasses.replace(base.optim, total_steps=steps))
     return PipelineConfig(
         name=f"rlvr_arithmetic_{name}",
         sft=sft(tiny),

@@ -22,8 +22,9 @@ def test_every_online_method_samples_and_steps_alike_and_dpo_judges_as_many_comp
          "dapo", "gspo", "cispo", "reinforce_pp"]
     )  # fmt: skip
     online = [c.pipeline.policy for c in main_cells if c.group != "dpo"]
-    budget = {p.rl.rollout_batch * p.train.steps for p in online}
-    assert budget == {6400} and {p.rl.rollout_batch // p.rl.minibatch for p in online} == {4}
+    budget = {p.rl.rollout_batch * p.rl.draws * p.train.steps for p in online}
+    assert budget == {6400, 64 * 3 * 33}  # DAPO draws 3 batches an iteration: a third of the iterations
+    assert {p.rl.rollout_batch // p.rl.minibatch for p in online} == {4}
     assert {p.rl.reward_model for p in online} == {"gold"} and {p.rl.beta for p in online} == {0.0}
     dpo = next(c.pipeline for c in main_cells if c.group == "dpo")
     assert 2 * dpo.labelled_pairs == 6400 and dpo.reward_source == "task"

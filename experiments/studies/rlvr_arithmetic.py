@@ -9,8 +9,9 @@ exact final answer, 0 otherwise; no reward model, no judge, no length term.
 Every cell: the SFT policy of `experiments/rlvr_arithmetic.py` (one per seed, shared;
 1-3 operations of + and -, solutions that slip half the time), then one method from it
 against the exact-answer reward (`reward_source=task`). Every online method samples the
-same completions (rollout_batch 64 an iteration, rollout_batch / k prompts, for STEPS
-iterations) and takes 4 gradient steps on each batch (so that PPO's clip and its kin can
+same completions (rollout_batch 64 an iteration, rollout_batch / k prompts, for 100
+iterations; DAPO, whose dynamic sampling draws 3 batches an iteration, for 33) and takes 4
+gradient steps on each batch (so that PPO's clip and its kin can
 act); KL coefficient 0 (the verifiable-reward practice: DAPO and Dr. GRPO drop the KL term;
 the beta variants put it back); log pi_old from a training forward, so the sampler-trainer
 mismatch is logged. DPO trains on the SFT's two samples of 3,200 train prompts, the pairs

@@ -425,7 +425,7 @@ def _run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
         if summary.get("stopped"):
             return summary
         policy = placed.configs["policy"]
-        per_step = policy.rl.rollout_batch if policy.train.kind == "rl" else 0
+        per_step = policy.rl.rollout_batch * policy.rl.draws if policy.train.kind == "rl" else 0  # DAPO draws more
         metrics, generation = cell_metrics(summary), generation_curves(summary)
         curve = training_curve(placed.dirs["policy"], study.curves, per_step)
     record = {
