@@ -183,6 +183,7 @@ def verifier_pairs(cfg: PipelineConfig, configs: dict[str, ExperimentConfig], di
         write_json(os.path.join(out, "counts.json"), counts)
         write_jsonl(os.path.join(out, "held_out.jsonl"), held_out)
         write_jsonl(done, train)
+    mesh_lib.barrier("verifier pairs written")  # the other processes read them next
     print(f"== pairs: the judge tells apart {len(train)} of {labelled} pairs of SFT samples "
           f"({len(held_out)} held out)", flush=True)  # fmt: skip
     return out

@@ -91,8 +91,9 @@ class WeakToStrongConfig:
         want = ("summarization",) if self.task == PREFERENCE else ("digits", "digits_related")
         for i, stage in enumerate(self.sizes):
             if stage.train.kind != "sft" or stage.data.task not in want:
+                wanted = " or ".join(map(repr, want))
                 raise ValueError(f"sizes[{i}]: train.kind={stage.train.kind!r}, data.task={stage.data.task!r}; "
-                                 f"the pretraining of task {self.task!r} is 'sft' on one of {want}")  # fmt: skip
+                                 f"the pretraining of task {self.task!r} is 'sft' on {wanted}")  # fmt: skip
         unknown = [r for r in self.runs if r not in RUNS]
         if unknown:
             raise ValueError(f"runs: {unknown} unknown; expected some of {RUNS}")
