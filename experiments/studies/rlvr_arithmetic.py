@@ -40,6 +40,7 @@ the tests' size).
 import dataclasses
 
 from experiments import rlvr_arithmetic
+from experiments.studies.rloo_paper import ppo_steps_per_rollout, with_learning_rate
 from rlhf_jax.studies.claims import SFT, Arm, Claim, Diff, Gate, Trend
 from rlhf_jax.studies.study import Cell, Figure, Metric, Selection, StudyConfig
 
@@ -83,11 +84,6 @@ def pipeline(method: str, tiny: bool, **rl):
     return dataclasses.replace(cfg, policy=policy)
 
 
-def with_learning_rate(cfg, lr: float):
-    policy = dataclasses.replace(cfg.policy, optim=dataclasses.replace(cfg.policy.optim, learning_rate=lr))
-    return dataclasses.replace(cfg, policy=policy)
-
-
 def variants(smoke: bool) -> list[tuple[str, str, dict]]:
     """(group, the group it varies, rl fields) for the lambda, noise and beta groups."""
     if smoke:
@@ -97,12 +93,6 @@ def variants(smoke: bool) -> list[tuple[str, str, dict]]:
         out += [(f"{base}.noise={p:g}", base, {"reward_noise": p, "reward_noise_scale": "flip"}) for p in NOISES if p]
         out += [(f"{base}.beta={b:g}", base, {"beta": b}) for b in BETAS if b]
     return out
-
-
-def ppo_steps_per_rollout(record: dict) -> float:
-    """Gradient steps PPO takes on each rollout batch: updates x (rollout batch / minibatch)."""
-    rl = record["config"]["policy"]["rl"]
-    return rl["updates_per_batch"] * rl["rollout_batch"] / rl["minibatch"]
 
 
 def gates(selection: Selection, probe: str) -> tuple[Gate, ...]:
