@@ -29,7 +29,8 @@ def test_every_online_method_samples_and_steps_alike_and_dpo_judges_as_many_comp
     dpo = next(c.pipeline for c in main_cells if c.group == "dpo")
     assert 2 * dpo.labelled_pairs == 6400 and dpo.reward_source == "task"
     assert {c.pipeline.reward_source for c in study.cells} == {"task"}
-    assert len(study.selection_cells) == 14 * 4 * 2 and len(study.cells) == 14 * 5 + 13 * 3
+    assert len(study.selection_cells) == 14 * 6 * 2 and len(study.cells) == 14 * 5 + 13 * 3  # 2 values in reserve
+    assert len(study.due_selection_cells("no-records")) == 14 * 4 * 2
     flips = [c for c in study.cells if "noise" in c.group]
     assert {c.pipeline.policy.rl.reward_noise_scale for c in flips} == {"flip"}
 

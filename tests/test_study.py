@@ -17,6 +17,7 @@ from rlhf_jax.studies import provenance as study_provenance
 from rlhf_jax.studies import report as study_report
 from rlhf_jax.studies import study as study_lib
 from rlhf_jax.studies.records import cell_key
+from rlhf_jax.studies.selection import Selection
 
 SMOKE = "experiments/studies/rloo_paper.py:smoke"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +28,8 @@ def selection_records(study, records, gold_by_lr):
     records.mkdir(exist_ok=True)
     for cell in study.selection_cells:
         label = dict(cell.settings)["lr"]
+        if label not in gold_by_lr:  # a value in reserve past the grid's edge
+            continue
         rec = {"key": study_lib.cell_key(cell), "metrics": {"policy.greedy.gold.mean": gold_by_lr[label]}}
         (records / f"{cell.name}.json").write_text(json.dumps(rec))
 
@@ -76,6 +79,52 @@ def test_the_selection_takes_the_best_mean_on_validation_and_the_test_cells_run_
     assert "| rloo_k2 | **0.500** | 0.500 |" in text
     (records / f"{study.selection_cells[0].name}.json").unlink()  # rloo_k2's selection incomplete
     assert [c.group for c in study.test_cells(str(records))] == ["raft_k2", "raft_k2"]
+
+
+def test_a_best_value_at_the_grids_edge_tries_the_next_value_past_it_until_interior_or_the_reserve_is_spent():
+    sel = Selection("lr", (1e-2, 3e-2), lambda p, v: p, seeds=(0,), below=(3e-3, 1e-3), above=(1e-1,))
+    assert sel.all_values == (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+    def walk(means):
+        return sel.walk(means.get)
+
+    assert walk({1e-2: 0.2}) == ([1e-2, 3e-2], None)  # a record missing: no choice yet
+    assert walk({1e-2: 0.2, 3e-2: 0.5}) == ([1e-2, 3e-2, 1e-1], None)  # best at the top: 0.1 joins
+    tried, choice = walk({1e-2: 0.2, 3e-2: 0.5, 1e-1: 0.4})
+    assert tried == [1e-2, 3e-2, 1e-1] and (choice["value"], choice["edge"]) == (3e-2, False)
+    assert choice["means"] == {"0.01": 0.2, "0.03": 0.5, "0.1": 0.4}
+    tried, choice = walk({1e-2: 0.2, 3e-2: 0.5, 1e-1: 0.6})  # the reserve above is spent: chosen at the edge
+    assert (choice["value"], choice["edge"]) == (1e-1, True)
+    assert walk({1e-2: 0.5, 3e-2: 0.2}) == ([3e-3, 1e-2, 3e-2], None)  # best at the bottom: the nearest below
+    assert walk({1e-2: 0.5, 3e-2: 0.2, 3e-3: 0.6}) == ([1e-3, 3e-3, 1e-2, 3e-2], None)  # and the next
+    tried, choice = walk({1e-2: 0.5, 3e-2: 0.2, 3e-3: 0.6, 1e-3: 0.55})
+    assert (choice["value"], choice["edge"], tried[0]) == (3e-3, False, 1e-3)
+    assert walk({1e-2: 0.5, 3e-2: 0.5, 3e-3: 0.1})[1]["value"] == 1e-2  # the first of equals, then interior
+    assert Selection("lr", (1e-2, 3e-2), lambda p, v: p, seeds=(0,)).walk({1e-2: 0.5, 3e-2: 0.2}.get)[1]["edge"]
+    with pytest.raises(ValueError, match="values must ascend"):
+        Selection("lr", (3e-2, 1e-2), lambda p, v: p, seeds=(0,), above=(1e-1,))
+    with pytest.raises(ValueError, match="values must ascend"):
+        Selection("lr", (1e-2, 3e-2), lambda p, v: p, seeds=(0,), below=(1e-3, 3e-3))
+
+
+def test_a_group_at_the_edge_runs_the_value_past_it_on_validation_before_its_test_cells(tmp_path):
+    smoke = load_experiment(SMOKE)
+    study = dataclasses.replace(smoke, selection=dataclasses.replace(smoke.selection, above=(0.1,)))
+    records = tmp_path / "records"
+    selection_records(study, records, {"0.01": 0.2, "0.03": 0.5})  # both groups' best is the top of the grid
+    keys = [j.key for j in study_lib.plan(study, str(tmp_path), str(records))]
+    assert sorted(k for k in keys if k.startswith("cells/")) == [
+        "cells/select.raft_k2.lr=0.1.seed0", "cells/select.rloo_k2.lr=0.1.seed0"
+    ]  # fmt: skip
+    assert study.chosen(str(records)) == {} and study.test_cells(str(records)) == ()
+    selection_records(study, records, {"0.01": 0.2, "0.03": 0.5, "0.1": 0.4})
+    assert {g: c["value"] for g, c in study.chosen(str(records)).items()} == {"rloo_k2": 3e-2, "raft_k2": 3e-2}
+    assert len(study.test_cells(str(records))) == len(study.cells)
+    text = study_report.selection_markdown(study, study.chosen(str(records)))
+    assert "| rloo_k2 | 0.200 | **0.500** | 0.400 |" in text and "lr=0.1 |" in text
+    selection_records(study, records, {"0.01": 0.2, "0.03": 0.5, "0.1": 0.6})
+    text = study_report.selection_markdown(study, study.chosen(str(records)))
+    assert "| rloo_k2 (at the edge) | 0.200 | 0.500 | **0.600** |" in text
 
 
 def test_a_variant_group_runs_no_selection_of_its_own_and_takes_its_base_groups_value(tmp_path):

@@ -30,7 +30,8 @@ import dataclasses
 
 from experiments import quickstart
 from rlhf_jax.studies.claims import SFT, Arm, Claim, Diff, Gate, Trend
-from rlhf_jax.studies.study import Cell, Figure, Selection, StudyConfig
+from rlhf_jax.studies.selection import Selection
+from rlhf_jax.studies.study import Cell, Figure, StudyConfig
 
 SEEDS = (0, 1, 2, 3, 4)
 LEARNING_RATES = (3e-5, 1e-4, 3e-4)  # the policy's, the same grid for every method

@@ -24,8 +24,9 @@ The grid, fixed before any test figure is read:
    GRPO, Dr. GRPO, DAPO, GSPO, CISPO, REINFORCE++ at their papers' settings. The policy
    learning rate of each method is chosen from LEARNING_RATES by the sampled accuracy
    (pass@1 over 8 samples of each of 200 validation problems) at SELECTION_SEEDS, before
-   any test cell runs; a method whose choice sits at the grid's edge gets the next value
-   past it (on validation, before its test cells).
+   any test cell runs; a method whose best sits at the grid's edge tries the next value
+   past it, LR_BELOW or LR_ABOVE, on validation before its test cells (the runner's rule:
+   `Selection.below` / `above`).
 2. PPO's GAE lambda in LAMBDAS; RLOO k=4 and RAFT k=4 with each reward flipped with
    probability p in NOISES, and with KL coefficient beta in BETAS: seeds 0-2, the method's
    chosen learning rate.
@@ -42,7 +43,8 @@ import dataclasses
 from experiments import rlvr_arithmetic
 from experiments.studies.rloo_paper import ppo_steps_per_rollout, with_learning_rate
 from rlhf_jax.studies.claims import SFT, Arm, Claim, Diff, Gate, Trend
-from rlhf_jax.studies.study import Cell, Figure, Metric, Selection, StudyConfig
+from rlhf_jax.studies.selection import Selection
+from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 
 SEEDS = (0, 1, 2, 3, 4)
 VARIANT_SEEDS = (0, 1, 2)
@@ -52,6 +54,10 @@ SELECTION_SEEDS = (0, 1)
 # 0.468 / 0.497 at 1e-4, the grid's lower edge, so it moved down a step before any other cell ran. Then RAFT
 # k=2 chose 3e-5, the new lower edge (0.433 against 0.420 at 1e-4), so 1e-5 joined before any test cell ran
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4)
+# a step past each edge, tried only by a method whose best sits there. The module said so from the start, by hand;
+# the runner applies it since 64 selection records (8 methods) existed and no test record: PPO's best was 3e-4, DPO's
+# 1e-5, and no other method's was at an edge
+LR_BELOW, LR_ABOVE = (3e-6,), (1e-3,)
 LAMBDAS = (0.95, 0.97, 0.99, 1.0)  # PPO's GAE lambda; 0.95 is Table 1's
 NOISES = (0.0, 0.1, 0.2, 0.3)  # probability that a reward is flipped
 BETAS = (0.0, 0.05, 0.2)  # the KL coefficient; 0 is the main table's
@@ -202,6 +208,8 @@ def get_config(variant: str | None = None) -> StudyConfig:
         with_learning_rate,
         seeds=SEEDS[:1] if smoke else SELECTION_SEEDS,
         metric=ACCURACY.format(p="policy"),
+        below=() if smoke else LR_BELOW,
+        above=() if smoke else LR_ABOVE,
     )
     verdicts = (
         dict(claims=(), gates=gates(selection, "rloo_k2")[:2])

@@ -68,7 +68,7 @@ def _stale(study, records: str) -> list[str]:
     keys = {c.name: {cell_key(c)} for c in study.selection_cells + study.cells}
     if study.selection is not None:
         for c in study.cells:
-            keys[c.name] = {cell_key(study.selection.applied(c, v)) for v in study.selection.values}
+            keys[c.name] = {cell_key(study.selection.applied(c, v)) for v in study.selection.all_values}
     out = []
     for name in record_names(records):
         try:

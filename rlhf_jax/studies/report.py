@@ -219,20 +219,34 @@ def markdown(study, res: dict) -> str:
 
 
 def selection_markdown(study, chosen: dict[str, dict]) -> str:
-    """The selection's table: per group, the mean validation metric of each value, the
-    chosen one in bold."""
+    """The selection's table: per group, the mean validation metric of each value it tried
+    (a value past the grid's edge only where a group's best reached that edge), the chosen
+    one in bold; a choice still at an edge of what was tried is marked."""
     sel = study.selection
-    labels = [sel.label(v) for v in sel.values]
+    tried = {x for c in chosen.values() for x in c["means"]}
+    labels = [sel.label(v) for v in sel.all_values if sel.label(v) in tried]
+    grows = bool(sel.below or sel.above)
     lines = [
         f"{sel.name} chosen per group on the validation split ({sel.metric}, mean over seeds "
-        f"{', '.join(map(str, sel.seeds))}; the chosen value in bold):",
+        f"{', '.join(map(str, sel.seeds))}; the chosen value in bold"
+        + (
+            "; a value past the grid joins a group whose best sits at that edge; 'at the edge': the reserve "
+            "there is spent"
+            if grows
+            else ""
+        )
+        + "):",
         "",
         "| | " + " | ".join(f"{sel.name}={label}" for label in labels) + " |",
         "|---|" + "---|" * len(labels),
     ]
     for group, c in chosen.items():
-        cells = [f"**{c['means'][x]:.3f}**" if x == c["label"] else f"{c['means'][x]:.3f}" for x in labels]
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+        cells = [
+            "" if x not in c["means"] else f"**{c['means'][x]:.3f}**" if x == c["label"] else f"{c['means'][x]:.3f}"
+            for x in labels
+        ]
+        edge = " (at the edge)" if grows and c.get("edge") else ""
+        lines.append(f"| {group}{edge} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

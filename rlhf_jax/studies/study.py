@@ -41,7 +41,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
@@ -64,6 +63,7 @@ from rlhf_jax.studies.records import (
     read_record,
     training_curve,
 )
+from rlhf_jax.studies.selection import Selection
 from rlhf_jax.studies.weak_to_strong import WeakToStrongConfig
 from rlhf_jax.workdir import Lock, finished, own_directory, write_json
 
@@ -164,38 +164,6 @@ class Figure:
 
 
 @dataclasses.dataclass(frozen=True)
-class Selection:
-    """A setting chosen per group on the validation split before any test cell runs. Each
-    value is run at `seeds` as a selection cell "select.<group>.<name>=<value>.seed<s>":
-    the group's pipeline with `apply(pipeline, value)`, its policy stage and evaluation
-    reading data.eval_split = validation (the shared SFT and reward model are the test
-    cells' own: choosing reads no test figure). A group's test cells then run with the
-    value of the highest mean `metric` over the selection seeds (the first on a tie)."""
-
-    name: str
-    values: tuple
-    apply: Callable[[PipelineConfig, object], PipelineConfig]
-    seeds: tuple[int, ...]
-    metric: str = "policy.greedy.gold.mean"
-
-    def __post_init__(self):
-        if not self.values or not self.seeds:
-            raise ValueError(f"selection {self.name}: needs values and seeds")
-
-    def label(self, value) -> str:
-        return f"{value:g}" if isinstance(value, float) else str(value)
-
-    def applied(self, cell: Cell, value, group: str = "") -> Cell:
-        """The cell with `value` applied and named in its settings (in `group` if given)."""
-        settings = cell.settings + ((self.name, self.label(value)),)
-        return Cell(group or cell.group, cell.seed, self.apply(cell.pipeline, value), settings)
-
-    def group(self, group: str, value) -> str:
-        """The group of a value's selection cells."""
-        return f"select.{group}.{self.name}={self.label(value)}"
-
-
-@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A grid of cells and what its report shows. sft_row: a first row with the SFT
     policy's figures (one per seed: the SFT is shared by the seed's cells). curves: the
@@ -220,7 +188,7 @@ class StudyConfig:
     earlier: tuple[str, ...] = ()
 
     def __post_init__(self):
-        validation = [self.selection.group(g, v) for g in self.selecting_groups for v in self.selection.values] if (
+        validation = [self.selection.group(g, v) for g in self.selecting_groups for v in self.selection.all_values] if (
             self.selection is not None) else []  # fmt: skip
         validation += [g for g in self.groups if g not in self.test_groups]
         study_claims.check(self.claims, self.gates, self.test_groups, self.name, validation)
@@ -286,13 +254,19 @@ class StudyConfig:
 
     @property
     def selection_cells(self) -> tuple[Cell, ...]:
-        sel = self.selection
-        if sel is None:
-            return ()
-        out = []
-        for group in self.selecting_groups:
+        """Every selection cell the grid may run (its reserves `below` and `above` too)."""
+        return self._selection_cells({g: self.selection.all_values for g in self.selecting_groups} if (
+            self.selection is not None) else {})  # fmt: skip
+
+    def due_selection_cells(self, records: str) -> tuple[Cell, ...]:
+        """The selection cells of the values each group tries now (`Selection.walk`)."""
+        return self._selection_cells({g: tried for g, (tried, _) in self._walks(records).items()})
+
+    def _selection_cells(self, values: dict[str, tuple]) -> tuple[Cell, ...]:
+        sel, out = self.selection, []
+        for group, group_values in values.items():
             template = next(c for c in self.cells if c.group == group)
-            for value in sel.values:
+            for value in group_values:
                 for seed in sel.seeds:
                     c = sel.applied(dataclasses.replace(template, seed=seed), value, sel.group(group, value))
                     policy = c.pipeline.policy
@@ -300,26 +274,24 @@ class StudyConfig:
                     out.append(dataclasses.replace(c, pipeline=dataclasses.replace(c.pipeline, policy=policy)))
         return tuple(out)
 
-    def chosen(self, records: str) -> dict[str, dict]:
-        """Per group whose selection cells all have records: {"value", "label", "means"
-        (label -> mean metric on the validation split)}."""
+    def _walks(self, records: str) -> dict[str, tuple[list, dict | None]]:
         sel = self.selection
-        out: dict[str, dict] = {}
         if sel is None:
-            return out
-        cells = self.selection_cells
-        for group in self.selecting_groups:
-            means = {}
-            for value in sel.values:
-                mine = [c for c in cells if c.group == sel.group(group, value)]
-                found = [read_record(records, c) for c in mine]
-                if any(r is None or sel.metric not in r.get("metrics", {}) for r in found):
-                    break
-                means[sel.label(value)] = sum(r["metrics"][sel.metric] for r in found) / len(found)
-            else:
-                best = max(sel.values, key=lambda v: means[sel.label(v)])  # max keeps the first of equals
-                out[group] = {"value": best, "label": sel.label(best), "means": means}
-        return out
+            return {}
+        cells = {c.name: c for c in self.selection_cells}
+
+        def mean(group, value):
+            found = [read_record(records, cells[f"{sel.group(group, value)}.seed{s}"]) for s in sel.seeds]
+            if any(r is None or sel.metric not in r.get("metrics", {}) for r in found):
+                return None
+            return sum(r["metrics"][sel.metric] for r in found) / len(found)
+
+        return {g: sel.walk(functools.partial(mean, g)) for g in self.selecting_groups}
+
+    def chosen(self, records: str) -> dict[str, dict]:
+        """Per group whose selection is done (`Selection.walk`): {"value", "label", "means"
+        (label -> mean metric on the validation split), "edge"}."""
+        return {g: choice for g, (_, choice) in self._walks(records).items() if choice is not None}
 
     def test_cells(self, records: str) -> tuple[Cell, ...]:
         """The test cells that can run: all of them without a selection, else those of the
@@ -451,7 +423,9 @@ def _run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
 def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None) -> list[Job]:
     """The jobs still to run, in an order where each comes after the jobs it needs: the
     shared stages of cells without a current record (unless done), then those cells."""
-    cells = [study.cell(only, records)] if only else list(study.selection_cells + study.test_cells(records))
+    cells = (
+        [study.cell(only, records)] if only else list(study.due_selection_cells(records) + study.test_cells(records))
+    )
     jobs: dict[str, Job] = {}
     for cell in cells:
         if read_record(records, cell) is not None:
@@ -486,9 +460,9 @@ def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only
         out = found[0].run() if found else None
         return {"job": job, "stopped": isinstance(out, dict) and bool(out.get("stopped"))}
     phase = 0
-    while todo:  # with a selection: its cells, then the test cells it lets run
+    while todo:  # with a selection: its cells (and each value a group's edge adds), then the test cells
         phase += 1
-        if phase > 2:
+        if phase > 2 + (len(study.selection.below) + len(study.selection.above) if study.selection else 0):
             raise RuntimeError(f"study {study.name}: cells still to run after they ran: {[j.key for j in todo]}")
         out = _run_planned(study, todo, workdir, records, jobs, spec)
         if out is not None:
