@@ -8,7 +8,9 @@ against the verifiable reward, the ORM, the PRM's score and the PRM's per-step r
     python -m rlhf_jax.main --config experiments/process_supervision.py --workdir /tmp/rlhf_jax_prm
 
 Variants (comma-separated): right (the generator fine-tuned on right solutions instead:
-the control, best-of-N only); tiny (seconds; the tests' size). Another seed: --set seed=1.
+the control, best-of-N only); validation (the pool and every held-out figure from the
+validation problems: a run that chooses settings or measures gates); tiny (seconds; the
+tests' size). Another seed: --set seed=1.
 """
 
 import dataclasses
@@ -83,12 +85,26 @@ def tiny(cfg: ProcessConfig) -> ProcessConfig:
 
 def get_config(variant: str | None = None) -> ProcessConfig:
     parts = [p for p in (variant or "").split(",") if p]
-    if any(p not in ("right", "tiny") for p in parts):
-        raise ValueError(f"process_supervision: unknown variant {variant!r}; known: right, tiny (comma-separated)")
+    if any(p not in ("right", "validation", "tiny") for p in parts):
+        raise ValueError(
+            f"process_supervision: unknown variant {variant!r}; known: right, validation, tiny (comma-separated)"
+        )
     cfg = full()
     if "right" in parts:
         generator = dataclasses.replace(
             cfg.generator, data=dataclasses.replace(cfg.generator.data, task="arithmetic_right")
         )
         cfg = dataclasses.replace(cfg, name=cfg.name + "_right", generator=generator, rl_rewards=())  # best-of-N only
-    return tiny(cfg) if "tiny" in parts else cfg
+    cfg = tiny(cfg) if "tiny" in parts else cfg
+    if "validation" in parts:
+        cfg = on_validation(cfg)
+    return cfg
+
+
+def on_validation(cfg: ProcessConfig) -> ProcessConfig:
+    """Every stage's held-out rows from the validation split (the pool among them)."""
+    stages = ("facts", "generator", "orm", "prm", "policy")
+    return dataclasses.replace(cfg, name=cfg.name + "_validation", **{
+        s: dataclasses.replace(getattr(cfg, s), data=dataclasses.replace(getattr(cfg, s).data, eval_split="validation"))
+        for s in stages if getattr(cfg, s) is not None
+    })  # fmt: skip

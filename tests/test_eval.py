@@ -120,7 +120,7 @@ def test_lm_judge_undoes_the_random_order():
 
 
 def test_auroc_by_hand_with_ties_and_the_diagnosis_of_a_length_biased_verifier():
-    from rlhf_jax.eval.metrics import auroc
+    from rlhf_jax.eval.metrics import auroc, auroc_within_groups
     from rlhf_jax.studies import verifier_diagnosis as D
 
     assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75  # 3 of the 4 (positive, negative) pairs ordered
@@ -136,6 +136,10 @@ def test_auroc_by_hand_with_ties_and_the_diagnosis_of_a_length_biased_verifier()
     assert r["auroc_by_steps"] == 0.5  # within the 4-step solutions: no better than chance
     # problem 0's right solution (index 2) outscores 1 of its 3 wrong ones, problem 1's (index 5) none
     assert r["auroc_within_problems"] == pytest.approx((1 / 3 + 0) / 2)
+    # a problem whose pool is all wrong (or all right) has no ranking to judge: left out, not 0.5
+    S, Y = np.array([[3.0, 1.0, 2.0], [1.0, 2.0, 3.0], [5.0, 4.0, 6.0]]), np.array([[1, 0, 0], [0, 0, 0], [0, 1, 1]])
+    assert auroc_within_groups(S, Y) == pytest.approx((1.0 + 0.5) / 2)
+    assert np.isnan(auroc_within_groups(S[1:2], Y[1:2]))
 
 
 def test_pass_at_k_is_the_unbiased_estimator_by_hand_and_by_enumeration():

@@ -118,6 +118,15 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
     with pytest.raises(ValueError, match="unknown variant 'wrong'"):
         experiment.get_config("wrong")
     assert experiment.get_config("right").generator.data.task == "arithmetic_right"
+    valid = experiment.get_config("right,validation")  # a run on validation reads no test problem anywhere
+    assert valid.eval_split == "validation" and {
+        getattr(valid, s).data.eval_split for s in ("facts", "generator", "orm", "prm", "policy")
+    } == {"validation"}
+    generator = dataclasses.replace(
+        cfg.generator, data=dataclasses.replace(cfg.generator.data, eval_split="validation")
+    )
+    with pytest.raises(ValueError, match="data.eval_split differs between stages"):
+        dataclasses.replace(cfg, generator=generator)
 
 
 def test_a_study_checks_its_cells_while_another_job_is_running_one(tmp_path):
@@ -178,6 +187,10 @@ def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_a
         assert curves["pass@N"][n] >= max(c[n] for c in curves.values()) - 1e-12
     assert set(curves) >= {"orm", "prm_uniform.product", "prm_active1.first_error", "majority", "random"}
     assert summary["generator_accuracy"] == pytest.approx(np.mean([x["outcome"] for x in pool]))
+    verifiers = summary["verifiers"]  # every verifier reading's ranking, over the pool and within problems
+    assert set(verifiers) == set(curves) - {"majority", "random", "pass@N"}
+    for v in verifiers.values():
+        assert all(np.isnan(x) or 0.0 <= x <= 1.0 for x in (v["auroc"], v["auroc_within_problems"]))
     for name in cfg.rl_rewards:  # RL against the PRM's score and its per-step rewards ran and was judged
         assert 0.0 <= summary["rl"][name]["test_accuracy"] <= 1.0
         metrics = [json.loads(line) for line in open(workdir / f"rl_{name}" / "metrics.jsonl")]
@@ -185,6 +198,7 @@ def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_a
     assert (workdir / "plots" / "reward_vs_samples.png").exists()
     record = json.loads((tmp_path / "study" / "records" / "wrong.seed0.json").read_text())
     assert record["metrics"]["best_of_n.orm.4"] == curves["orm"]["4"]
+    assert "verifiers.prm_uniform.product.auroc_within_problems" in record["metrics"]
     assert [row["n"] for row in record["curve"]] == list(cfg.ns)
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| wrong | 1 |" in report and "Best-of-N accuracy, wrong (mean [95% interval] over seeds):" in report

@@ -98,6 +98,17 @@ def auroc(scores, labels) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auroc_within_groups(scores_GxN, labels_GxN) -> float:
+    """`auroc` within each group (a row: one problem's pool) that holds both classes,
+    averaged over those groups: the ranking best-of-N acts on. The pooled auroc also
+    rewards scoring easy problems above hard ones, which choosing within a problem cannot
+    use (Lightman et al. 2023 pick within a problem's samples). nan when no group holds
+    both classes."""
+    S, Y = np.asarray(scores_GxN, np.float64), np.asarray(labels_GxN).astype(bool)
+    values = [auroc(s, y) for s, y in zip(S, Y, strict=True) if 0 < y.sum() < len(y)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def pass_at_k(n: int, correct: int, k: int) -> float:
     """The unbiased pass@k of one problem from n samples of which `correct` are right (Chen
     et al. 2021, "Evaluating Large Language Models Trained on Code", eq. 1):

@@ -36,6 +36,8 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
                     leave-one-out estimator ("prm_steps": rloo_to_go, `eval.verifiers`)
     summary.json    best-of-N curves on the pool (`eval.best_of_n`): the ORM, each PRM read
                     three ways (`SCORES`), majority vote, random choice and pass@N; each
+                    verifier reading's AUROC against correctness over the pool and within
+                    problems (the ranking best-of-N uses: `auroc_within_groups`); each
                     active round's PRM; the PRMs' step calibration; the reward models'
                     held-out figures; the generator's accuracy; each RL run's held-out
                     accuracy (plots/: its training curves, the PRMs' calibration)
@@ -61,6 +63,7 @@ from rlhf_jax import pipeline
 from rlhf_jax.batches import NO_STEP, POSITIVE
 from rlhf_jax.eval import plots
 from rlhf_jax.eval.best_of_n import curves
+from rlhf_jax.eval.metrics import auroc, auroc_within_groups
 from rlhf_jax.eval.policies import sample_texts
 from rlhf_jax.eval.verifiers import SCORES, PRMJudge, solution_batch
 from rlhf_jax.experiment import ExperimentConfig
@@ -136,6 +139,11 @@ class ProcessConfig:
             raise ValueError(
                 f"generator.data.n_test={self.generator.data.n_test}: below test_problems={self.test_problems}"
             )
+        splits = {s: getattr(self, s).data.eval_split for s in ("facts", "generator", "orm", "prm", "policy")
+                  if getattr(self, s) is not None}  # fmt: skip
+        if len(set(splits.values())) > 1:
+            raise ValueError(f"data.eval_split differs between stages ({splits}): the pool, the verifiers' held-out "
+                             "solutions and the RL runs' accuracy must come from one split")  # fmt: skip
         unknown = [r for r in self.rl_rewards if r not in RL_REWARDS]
         if unknown:
             raise ValueError(f"rl_rewards: {unknown} unknown; expected some of {RL_REWARDS}")
@@ -143,6 +151,12 @@ class ProcessConfig:
             raise ValueError("rl_rewards: need a policy stage of train.kind 'rl'")
         if self.candidates < 1 or not self.reward_epochs > 0 or not self.temperature > 0:
             raise ValueError("candidates, reward_epochs and temperature must be positive")
+
+    @property
+    def eval_split(self) -> str:
+        """The problems of the pool and of every held-out figure: "test", or "validation"
+        (a run that chooses settings or measures gates reads no test problem)."""
+        return self.generator.data.eval_split
 
     def wired_stages(self, workdir: str, data_dir: str = "") -> dict[str, ExperimentConfig]:
         """Every training stage as it will run in workdir (`stage_configs`; preflight checks these)."""
@@ -359,12 +373,17 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
         if name in ("prm_uniform", last):
             calib[name] = calibration(out["probs"], out["valid"], [x["step_labels"] for x in pool])
     by_n = curves(correct, answers, truth, scores, cfg.ns, cfg.draws, seed=cfg.seed)
+    verifiers = {
+        name: {"auroc": auroc(S.ravel(), correct.ravel()), "auroc_within_problems": auroc_within_groups(S, correct)}
+        for name, S in scores.items()
+    }
 
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
     plots.calibration(calib, os.path.join(workdir, "plots", "calibration.png"), f"PRM calibration, seed {cfg.seed}")
     return {
         "curves": {name: {str(n): acc for n, acc in c.items()} for name, c in by_n.items()},
         "calibration": calib,
+        "verifiers": verifiers,
         "generator_accuracy": float(correct.mean()),
     }
 
@@ -451,11 +470,13 @@ def rl_figures(cfg: ProcessConfig, configs: dict, results: dict, workdir: str) -
 def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     """A finished run as a study cell reports it: (metrics tree, one row per N). The tree:
     "best_of_n" (selector -> N -> accuracy), "generator_accuracy", each reward model's
-    held-out figures, the labels' wrong-answer shares; a row: "n" and each selector's
+    held-out figures, "verifiers" (each verifier reading's AUROC against correctness over
+    the pool and within problems), the labels' wrong-answer shares; a row: "n" and each selector's
     accuracy at that N."""
     curves = summary["curves"]
     tree = {
         "best_of_n": curves,
+        "verifiers": summary.get("verifiers", {}),
         "generator_accuracy": summary["generator_accuracy"],
         "reward_models": {
             name: {k: v for k, v in r.items() if k.startswith("test_")} for name, r in summary["reward_models"].items()

@@ -72,7 +72,10 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 def eval_split(run) -> str:
     """The split a cell's run evaluates its policy on (a pipeline's or iterated run's
-    policy stage's data.eval_split; "test" for runs without one)."""
+    policy stage's data.eval_split; a process-supervision run's pool; "test" for runs
+    without one)."""
+    if isinstance(run, ProcessConfig):
+        return run.eval_split
     inner = run.pipeline if isinstance(run, IteratedConfig) else run
     policy = getattr(inner, "policy", None)
     return policy.data.eval_split if policy is not None else "test"

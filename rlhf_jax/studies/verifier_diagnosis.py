@@ -30,7 +30,7 @@ import numpy as np
 
 from rlhf_jax.batches import NEGATIVE
 from rlhf_jax.config import load_experiment
-from rlhf_jax.eval.metrics import auroc
+from rlhf_jax.eval.metrics import auroc, auroc_within_groups
 from rlhf_jax.studies.process_supervision import Generator, ProcessConfig, Scorer, stage_configs
 from rlhf_jax.workdir import read_jsonl, write_json
 
@@ -52,21 +52,13 @@ def by_steps(scores, correct, steps) -> float:
     return float(np.average(values, weights=weights)) if values else float("nan")
 
 
-def within_problems(scores, correct, P: int) -> float:
-    """auroc within each problem's pool that holds both classes, averaged: the ranking
-    best-of-N uses (the overall auroc also counts differences between problems)."""
-    S, C = scores.reshape(P, -1), correct.reshape(P, -1)
-    values = [auroc(s, c) for s, c in zip(S, C, strict=True) if 0 < c.sum() < len(c)]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int, first_wrong=None) -> dict:
     """first_wrong: [N] bool, the solution's first step is wrong (optional)."""
     picks = scores.reshape(P, -1).argmax(-1) + np.arange(P) * (len(scores) // P)
     S = scores.reshape(P, -1)
     out = {
         "auroc": auroc(scores, correct),
-        "auroc_within_problems": within_problems(scores, correct, P),
+        "auroc_within_problems": auroc_within_groups(scores.reshape(P, -1), correct.reshape(P, -1)),
         "auroc_by_steps": by_steps(scores, correct, steps),
         "corr_steps": rank_corr(scores, steps),
         "spread_between_problems": float(S.mean(1).std()),
