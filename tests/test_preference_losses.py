@@ -108,6 +108,9 @@ class SupervisedAndPreferenceObjectivesTest(chex.TestCase):
         # 3 wrong, 1 right: w = n / (2 n_c) = (4/6, 4/2); each class then carries weight 2
         assert RM.class_balance_weights([0, 0, 0, 1], 2) == (4 / 6, 2.0)
         assert RM.class_balance_weights([[0, 2, RM.NO_STEP], [2, 2, RM.NO_STEP]], 3) == (4 / 3, 0.0, 4 / 9)
+        # 2 neutral steps among 102: 102 / 6 = 17 would be 25.5x the positives' 102 / 150; capped at 10x
+        rare = RM.class_balance_weights([0] * 50 + [1] * 2 + [2] * 50, 3)
+        assert rare == pytest.approx((102 / 150, 10 * 102 / 150, 102 / 150))
         logits, labels, w = jnp.array([0.0, 1.0, -1.0, 2.0]), jnp.array([0, 0, 0, 1]), (4 / 6, 2.0)
         ce = np.array([np.log(2), np.log1p(np.e), np.log1p(np.exp(-1.0)), np.log1p(np.exp(-2.0))])
         loss, _ = self.call(RM.orm_objective, logits, labels, class_weights=w)

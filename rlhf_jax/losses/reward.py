@@ -150,14 +150,19 @@ def pair_loss(params, batch, model, margin_B=None, center_coef: float = 0.0, tie
     return bradley_terry_objective(r_chosen, r_rejected, margin_B, center_coef, batch.tie_B, tie_strength)
 
 
-def class_balance_weights(labels, n_classes: int) -> tuple[float, ...]:
+def class_balance_weights(labels, n_classes: int, max_ratio: float = 10.0) -> tuple[float, ...]:
     """w_c = n / (n_classes n_c) over the labels given (NO_STEP left out; a class absent
     gets 0): each class then carries the same total weight (King and Zeng 2001's
-    inverse-frequency weighting)."""
+    inverse-frequency weighting), except that no weight exceeds max_ratio times the
+    smallest: a class seen a handful of times (2 neutral steps among 3,800, a generator
+    that seldom restates) would otherwise weigh a thousand times the others, and one such
+    step would make a batch's whole loss."""
     labels = np.asarray(labels).ravel()
     labels = labels[labels != NO_STEP]
     counts = np.bincount(labels, minlength=n_classes)[:n_classes].astype(np.float64)
-    return tuple(float(len(labels) / (n_classes * c)) if c else 0.0 for c in counts)
+    w = [len(labels) / (n_classes * c) if c else 0.0 for c in counts]
+    cap = max_ratio * min((x for x in w if x), default=0.0)
+    return tuple(float(min(x, cap)) for x in w)
 
 
 def orm_loss(params, tokens_BxT, mask_BxT, labels_B, model, class_weights=None):
