@@ -109,6 +109,24 @@ def test_the_related_pretraining_text_states_what_each_task_composes_from_and_ne
     assert sorted_share >= 40  # a quarter drawn sorted: the sorted task's fact has both values
 
 
+def test_after_the_related_pretraining_every_question_fits_and_zero_shot_is_not_read():
+    """Its tokenizer never saw a task's name (it spells " ; majority" in pieces) nor a yes or
+    no: the classifier's length must hold the question, and there is no answer to read."""
+    from rlhf_jax.data.tokenizer import train_tokenizer
+
+    rows = classification.pretrain_examples(2000, seed=0, facts=classification.RELATED)
+    tok = train_tokenizer(r["prompt"] + r["completion"] for r in rows)
+    digits = [" ".join(map(str, np.random.default_rng(i).integers(0, 10, 9))) for i in range(200)]
+    longest = {}
+    for task in classification.DIFFICULTY:
+        cfg = experiment.get_config(f"{task},related")
+        longest[task] = max(len(tok(q["prompt"] + q["completion"])["input_ids"])
+                            for q in (classification.question(task, d) for d in digits))  # fmt: skip
+        assert longest[task] <= cfg.length
+        assert pipeline.zero_shot(cfg, None, tok, None) is None
+    assert longest["majority"] > experiment.get_config("majority").length  # what the plain length would cut
+
+
 @pytest.mark.slow  # 4 s
 def test_a_pair_logit_is_the_reward_difference_and_flips_when_the_pair_does():
     from rlhf_jax.models.config import ModelConfig

@@ -227,8 +227,10 @@ class Runs:
 
 
 def zero_shot(cfg: WeakToStrongConfig, lm, tokenizer, split: Split) -> float | None:
-    """A pretrained LM's own accuracy: P(" yes") > P(" no") after the question (digit tasks)."""
-    if cfg.task == PREFERENCE:
+    """A pretrained LM's own accuracy: P(" yes") > P(" no") after the question (digit tasks
+    whose pretraining states answers; None for the preference task and after the related
+    pretraining, whose text holds counts and never a yes or no to read)."""
+    if cfg.task == PREFERENCE or cfg.sizes[0].data.task == "digits_related":
         return None
 
     model, params = lm
