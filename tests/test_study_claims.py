@@ -113,6 +113,19 @@ def test_many_comparisons_combine_all_for_agreement_and_holm_against():
     assert alone["verdict"] == "disagrees"
 
 
+def test_a_comparison_not_yet_measured_leaves_the_claim_not_tested_not_agreed():
+    # "a" beats 0.1 at 3 seeds; group "c" has no record yet (a study still running)
+    c = claim(comparisons=(Diff(Arm("a", "m"), 0.1), Diff(Arm("c", "m"), 0.1)))
+    ev = study_claims.evaluate_claim(c, records([0.30, 0.32, 0.31]), {})
+    assert ev["verdict"] == "not tested" and ev["why"] == "1 of 2 comparisons have fewer than 2 seeds"
+    assert [r["verdict"] for r in ev["comparisons"]] == ["agrees", "not tested"] and ev["tested"] == 1
+    # a comparison its own gate leaves out is not missing: the rest decide
+    gated = claim(comparisons=(Diff(Arm("a", "m"), 0.1), Diff(Arm("c", "m"), 0.1, gates=("g",))))
+    assert study_claims.evaluate_claim(gated, records([0.30, 0.32, 0.31]), {"g": {"passed": False}})["verdict"] == (
+        "agrees"
+    )
+
+
 def test_a_trend_is_the_per_seed_slope_of_the_differences():
     recs = [{"group": f"g{x}", "seed": s, "metrics": {"m": 0.1 * x * (s + 1) + s}} for x in (0, 1, 2) for s in (0, 1)]
     trend = Trend(tuple((float(x), Diff(Arm(f"g{x}", "m"), 0.0)) for x in (0, 1, 2)), "slope")

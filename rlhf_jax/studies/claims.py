@@ -9,8 +9,9 @@ seed share their stages (SFT, reward model, pretrained sizes), so every comparis
 per-seed difference, with its 95% t-interval over seeds.
 
 The rule, for a claim with m tested comparisons (m = 1: its 95% interval):
-1. `not tested` when a gate it depends on failed (or was not measured), or no comparison
-   has two seeds;
+1. `not tested` when a gate it depends on failed (or was not measured), or a comparison
+   whose own gates passed has fewer than two seeds (a study still running: a comparison
+   not yet measured is no evidence either way, and steps 3-4 count every comparison);
 2. `equal here` when every comparison's 95% interval lies inside (-margin, +margin): a
    difference that small does not matter on this task, whatever its sign (each interval at
    95%: the intersection-union test needs no multiplicity correction);
@@ -328,8 +329,11 @@ def evaluate_claim(claim: Claim, records: list[dict], gates: dict[str, dict]) ->
         else:
             r["p_holm"] = math.nan
             r["verdict"] = "not tested"
+    missing = [r for r in rows if not r["failed_gates"] and r["n"] < 2]
     if failed:
         verdict, why = "not tested", "gate failed: " + ", ".join(failed)
+    elif missing and tested:
+        verdict, why = "not tested", f"{len(missing)} of {len(rows)} comparisons have fewer than 2 seeds"
     elif not tested:
         why = "every comparison's gate failed" if all(r["failed_gates"] for r in rows) else "fewer than 2 seeds"
         verdict = "not tested"
