@@ -173,6 +173,9 @@ def decode(device, tiny: bool, peak: tuple[float, float] | None) -> list[dict]:
         per_step = (seconds[C] - seconds[1]) / (C - 1)
         read = mean_slots_read(P, C, SamplingConfig(max_new_tokens=C).cache_chunks)  # slots a step attends over
         kv_bytes = 2 * cfg.n_layers * batch * cfg.n_kv_heads * read * cfg.head_dim * 2
+        if per_step <= 0:  # C tokens no slower than 1: a busy machine's noise exceeds the decode steps' time
+            rows.append({"batch": batch, "tokens_per_s": None, "step_ms": None})
+            continue
         row = {"batch": batch, "tokens_per_s": batch / per_step, "step_ms": per_step * 1e3}
         if peak:
             row["roofline_tokens_per_s"] = batch * peak[1] / (weight_bytes + kv_bytes)
@@ -211,6 +214,11 @@ def table(device, peak, figures: dict) -> str:
                          f"{t[f'step_s_{k}'] * 1e3:.1f} ms{mfu} |")  # fmt: skip
         lines.append(f"| fused attention speed-up (einsum time / auto time) | {t['fused_speedup']:.2f}x |")
     for row in figures["decode"]:
+        if row["tokens_per_s"] is None:
+            lines.append(
+                f"| decode, batch {row['batch']}: tokens/s | under the timing noise (rerun on a quiet machine) |"
+            )
+            continue
         roof = f" ({row['of_roofline']:.0%} of {row['roofline_tokens_per_s']:,.0f})" if "of_roofline" in row else ""
         lines.append(f"| decode, batch {row['batch']}: tokens/s{' (of the HBM roofline)' if roof else ''} | "
                      f"{row['tokens_per_s']:,.0f}{roof} |")  # fmt: skip

@@ -33,8 +33,8 @@ def test_the_bench_runs_every_section_on_cpu_and_prints_one_table(tmp_path, caps
     assert figures["parity"] == {"max_abs_logit_diff": 0.0, "greedy_tokens_equal": True}  # the CPU against itself
     train = figures["train"]
     assert train["model"] == "llama-tiny" and train["step_s_einsum"] > 0 and train["step_s_auto"] > 0
-    assert [row["batch"] for row in figures["decode"]] == [1, 4] and all(
-        r["tokens_per_s"] > 0 for r in figures["decode"]
+    assert [row["batch"] for row in figures["decode"]] == [1, 4] and all(  # None: a busy machine's noise won
+        r["tokens_per_s"] is None or r["tokens_per_s"] > 0 for r in figures["decode"]
     )
     assert figures["rloo"]["iterations"] == 4 and -1 < figures["rloo"]["gold"] < 1
     table = capsys.readouterr().out
