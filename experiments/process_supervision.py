@@ -16,7 +16,7 @@ tests' size). Another seed: --set seed=1.
 import dataclasses
 
 from rlhf_jax.experiment import DataSection, ExperimentConfig, ModelSection, RLSection, TrainSection
-from rlhf_jax.studies.process_supervision import ProcessConfig
+from rlhf_jax.studies.process_supervision import STAGES, ProcessConfig
 from rlhf_jax.train_step import OptimConfig
 
 
@@ -103,8 +103,7 @@ def get_config(variant: str | None = None) -> ProcessConfig:
 
 def on_validation(cfg: ProcessConfig) -> ProcessConfig:
     """Every stage's held-out rows from the validation split (the pool among them)."""
-    stages = ("facts", "generator", "orm", "prm", "policy")
     return dataclasses.replace(cfg, name=cfg.name + "_validation", **{
         s: dataclasses.replace(getattr(cfg, s), data=dataclasses.replace(getattr(cfg, s).data, eval_split="validation"))
-        for s in stages if getattr(cfg, s) is not None
+        for s in STAGES if getattr(cfg, s) is not None
     })  # fmt: skip

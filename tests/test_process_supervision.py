@@ -95,7 +95,7 @@ def test_a_process_reward_model_as_the_rl_reward_is_named_and_read_one_way():
 def test_calibration_bins_predicted_against_actual_leaving_unlabelled_steps_out():
     p = probs((0.0, 0.05, 0.95), (0.0, 0.1, 0.9), (0.9, 0.05, 0.05), (0.0, 0.0, 1.0))
     labels = [[POSITIVE, NEUTRAL, NEGATIVE, NO_STEP]]
-    bins = PS.calibration(p, np.ones((1, 4), bool), labels, bins=10)
+    bins = V.calibration(p, np.ones((1, 4), bool), labels, bins=10)
     assert bins == [
         {"bin": "0.0-0.1", "steps": 1, "predicted": pytest.approx(0.05), "positive": 0.0},
         {"bin": "0.9-1.0", "steps": 2, "predicted": pytest.approx(0.925), "positive": 0.5},
@@ -119,9 +119,7 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
         experiment.get_config("wrong")
     assert experiment.get_config("right").generator.data.task == "arithmetic_right"
     valid = experiment.get_config("right,validation")  # a run on validation reads no test problem anywhere
-    assert valid.eval_split == "validation" and {
-        getattr(valid, s).data.eval_split for s in ("facts", "generator", "orm", "prm", "policy")
-    } == {"validation"}
+    assert valid.eval_split == "validation" and {getattr(valid, s).data.eval_split for s in PS.STAGES} == {"validation"}
     generator = dataclasses.replace(
         cfg.generator, data=dataclasses.replace(cfg.generator.data, eval_split="validation")
     )

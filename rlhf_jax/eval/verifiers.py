@@ -22,7 +22,7 @@ import re
 import jax
 import numpy as np
 
-from rlhf_jax.batches import NEGATIVE, POSITIVE
+from rlhf_jax.batches import NEGATIVE, NO_STEP, POSITIVE
 from rlhf_jax.data import batching
 from rlhf_jax.losses.reward import prm_step_logits
 
@@ -147,3 +147,22 @@ def prm_label_ids(tokenizer) -> tuple[int, ...]:
     if any(len(i) != 1 for i in ids):
         raise ValueError(f"PRM label texts {PRM_LABEL_TEXT} must each be one token of the tokenizer")
     return tuple(i[0] for i in ids)
+
+
+def calibration(probs_BxSx3, valid_BxS, labels, bins: int = 10) -> list[dict]:
+    """Predicted P(positive) against the share of steps that are positive, per bin of the
+    prediction, over the labelled steps (NO_STEP left out) of the solutions."""
+
+    predicted, actual = [], []
+    for b, steps in enumerate(labels):
+        for k, label in enumerate(steps[: valid_BxS.shape[1]]):
+            if label != NO_STEP and valid_BxS[b, k]:
+                predicted.append(float(probs_BxSx3[b, k, POSITIVE]))
+                actual.append(float(label == POSITIVE))
+    predicted, actual = np.asarray(predicted), np.asarray(actual)
+    which = np.minimum((predicted * bins).astype(int), bins - 1)
+    return [
+        {"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "steps": int((which == i).sum()),
+         "predicted": float(predicted[which == i].mean()), "positive": float(actual[which == i].mean())}
+        for i in range(bins) if (which == i).any()
+    ]  # fmt: skip

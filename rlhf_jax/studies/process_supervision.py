@@ -60,12 +60,11 @@ import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
-from rlhf_jax.batches import NO_STEP, POSITIVE
 from rlhf_jax.eval import plots
 from rlhf_jax.eval.best_of_n import curves
 from rlhf_jax.eval.metrics import auroc, auroc_within_groups
 from rlhf_jax.eval.policies import sample_texts
-from rlhf_jax.eval.verifiers import SCORES, PRMJudge, solution_batch
+from rlhf_jax.eval.verifiers import SCORES, PRMJudge, calibration, solution_batch
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
@@ -75,6 +74,7 @@ from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
 RL_REWARDS = ("gold", "orm", "prm", "prm_steps")
+STAGES = ("facts", "generator", "orm", "prm", "policy")  # ProcessConfig's stage templates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +139,7 @@ class ProcessConfig:
             raise ValueError(
                 f"generator.data.n_test={self.generator.data.n_test}: below test_problems={self.test_problems}"
             )
-        splits = {s: getattr(self, s).data.eval_split for s in ("facts", "generator", "orm", "prm", "policy")
-                  if getattr(self, s) is not None}  # fmt: skip
+        splits = {s: getattr(self, s).data.eval_split for s in STAGES if getattr(self, s) is not None}
         if len(set(splits.values())) > 1:
             raise ValueError(f"data.eval_split differs between stages ({splits}): the pool, the verifiers' held-out "
                              "solutions and the RL runs' accuracy must come from one split")  # fmt: skip
@@ -199,25 +198,6 @@ class Scorer:
             b = solution_batch(self.tokenizer, p, s, self.P, self.C, 1)
             parts.append(np.asarray(self.fn(self.params, {k: b[k] for k in ("tokens_BxT", "mask_BxT")}))[:n])
         return {"orm": np.concatenate(parts)}
-
-
-def calibration(probs_BxSx3, valid_BxS, labels, bins: int = 10) -> list[dict]:
-    """Predicted P(positive) against the share of steps that are positive, per bin of the
-    prediction, over the labelled steps (NO_STEP left out) of the solutions."""
-
-    predicted, actual = [], []
-    for b, steps in enumerate(labels):
-        for k, label in enumerate(steps[: valid_BxS.shape[1]]):
-            if label != NO_STEP and valid_BxS[b, k]:
-                predicted.append(float(probs_BxSx3[b, k, POSITIVE]))
-                actual.append(float(label == POSITIVE))
-    predicted, actual = np.asarray(predicted), np.asarray(actual)
-    which = np.minimum((predicted * bins).astype(int), bins - 1)
-    return [
-        {"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "steps": int((which == i).sum()),
-         "predicted": float(predicted[which == i].mean()), "positive": float(actual[which == i].mean())}
-        for i in range(bins) if (which == i).any()
-    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- stages

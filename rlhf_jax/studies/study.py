@@ -72,9 +72,8 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 def eval_split(run) -> str:
     """The split a cell's run evaluates its policy on (a pipeline's or iterated run's
-    policy stage's data.eval_split; a process-supervision run's pool; "test" for runs
-    without one)."""
-    if isinstance(run, ProcessConfig):
+    policy stage's data.eval_split; a process-supervision or weak-to-strong run's own)."""
+    if isinstance(run, (ProcessConfig, WeakToStrongConfig)):  # runs that name their held-out split themselves
         return run.eval_split
     inner = run.pipeline if isinstance(run, IteratedConfig) else run
     policy = getattr(inner, "policy", None)
