@@ -113,18 +113,33 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
     with pytest.raises(ValueError, match=r"orm.train.batch_size=8: above the first active round's 4 labels"):
         dataclasses.replace(cfg, labelled=8)
     facts = dataclasses.replace(cfg.facts, data=dataclasses.replace(cfg.facts.data, task="arithmetic_wrong"))
-    with pytest.raises(ValueError, match="facts.data.task='arithmetic_wrong': must be 'arithmetic_facts'"):
+    with pytest.raises(ValueError, match="facts.data.task='arithmetic_wrong': expected one of"):
         dataclasses.replace(cfg, facts=facts)
     with pytest.raises(ValueError, match="unknown variant 'wrong'"):
         experiment.get_config("wrong")
     assert experiment.get_config("right").generator.data.task == "arithmetic_right"
     valid = experiment.get_config("right,validation")  # a run on validation reads no test problem anywhere
-    assert valid.eval_split == "validation" and {getattr(valid, s).data.eval_split for s in PS.STAGES} == {"validation"}
+    assert valid.eval_split == "validation" and {getattr(valid, s).data.eval_split for s in PS.HELD_OUT_STAGES} == {
+        "validation"
+    }
     generator = dataclasses.replace(
         cfg.generator, data=dataclasses.replace(cfg.generator.data, eval_split="validation")
     )
     with pytest.raises(ValueError, match="data.eval_split differs between stages"):
         dataclasses.replace(cfg, generator=generator)
+
+
+def test_a_study_trains_one_base_model_a_seed_that_both_generators_start_from(tmp_path):
+    from experiments.studies import process_supervision as study_module
+    from rlhf_jax.studies.study import place
+
+    placed = {c.name: place(c, str(tmp_path)) for c in study_module.get_config().cells}
+    base = {name: p.dirs["facts"] for name, p in placed.items()}
+    assert base["wrong.seed0"] == base["right.seed0"] != base["wrong.seed1"] == base["right.seed1"]
+    assert base["wrong_validation.seed0"] == base["wrong.seed0"]  # its held-out rows are no study problem
+    for p in placed.values():
+        assert p.shared == (("facts", "shared/" + base[p.cell.name].split("/shared/")[1]),)
+        assert {p.configs[s].model.init_from for s in ("generator", "orm", "prm_uniform")} == {p.dirs["facts"]}
 
 
 def test_a_study_checks_its_cells_while_another_job_is_running_one(tmp_path):

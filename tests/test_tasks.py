@@ -122,6 +122,27 @@ def test_the_generators_data_pretraining_facts_and_solutions_all_wrong_or_all_ri
         A.value_range(A.ArithmeticConfig())
 
 
+def test_the_verifiers_base_data_checks_equations_half_of_them_slipped_and_scores_them_exactly():
+    checks = A.check_examples(2000, 0)
+    for r in checks:
+        assert r["prompt"].startswith(A.CHECK) and r["completion"] in A.VERDICTS
+        (a, op, b), c = A.parse_problem("Compute: " + r["prompt"].removeprefix(A.CHECK).split(" =")[0])[0], r["answer"]
+        assert r["prompt"] == f"{A.CHECK}{a} {op} {b} = {c}"  # the verdict follows c, where a PRM reads a step
+        assert r["outcome"] == int(A.OPS[op](a, b) == c) and r["completion"] == A.VERDICTS[r["outcome"]]
+        assert abs(A.OPS[op](a, b) - c) in (0, 1, 2)  # slips as the generator's: off by 1 or 2
+        assert A.facts_reward(r["prompt"], r["completion"]) == 1.0
+        assert A.facts_reward(r["prompt"], A.VERDICTS[1 - r["outcome"]]) == 0.0
+    assert 0.45 < np.mean([r["outcome"] for r in checks]) < 0.55
+    assert A.facts_reward("Check: 7 - 4 = 4", " wrong") == 1.0 and A.facts_reward("Check: 7 - 4 = 3", " wrong") == 0.0
+    mixed = A.checked_examples(1001, 3)
+    is_check = [r["prompt"].startswith(A.CHECK) for r in mixed]
+    assert sum(is_check) == 500 and 0 < is_check[:20].count(True) < 20  # half, facts first when odd; shuffled
+    facts = [r for r, c in zip(mixed, is_check, strict=True) if not c]
+    assert all(A.facts_reward(r["prompt"], r["completion"]) == 1.0 for r in facts)
+    with pytest.raises(ValueError, match="not a check prompt"):
+        A.facts_reward("Check: 7 * 4 = 28", " right")
+
+
 def test_arithmetic_examples_and_verifiable_reward():
     exs = A.examples(100, seed=0)
     assert exs == A.examples(100, seed=0)

@@ -222,9 +222,10 @@ class SyntheticSummarization(_TaskBuilder):
 
 class Arithmetic(_TaskBuilder):
     """The built-in arithmetic task with per-step and outcome labels: `default`, sampled
-    solutions with slips; the process-supervision study's generator data (`tasks.arithmetic`,
-    + and - only): `facts` (one-operation problems, right), `wrong` (step-format solutions
-    whose answer is wrong), `right` (the same, right)."""
+        solutions with slips; the process-supervision study's generator data (`tasks.arithmetic`,
+        + and - only): `facts` (one-operation problems, right), `checked` (the facts beside as
+    many checked equations: the verifiers' base), `wrong` (step-format solutions
+        whose answer is wrong), `right` (the same, right)."""
 
     VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {
@@ -233,7 +234,7 @@ class Arithmetic(_TaskBuilder):
         "labelled. The study's generator data: facts, wrong, right.",
     }
     BUILDER_CONFIGS = [
-        TaskConfig(name=kind, kind=kind) for kind in ("default", "facts", "wrong", "right", "rlvr", "sums")
+        TaskConfig(name=kind, kind=kind) for kind in ("default", "facts", "checked", "wrong", "right", "rlvr", "sums")
     ]
 
     def features(self):
@@ -248,6 +249,8 @@ class Arithmetic(_TaskBuilder):
         kind = self.builder_config.kind
         if kind == "facts":
             return arithmetic.pretrain_examples(n, seed)
+        if kind == "checked":
+            return arithmetic.checked_examples(n, seed)
         if kind in ("wrong", "right"):
             return arithmetic.format_examples(n, seed, correct=kind == "right")
         if kind in ("rlvr", "sums"):

@@ -189,6 +189,12 @@ for _kind, _about in (("rlvr", "1-3 operations (+ and -)"), ("sums", "a + b, a a
         about=f"RL with a verifiable reward: {_about}, SFT solutions that slip; gold: the exact final answer",
     ))  # fmt: skip
 register_task(Task(
+    "arithmetic_checked",
+    {"sft": Generated(builders.Arithmetic, "checked")},
+    gold_reward=lambda record, text: arithmetic.facts_reward(record["prompt"], text),
+    about="the process-supervision study's base data: one-operation facts beside as many checked equations",
+))  # fmt: skip
+register_task(Task(
     "digits",
     {"sft": Generated(builders.Digits, "facts")},
     gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text),

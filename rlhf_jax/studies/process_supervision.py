@@ -8,7 +8,9 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
 
     facts/          the base model: an LM from scratch on one-operation problems solved
                     right (task arithmetic_facts), the arithmetic a pretrained generator
-                    brings with it
+                    brings with it, or beside them equations to check (arithmetic_checked:
+                    what a verifier reads a step with); a study keeps one a seed in its
+                    shared/ directory (`stage_configs`' base_dir)
     generator/      SFT from facts/ on step-format solutions whose final answer is wrong
                     (arithmetic_wrong; arithmetic_right is the control): it learns the
                     format, not the arithmetic
@@ -72,9 +74,13 @@ from rlhf_jax.models.hf import load_hf
 from rlhf_jax.tasks.arithmetic import final_answer, label_completion
 from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
+BASE_TASKS = ("arithmetic_checked", "arithmetic_facts")  # with checked equations (the verifiers read steps), or not
 GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
 RL_REWARDS = ("gold", "orm", "prm", "prm_steps")
 STAGES = ("facts", "generator", "orm", "prm", "policy")  # ProcessConfig's stage templates
+# the stages whose held-out rows are the study's problems (the base model's are its own
+# task's one-operation facts and checks): one split for all of them, the pool's
+HELD_OUT_STAGES = STAGES[1:]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +119,8 @@ class ProcessConfig:
             got = getattr(self, stage).train.kind
             if got != kind:
                 raise ValueError(f"{stage}.train.kind={got!r}: the {stage} stage must be {kind!r}")
-        if self.facts.data.task != "arithmetic_facts":
-            raise ValueError(f"facts.data.task={self.facts.data.task!r}: must be 'arithmetic_facts'")
+        if self.facts.data.task not in BASE_TASKS:
+            raise ValueError(f"facts.data.task={self.facts.data.task!r}: expected one of {BASE_TASKS}")
         if self.generator.data.task not in GENERATOR_TASKS:
             raise ValueError(f"generator.data.task={self.generator.data.task!r}: expected one of {GENERATOR_TASKS}")
         if not 1 <= max(self.ns) <= self.pool or min(self.ns) < 1:
@@ -139,7 +145,7 @@ class ProcessConfig:
             raise ValueError(
                 f"generator.data.n_test={self.generator.data.n_test}: below test_problems={self.test_problems}"
             )
-        splits = {s: getattr(self, s).data.eval_split for s in STAGES if getattr(self, s) is not None}
+        splits = {s: getattr(self, s).data.eval_split for s in HELD_OUT_STAGES if getattr(self, s) is not None}
         if len(set(splits.values())) > 1:
             raise ValueError(f"data.eval_split differs between stages ({splits}): the pool, the verifiers' held-out "
                              "solutions and the RL runs' accuracy must come from one split")  # fmt: skip
@@ -157,9 +163,9 @@ class ProcessConfig:
         (a run that chooses settings or measures gates reads no test problem)."""
         return self.generator.data.eval_split
 
-    def wired_stages(self, workdir: str, data_dir: str = "") -> dict[str, ExperimentConfig]:
+    def wired_stages(self, workdir: str, data_dir: str = "", base_dir: str = "") -> dict[str, ExperimentConfig]:
         """Every training stage as it will run in workdir (`stage_configs`; preflight checks these)."""
-        return stage_configs(self, workdir, data_dir)
+        return stage_configs(self, workdir, data_dir, base_dir)
 
 
 # ----------------------------------------------------------------------------- steps and scores
@@ -203,20 +209,24 @@ class Scorer:
 # ----------------------------------------------------------------------------- stages
 
 
-def stage_configs(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict[str, ExperimentConfig]:
+def stage_configs(
+    cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = ""
+) -> dict[str, ExperimentConfig]:
     """facts, generator, orm, prm_uniform and prm_active<r> as they run (seed, data dir,
     starting checkpoints, labels, steps). data_dir: the task data (default <workdir>/tfds;
-    a study shares one)."""
+    a study shares one); base_dir: where the base model (the facts stage) trains (default
+    <workdir>/facts; a study shares one between the generators of a seed). The base's
+    config names no generator, so that the runs of one seed agree on it."""
     data_dir = data_dir or os.path.join(workdir, "tfds")
 
-    def wire(stage: ExperimentConfig, name: str, **model) -> ExperimentConfig:
+    def wire(stage: ExperimentConfig, name: str, run_name: str = "", **model) -> ExperimentConfig:
         data = dataclasses.replace(stage.data, data_dir=stage.data.data_dir or data_dir)
         return dataclasses.replace(
-            stage, name=f"{cfg.name}_{name}", data=data, train=dataclasses.replace(stage.train, seed=cfg.seed),
-            model=dataclasses.replace(stage.model, **model),
+            stage, name=run_name or f"{cfg.name}_{name}", data=data, model=dataclasses.replace(stage.model, **model),
+            train=dataclasses.replace(stage.train, seed=cfg.seed),
         )  # fmt: skip
 
-    facts_dir = os.path.join(workdir, "facts")
+    facts_dir = base_dir or os.path.join(workdir, "facts")
 
     def reward(stage: ExperimentConfig, name: str, labels: str, n_labels: int) -> ExperimentConfig:
         steps = max(1, math.ceil(cfg.reward_epochs * n_labels / stage.train.batch_size))
@@ -230,7 +240,7 @@ def stage_configs(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict[
 
     per_round = cfg.labelled // cfg.rounds
     out = {
-        "facts": wire(cfg.facts, "facts"),
+        "facts": wire(cfg.facts, "facts", run_name=f"process_supervision_base_{cfg.facts.name}"),
         "generator": wire(cfg.generator, "generator", init_from=facts_dir),
         "orm": reward(cfg.orm, "orm", label_dir(workdir, "uniform"), cfg.labelled),
         "prm_uniform": reward(cfg.prm, "prm_uniform", label_dir(workdir, "uniform"), cfg.labelled),
@@ -368,20 +378,21 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
     }
 
 
-def run(cfg: ProcessConfig, workdir: str, data_dir: str = "") -> dict:
+def run(cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = "") -> dict:
     """Every stage not done yet, then the best-of-N evaluation; DIR/summary.json.
-    data_dir: as in `stage_configs`."""
+    data_dir, base_dir: as in `stage_configs`."""
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
     t0 = time.time()
-    configs = stage_configs(cfg, workdir, data_dir)
+    configs = stage_configs(cfg, workdir, data_dir, base_dir)
     results, seconds = {}, {}
 
     def stage(name: str) -> bool:
         t = time.time()
-        results[name] = pipeline.run_stage(name, configs[name], os.path.join(workdir, name))
+        directory = base_dir if name == "facts" and base_dir else os.path.join(workdir, name)
+        results[name] = pipeline.run_stage(name, configs[name], directory)
         seconds[name] = round(time.time() - t, 1)
         return not results[name].get("stopped")
 

@@ -325,13 +325,16 @@ class Placed:
 
 def place(cell: Cell, workdir: str) -> Placed:
     """A pipeline cell shares its seed's SFT and reward model (on a verifiable reward, its
-    SFT only); an iterated cell its SFT
-    (its reward models are its rounds' own); a process-supervision cell nothing but the
-    prepared data; a weak-to-strong cell its pretrained sizes (the same for every seed)."""
+    SFT only); an iterated cell its SFT (its reward models are its rounds' own); a
+    process-supervision cell its seed's base model (both generators of a seed start from
+    it); a weak-to-strong cell its pretrained sizes (the same for every seed)."""
     seeded = cell.seeded
     directory, data_dir = os.path.join(workdir, "cells", cell.name), os.path.join(workdir, "tfds")
     if isinstance(seeded, ProcessConfig):
-        return Placed(cell, directory, {}, data_dir, seeded.wired_stages(directory, data_dir), ())
+        key = f"base-{digest(config_lib.non_default(seeded.wired_stages(directory, data_dir)['facts']))}"
+        base = os.path.join(workdir, "shared", key)
+        return Placed(cell, directory, {"facts": base}, data_dir, seeded.wired_stages(directory, data_dir, base),
+                      (("facts", f"shared/{key}"),))  # fmt: skip
     if isinstance(seeded, WeakToStrongConfig):
         configs = seeded.wired_stages(directory, data_dir)
         keys = {name: f"{name}-{digest(config_lib.non_default(stage))}" for name, stage in configs.items()}
@@ -377,7 +380,7 @@ def _run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     cell = placed.cell
     own_directory(placed.directory, config_lib.to_dict(cell.seeded))
     if isinstance(cell.pipeline, ProcessConfig):
-        summary = process_supervision.run(cell.seeded, placed.directory, placed.data_dir)
+        summary = process_supervision.run(cell.seeded, placed.directory, placed.data_dir, placed.dirs["facts"])
         if summary.get("stopped"):
             return summary
         tree, curve = process_supervision.study_figures(summary)

@@ -17,9 +17,13 @@ The outcome label is whether the final answer equals the expression's value.
 Data of the process-supervision study (`ArithmeticConfig.ops` "+-" keeps every running
 value within two digits): `pretrain_examples`, one-operation problems over the whole
 range of running values, solved right (the generator's arithmetic: what pretraining gives
-a real generator); `format_examples`, multi-step solutions in the step format whose final
-answer is wrong (one slip each) or, as the control, right, with restated lines now and
-then (so that the generator also writes NEUTRAL steps).
+a real generator); `checked_examples`, the same facts beside as many checks, "Check: a op
+b = c" answered " right" or " wrong" (c off by 1 or 2 half the time, as a generator's
+slips are): the knowledge a verifier reads a step with, as the paper's base
+models learn theirs from a mathematics corpus before any label; `format_examples`,
+multi-step solutions in the step format whose final answer is wrong (one slip each) or, as
+the control, right, with restated lines now and then (so that the generator also writes
+NEUTRAL steps).
 """
 
 from __future__ import annotations
@@ -159,6 +163,46 @@ def label_completion(prompt_text: str, completion: str) -> tuple[list[int], int]
     return label_solution(parse_problem(prompt_text), completion)
 
 
+CHECK = "Check: "
+VERDICTS = (" wrong", " right")  # indexed by the equation's truth
+
+
+def check_examples(n: int, seed: int, cfg: ArithmeticConfig = STEPS) -> list[dict]:
+    """Equations to check: prompt "Check: a op b = c" (a anywhere in `value_range(cfg)`, b
+    in 1..max_operand), completion `VERDICTS[c == a op b]`; c is off by 1 or 2 (as `solve`'s
+    slips are) half the time, and the verdict is read where a PRM reads a step: at c's last
+    token. The loss falls on the verdict alone (no wrong result is taught). outcome: the
+    truth; answer: c."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a, op, b = one_operation(rng, cfg)
+        right = bool(rng.random() < 0.5)
+        c = OPS[op](a, b) + (0 if right else int(rng.choice([-2, -1, 1, 2])))
+        out.append({"prompt": f"{CHECK}{a} {op} {b} = {c}", "completion": VERDICTS[right], "step_labels": [],
+                    "outcome": int(right), "answer": c})  # fmt: skip
+    return out
+
+
+def checked_examples(n: int, seed: int, cfg: ArithmeticConfig = STEPS) -> list[dict]:
+    """`pretrain_examples` and `check_examples`, half each (facts first when n is odd), in
+    one seeded shuffle: a base model that both computes and checks one-operation steps."""
+    rows = pretrain_examples(n - n // 2, seed, cfg) + check_examples(n // 2, seed + 1, cfg)
+    order = np.random.default_rng(seed + 2).permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+def facts_reward(prompt_text: str, completion: str) -> float:
+    """A base model's sample scored exactly: for a check, 1 if the completion is the right
+    verdict; otherwise `verifiable_reward`."""
+    if not prompt_text.startswith(CHECK):
+        return verifiable_reward(prompt_text, completion)
+    truth = check_step(prompt_text.removeprefix(CHECK))
+    if truth is None or "*" in prompt_text:
+        raise ValueError(f"not a check prompt: {prompt_text[:60]!r}")
+    return float(completion.strip() == VERDICTS[truth].strip())
+
+
 def verifiable_reward(prompt_text: str, completion: str) -> float:
     """1 if the completion's final answer equals the prompt expression's value, else 0."""
     expression = prompt_text.removeprefix("Compute: ").strip()
@@ -194,18 +238,19 @@ def value_range(cfg: ArithmeticConfig) -> tuple[int, int]:
     return (1 - cfg.max_operand * cfg.n_ops[1] if "-" in cfg.ops else 1), most
 
 
+def one_operation(rng: np.random.Generator, cfg: ArithmeticConfig) -> tuple[int, str, int]:
+    """(a, op, b): a anywhere in `value_range(cfg)`, op of cfg.ops, b in 1..max_operand."""
+    low, high = value_range(cfg)
+    return int(rng.integers(low, high + 1)), str(rng.choice(list(cfg.ops))), int(rng.integers(1, cfg.max_operand + 1))
+
+
 def pretrain_examples(n: int, seed: int, cfg: ArithmeticConfig = STEPS) -> list[dict]:
     """One-operation problems "Compute: a op b", a anywhere in `value_range(cfg)`, solved
     right: the arithmetic facts the generator's steps need, in the step format."""
     rng = np.random.default_rng(seed)
-    low, high = value_range(cfg)
     out = []
     for _ in range(n):
-        a, op, b = (
-            int(rng.integers(low, high + 1)),
-            str(rng.choice(list(cfg.ops))),
-            int(rng.integers(1, cfg.max_operand + 1)),
-        )
+        a, op, b = one_operation(rng, cfg)
         out.append(_record(f"{a} {op} {b}", [(a, op, b)], solve([(a, op, b)])))
     return out
 
