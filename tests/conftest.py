@@ -22,6 +22,22 @@ _CACHE = tempfile.mkdtemp(prefix="rlhf_jax_test_compile_cache_")  # removed at e
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 compiles.persist(_CACHE)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Each loaded CPU executable keeps about 3 memory maps; the whole suite in one process
+    loads tens of thousands of programs, past Linux's vm.max_map_count (65,530), and XLA
+    then aborts while mapping the next one. Dropping JAX's in-memory caches after each
+    module frees them; the persistent cache above reloads what a later module needs."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
 
 
