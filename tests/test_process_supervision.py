@@ -142,6 +142,37 @@ def test_a_study_trains_one_base_model_a_seed_that_both_generators_start_from(tm
         assert {p.configs[s].model.init_from for s in ("generator", "orm", "prm_uniform")} == {p.dirs["facts"]}
 
 
+def test_a_generators_test_cells_wait_for_its_gates_on_validation(tmp_path):
+    from experiments.studies import process_supervision as study_module
+    from rlhf_jax.studies import study as study_lib
+
+    study, records = study_module.get_config(), tmp_path / "records"
+    records.mkdir()
+
+    def planned():
+        return sorted(j.key for j in study_lib.plan(study, str(tmp_path), str(records)) if j.key.startswith("cells/"))
+
+    assert planned() == ["cells/right_validation.seed0", "cells/wrong_validation.seed0"]  # nothing measured yet
+    last = f"prm_active{study.cells[0].pipeline.rounds - 1}.product"
+    metrics = {"generator_accuracy": 0.4, "reward_models.orm.test_accuracy": 0.8,
+               "reward_models.orm.test_majority_baseline": 0.6, "verifiers.orm.auroc_within_problems": 0.8,
+               "verifiers.prm_uniform.product.auroc_within_problems": 0.8,
+               f"verifiers.{last}.auroc_within_problems": 0.8}  # fmt: skip
+    for cell in study.cells[:2]:
+        ok = cell.group == "right_validation"  # the wrong generator's PRM ranks at chance
+        rec = {
+            "group": cell.group,
+            "seed": 0,
+            "key": study_lib.cell_key(cell),
+            "metrics": {**metrics, **({} if ok else {"verifiers.prm_uniform.product.auroc_within_problems": 0.5})},
+        }
+        (records / f"{cell.name}.json").write_text(json.dumps(rec))
+    assert planned() == [f"cells/right.seed{s}" for s in study_module.SEEDS]
+    assert study.withheld(str(records)) == {"wrong": ["wrong: PRM verifies"]}
+    with pytest.raises(ValueError, match=r"--cell wrong.seed1: its claims' gates on validation fail .*PRM verifies"):
+        study_lib.plan(study, str(tmp_path), str(records), only="wrong.seed1")
+
+
 def test_a_study_checks_its_cells_while_another_job_is_running_one(tmp_path):
     # A job's preflight reads every cell; a stage another job has started (its workdir
     # holds config.json, no export yet) is one this pipeline writes, not a bad checkpoint.

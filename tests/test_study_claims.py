@@ -165,6 +165,31 @@ def test_a_gate_may_read_the_selections_validation_records_and_the_sft_arm_only_
                            "s", ["select.a.lr=0.1"])  # fmt: skip
 
 
+def test_a_groups_test_cells_wait_until_one_of_its_claims_passes_its_gates_on_validation():
+    def gate(name):
+        return Gate(name, "on validation", Arm("a_validation", name), low=0.5)
+
+    a_gated = claim(gates=("g1",), comparisons=(Diff(Arm("a", "m"), 0.0),))
+    a_pair = Claim("p", "a beats b, pair by pair", (Diff(Arm("a", "m"), Arm("b", "m"), gates=("g2",)),
+                   Diff(Arm("a", "n"), Arm("b", "n"), gates=("g3",))), +1, 0.01, "hand")  # fmt: skip
+    c_free = Claim("f", "c above 0", (Diff(Arm("c", "m"), 0.0),), +1, 0.01, "hand")
+    post_hoc = Gate("t", "on test", Arm("c", "m"), low=9.0, split="test, post hoc")
+    tests = ["a", "b", "c", "d"]
+    assert [g.name for g in (gate("g1"), post_hoc) if study_claims.on_validation(g, tests)] == ["g1"]
+    assert not study_claims.on_validation(Gate("s", "sft", Arm(SFT, "{p}.m")), tests)
+
+    def withheld(passed):
+        status = {n: {"passed": n in passed} for n in ("g1", "g2", "g3")}
+        return study_claims.withheld((a_gated, a_pair, c_free), status, tests)
+
+    # nothing measured yet: a and b wait (each claim reading them has a gate that fails), c
+    # (its claim has no gate on validation) and d (no claim reads it) run
+    assert withheld(set()) == {"a": ["g1", "g2", "g3"], "b": ["g2", "g3"]}
+    assert withheld({"g1"}) == {"b": ["g2", "g3"]}  # a's first claim can be tested; b's only claim cannot
+    assert withheld({"g3"}) == {}  # one comparison of the pair claim is enough for a and b
+    assert withheld({"g1", "g2", "g3"}) == {}
+
+
 def test_claims_naming_unknown_groups_or_gates_are_refused():
     study = load_experiment(SMOKE)
     bad = claim(comparisons=(Diff(Arm("rloo_k2", "m"), Arm("ppo", "m")),))

@@ -169,6 +169,7 @@ def get_config(variant: str | None = None) -> StudyConfig:
         figures=(figure, labelling, designs),
         claims=claims(rounds),
         gates=gates(smoke),
+        withhold=not smoke,  # the tiny models pass no gate; the smoke run checks the path
         description="Iterated online RLHF against one round at the same labelling budget "
         "(experiments/studies/iterated_rlhf.py).",
     )

@@ -148,5 +148,6 @@ def get_config(variant: str | None = None) -> StudyConfig:
         figures=figures,
         claims=tuple(c for g in groups for c in claims(g, some.ns, some.rounds - 1)),
         gates=tuple(x for g in groups for x in gates(g, some.rounds - 1)),
+        withhold=not smoke,  # the tiny models pass no gate; the smoke run checks the path
         description="Process against outcome supervision with best-of-N (experiments/studies/process_supervision.py).",
     )

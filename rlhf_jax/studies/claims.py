@@ -351,6 +351,47 @@ def evaluate(claims: tuple[Claim, ...], gates: tuple[Gate, ...], records: list[d
     return {"gates": status, "claims": [evaluate_claim(c, records, status) for c in claims]}
 
 
+def arms(x: Arm | Diff | Trend) -> list[Arm]:
+    """The arms a comparison (or a gate's value) reads."""
+    if isinstance(x, Arm):
+        return [x]
+    if isinstance(x, Diff):
+        return [x.a] + ([x.b] if isinstance(x.b, Arm) else [])
+    return [a for _, d in x.points for a in arms(d)]
+
+
+def on_validation(gate: Gate, test_groups: list[str]) -> bool:
+    """A gate measured before any test cell: split "validation" and every arm a group that
+    is neither a test group nor the SFT row (a selection's, a validation cell's)."""
+    return gate.split == "validation" and all(a.group not in (*test_groups, SFT) for a in arms(gate.value))
+
+
+def withheld(claims: tuple[Claim, ...], status: dict[str, dict], test_groups: list[str]) -> dict[str, list[str]]:
+    """{test group: the validation gates that keep its test cells from running}. status:
+    {name: gate_status} of the gates measured on validation alone (`on_validation`). A
+    claim could be tested when each of its gates there passes and, for one of its
+    comparisons at least, each of that comparison's own; a group's test cells run while
+    one claim that reads the group could be tested, or no claim reads it (DESIGN.md: the
+    instrument is shown to work on validation before any test cell)."""
+
+    def failing(names):
+        return [n for n in names if n in status and not status[n]["passed"]]
+
+    out: dict[str, list[str]] = {}
+    for group in test_groups:
+        reading = [c for c in claims if any(a.group == group for x in c.comparisons for a in arms(x))]
+        blocked = []
+        for c in reading:
+            own = [failing(x.gates) for x in c.comparisons]
+            if not failing(c.gates) and any(not f for f in own):
+                blocked = []
+                break
+            blocked += failing(c.gates) + [n for f in own for n in f]
+        if reading and blocked:
+            out[group] = list(dict.fromkeys(blocked))
+    return out
+
+
 def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str], study: str,
           validation_groups: list[str] = ()) -> None:  # fmt: skip
     """Claims and gates name only the study's test groups (a gate also its validation
@@ -361,14 +402,6 @@ def check(claims: tuple[Claim, ...], gates: tuple[Gate, ...], groups: list[str],
     if len({c.name for c in claims}) != len(claims):
         raise ValueError(f"study {study}: claims named twice")
     known = set(groups) | {SFT}
-
-    def arms(x):
-        if isinstance(x, Arm):
-            return [x]
-        if isinstance(x, Diff):
-            return [x.a] + ([x.b] if isinstance(x.b, Arm) else [])
-        return [a for _, d in x.points for a in arms(d)]
-
     for owner, comparisons, gate_names in [(f"claim {c.name}", c.comparisons, c.gates) for c in claims] + [
         (f"gate {g.name}", (g.value,), ()) for g in gates
     ]:

@@ -51,12 +51,12 @@ from rlhf_jax.studies import provenance as study_provenance
 from rlhf_jax.studies import report as study_report
 from rlhf_jax.studies.iterated import IteratedConfig
 from rlhf_jax.studies.jobs import Job, run_jobs, run_logged
+from rlhf_jax.studies.layout import Placed, place
 from rlhf_jax.studies.process_supervision import ProcessConfig
 from rlhf_jax.studies.records import (
     cell_key,
     cell_metrics,
     commit,
-    digest,
     flatten,
     generation_curves,
     machine,
@@ -175,7 +175,9 @@ class StudyConfig:
     figures: comparisons of a few groups each (`Figure`). claims, gates: what the study
     tests and the measurements that show its instrument works (`study_claims`), fixed with
     the grid; earlier: choices and amendments made before the runner kept provenance, with
-    their commits (the report lists them)."""
+    their commits (the report lists them). withhold: a group's test cells wait until the
+    gates measured on validation let one of its claims be tested (`withheld`; off for the
+    tests' smoke sizes, whose tiny models pass no gate)."""
 
     name: str
     cells: tuple[Cell, ...]
@@ -188,6 +190,7 @@ class StudyConfig:
     claims: tuple[study_claims.Claim, ...] = ()
     gates: tuple[study_claims.Gate, ...] = ()
     earlier: tuple[str, ...] = ()
+    withhold: bool = True
 
     def __post_init__(self):
         validation = [self.selection.group(g, v) for g in self.selecting_groups for v in self.selection.all_values] if (
@@ -295,6 +298,20 @@ class StudyConfig:
         (label -> mean metric on the validation split), "edge"}."""
         return {g: choice for g, (_, choice) in self._walks(records).items() if choice is not None}
 
+    def withheld(self, records: str) -> dict[str, list[str]]:
+        """{test group: the gates on validation (failed, or not yet measured) that keep its
+        test cells from running} (`study_claims.withheld`)."""
+        if not self.withhold:
+            return {}
+        cells = self.selection_cells + tuple(c for c in self.cells if c.split != "test")
+        validation = [r for c in cells if (r := read_record(records, c))]
+        status = {
+            g.name: study_claims.gate_status(g, [], validation)
+            for g in self.gates
+            if study_claims.on_validation(g, self.test_groups)
+        }
+        return study_claims.withheld(self.claims, status, self.test_groups)
+
     def test_cells(self, records: str) -> tuple[Cell, ...]:
         """The test cells that can run: all of them without a selection, else those of the
         groups whose value is chosen, with it applied."""
@@ -306,57 +323,6 @@ class StudyConfig:
             for c in self.cells
             if (c.select_with or c.group) in chosen
         )
-
-
-# ----------------------------------------------------------------------------- layout
-
-
-@dataclasses.dataclass(frozen=True)
-class Placed:
-    """A cell placed in the study's workdir: its stages' directories and configs."""
-
-    cell: Cell
-    directory: str
-    dirs: dict[str, str]
-    data_dir: str  # the study's prepared data, shared by every cell
-    configs: dict[str, pipeline.ExperimentConfig]
-    shared: tuple[tuple[str, str], ...]  # (stage, key "shared/<stage>-<hash>") of the shared stages it needs, in order
-
-
-def place(cell: Cell, workdir: str) -> Placed:
-    """A pipeline cell shares its seed's SFT and reward model (on a verifiable reward, its
-    SFT only); an iterated cell its SFT (its reward models are its rounds' own); a
-    process-supervision cell its seed's base model (both generators of a seed start from
-    it); a weak-to-strong cell its pretrained sizes (the same for every seed)."""
-    seeded = cell.seeded
-    directory, data_dir = os.path.join(workdir, "cells", cell.name), os.path.join(workdir, "tfds")
-    if isinstance(seeded, ProcessConfig):
-        key = f"base-{digest(config_lib.non_default(seeded.wired_stages(directory, data_dir)['facts']))}"
-        base = os.path.join(workdir, "shared", key)
-        return Placed(cell, directory, {"facts": base}, data_dir, seeded.wired_stages(directory, data_dir, base),
-                      (("facts", f"shared/{key}"),))  # fmt: skip
-    if isinstance(seeded, WeakToStrongConfig):
-        configs = seeded.wired_stages(directory, data_dir)
-        keys = {name: f"{name}-{digest(config_lib.non_default(stage))}" for name, stage in configs.items()}
-        dirs = {name: os.path.join(workdir, "shared", key) for name, key in keys.items()}
-        return Placed(cell, directory, dirs, data_dir, configs, tuple((n, f"shared/{k}") for n, k in keys.items()))
-    p = seeded.pipeline if isinstance(seeded, IteratedConfig) else seeded
-    sft_key = f"sft-{digest(config_lib.non_default(p.sft), cell.seed)}"
-    reward_key = f"reward-{digest(config_lib.non_default(p.reward), cell.seed, sft_key)}"
-    dirs = {
-        "sft": os.path.join(workdir, "shared", sft_key),
-        "reward": os.path.join(workdir, "shared", reward_key),
-        "policy": os.path.join(directory, "policy"),
-    }
-    if p.reward_source == "task":  # a verifiable reward: no reward model; the judged pairs are the cell's own
-        dirs = {"sft": dirs["sft"], "policy": dirs["policy"], "pairs": os.path.join(directory, "pairs")}
-    configs = pipeline.stages(p, directory, dirs, data_dir)
-    shared = (("sft", f"shared/{sft_key}"), ("reward", f"shared/{reward_key}"))
-    if isinstance(seeded, IteratedConfig) or p.reward_source == "task":
-        shared = shared[:1]
-    if isinstance(seeded, IteratedConfig):
-        dirs = {"sft": dirs["sft"]}
-    return Placed(cell, directory, dirs, data_dir, configs, shared)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -431,6 +397,11 @@ def plan(study: StudyConfig, workdir: str, records: str, only: str | None = None
     cells = (
         [study.cell(only, records)] if only else list(study.due_selection_cells(records) + study.test_cells(records))
     )
+    withheld = study.withheld(records)
+    if only and cells[0].split == "test" and cells[0].group in withheld:
+        raise ValueError(f"--cell {only}: its claims' gates on validation fail or are not measured yet "
+                         f"({', '.join(withheld[cells[0].group])}): run the validation cells first")  # fmt: skip
+    cells = [c for c in cells if c.split != "test" or c.group not in withheld]
     jobs: dict[str, Job] = {}
     for cell in cells:
         if read_record(records, cell) is not None:
@@ -467,12 +438,14 @@ def run(study: StudyConfig, workdir: str, records: str = "", jobs: int = 1, only
     phase = 0
     while todo:  # with a selection: its cells (and each value a group's edge adds), then the test cells
         phase += 1
-        if phase > 2 + (len(study.selection.below) + len(study.selection.above) if study.selection else 0):
+        if phase > 3 + (len(study.selection.below) + len(study.selection.above) if study.selection else 0):
             raise RuntimeError(f"study {study.name}: cells still to run after they ran: {[j.key for j in todo]}")
         out = _run_planned(study, todo, workdir, records, jobs, spec)
         if out is not None:
             return out
         todo = [] if only else plan(study, workdir, records)
+    for group, gates in study.withheld(records).items():
+        print(f"study {study.name}: the test cells of {group} wait: gates on validation fail: {', '.join(gates)}")
     cells = study.selection_cells + study.test_cells(records)
     return study_report.write(study, workdir, records, [r for c in cells if (r := read_record(records, c))])
 
