@@ -142,6 +142,17 @@ def test_a_study_trains_one_base_model_a_seed_that_both_generators_start_from(tm
         assert {p.configs[s].model.init_from for s in ("generator", "orm", "prm_uniform")} == {p.dirs["facts"]}
 
 
+def test_the_verifiers_start_from_the_base_or_from_the_generator(tmp_path):
+    cfg = experiment.get_config("tiny")
+    verifiers = ["orm", "prm_uniform", *(f"prm_active{r}" for r in range(cfg.rounds))]
+    for start, directory in (("base", "facts"), ("generator", "generator")):
+        configs = PS.stage_configs(dataclasses.replace(cfg, verifiers_from=start), str(tmp_path))
+        assert {configs[v].model.init_from for v in verifiers} == {str(tmp_path / directory)}
+        assert configs["generator"].model.init_from == str(tmp_path / "facts")
+    with pytest.raises(ValueError, match="verifiers_from='policy': expected one of"):
+        dataclasses.replace(cfg, verifiers_from="policy")
+
+
 def test_a_generators_test_cells_wait_for_its_gates_on_validation(tmp_path):
     from experiments.studies import process_supervision as study_module
     from rlhf_jax.studies import study as study_lib

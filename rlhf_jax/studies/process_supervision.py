@@ -7,10 +7,9 @@ whose every step can be checked, so that labels are exact and free.
 Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
 
     facts/          the base model: an LM from scratch on one-operation problems solved
-                    right (task arithmetic_facts), the arithmetic a pretrained generator
-                    brings with it, or beside them equations to check (arithmetic_checked:
-                    what a verifier reads a step with); a study keeps one a seed in its
-                    shared/ directory (`stage_configs`' base_dir)
+                    right (arithmetic_facts: what a pretrained generator brings), or beside
+                    them equations to check (arithmetic_checked); a study keeps one a seed
+                    in its shared/ directory (`stage_configs`' base_dir)
     generator/      SFT from facts/ on step-format solutions whose final answer is wrong
                     (arithmetic_wrong; arithmetic_right is the control): it learns the
                     format, not the arithmetic
@@ -20,16 +19,17 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
     labels/uniform/ solutions.jsonl: `labelled` solutions of fresh train problems, one per
                     problem, drawn uniformly from the generator and labelled (outcome and
                     steps); held_out.jsonl: the first pool solution of each test problem
-    orm/            the outcome reward model on labels/uniform (from facts/)
-    prm_uniform/    the process reward model on the same solutions (from facts/)
+    orm/            the outcome reward model on labels/uniform (from facts/, or from
+                    generator/: verifiers_from)
+    prm_uniform/    the process reward model on the same solutions (from the same)
     labels/active<r>/, prm_active<r>/   the PRM's active learning, `rounds` rounds of
                     labelled / rounds solutions each (the same number of labels in all):
                     round 0 takes the first of the uniform solutions; round r samples
                     `candidates` solutions for each of its fresh train problems and labels,
                     per problem, the one the round r-1 PRM scores highest among those whose
                     final answer is wrong (a convincing wrong answer; the highest-scored of
-                    all when none is wrong); each round's PRM trains from facts/ on every
-                    round's labels so far
+                    all when none is wrong); each round's PRM trains from the ORM's start
+                    on every round's labels so far
     rl_<reward>/    beyond the paper, for each of `rl_rewards`: RLOO (k and budget of the
                     `policy` stage, advantages whitened so that every reward's scale is the
                     same) from the generator against the verifiable reward ("gold"), the
@@ -76,6 +76,7 @@ from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
 BASE_TASKS = ("arithmetic_checked", "arithmetic_facts")  # with checked equations (the verifiers read steps), or not
 GENERATOR_TASKS = ("arithmetic_wrong", "arithmetic_right")
+VERIFIERS_FROM = ("base", "generator")
 RL_REWARDS = ("gold", "orm", "prm", "prm_steps")
 STAGES = ("facts", "generator", "orm", "prm", "policy")  # ProcessConfig's stage templates
 # the stages whose held-out rows are the study's problems (the base model's are its own
@@ -88,7 +89,10 @@ class ProcessConfig:
     """facts, generator: SFT stages (tasks arithmetic_facts and one of GENERATOR_TASKS);
     orm, prm: the reward models' stages (train.kind orm / prm; model, optimiser, batch;
     their steps follow from reward_epochs and the number of labels); policy: the RL
-    stages' template (train.kind rl), run once per reward of rl_rewards (RL_REWARDS)."""
+    stages' template (train.kind rl), run once per reward of rl_rewards (RL_REWARDS).
+    verifiers_from: the checkpoint the ORM and PRMs start from, "base" (the facts stage)
+    or "generator" (as InstructGPT's reward model starts from its SFT policy: the
+    generator has read the solution layout and knows each step's next operand)."""
 
     name: str
     facts: ExperimentConfig
@@ -107,8 +111,11 @@ class ProcessConfig:
     temperature: float = 1.0
     policy: ExperimentConfig | None = None
     rl_rewards: tuple[str, ...] = ()
+    verifiers_from: str = "base"
 
     def __post_init__(self):
+        if self.verifiers_from not in VERIFIERS_FROM:
+            raise ValueError(f"verifiers_from={self.verifiers_from!r}: expected one of {VERIFIERS_FROM}")
         positive = ("test_problems", "pool", "ns", "draws", "labelled", "rounds", "candidates")
         config_lib.check_numbers(self, {"seed": ">= 0", "reward_epochs": "> 0", "temperature": "> 0",
                                         **dict.fromkeys(positive, ">= 1")})  # fmt: skip
@@ -154,8 +161,6 @@ class ProcessConfig:
             raise ValueError(f"rl_rewards: {unknown} unknown; expected some of {RL_REWARDS}")
         if self.rl_rewards and (self.policy is None or self.policy.train.kind != "rl"):
             raise ValueError("rl_rewards: need a policy stage of train.kind 'rl'")
-        if self.candidates < 1 or not self.reward_epochs > 0 or not self.temperature > 0:
-            raise ValueError("candidates, reward_epochs and temperature must be positive")
 
     @property
     def eval_split(self) -> str:
@@ -227,6 +232,7 @@ def stage_configs(
         )  # fmt: skip
 
     facts_dir = base_dir or os.path.join(workdir, "facts")
+    verifiers_init = os.path.join(workdir, "generator") if cfg.verifiers_from == "generator" else facts_dir
 
     def reward(stage: ExperimentConfig, name: str, labels: str, n_labels: int) -> ExperimentConfig:
         steps = max(1, math.ceil(cfg.reward_epochs * n_labels / stage.train.batch_size))
@@ -236,7 +242,7 @@ def stage_configs(
             train=dataclasses.replace(stage.train, steps=steps, save_every=min(stage.train.save_every, steps)),
             optim=dataclasses.replace(stage.optim, total_steps=steps),
         )
-        return wire(stage, name, init_from=facts_dir)
+        return wire(stage, name, init_from=verifiers_init)
 
     per_round = cfg.labelled // cfg.rounds
     out = {
