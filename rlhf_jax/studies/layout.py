@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
@@ -15,15 +14,12 @@ from rlhf_jax.studies.process_supervision import ProcessConfig
 from rlhf_jax.studies.records import digest
 from rlhf_jax.studies.weak_to_strong import WeakToStrongConfig
 
-if TYPE_CHECKING:
-    from rlhf_jax.studies.study import Cell
-
 
 @dataclasses.dataclass(frozen=True)
 class Placed:
     """A cell placed in the study's workdir: its stages' directories and configs."""
 
-    cell: Cell
+    cell: object  # a study.Cell (its module imports this one)
     directory: str
     dirs: dict[str, str]
     data_dir: str  # the study's prepared data, shared by every cell
@@ -31,7 +27,7 @@ class Placed:
     shared: tuple[tuple[str, str], ...]  # (stage, key "shared/<stage>-<hash>") of the shared stages it needs, in order
 
 
-def place(cell: Cell, workdir: str) -> Placed:
+def place(cell, workdir: str) -> Placed:
     """A pipeline cell shares its seed's SFT and reward model (on a verifiable reward, its
     SFT only); an iterated cell its SFT (its reward models are its rounds' own); a
     process-supervision cell its seed's base model (both generators of a seed start from
