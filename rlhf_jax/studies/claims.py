@@ -377,18 +377,17 @@ def withheld(claims: tuple[Claim, ...], status: dict[str, dict], test_groups: li
     def failing(names):
         return [n for n in names if n in status and not status[n]["passed"]]
 
+    def testable(c):
+        return not failing(c.gates) and any(not failing(x.gates) for x in c.comparisons)
+
     out: dict[str, list[str]] = {}
     for group in test_groups:
         reading = [c for c in claims if any(a.group == group for x in c.comparisons for a in arms(x))]
-        blocked = []
-        for c in reading:
-            own = [failing(x.gates) for x in c.comparisons]
-            if not failing(c.gates) and any(not f for f in own):
-                blocked = []
-                break
-            blocked += failing(c.gates) + [n for f in own for n in f]
-        if reading and blocked:
-            out[group] = list(dict.fromkeys(blocked))
+        if reading and not any(testable(c) for c in reading):
+            names = [
+                n for c in reading for n in failing(c.gates) + [m for x in c.comparisons for m in failing(x.gates)]
+            ]
+            out[group] = list(dict.fromkeys(names))
     return out
 
 

@@ -57,16 +57,16 @@ import math
 import os
 import time
 
-import jax
 import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import pipeline
 from rlhf_jax.eval import plots
 from rlhf_jax.eval.best_of_n import curves
+from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.eval.metrics import auroc, auroc_within_groups
 from rlhf_jax.eval.policies import sample_texts
-from rlhf_jax.eval.verifiers import SCORES, PRMJudge, calibration, solution_batch
+from rlhf_jax.eval.verifiers import SCORES, PRMJudge, calibration
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
@@ -188,10 +188,10 @@ class Scorer:
 
     def __init__(self, directory: str, kind: str, tokenizer, P: int, C: int, batch: int = 256):
 
-        self.kind, self.tokenizer, self.P, self.C, self.batch = kind, tokenizer, P, C, batch
+        self.kind = kind
         if kind == "orm":
-            model, self.params = load_scalar(directory, None, strict=True)
-            self.fn = jax.jit(lambda params, b: model.rewards(params, b["tokens_BxT"], b["mask_BxT"]))
+            model, params = load_scalar(directory, None, strict=True)
+            self.judge = RewardModelJudge(model, params, tokenizer, P, C, batch_size=batch)
         elif kind == "prm":
             model, params = load_hf(checkpoint_dir(directory))
             self.judge = PRMJudge(model, params, tokenizer, P, C, batch=batch)
@@ -201,14 +201,7 @@ class Scorer:
     def __call__(self, prompts, solutions) -> dict[str, np.ndarray]:
         if self.kind == "prm":
             return self.judge(prompts, solutions)
-        parts = []
-        for start in range(0, len(prompts), self.batch):
-            p, s = list(prompts[start : start + self.batch]), list(solutions[start : start + self.batch])
-            n = len(p)
-            p, s = p + [p[-1]] * (self.batch - n), s + [s[-1]] * (self.batch - n)  # one program for every call
-            b = solution_batch(self.tokenizer, p, s, self.P, self.C, 1)
-            parts.append(np.asarray(self.fn(self.params, {k: b[k] for k in ("tokens_BxT", "mask_BxT")}))[:n])
-        return {"orm": np.concatenate(parts)}
+        return {"orm": self.judge(prompts, solutions)}
 
 
 # ----------------------------------------------------------------------------- stages
