@@ -139,7 +139,10 @@ def test_a_study_trains_one_base_model_a_seed_that_both_generators_start_from(tm
     assert base["wrong_validation.seed0"] == base["wrong.seed0"]  # its held-out rows are no study problem
     for p in placed.values():
         assert p.shared == (("facts", "shared/" + base[p.cell.name].split("/shared/")[1]),)
-        assert {p.configs[s].model.init_from for s in ("generator", "orm", "prm_uniform")} == {p.dirs["facts"]}
+        assert p.configs["generator"].model.init_from == p.dirs["facts"]
+        # the study's verifiers start from the cell's own generator (chosen on validation: docs/notes.md)
+        assert {p.configs[s].model.init_from for s in ("orm", "prm_uniform")} == {p.directory + "/generator"}
+        assert ("rl_gold" in p.configs) == (p.cell.name.startswith("wrong.")), p.cell.name  # no RL on validation
 
 
 def test_the_verifiers_start_from_the_base_or_from_the_generator(tmp_path):

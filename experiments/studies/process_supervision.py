@@ -6,16 +6,18 @@ task (`rlhf_jax/studies/process_supervision.py`, `experiments/process_supervisio
 
 Fixed before any test figure is read: groups `wrong` (the generator fine-tuned on
 step-format solutions whose final answer is wrong, as the issue's reading of the paper has
-it) and `right` (on right solutions: the control), seeds 0-2. Each seed's base model
-(shared by its two generators) learns the one-operation facts and, beside them, to check
-an equation, "Check: a op b = c" (task arithmetic_checked: the knowledge a verifier reads
-a step with); then each cell: generator, a pool of 256 solutions to each of 200 held-out
-problems, an ORM and a PRM on the same 2000 uniformly drawn labelled solutions (classes
-weighted by their inverse frequency), a PRM from 4 active-learning rounds of 500
+it) and `right` (on right solutions: the control), seeds 0-2. Every model has four layers
+(at two, no verifier ranked a problem's solutions above AUROC 0.67 on validation). Each
+seed's base model (shared by its two generators) learns the one-operation facts and,
+beside them, to check an equation, "Check: a op b = c" (task arithmetic_checked); then
+each cell: generator (wrong: 600 steps, right: 300, so that each is right 25-40% of the
+time on validation), a pool of 256 solutions to each of 200 held-out problems, an ORM and
+a PRM from the generator on the same 8,000 uniformly drawn labelled solutions (classes
+weighted by their inverse frequency), a PRM from 4 active-learning rounds of 2,000
 (convincing wrong answers), best-of-N for N in 1..256 (200 subsets per N and problem; at
-N = 256 the whole pool). Beyond the paper, in `wrong` only: RLOO (k = 4, 100 steps of 64
-completions) from the generator against the verifiable reward, the ORM, the PRM's product
-score and its per-step rewards.
+N = 256 the whole pool). Beyond the paper, in `wrong`'s test cells only: RLOO (k = 4, 100
+steps of 64 completions) from the generator against the verifiable reward, the ORM, the
+PRM's product score and its per-step rewards.
 
 Gates, on one validation cell per generator (seed 0, the pool and every held-out solution
 from the validation problems) before any test cell: the generator's accuracy in 20-60%;
