@@ -75,56 +75,67 @@ def test_pgr_hand_values_and_undefined_without_a_gap():
                                   [[0, 1], [1, 0], [1, 0]])  # fmt: skip
 
 
-def test_pretraining_text_states_every_property_right_in_some_order():
-    for row in classification.pretrain_examples(50, seed=3):
-        digits = [int(t) for t in row["prompt"].split()]
-        facts = dict(part.split() for part in row["completion"].split(" ; ")[1:])
-        assert set(facts) == set(classification.FACTS)
-        for task, fn in classification.TASKS.items():
-            assert facts[task] == ("yes" if fn(digits) else "no")
-        assert facts["max"] == str(max(digits)) and facts["first"] == str(digits[0])
-        assert classification.facts_reward(row["prompt"], row["completion"]) == 1.0
-    assert classification.facts_reward("1 2 3", " ; sorted yes ; max 3 ; sorted no") == 2 / 8  # the first counts
-    assert classification.facts_reward("1 2 3", " ; parity no ; min 2 ; garbage") == 0.0  # 1+2+3 = 6: even
-    q = classification.question("parity", "1 2 3")
-    assert q == {"prompt": "1 2 3", "completion": " ; parity"}
-
-
-def test_the_related_pretraining_text_states_what_each_task_composes_from_and_never_its_answer():
-    rows = classification.pretrain_examples(200, seed=3, facts=classification.RELATED)
+def test_no_evaluated_tasks_answer_appears_in_the_pretraining_text():
+    """Parsed from the text itself: every part is " ; name value" with a name of RELATED
+    (no task's name), a number for its value (never a yes or no), right about the string;
+    and each task's answer follows from its one related fact by a rule written here by
+    hand, not the task's code."""
+    rows = classification.pretrain_examples(400, seed=3)
+    rules = {"contains": lambda f, d: int(int(f["sevens"]) > 0), "majority": lambda f, d: int(2 * int(f["odds"]) > 9),
+             "sorted": lambda f, d: int(f["descents"] == "0"), "band": lambda f, d: int(38 <= int(f["sum"]) <= 43),
+             "parity": lambda f, d: int(int(f["sum"]) % 2 == 0)}  # fmt: skip
     for row in rows:
         digits = [int(t) for t in row["prompt"].split()]
-        facts = dict(part.split() for part in row["completion"].split(" ; ")[1:])
+        parts = row["completion"].split(" ; ")
+        assert parts[0] == "" and len(parts) == len(classification.RELATED) + 1
+        facts = dict(part.split(" ") for part in parts[1:])
         assert set(facts) == set(classification.RELATED) and not set(facts) & set(classification.TASKS)
-        assert "yes" not in row["completion"] and "no" not in row["completion"].split()
-        # each task is a function of the fact it composes from (hand-written, not the tasks' own code)
-        assert (int(facts["sevens"]) > 0) == (7 in digits)
-        assert (2 * int(facts["odds"]) > len(digits)) == bool(classification.label("majority", row["prompt"]))
-        assert (facts["descents"] == "0") == (digits == sorted(digits))
-        assert (int(facts["sum"]) % 2 == 0) == bool(classification.label("parity", row["prompt"]))
-        assert classification.facts_reward(row["prompt"], row["completion"], classification.RELATED) == 1.0
-    assert set(classification.COMPOSED_FROM) == set(classification.TASKS)
-    assert set(classification.COMPOSED_FROM.values()) <= set(classification.RELATED)
+        assert all(v.isdigit() for v in facts.values()), row  # no yes / no: no answer stated
+        assert not set(row["completion"].split()) & {*classification.TASKS, "yes", "no"}
+        assert (facts["sum"], facts["max"], facts["first"]) == (str(sum(digits)), str(max(digits)), str(digits[0]))
+        for task, rule in rules.items():
+            assert rule(facts, digits) == classification.label(task, row["prompt"]), (task, row)
+            fact = classification.COMPOSED_FROM[task]
+            assert classification.zero_shot_label(task, f" {facts[fact]}", row["prompt"]) == rule(facts, digits)
+        assert classification.facts_reward(row["prompt"], row["completion"]) == 1.0
+    assert classification.facts_reward("1 2 3", " ; sum 6 ; max 3 ; sum 5") == 2 / 8  # the first statement counts
+    assert classification.zero_shot_label("band", " ;", "1 2 3") is None  # no number stated
+    assert set(classification.COMPOSED) == set(classification.TASKS) == set(classification.DIFFICULTY)
     sorted_share = sum(dict(p.split() for p in r["completion"].split(" ; ")[1:])["descents"] == "0" for r in rows)
-    assert sorted_share >= 40  # a quarter drawn sorted: the sorted task's fact has both values
+    assert sorted_share >= 80  # a quarter drawn sorted: the sorted task's fact has both values
+    assert classification.question("band", "1 2 3") == {"prompt": "1 2 3", "completion": " ; sum"}
+    band = [classification.label("band", e["text"]) for e in classification.examples("band", 200, seed=1)]
+    assert sum(band) == 100  # balanced by construction
 
 
-def test_after_the_related_pretraining_every_question_fits_and_zero_shot_is_not_read():
-    """Its tokenizer never saw a task's name (it spells " ; majority" in pieces) nor a yes or
-    no: the classifier's length must hold the question, and there is no answer to read."""
+def test_every_question_fits_after_the_related_pretraining_and_zero_shot_reads_the_stated_fact():
+    """Its tokenizer never saw a task's name; the question is the related fact's, and a
+    pretrained model's zero-shot answer is the number it states there, composed."""
     from rlhf_jax.data.tokenizer import train_tokenizer
 
-    rows = classification.pretrain_examples(2000, seed=0, facts=classification.RELATED)
+    rows = classification.pretrain_examples(2000, seed=0)
     tok = train_tokenizer(r["prompt"] + r["completion"] for r in rows)
     digits = [" ".join(map(str, np.random.default_rng(i).integers(0, 10, 9))) for i in range(200)]
-    longest = {}
     for task in classification.DIFFICULTY:
-        cfg = experiment.get_config(f"{task},related")
-        longest[task] = max(len(tok(q["prompt"] + q["completion"])["input_ids"])
-                            for q in (classification.question(task, d) for d in digits))  # fmt: skip
-        assert longest[task] <= cfg.length
-        assert pipeline.zero_shot(cfg, None, tok, None) is None
-    assert longest["majority"] > experiment.get_config("majority").length  # what the plain length would cut
+        cfg = experiment.get_config(task)
+        longest = max(len(tok(q["prompt"] + q["completion"])["input_ids"])
+                      for q in (classification.question(task, d) for d in digits))  # fmt: skip
+        assert longest <= cfg.length
+    # a model that always states "41" answers band "yes" and parity "no" for every string
+    cfg = experiment.get_config("band")
+    texts = ["1 2 3 4 5 6 7 8 9", "0 0 0 0 0 0 0 0 1"]  # sums 45 and 1: band says no to both
+    split = pipeline.Split(classifier.encode(tok, texts, [(" ; sum",)] * 2, cfg.length, eos=False), np.array([0, 0]),
+                           texts)  # fmt: skip
+    forty_one = tok(" 41", add_special_tokens=False)["input_ids"]
+    assert len(forty_one) == 1
+
+    class Constant:
+        def logits(self, params, tokens, mask):
+            return jax.nn.one_hot(jnp.full(tokens.shape, forty_one[0]), len(tok))
+
+    assert pipeline.zero_shot(cfg, (Constant(), None), tok, split) == 0.0
+    parity = dataclasses.replace(cfg, task="parity")
+    assert pipeline.zero_shot(parity, (Constant(), None), tok, split) == 1.0  # 41 is odd: "no", as both are
 
 
 @pytest.mark.slow  # 4 s
@@ -180,6 +191,14 @@ def test_settings_that_cannot_work_are_refused_before_any_stage_runs():
         dataclasses.replace(cfg, sizes=cfg.sizes[:2])
     with pytest.raises(ValueError, match="unknown variant"):
         experiment.get_config("parity,sorted")
+    with pytest.raises(ValueError, match="fits: 2 given for 3 sizes"):
+        dataclasses.replace(cfg, fits=(cfg.fit, cfg.fit))
+    with pytest.raises(ValueError, match=r"fits\[1\].batch_size=32: above n_split=16"):
+        dataclasses.replace(cfg, fits=(cfg.fit, classifier.FitConfig(batch_size=32), cfg.fit))
+    band = experiment.get_config("band,validation")
+    assert band.eval_split == "validation" and [band.fit_of(i).learning_rate for i in range(4)] == [
+        lr for lr, _ in experiment.FITS["band"]
+    ]
 
 
 @pytest.mark.slow  # 19 s: the four sizes' pretraining runs for real
@@ -188,9 +207,12 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     gold labels of the students' splits all 0, only the ceilings and the from-scratch run
     are fitted to gold labels on those splits; every student gets the weak labels (soft,
     hardened, or the previous bootstrap step's)."""
-    cfg = experiment.get_config("tiny,contains")
+    cfg = experiment.get_config("tiny,band")
     S = len(cfg.sizes)
-    fits, seen = [], {}
+    rates = tuple((i + 1) * 1e-3 for i in range(S))  # each size its own learning rate
+    cfg = dataclasses.replace(cfg, fits=tuple(dataclasses.replace(cfg.fit, learning_rate=r) for r in rates))
+    widths = [s.model.d_model for s in cfg.sizes]
+    fits, seen, rate_of = [], {}, []
     real_splits = pipeline.task_splits
 
     def splits(*args, **kwargs):
@@ -202,6 +224,7 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
 
     def fake_fit(model, params, inputs, targets, fit, seed):
         fits.append((next(n for n, s in seen.items() if s.inputs is inputs), np.asarray(targets), fit.aux_alpha))
+        rate_of.append((widths.index(model.cfg.d_model), fit.learning_rate))
         return params, 0.0
 
     monkeypatch.setattr(pipeline, "task_splits", splits)
@@ -219,6 +242,7 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     assert sum(alpha == cfg.aux_alpha for *_, alpha in students) == n_pairs
     assert [f[0] for f in fits if f[0] == "A"] == ["A"] * (S - 1)  # the weak supervisors, on A's gold labels
     assert summary["pgr"]["naive"]["0-1"] is None  # every model the same: no gap to recover
+    assert {rates[size] == r for size, r in rate_of} == {True} and {size for size, _ in rate_of} == set(range(S))
     assert (tmp_path / "runs" / "weak0.json").exists()
     before = len(fits)
     assert pipeline.run(cfg, str(tmp_path)) == json.loads((tmp_path / "summary.json").read_text())
@@ -231,16 +255,19 @@ def test_the_study_at_smoke_size_runs_every_pair_and_reports(tmp_path):
 
     spec = "experiments/studies/weak_to_strong.py:smoke"
     assert main(["--config", spec, "--workdir", str(tmp_path / "study")]) == 0
-    record = json.loads((tmp_path / "study" / "records" / "easy.seed0.json").read_text())
-    cfg = experiment.get_config("tiny,contains")
+    records = tmp_path / "study" / "records"
+    assert sorted(p.name for p in records.glob("*.seed0.json")) == ["band.seed0.json", "band_validation.seed0.json"]
+    record = json.loads((records / "band.seed0.json").read_text())
+    cfg = experiment.get_config("tiny,band")
     S = len(cfg.sizes)
     pairs = {f"{i}-{j}" for i in range(S - 1) for j in range(i + 1, S)}
     for kind in ("naive", "aux", "hard"):
         assert {k.split(".")[-1] for k in record["metrics"] if k.startswith(f"accuracy.{kind}.")} == pairs
-    assert all(0.0 <= v <= 1.0 for k, v in record["metrics"].items() if k.startswith("accuracy."))
+    assert all(0.0 <= v <= 1.0 for k, v in record["metrics"].items() if k.startswith(("accuracy.", "zero_shot.")))
+    assert {f"zero_shot.{i}" for i in range(S)} <= set(record["metrics"])  # measured, not given
     assert len(record["curve"]) == S and record["curve"][0]["n"] < record["curve"][-1]["n"]
     shared = sorted(p.name for p in (tmp_path / "study" / "shared").iterdir())
     assert [s.split("-")[0] for s in shared] == [f"pretrain{i}" for i in range(S)]
     report = (tmp_path / "study" / "report.md").read_text()
-    assert "| easy | 1 |" in report and "params=" in report
-    assert (tmp_path / "study" / "plots" / "naive_easy.png").exists()
+    assert "| band | 1 |" in report and "| band_validation | 1 |" in report and "params=" in report
+    assert (tmp_path / "study" / "plots" / "naive_band.png").exists()

@@ -4,39 +4,46 @@
     python -m rlhf_jax.main --config experiments/studies/weak_to_strong.py --workdir DIR \\
         --records studies/weak_to_strong [--jobs 2]
 
-Fixed on the validation split: three task kinds like the paper's, `easy` (majority: more
-odd digits than even?, the digit task where every size's fine-tuned accuracy is at least
-0.9 and the smallest leaves the largest gap, 0.08, to the others), `sharp` (sorted: are
-the digits in order?, where accuracy climbs most with size: 0.51, 0.92, 1.00) and
-`preference` (the summarisation task's comparisons); seeds 0-2 of the
-fine-tuning (head, order, task data); the four sizes of `experiments/weak_to_strong.py`,
-pretrained once per domain and shared by every seed; every (weak, strong) pair naive, with
-the auxiliary confidence loss (alpha 0.75, warmed up over 20% of the steps), on hardened
-labels, and bootstrapped through the intermediate sizes; the largest size from scratch.
-The report: per group, each size's weak and ceiling accuracy, the students' accuracy and
-PGR per pair and method, with intervals over seeds; the curves against the student's
-parameters. Variant: smoke (the tiny sizes, one seed: the tests' size).
+Fixed on the validation split before any test cell: the four sizes of
+`experiments/weak_to_strong.py`, pretrained once on the digit strings' related
+properties (never a task's answer) and shared by every seed; groups `band` (is the digit
+sum within 38..43?, asked " ; sum": the task whose ceiling rose at every size) and
+`sorted` (asked " ; descents": the smallest size well below the others, the three larger
+at 0.99-1.00); 500 labels a split (at 2,000, a model from scratch learns band to 0.94-0.98
+and every tuned size reaches 0.96: no gap), each size's learning rate chosen on
+validation; seeds 0-4 of the fine-tuning (head, order, task data); every (weak, strong)
+pair naive, with the auxiliary confidence loss (alpha 0.75, warmed up over 20% of the
+steps), on hardened labels, and bootstrapped through the intermediate sizes; the largest
+size from scratch. The preference task is left out: its pretrained sizes were worse than
+the same size from scratch (the earlier study), so no latent capability is there to elicit.
+
+Gates, on one validation cell per group (seed 0, validation strings): each pair's gap
+(ceiling j - weak i >= 0.10) and supervisor (weak i >= 0.55) gate that pair's
+comparisons; the ladder (each size's gold-label accuracy above the next smaller's) gates
+the claims across sizes (PGR's trend, bootstrapping). The report: per group, each size's
+weak and ceiling accuracy and zero-shot accuracy, the students' accuracy and PGR per pair
+and method with intervals over seeds; the curves against the student's parameters.
+Variant: smoke (the tiny sizes, one seed: the tests' size).
 """
 
 from experiments import weak_to_strong
 from rlhf_jax.studies.claims import Arm, Claim, Diff, Gate, Trend
 from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 
-SEEDS = (0, 1, 2)
-GROUPS = {"easy": "majority", "sharp": "sorted", "preference": "preference"}  # group -> task
+SEEDS = (0, 1, 2, 3, 4)
+GROUPS = {"band": "band", "sorted": "sorted"}  # group -> task
+VALIDATION = {g: f"{g}_validation" for g in GROUPS}
 METHODS = ("naive", "aux", "hard", "bootstrap")
 
-
-POST_HOC = "test, post hoc"  # the gates were declared after the test records (see the provenance)
 PGR_MARGIN = 0.1
 PGR_WHY = "a tenth of the weak-strong gap"
-GAP, SUPERVISOR = 0.05, 0.55
+GAP, SUPERVISOR, RISE = 0.10, 0.55, 0.01
 EARLIER = (
-    "5fb9f52 (2026-12-04): the study's first test cell (easy, seed 0) was run with the easy task `contains` and the "
-    "score head of scalar_from_lm initialised at random; two of its five confidence-loss students locked into the "
-    "inverted classifier (0.046, 0.014). Its record was discarded (not committed), the head is now zero-initialised "
-    "as in Burns et al.'s code, and the easy task became `majority` (chosen on validation: `contains` left the "
-    "smallest supervisor at 0.988, no gap). All 9 recorded cells were made after that change, at 5fb9f52",
+    "372fa6d (2026-12-04): the earlier study of this name (groups easy = majority, sharp = sorted, preference; "
+    "pretraining that stated every task's answer; one learning rate for every size; 2,000 labels a split) ran its "
+    "test cells; its records were read (the preference task's pretrained sizes below scratch, the ladder saturated) "
+    "before this design. Its records are replaced; the tasks, sizes, labels and learning rates here were chosen on "
+    "validation strings only",
 )
 
 
@@ -48,16 +55,27 @@ def pair_gates(group: str, i: int, j: int) -> tuple[str, str]:
     return (f"{group} {i}-{j} gap", f"{group} {i} supervisor")
 
 
+def gold(group: str, size: int) -> Arm:
+    """A size's accuracy on gold labels, on validation: the smallest's as a supervisor,
+    the others' as ceilings."""
+    return Arm(VALIDATION[group], f"accuracy.weak.{size}" if size == 0 else f"accuracy.ceiling.{size}")
+
+
 def gates(groups, sizes: int) -> tuple[Gate, ...]:
     out = []
     for g in groups:
-        out += [Gate(f"{g} {i} supervisor", f"size {i}'s accuracy as a supervisor", Arm(g, f"accuracy.weak.{i}"),
-                     low=SUPERVISOR, split=POST_HOC, reason="a supervisor within 0.05 of chance carries no signal "
-                     "to elicit") for i in range(sizes - 1)]  # fmt: skip
+        val = VALIDATION[g]
+        out += [Gate(f"{g} ladder {j}", f"size {j}'s gold-label accuracy - size {j - 1}'s",
+                     Diff(gold(g, j), gold(g, j - 1)), low=RISE,
+                     reason="the ladder climbs: each size knows more than the next smaller (10 of the 1,000 "
+                     "validation strings)") for j in range(1, sizes)]  # fmt: skip
+        out += [Gate(f"{g} {i} supervisor", f"size {i}'s accuracy as a supervisor", Arm(val, f"accuracy.weak.{i}"),
+                     low=SUPERVISOR, reason="a supervisor within 0.05 of chance carries no signal to elicit")
+                for i in range(sizes - 1)]  # fmt: skip
         out += [Gate(f"{g} {i}-{j} gap", f"ceiling {j} - weak {i}",
-                     Diff(Arm(g, f"accuracy.ceiling.{j}"), Arm(g, f"accuracy.weak.{i}")), low=GAP, split=POST_HOC,
-                     reason="PGR divides by the gap: under 0.05 (50 of 1,000 test examples) the ceiling's and the "
-                     "supervisor's noise dominate it") for i, j in pairs(sizes)]  # fmt: skip
+                     Diff(Arm(val, f"accuracy.ceiling.{j}"), Arm(val, f"accuracy.weak.{i}")), low=GAP,
+                     reason="PGR divides by the gap: under 0.10 the ceiling's and the supervisor's noise (about "
+                     "0.01 each on 1,000 strings) is a fifth of it") for i, j in pairs(sizes)]  # fmt: skip
     return tuple(out)
 
 
@@ -65,15 +83,18 @@ def claims(groups, sizes: int) -> tuple[Claim, ...]:
     def pgr(method, g, i, j):
         return Arm(g, f"pgr.{method}.{i}-{j}")
 
+    def ladder(g):
+        return tuple(f"{g} ladder {j}" for j in range(1, sizes))
+
     every = [(g, i, j) for g in groups for i, j in pairs(sizes)]
     naive = tuple(Diff(pgr("naive", g, i, j), 0.0, f"{g} {i}-{j}", pair_gates(g, i, j)) for g, i, j in every)
     aux = tuple(Diff(pgr("aux", g, i, j), pgr("naive", g, i, j), f"{g} {i}-{j}: aux - naive", pair_gates(g, i, j))
                 for g, i, j in every)  # fmt: skip
     boot = tuple(Diff(pgr("bootstrap", g, 0, j), pgr("naive", g, 0, j), f"{g} 0-{j}: bootstrap - naive",
-                      pair_gates(g, 0, j)) for g in groups for j in range(2, sizes))  # fmt: skip
+                      (*pair_gates(g, 0, j), *ladder(g))) for g in groups for j in range(2, sizes))  # fmt: skip
     size = tuple(Trend(tuple((float(j), Diff(pgr("naive", g, 0, j), 0.0)) for j in range(1, sizes)),
                        f"{g}: slope of naive PGR 0-j over j",
-                       tuple(x for j in range(1, sizes) for x in pair_gates(g, 0, j)))
+                       (*(x for j in range(1, sizes) for x in pair_gates(g, 0, j)), *ladder(g)))
                  for g in groups)  # fmt: skip
     top = sizes - 1
     latent = tuple(Diff(Arm(g, f"accuracy.ceiling.{top}"), Arm(g, "accuracy.scratch"), f"{g}: pretrained - scratch")
@@ -88,7 +109,7 @@ def claims(groups, sizes: int) -> tuple[Claim, ...]:
         Claim("pgr grows with size", "PGR grows with the strong student's size (naive, from the smallest supervisor; "
               "slope per size step)", size, +1, PGR_MARGIN / 2, f"{PGR_WHY} across the two size steps"),
         Claim("latent capability", f"the pretrained size {top} fine-tuned on gold labels beats the same size trained "
-              "from scratch", latent, +1, 0.01, "10 of the 1,000 test examples"),
+              "from scratch", latent, +1, 0.01, "10 of the 1,000 test strings"),
     )  # fmt: skip
 
 
@@ -96,10 +117,12 @@ def get_config(variant: str | None = None) -> StudyConfig:
     if variant not in (None, "smoke"):
         raise ValueError(f"weak_to_strong study: unknown variant {variant!r}; known: smoke")
     smoke = variant == "smoke"
-    groups = {"easy": GROUPS["easy"]} if smoke else GROUPS
-    configs = {
-        g: weak_to_strong.get_config(",".join((task, "tiny") if smoke else (task,))) for g, task in groups.items()
-    }
+    groups = {"band": GROUPS["band"]} if smoke else GROUPS
+
+    def run(task, *more):
+        return weak_to_strong.get_config(",".join((task, *more, *(("tiny",) if smoke else ()))))
+
+    configs = {g: run(task) for g, task in groups.items()}
     S = len(next(iter(configs.values())).sizes)
     big = f"0-{S - 1}"  # the largest gap: the smallest supervisor, the largest student
     metrics = (
@@ -109,24 +132,22 @@ def get_config(variant: str | None = None) -> StudyConfig:
         *(Metric(f"{m} {big} accuracy", f"accuracy.{m}.{big}") for m in METHODS),
         *(Metric(f"{m} {big} PGR", f"pgr.{m}.{big}") for m in METHODS),
         *(
-            Metric(f"naive {i}-{j} PGR", f"pgr.naive.{i}-{j}")
-            for i in range(S - 1)
-            for j in range(i + 1, S)
-            if f"{i}-{j}" != big
-        ),  # fmt: skip
-        *(
-            Metric(f"aux {i}-{j} PGR", f"pgr.aux.{i}-{j}")
-            for i in range(S - 1)
-            for j in range(i + 1, S)
+            Metric(f"{m} {i}-{j} PGR", f"pgr.{m}.{i}-{j}")
+            for m in ("naive", "aux")
+            for i, j in pairs(S)
             if f"{i}-{j}" != big
         ),  # fmt: skip
         *(Metric(f"zero-shot (size {i})", f"zero_shot.{i}") for i in range(S)),
     )
     cells = tuple(
+        Cell(VALIDATION[g], 0, run(task, "validation"), settings=(("task", task), ("split", "validation")),
+             split="validation")
+        for g, task in groups.items()
+    ) + tuple(
         Cell(group, seed, cfg, settings=(("task", cfg.task),))
         for group, cfg in configs.items()
         for seed in ((0,) if smoke else SEEDS)
-    )
+    )  # fmt: skip
     weak = tuple(f"weak{i}" for i in range(S - 1))
     against = dict(x="params", x_label="student parameters")
     figures = (
@@ -151,5 +172,6 @@ def get_config(variant: str | None = None) -> StudyConfig:
         claims=claims(tuple(configs), S),
         gates=gates(tuple(configs), S),
         earlier=() if smoke else EARLIER,
+        withhold=not smoke,  # the tiny sizes pass no gate; the smoke run checks the path
         description="Weak-to-strong generalisation with PGR (experiments/studies/weak_to_strong.py).",
     )

@@ -259,23 +259,25 @@ class Arithmetic(_TaskBuilder):
 
 
 class Digits(_TaskBuilder):
-    """Digit strings (`tasks.classification`): `facts`, the pretraining text (prompt, the
-    string; completion, its properties, the tasks' answers among them); `related`, the
-    same without any task's answer (`classification.RELATED`); one config per
-    classification task (prompt and completion, the string with the task asked; label,
-    its gold answer)."""
+    """Digit strings (`tasks.classification`): `related`, the pretraining text (prompt, the
+    string; completion, the properties the tasks are composed from, never a task's
+    answer); one config per classification task (prompt and completion, the string with
+    the task asked in its related fact's words; label, its gold answer)."""
 
-    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("facts", "related", *classification.DIFFICULTY)]
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.1.0": "A validation split.",
+        "2.0.0": "No pretraining text with the tasks' answers; a task asked in its related fact's words; band.",
+    }
+    BUILDER_CONFIGS = [TaskConfig(name=kind, kind=kind) for kind in ("related", *classification.DIFFICULTY)]
 
     def features(self):
-        return SFT if self.builder_config.kind in ("facts", "related") else {**SFT, "label": np.int32}
+        return SFT if self.builder_config.kind == "related" else {**SFT, "label": np.int32}
 
     def examples(self, n, seed):
         task = self.builder_config.kind
-        if task == "facts":
-            return classification.pretrain_examples(n, seed)
         if task == "related":
-            return classification.pretrain_examples(n, seed, facts=classification.RELATED)
+            return classification.pretrain_examples(n, seed)
         return [{**classification.question(task, ex["text"]), "label": ex["label"]}
                 for ex in classification.examples(task, n, seed)]  # fmt: skip
 

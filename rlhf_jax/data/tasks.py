@@ -195,16 +195,11 @@ register_task(Task(
     about="the process-supervision study's base data: one-operation facts beside as many checked equations",
 ))  # fmt: skip
 register_task(Task(
-    "digits",
-    {"sft": Generated(builders.Digits, "facts")},
-    gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text),
-    about="digit strings and their properties: the weak-to-strong study's pretraining text",
-))  # fmt: skip
-register_task(Task(
     "digits_related",
     {"sft": Generated(builders.Digits, "related")},
-    gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text, classification.RELATED),
-    about="digit strings and properties the classification tasks compose from, none of their answers",
+    gold_reward=lambda record, text: classification.facts_reward(record["prompt"], text),
+    about="digit strings and the properties the classification tasks compose from, none of their answers: the "
+    "weak-to-strong study's pretraining text",
 ))  # fmt: skip
 register_task(Task(
     "tldr",

@@ -4,13 +4,14 @@ supervisor, and how much of the gap to its ceiling does it recover?
 
     python -m rlhf_jax.main --config experiments/weak_to_strong.py --workdir DIR
 
-Every model size is pretrained the same way (a stage each, `pretrain<i>`, smallest
-first, shared by every seed as the paper's pretrained models are): on the digit strings'
-properties (`tasks.classification`: task "digits", or "digits_related": properties the
-tasks are composed from, never their answers) for the classification tasks, on the
-summarisation task's SFT data for the preference task. A classifier is a scalar head,
-starting at zero, on a pretrained model, fine-tuned whole (`loops.classifier`). The task's data (seed
-1000 + seed) split into A, B, B2, B3 of n_split examples and a test split:
+Every model size is pretrained (a stage each, `pretrain<i>`, smallest first, shared by
+every seed as the paper's pretrained models are): on the digit strings' properties that
+the tasks are composed from, never their answers (`tasks.classification`, task
+"digits_related") for the classification tasks, on the summarisation task's SFT data for
+the preference task. A classifier is a scalar head, starting at zero, on a pretrained
+model, fine-tuned whole (`loops.classifier`), with its size's own learning rate and steps
+(`fits`; the paper tunes them per size). The task's data (seed 1000 + seed) split into A,
+B, B2, B3 of n_split examples and a test split:
 
     weak<i>        size i on A's gold labels; its probabilities on B are the weak labels
     ceiling<j>     size j on B's gold labels (the strong ceiling)
@@ -22,8 +23,9 @@ starting at zero, on a pretrained model, fine-tuned whole (`loops.classifier`). 
                    did not train on)
     scratch        the largest size from random weights on B's gold labels (does
                    pretraining matter?)
-    zero_shot      each pretrained LM's own answer (digit tasks: P(" yes") > P(" no")
-                   after the question)
+    zero_shot      each pretrained LM's own answer (digit tasks: the value it states for
+                   the task's related fact after the question, composed by the task's
+                   rule: `classification.zero_shot_label`)
 
     PGR = (student - weak) / (ceiling - weak), undefined (None) when the ceiling beats
     the weak supervisor by less than pgr_margin
@@ -65,8 +67,10 @@ SPLITS = ("A", "B", "B2", "B3")
 @dataclasses.dataclass(frozen=True)
 class WeakToStrongConfig:
     """sizes: the pretraining stage of each model size, smallest first (train.kind sft;
-    data.task digits for a classification task, summarization for "preference"); fit:
-    every fine-tune's optimisation; length: the token length of a classifier's sequence."""
+    data.task digits_related for a classification task, summarization for "preference");
+    fit: every fine-tune's optimisation; fits: each size's own (its learning rate and steps,
+    chosen on validation), smallest first, for the fine-tunes of a model of that size
+    (empty: `fit` for all); length: the token length of a classifier's sequence."""
 
     name: str
     task: str
@@ -80,6 +84,7 @@ class WeakToStrongConfig:
     pgr_margin: float = 0.02
     runs: tuple[str, ...] = RUNS
     eval_split: str = "test"  # "validation" (other strings, n_test of them) for choosing settings
+    fits: tuple[FitConfig, ...] = ()
 
     def __post_init__(self):
         config_lib.check_numbers(self, {"seed": ">= 0", "n_split": ">= 1", "n_test": ">= 1", "length": ">= 1",
@@ -88,7 +93,7 @@ class WeakToStrongConfig:
             raise ValueError(f"task={self.task!r}: expected one of {TASKS}")
         if len(self.sizes) < 2:
             raise ValueError(f"sizes: {len(self.sizes)} given; weak-to-strong needs at least 2")
-        want = ("summarization",) if self.task == PREFERENCE else ("digits", "digits_related")
+        want = ("summarization",) if self.task == PREFERENCE else ("digits_related",)
         for i, stage in enumerate(self.sizes):
             if stage.train.kind != "sft" or stage.data.task not in want:
                 wanted = " or ".join(map(repr, want))
@@ -101,12 +106,19 @@ class WeakToStrongConfig:
             raise ValueError("runs: bootstrap needs at least 3 sizes (one intermediate)")
         if "bootstrap" in self.runs and len(self.sizes) > len(SPLITS):
             raise ValueError(f"runs: bootstrap labels one split per step: at most {len(SPLITS)} sizes")
-        if self.fit.batch_size > self.n_split:
-            raise ValueError(f"fit.batch_size={self.fit.batch_size}: above n_split={self.n_split}")
+        if self.fits and len(self.fits) != len(self.sizes):
+            raise ValueError(f"fits: {len(self.fits)} given for {len(self.sizes)} sizes; give one a size or none")
+        for name, fit in (("fit", self.fit), *((f"fits[{i}]", f) for i, f in enumerate(self.fits))):
+            if fit.batch_size > self.n_split:
+                raise ValueError(f"{name}.batch_size={fit.batch_size}: above n_split={self.n_split}")
         if self.eval_split not in ("test", "validation"):
             raise ValueError(f"eval_split={self.eval_split!r}: expected 'test' or 'validation'")
         if not 0 < self.aux_alpha <= 1:
             raise ValueError(f"aux_alpha={self.aux_alpha}: must be in (0, 1]")
+
+    def fit_of(self, size: int) -> FitConfig:
+        """The fine-tuning of a model of size `size` (a supervisor, student or ceiling)."""
+        return self.fits[size] if self.fits else self.fit
 
     def wired_stages(self, workdir: str, data_dir: str = "") -> dict[str, ExperimentConfig]:
         """The pretraining stages as they run (`stage_configs`; preflight checks these)."""
@@ -132,10 +144,11 @@ def stage_configs(cfg: WeakToStrongConfig, data_dir: str) -> dict[str, Experimen
 
 @dataclasses.dataclass
 class Split:
-    """One split's classifier inputs and gold labels."""
+    """One split's classifier inputs, gold labels and prompts (the strings)."""
 
     inputs: classifier.Inputs
     labels: np.ndarray
+    prompts: list[str]
 
 
 def task_splits(cfg: WeakToStrongConfig, tokenizer, data_dir: str) -> dict[str, Split]:
@@ -162,7 +175,8 @@ def task_splits(cfg: WeakToStrongConfig, tokenizer, data_dir: str) -> dict[str, 
         else:
             completions = [(r["completion"],) for r in part]
             labels = np.asarray([r["label"] for r in part], np.int32)
-        return Split(classifier.encode(tokenizer, prompts, completions, cfg.length, eos=cfg.task == PREFERENCE), labels)
+        inputs = classifier.encode(tokenizer, prompts, completions, cfg.length, eos=cfg.task == PREFERENCE)
+        return Split(inputs, labels, prompts)
 
     n = cfg.n_split
     out = {name: make(rows["train"][k * n : (k + 1) * n]) for k, name in enumerate(SPLITS)}
@@ -211,7 +225,7 @@ class Runs:
             model, params = init_model(lm_model.cfg, head="scalar", seed=seed)
         else:
             model, params = scalar_from_lm(lm_model, lm_params, None, seed)
-        fit = dataclasses.replace(self.cfg.fit, aux_alpha=self.cfg.aux_alpha if aux else 0.0)
+        fit = dataclasses.replace(self.cfg.fit_of(size), aux_alpha=self.cfg.aux_alpha if aux else 0.0)
         params, loss = classifier.fit(model, params, self.splits[split].inputs, targets_Nx2, fit, seed)
         test = classifier.predict(model, params, self.splits["test"].inputs)
         out = {
@@ -227,21 +241,21 @@ class Runs:
 
 
 def zero_shot(cfg: WeakToStrongConfig, lm, tokenizer, split: Split) -> float | None:
-    """A pretrained LM's own accuracy: P(" yes") > P(" no") after the question (digit tasks
-    whose pretraining states answers; None for the preference task and after the related
-    pretraining, whose text holds counts and never a yes or no to read)."""
-    if cfg.task == PREFERENCE or cfg.sizes[0].data.task == "digits_related":
+    """A pretrained LM's own accuracy on a digit task: the token it finds most likely after
+    the question (the value of the task's related fact, " ; sum" -> " 41"), composed by
+    the task's rule (`classification.zero_shot_label`; a token that is no number counts as
+    wrong). None for the preference task, whose pretraining states no answer to read."""
+    if cfg.task == PREFERENCE:
         return None
 
     model, params = lm
-    yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in (" yes", " no"))
-    if len(yes) != 1 or len(no) != 1:
-        raise ValueError(f"zero_shot: ' yes' and ' no' must be one token each (got {yes}, {no})")
-    fn = jax.jit(lambda p, t, m: model.logits(p, t, m)[:, -1, :][:, jnp.asarray([no[0], yes[0]])])
+    fn = jax.jit(lambda p, t, m: jnp.argmax(model.logits(p, t, m)[:, -1, :], axis=-1))
     tokens, mask = split.inputs.tokens_NxKxT[:, 0], split.inputs.mask_NxKxT[:, 0]
-    scores = np.concatenate([np.asarray(fn(params, tokens[s : s + 256], mask[s : s + 256]))
-                             for s in range(0, len(tokens), 256)])  # fmt: skip
-    return float(np.mean((scores[:, 1] > scores[:, 0]).astype(int) == split.labels))
+    ids = np.concatenate([np.asarray(fn(params, tokens[s : s + 256], mask[s : s + 256]))
+                          for s in range(0, len(tokens), 256)])  # fmt: skip
+    stated = [tokenizer.decode([int(i)]) for i in ids]
+    said = [classification.zero_shot_label(cfg.task, v, p) for v, p in zip(stated, split.prompts, strict=True)]
+    return float(np.mean([s == y for s, y in zip(said, split.labels.tolist(), strict=True)]))
 
 
 def run(cfg: WeakToStrongConfig, workdir: str, dirs: dict[str, str] | None = None, data_dir: str = "") -> dict:

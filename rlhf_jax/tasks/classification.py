@@ -5,52 +5,60 @@ hard ones). Labels are balanced by construction.
     contains   does the string contain a 7?                       (easiest)
     majority   are there more odd digits than even ones?
     sorted     are the digits in non-decreasing order?
+    band       is the digit sum within 38..43 (`BAND`)?
     parity     is the digit sum even?                             (hardest)
 
 Pretraining text (`pretrain_examples`), the "broad family of related properties" that
 gives a pretrained model latent knowledge of the tasks: a string as the prompt, and as the
-completion every property of `FACTS` stated in a random order, " ; name answer" each
-(the tasks' answers are yes / no; max, min, first and last a digit). A classifier reads
-a string with one question asked (`question`: prompt "3 1 4 ...", completion " ; parity"),
-the text a pretrained model has seen followed by the answer; what the fine-tuning has to
-find is whether the model learnt to answer it.
+completion every property of `RELATED` stated in a random order, " ; name value" each.
+None of them is a task's answer; each task is composed from one of them (`COMPOSED`):
 
-That text states the evaluated answers themselves. `RELATED` is pretraining text without
-them: properties each task can be composed from but that are not its answer, so that what
-a pretrained model knows of a task is latent, and zero-shot accuracy a measurement:
+    contains  <- sevens (how many 7s) > 0        majority <- 2 odds (how many odd) > length
+    sorted    <- descents (neighbours falling) = 0
+    band      <- sum (the digit sum) in BAND     parity   <- sum even
 
-    contains  <- sevens (how many 7s)          majority <- odds (how many odd digits)
-    sorted    <- descents (neighbours falling)  parity   <- sum (the digit sum)
-
-with max, min, first and last beside them (`COMPOSED_FROM`; `pretrain_examples(facts=RELATED)`).
+with max, min, first and last beside them. A classifier reads a string with its task
+asked in the words of that fact (`question`: prompt "3 1 4 ...", completion " ; sum"),
+where a pretrained model would state the fact: what fine-tuning has to elicit is the
+task's answer from the model's knowledge of the fact. Zero-shot, a pretrained model's
+own answer is its stated fact composed by the task's rule (`zero_shot_label`): a
+measurement, not the answer key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+BAND = (38, 43)  # the band task's digit sums: about a quarter of 9-digit strings, around the mean 40.5
 TASKS = {
     "contains": lambda d: int(7 in d),
     "majority": lambda d: int(sum(x % 2 for x in d) * 2 > len(d)),
     "sorted": lambda d: int(all(a <= b for a, b in zip(d, d[1:], strict=False))),
+    "band": lambda d: int(BAND[0] <= sum(d) <= BAND[1]),
     "parity": lambda d: int(sum(d) % 2 == 0),
 }
-DIFFICULTY = ("contains", "majority", "sorted", "parity")
-FACTS = {
-    **{name: (lambda f: lambda d: ("no", "yes")[f(d)])(f) for name, f in TASKS.items()},
-    "max": lambda d: str(max(d)),
-    "min": lambda d: str(min(d)),
-    "first": lambda d: str(d[0]),
-    "last": lambda d: str(d[-1]),
-}
+DIFFICULTY = ("contains", "majority", "sorted", "band", "parity")
 RELATED = {
     "sevens": lambda d: str(d.count(7)),
     "odds": lambda d: str(sum(x % 2 for x in d)),
     "descents": lambda d: str(sum(a > b for a, b in zip(d, d[1:], strict=False))),
     "sum": lambda d: str(sum(d)),
-    **{name: FACTS[name] for name in ("max", "min", "first", "last")},
+    "max": lambda d: str(max(d)),
+    "min": lambda d: str(min(d)),
+    "first": lambda d: str(d[0]),
+    "last": lambda d: str(d[-1]),
 }
-COMPOSED_FROM = {"contains": "sevens", "majority": "odds", "sorted": "descents", "parity": "sum"}
+# task -> (the related fact it is composed from, its rule: (the fact's value, the string's length) -> label)
+COMPOSED: dict[str, tuple[str, Callable[[int, int], int]]] = {
+    "contains": ("sevens", lambda v, n: int(v > 0)),
+    "majority": ("odds", lambda v, n: int(2 * v > n)),
+    "sorted": ("descents", lambda v, n: int(v == 0)),
+    "band": ("sum", lambda v, n: int(BAND[0] <= v <= BAND[1])),
+    "parity": ("sum", lambda v, n: int(v % 2 == 0)),
+}
+COMPOSED_FROM = {task: fact for task, (fact, _) in COMPOSED.items()}
 
 
 def _draw(rng: np.random.Generator, task: str, length: int, want: int) -> list[int]:
@@ -83,18 +91,29 @@ def examples(task: str, n: int, seed: int, length: int = 9) -> list[dict]:
 
 
 def question(task: str, text: str) -> dict:
-    """A string with `task` asked, as (prompt, completion) text: what a classifier reads."""
+    """A string with `task` asked in its related fact's words, as (prompt, completion)
+    text: what a classifier reads ("3 1 4 ..." and " ; sum" for band and parity)."""
     _check(task)
-    return {"prompt": text, "completion": f" ; {task}"}
+    return {"prompt": text, "completion": f" ; {COMPOSED_FROM[task]}"}
 
 
-def pretrain_examples(n: int, seed: int, length: int = 9, facts: dict | None = None) -> list[dict]:
-    """{"prompt": digits, "completion": " ; name answer ..."} with every fact of `facts`
-    (FACTS, or RELATED: no task's answer) in a random order; a quarter of the strings
-    sorted (else hardly any would be)."""
-    facts = FACTS if facts is None else facts
+def zero_shot_label(task: str, stated: str, text: str) -> int | None:
+    """A pretrained model's own answer to `task` about `text`: the value it `stated` for
+    the task's related fact, composed by the task's rule; None when it stated no number."""
+    _check(task)
+    try:
+        value = int(stated.strip())
+    except ValueError:
+        return None
+    return COMPOSED[task][1](value, len(text.split()))
+
+
+def pretrain_examples(n: int, seed: int, length: int = 9) -> list[dict]:
+    """{"prompt": digits, "completion": " ; name value ..."} with every fact of `RELATED`
+    (no task's answer) in a random order; a quarter of the strings sorted (else hardly any
+    would be, and the sorted task's fact, no descent, would hardly occur)."""
     rng = np.random.default_rng(seed)
-    names = list(facts)
+    names = list(RELATED)
     rows = []
     for i in range(n):
         digits = rng.integers(0, 10, size=length)
@@ -102,23 +121,28 @@ def pretrain_examples(n: int, seed: int, length: int = 9, facts: dict | None = N
         order = rng.permutation(len(names))
         rows.append({
             "prompt": " ".join(map(str, digits)),
-            "completion": "".join(f" ; {names[j]} {facts[names[j]](digits)}" for j in order),
+            "completion": "".join(f" ; {names[j]} {RELATED[names[j]](digits)}" for j in order),
         })  # fmt: skip
     return rows
 
 
-def facts_reward(prompt: str, completion: str, facts: dict | None = None) -> float:
-    """The share of `facts` (FACTS or RELATED) that a completion states right about the
-    prompt's string ("name answer" parts between " ; "; a fact stated twice counts by its
-    first statement, one left out counts as wrong): 1 for the pretraining text itself."""
-    facts = FACTS if facts is None else facts
-    digits = [int(t) for t in prompt.split()]
+def stated_facts(completion: str) -> dict[str, str]:
+    """{name: value} of the " ; name value" parts of a completion (a fact stated twice by
+    its first statement; parts that are not two words are skipped)."""
     stated: dict[str, str] = {}
     for part in completion.split(";"):
         words = part.split()
-        if len(words) == 2 and words[0] in facts:
+        if len(words) == 2:
             stated.setdefault(words[0], words[1])
-    return sum(stated.get(name) == fn(digits) for name, fn in facts.items()) / len(facts)
+    return stated
+
+
+def facts_reward(prompt: str, completion: str) -> float:
+    """The share of `RELATED` that a completion states right about the prompt's string
+    (one left out counts as wrong): 1 for the pretraining text itself."""
+    digits = [int(t) for t in prompt.split()]
+    stated = stated_facts(completion)
+    return sum(stated.get(name) == fn(digits) for name, fn in RELATED.items()) / len(RELATED)
 
 
 def label(task: str, text: str) -> int:
