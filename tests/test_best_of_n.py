@@ -33,14 +33,20 @@ def test_at_n_1_every_selector_is_the_pool_accuracy_and_a_perfect_verifier_is_pa
     correct = rng.random((P, M)) < 0.3
     truth = list(range(P))
     answers = [[p if c else int(rng.integers(100, 103)) for c in row] for p, row in enumerate(correct)]
-    scores = {"noise": rng.normal(size=(P, M)), "oracle": correct + 0.0}
+    # the study's selection code: a perfect verifier picks a right solution whenever the subset
+    # holds one (pass@N); the same scores inverted pick a wrong one whenever it holds one
+    scores = {"noise": rng.normal(size=(P, M)), "oracle": correct + 0.0, "inverted": -(correct + 0.0)}
     out = B.curves(correct, answers, truth, scores, ns=[1, 2, 4, 16], draws=300, seed=1)
-    for name in ("noise", "oracle", "majority", "pass@N"):
+    k = correct.sum(1)
+    for n in (4, 16):  # inverted: right only when every solution drawn is right, C(k, N) / C(M, N)
+        all_right = np.mean([math.comb(int(kp), n) / math.comb(M, n) for kp in k])
+        assert out["inverted"][n] == pytest.approx(all_right, abs=0.02) and out["inverted"][n] < out["random"][n]
+    for name in ("noise", "oracle", "inverted", "majority", "pass@N"):
         assert out[name][1] == pytest.approx(out["random"][1], abs=1e-12)
     for n in (2, 4, 16):
         assert out["oracle"][n] == pytest.approx(out["pass@N"][n], abs=1e-12)
         assert out["random"][n] == pytest.approx(correct.mean(), abs=0.03)
-    k = correct.sum(1)  # pass@N = 1 - C(M - k, N) / C(M, N), averaged over problems
+    # pass@N = 1 - C(M - k, N) / C(M, N), averaged over problems
     exact = np.mean([1 - math.comb(M - int(kp), 4) / math.comb(M, 4) for kp in k])
     assert out["pass@N"][4] == pytest.approx(exact, abs=0.02)
 
