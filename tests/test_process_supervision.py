@@ -257,6 +257,10 @@ def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_a
     record = json.loads((tmp_path / "study" / "records" / "wrong.seed0.json").read_text())
     assert record["metrics"]["best_of_n.orm.4"] == curves["orm"]["4"]
     assert "verifiers.prm_uniform.product.auroc_within_problems" in record["metrics"]
+    for name in ("orm", "prm_uniform"):  # whether each reward model learnt: its loss, first and last tenth
+        losses = [json.loads(line)["loss"] for line in open(workdir / name / "metrics.jsonl")]
+        assert record["metrics"][f"reward_models.{name}.train_loss_first"] == pytest.approx(losses[0])
+        assert record["metrics"][f"reward_models.{name}.train_loss_last"] == pytest.approx(losses[-1])
     assert [row["n"] for row in record["curve"]] == list(cfg.ns)
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| wrong | 1 |" in report and "Best-of-N accuracy, wrong (mean [95% interval] over seeds):" in report

@@ -119,6 +119,8 @@ def get_config(variant: str | None = None) -> StudyConfig:
         *(Metric(f"best-of-{top} {s}", f"best_of_n.{s}.{top}") for s in (*SELECTORS, active[0], "pass@N")),
         *(Metric(f"{name} AUROC within problems", f"verifiers.{r.format(last=some.rounds - 1)}.auroc_within_problems")
           for name, r in READS.items()),
+        *(Metric(f"{name} train loss, {part} tenth", f"reward_models.{stage}.train_loss_{part}")
+          for name, stage in (("ORM", "orm"), ("PRM", "prm_uniform")) for part in ("first", "last")),
         Metric("ORM held-out accuracy", "reward_models.orm.test_accuracy"),
         Metric("ORM majority baseline", "reward_models.orm.test_majority_baseline"),
         Metric("PRM (uniform) held-out step accuracy", "reward_models.prm_uniform.test_step_accuracy"),

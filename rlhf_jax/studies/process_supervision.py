@@ -392,6 +392,8 @@ def run(cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = ""
         t = time.time()
         directory = base_dir if name == "facts" and base_dir else os.path.join(workdir, name)
         results[name] = pipeline.run_stage(name, configs[name], directory)
+        if name in configs and configs[name].train.kind in ("orm", "prm"):
+            results[name] = {**results[name], **loss_ends(directory)}
         seconds[name] = round(time.time() - t, 1)
         return not results[name].get("stopped")
 
@@ -469,7 +471,8 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
         "verifiers": summary.get("verifiers", {}),
         "generator_accuracy": summary["generator_accuracy"],
         "reward_models": {
-            name: {k: v for k, v in r.items() if k.startswith("test_")} for name, r in summary["reward_models"].items()
+            name: {k: v for k, v in r.items() if k.startswith(("test_", "train_loss_"))}
+            for name, r in summary["reward_models"].items()
         },  # fmt: skip
         "labels": summary["labels"],
         "rl": summary.get("rl", {}),
@@ -477,6 +480,16 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     ns = sorted({int(n) for c in curves.values() for n in c})
     rows = [{"n": n, **{name: c[str(n)] for name, c in curves.items() if str(n) in c}} for n in ns]
     return tree, rows
+
+
+def loss_ends(directory: str) -> dict[str, float]:
+    """A reward model's training loss over the first and the last tenth of its logged
+    steps (whether it learnt: class-weighted, chance is ln 2 = 0.693 for the ORM)."""
+    losses = [r["loss"] for r in read_jsonl(os.path.join(directory, "metrics.jsonl")) if "loss" in r]
+    if not losses:
+        return {}
+    tenth = max(1, len(losses) // 10)
+    return {"train_loss_first": float(np.mean(losses[:tenth])), "train_loss_last": float(np.mean(losses[-tenth:]))}
 
 
 def _wrong_share(directory: str) -> float:
