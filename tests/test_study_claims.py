@@ -245,6 +245,15 @@ def test_a_changed_grid_or_claim_is_refused_after_a_test_record_and_listed_with_
     assert study_provenance.check(changed, str(recs))["amendments"] == prov["amendments"]  # now current
 
 
+def test_records_of_cells_the_grid_no_longer_has_need_an_amendment_and_are_discarded_with_it(tmp_path):
+    study, recs, test = smoke_with_test_record(tmp_path)
+    dropped = dataclasses.replace(study, cells=tuple(c for c in study.cells if c.name != test.name))
+    with pytest.raises(study_provenance.AmendmentNeeded, match=rf"its grid changed.*{test.name}"):
+        study_provenance.check(dropped, str(recs))  # no cell of the new grid has a record, but one was made
+    (a,) = study_provenance.check(dropped, str(recs), amend="the cell dropped")["amendments"]
+    assert f"discarded/{test.name}.0.json" in a["discarded"] and not (recs / f"{test.name}.json").exists()
+
+
 def test_before_any_test_record_the_grid_may_change_and_records_without_provenance_need_amend(tmp_path):
     study = load_experiment(SMOKE)
     recs = tmp_path / "records"

@@ -89,6 +89,10 @@ def check(study, records: str, amend: str | None = None) -> dict:
     prov, now = read(records), digests(study)
     tested = [c for c in study.cells if c.split == "test"]
     tests = [c.name for c in tested if os.path.exists(os.path.join(records, f"{c.name}.json"))]
+    # records of cells the grid no longer has (a group renamed or dropped) were made too: a
+    # grid without them is an amendment, and they move to discarded/ with it
+    names = {c.name for c in study.selection_cells + study.cells}
+    tests += [n for n in record_names(records) if n not in names]
     adopting = prov is None and bool(tests)
     if prov is None:
         prov = {"study": study.name, **now, "amendments": []}
