@@ -71,6 +71,7 @@ from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.models.hf import load_hf
+from rlhf_jax.studies.records import loss_ends
 from rlhf_jax.tasks.arithmetic import final_answer, label_completion
 from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
 
@@ -480,16 +481,6 @@ def study_figures(summary: dict) -> tuple[dict, list[dict]]:
     ns = sorted({int(n) for c in curves.values() for n in c})
     rows = [{"n": n, **{name: c[str(n)] for name, c in curves.items() if str(n) in c}} for n in ns]
     return tree, rows
-
-
-def loss_ends(directory: str) -> dict[str, float]:
-    """A reward model's training loss over the first and the last tenth of its logged
-    steps (whether it learnt: class-weighted, chance is ln 2 = 0.693 for the ORM)."""
-    losses = [r["loss"] for r in read_jsonl(os.path.join(directory, "metrics.jsonl")) if "loss" in r]
-    if not losses:
-        return {}
-    tenth = max(1, len(losses) // 10)
-    return {"train_loss_first": float(np.mean(losses[:tenth])), "train_loss_last": float(np.mean(losses[-tenth:]))}
 
 
 def _wrong_share(directory: str) -> float:

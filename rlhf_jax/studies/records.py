@@ -11,6 +11,7 @@ import platform
 import subprocess
 
 import jax
+import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax.eval import plots
@@ -91,6 +92,18 @@ def training_curve(policy_dir: str, keys: tuple[str, ...], per_step: int) -> lis
         return []
     rows = plots.read_metrics(policy_dir)
     return [{"step": r["step"], "completions": r["step"] * per_step, **{k: r[k] for k in keys if k in r}} for r in rows]
+
+
+def loss_ends(stage_dir: str) -> dict[str, float]:
+    """A stage's training loss over the first and the last tenth of its logged steps
+    (whether a reward model learnt: class-weighted, chance is ln 2 = 0.693 for an ORM)."""
+    if not os.path.exists(os.path.join(stage_dir, "metrics.jsonl")):
+        return {}
+    losses = [r["loss"] for r in plots.read_metrics(stage_dir) if "loss" in r]
+    if not losses:
+        return {}
+    tenth = max(1, len(losses) // 10)
+    return {"train_loss_first": float(np.mean(losses[:tenth])), "train_loss_last": float(np.mean(losses[-tenth:]))}
 
 
 def generation_curves(summary: dict) -> dict:
