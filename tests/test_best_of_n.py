@@ -27,6 +27,17 @@ def test_majority_ignores_missing_answers_and_a_subset_without_answers_is_wrong(
     np.testing.assert_allclose(acc, [1.0])  # one vote is a majority
 
 
+def test_the_weighted_vote_sums_each_answers_weights_and_refuses_negative_ones():
+    ids, right = np.array([[[0, 0, 1]]]), np.array([1])
+    np.testing.assert_allclose(B.majority_accuracy(ids, right), [0.0])  # two votes for answer 0
+    np.testing.assert_allclose(B.majority_accuracy(ids, right, np.array([[[0.1, 0.1, 0.9]]])), [1.0])  # 0.2 < 0.9
+    np.testing.assert_allclose(B.majority_accuracy(ids, right, np.array([[[0.4, 0.5, 0.9]]])), [0.5])  # a tie
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        B.majority_accuracy(ids, right, np.array([[[-1.0, 0.1, 0.9]]]))
+    out = B.curves([[0, 0, 1]], [[5, 5, 7]], [7], {}, ns=[3], vote_weights={"rm": np.array([[0.1, 0.1, 0.9]])})
+    assert out["rm+vote"][3] == 1.0 and out["majority"][3] == 0.0
+
+
 def test_at_n_1_every_selector_is_the_pool_accuracy_and_a_perfect_verifier_is_pass_at_n():
     rng = np.random.default_rng(0)
     P, M = 30, 16
@@ -59,3 +70,36 @@ def test_subsets_are_distinct_indices_and_bad_n_or_shapes_are_refused():
         B.subsets(np.random.default_rng(0), 5, 10, 11, draws=1)
     with pytest.raises(ValueError, match="scores 'rm' have shape"):
         B.curves([[1, 0]], [[1, 2]], [1], {"rm": np.zeros((1, 3))}, ns=[1])
+
+
+def test_a_verifier_right_on_average_picks_below_random_from_a_large_pool_of_distinct_slips():
+    """The process study's pools: a right answer is written one way (its copies share one
+    score) while each slip is its own text. A verifier that ranks a right solution above 80%
+    of the wrong ones (within-problem AUROC 0.8) still picks wrong from a large pool, since
+    one of the wrong 20% is almost always drawn; best-of-N rises above random at small N and
+    falls below it as N grows: the selection reads the top of the pool, not its average."""
+    from rlhf_jax.eval.metrics import auroc_within_groups
+    from rlhf_jax.studies.verifier_diagnosis import readings
+
+    P, M, k = 20, 40, 15  # 15 right copies and 25 distinct wrong texts per problem
+    W, above = M - k, 5  # 5 of the 25 wrong texts score above the right text
+    wrong_scores = np.linspace(0.0, 1.0, W)  # 0, 1/24, ..., 1: the top 5 above 0.81
+    correct = np.zeros((P, M), bool)
+    correct[:, :k] = True
+    scores = np.tile(np.r_[np.full(k, 0.81), wrong_scores], (P, 1))
+    texts = [f"p{p} right" if c else f"p{p} slip {i}" for p in range(P) for i, c in enumerate(correct[p])]
+    answers = [[0 if c else 1 + i for i, c in enumerate(row)] for row in correct]
+    assert auroc_within_groups(scores, correct) == pytest.approx(1 - above / W)
+    out = B.curves(correct, answers, [0] * P, {"rm": scores}, ns=[2, 8, 40], draws=4000, seed=0)
+
+    def exact(n):  # right iff none of the 5 high slips is drawn and a right copy is
+        return (math.comb(M - above, n) - math.comb(M - above - k, n)) / math.comb(M, n)
+
+    for n in (2, 8):
+        assert out["rm"][n] == pytest.approx(exact(n), abs=0.01)
+    assert out["rm"][2] > out["random"][2] and out["rm"][8] < out["random"][8]
+    assert out["rm"][40] == 0.0 and out["majority"][40] == 1.0  # 15 votes against 25 single ones
+    voted = B.curves(correct, answers, [0] * P, {}, ns=[40], vote_weights={"rm": scores})
+    assert voted["rm+vote"][40] == 1.0  # the right answer's 15 x 0.81 against one slip's 1.0
+    r = readings(scores.ravel(), correct.ravel(), np.full(P * M, 3), P, texts=texts)
+    assert r["right_on_top"] == 0.0 and r["pick_copies"] == 1.0 and r["top_margin"] > 0

@@ -9,6 +9,9 @@ correct c_i):
                   expected accuracy is the tied solutions' mean c_i
     majority      the answer most of S gives (solutions without an answer do not vote;
                   a subset with no answer at all is wrong); ties as above
+    weighted vote the answer whose solutions' verifier weights w_i >= 0 (a probability of
+                  being right) sum highest: Uesato et al. (2022)'s RM-weighted decoding, Li
+                  et al. (2023)'s verifier voting; majority is every w_i = 1
     random        a uniform pick: E = mean_S c_i, the pool's accuracy at every N
     pass@N        the ceiling: 1 if any c_i (a perfect verifier)
 
@@ -39,15 +42,21 @@ def argmax_accuracy(scores_PxDxN: np.ndarray, correct_PxDxN: np.ndarray) -> np.n
     return ((best * correct_PxDxN).sum(-1) / best.sum(-1)).mean(-1)
 
 
-def majority_accuracy(answer_ids_PxDxN: np.ndarray, right_id_P: np.ndarray) -> np.ndarray:
+def majority_accuracy(
+    answer_ids_PxDxN: np.ndarray, right_id_P: np.ndarray, weights_PxDxN: np.ndarray | None = None
+) -> np.ndarray:
     """[P] expected accuracy of the majority answer (ids >= 0; -1: no answer, no vote;
-    ties: the mean over the tied answers of being the right one)."""
+    ties: the mean over the tied answers of being the right one); with `weights`, each
+    solution's vote counts its weight (>= 0), the weighted vote."""
     P, D, _ = answer_ids_PxDxN.shape
     K = int(answer_ids_PxDxN.max(initial=-1)) + 1
     votes = np.zeros((P, D, max(K, 1)))
     p, d, _ = np.indices(answer_ids_PxDxN.shape)
     has = answer_ids_PxDxN >= 0
-    np.add.at(votes, (p[has], d[has], answer_ids_PxDxN[has]), 1.0)
+    w = np.ones(answer_ids_PxDxN.shape) if weights_PxDxN is None else np.asarray(weights_PxDxN, np.float64)
+    if (w < 0).any():
+        raise ValueError("weighted vote: weights must be >= 0 (a verifier's probability, not its logit)")
+    np.add.at(votes, (p[has], d[has], answer_ids_PxDxN[has]), w[has])
     top = votes.max(-1, keepdims=True)
     winners = (votes == top) & (top > 0)
     right = np.zeros_like(winners)
@@ -81,23 +90,30 @@ def curves(
     ns,
     draws: int = 200,
     seed: int = 0,
+    vote_weights: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[int, float]]:
     """{selector: {N: accuracy over problems}} for every reward model in `scores` (name ->
-    [P, M] scores), "majority", "random" and "pass@N", each N of `ns`."""
+    [P, M] scores), "majority", "random" and "pass@N", each N of `ns`; and "<name>+vote"
+    for each of `vote_weights` (name -> [P, M] weights >= 0), the weighted vote."""
     correct = np.asarray(correct_PxM, np.float64)
     P, M = correct.shape
-    for name, s in scores.items():
+    vote_weights = vote_weights or {}
+    for name, s in {**scores, **vote_weights}.items():
         if np.shape(s) != (P, M):
             raise ValueError(f"best-of-N: scores {name!r} have shape {np.shape(s)}, expected {(P, M)}")
     ids, right = answer_ids(answers_PxM, truth_P)
     rng = np.random.default_rng(seed)
-    out: dict[str, dict[int, float]] = {name: {} for name in [*scores, "majority", "random", "pass@N"]}
+    voted = [f"{name}+vote" for name in vote_weights]
+    out: dict[str, dict[int, float]] = {name: {} for name in [*scores, *voted, "majority", "random", "pass@N"]}
     rows = np.arange(P)[:, None, None]
     for n in ns:
         idx = subsets(rng, P, M, int(n), draws)
         c = correct[rows, idx]
         for name, s in scores.items():
             out[name][int(n)] = float(argmax_accuracy(np.asarray(s, np.float64)[rows, idx], c).mean())
+        for name, w in vote_weights.items():
+            weights = np.asarray(w, np.float64)[rows, idx]
+            out[f"{name}+vote"][int(n)] = float(majority_accuracy(ids[rows, idx], right, weights).mean())
         out["majority"][int(n)] = float(majority_accuracy(ids[rows, idx], right).mean())
         out["random"][int(n)] = float(c.mean())
         out["pass@N"][int(n)] = float(c.max(-1).mean())

@@ -37,7 +37,8 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
                     per-step rewards at each step's last token with the token-level
                     leave-one-out estimator ("prm_steps": rloo_to_go, `eval.verifiers`)
     summary.json    best-of-N curves on the pool (`eval.best_of_n`): the ORM, each PRM read
-                    three ways (`SCORES`), majority vote, random choice and pass@N; each
+                    three ways (`SCORES`), majority vote, the vote weighted by the ORM's
+                    and the PRMs' P(right) ("+vote"), random choice and pass@N; each
                     verifier reading's AUROC against correctness over the pool and within
                     problems (the ranking best-of-N uses: `auroc_within_groups`); each
                     active round's PRM; the PRMs' step calibration; the reward models'
@@ -362,7 +363,9 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
             scores[f"{name}.{reading}"] = out[reading].reshape(P, cfg.pool)
         if name in ("prm_uniform", last):
             calib[name] = calibration(out["probs"], out["valid"], [x["step_labels"] for x in pool])
-    by_n = curves(correct, answers, truth, scores, cfg.ns, cfg.draws, seed=cfg.seed)
+    votes = {k: scores[k] for k in ("prm_uniform.product", f"{last}.product")}  # weighted vote: Uesato et al. 2022
+    votes["orm"] = 1 / (1 + np.exp(-scores["orm"]))  # P(right) from the ORM's logit
+    by_n = curves(correct, answers, truth, scores, cfg.ns, cfg.draws, seed=cfg.seed, vote_weights=votes)
     verifiers = {
         name: {"auroc": auroc(S.ravel(), correct.ravel()), "auroc_within_problems": auroc_within_groups(S, correct)}
         for name, S in scores.items()
