@@ -104,7 +104,7 @@ def test_builtin_tasks_are_tfds_datasets_and_deterministic(tmp_path):
     assert a == b and len(a) == 30 and set(a[0]) == {"prompt", "chosen", "rejected", "document"}
     arith = builders.prepare(builders.Arithmetic, str(tmp_path / "c"), config=builders.task_config(n_train=20))
     rows = builders.records(arith, "train")
-    assert len(rows) == 20 and all(len(r["step_labels"]) == r["completion"].count("\n") for r in rows)
+    assert len(rows) == 20 and all(len(r["step_labels"]) == r["completion"].count("\n") + 1 for r in rows)  # lines
 
 
 def test_a_data_dir_is_locked_while_a_dataset_is_prepared(tmp_path):

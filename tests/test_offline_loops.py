@@ -114,7 +114,7 @@ def test_prm_steps_are_read_at_each_step_lines_last_token(tfds_dir, tmp_path):
     data = task_data(cfg, str(tmp_path), "sft")
     record = data.row(0)
     lines = record["completion"].splitlines()
-    ends = step_ends(data.tokenizer, record["completion"], len(lines) - 1)
+    ends = step_ends(data.tokenizer, record["completion"], len(lines))  # every line a step, the answer too
     ids = data.tokenizer(record["completion"], add_special_tokens=False)["input_ids"]
     for line_no, end in enumerate(ends):  # decoding up to the end token gives whole lines
         text = data.tokenizer.decode(ids[: end + 1])

@@ -34,17 +34,17 @@ def test_a_prms_three_readings_on_hand_made_steps():
     assert all(v[0] == 0.0 for v in none.values())  # no step shown: no credit
 
 
-def test_steps_are_non_blank_lines_but_the_answer_and_their_last_tokens_are_found(tokenizer):  # noqa: F811
+def test_steps_are_non_blank_lines_the_answer_among_them_and_their_last_tokens_are_found(tokenizer):  # noqa: F811
     raw = "3 + 4 = 7\n\n7 - 2 = 5  \nThe answer is 5"
-    assert [raw[e] for e in V.step_char_ends(raw)] == ["7", "5"]
+    assert [raw[e] for e in V.step_char_ends(raw)] == ["7", "5", "5"]  # the answer line is a step
     solution = PS.clean(raw)
     assert solution == "3 + 4 = 7\n7 - 2 = 5  \nThe answer is 5"
     assert V.step_char_ends("3 + 4 = 7") == [8]  # no answer line: every line a step
     assert V.token_of_chars([0, 2, 3, 9], [2, 1, 4]) == [0, 1, 2, None]  # tokens of 2, 1 and 4 characters
     prompt = "Compute: (3 + 4) - 2\n"
     b = V.solution_batch(tokenizer, [prompt, prompt], [solution, "The answer is 5"], P=16, C=24, max_steps=4)
-    assert b["step_valid_BxS"].tolist() == [[True, True, False, False], [False] * 4]
-    for k, pos in enumerate(b["step_positions_BxS"][0, :2]):
+    assert b["step_valid_BxS"].tolist() == [[True, True, True, False], [True, False, False, False]]
+    for k, pos in enumerate(b["step_positions_BxS"][0, :3]):
         upto = tokenizer.decode(b["tokens_BxT"][0, 16 : pos + 1])
         assert upto.endswith(solution.split("\n")[k].rstrip())
     short = V.solution_batch(tokenizer, [prompt], [solution], P=16, C=6, max_steps=4)

@@ -70,22 +70,42 @@ def test_a_comparison_is_of_content_at_one_length_or_of_form_one_word_apart_and_
 def test_step_labels_positive_neutral_negative_and_none_after_the_first_error():
     steps = [(3, "+", 4), (None, "*", 2), (None, "-", 5)]
     right = "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9\nThe answer is 9"
-    assert A.label_solution(steps, right) == ([POSITIVE, POSITIVE, POSITIVE], 1)
+    assert A.label_solution(steps, right) == ([POSITIVE, POSITIVE, POSITIVE, POSITIVE], 1)  # the answer line too
     slip = "3 + 4 = 7\n7 * 2 = 15\n15 - 5 = 10\nThe answer is 10"  # right arithmetic after the slip: not labelled
-    assert A.label_solution(steps, slip) == ([POSITIVE, NEGATIVE, NO_STEP], 0)
+    assert A.label_solution(steps, slip) == ([POSITIVE, NEGATIVE, NO_STEP, NO_STEP], 0)
     restated = "3 + 4 = 7\n3 + 4 = 7\n7 * 2 = 14\n3 + 4 = 7\n14 - 5 = 9\nThe answer is 9"  # right but useless
-    assert A.label_solution(steps, restated) == ([POSITIVE, NEUTRAL, POSITIVE, NEUTRAL, POSITIVE], 1)
+    assert A.label_solution(steps, restated) == ([POSITIVE, NEUTRAL, POSITIVE, NEUTRAL, POSITIVE, POSITIVE], 1)
     skipped = "3 + 4 = 7\n7 - 5 = 2\n2 * 2 = 4\nThe answer is 4"  # right arithmetic, wrong operation
-    assert A.label_solution(steps, skipped) == ([POSITIVE, NEGATIVE, NO_STEP], 0)
+    assert A.label_solution(steps, skipped) == ([POSITIVE, NEGATIVE, NO_STEP, NO_STEP], 0)
     garbled = "3 + 4 = 7\nseven times two\n14 - 5 = 9\nThe answer is 9"
-    assert A.label_solution(steps, garbled) == ([POSITIVE, NEGATIVE, NO_STEP], 1)  # the answer alone decides the ORM
+    assert A.label_solution(steps, garbled) == (
+        [POSITIVE, NEGATIVE, NO_STEP, NO_STEP],
+        1,
+    )  # the answer alone decides the ORM
     extra = "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9\n9 + 0 = 9\nThe answer is 9"  # an operation the problem lacks
-    assert A.label_solution(steps, extra)[0] == [POSITIVE, POSITIVE, POSITIVE, NEGATIVE]
-    assert A.label_solution(steps, "3 + 4 = 7\nThe answer is 7") == ([POSITIVE], 0)  # stopped early
+    assert A.label_solution(steps, extra)[0] == [POSITIVE, POSITIVE, POSITIVE, NEGATIVE, NO_STEP]
+    # stopped early: every step it wrote is right, and the answer line that ends it too soon is the error
+    assert A.label_solution(steps, "3 + 4 = 7\nThe answer is 7") == ([POSITIVE, NEGATIVE], 0)
+    assert A.label_solution(steps, "3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9") == ([POSITIVE] * 3, 0)  # no answer line
     again = [(4, "-", 7), (None, "+", 7), (None, "-", 7)]  # its third step is its first again: progress, not neutral
-    assert A.label_solution(again, "4 - 7 = -3\n-3 + 7 = 4\n4 - 7 = -3\nThe answer is -3")[0] == [POSITIVE] * 3
+    assert A.label_solution(again, "4 - 7 = -3\n-3 + 7 = 4\n4 - 7 = -3\nThe answer is -3")[0] == [POSITIVE] * 4
     assert A.check_step("12 - 5 = 7") is True and A.check_step("12 - 5 = 8") is False
     assert A.check_step("twelve") is None
+
+
+def test_a_solution_with_a_wrong_answer_always_holds_a_negative_step():
+    """Every wrong outcome is a process error somewhere: a slip, a skipped or invented
+    operation, or an answer line that stops short (the PRM's product cannot rank a wrong
+    answer as flawless)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        expression, steps = A.make_problem(rng, A.STEPS)
+        solution = A.solve(steps, rng, error_prob=0.5, restate_prob=0.3).split("\n")
+        cut = int(rng.integers(0, len(solution) - 1))  # drop one line: a step skipped, or the answer line's twin
+        for text in ("\n".join(solution), "\n".join(solution[:cut] + solution[cut + 1 :])):
+            labels, outcome = A.label_solution(steps, text)
+            if A.final_answer(text) is not None and not outcome:
+                assert NEGATIVE in labels, text
 
 
 def test_problems_parse_back_from_their_prompts_and_sampled_completions_are_labelled():
@@ -96,7 +116,7 @@ def test_problems_parse_back_from_their_prompts_and_sampled_completions_are_labe
             assert A.parse_problem(A.prompt(expression)) == steps
     assert A.parse_problem("Compute: -14 + 1\n") == [(-14, "+", 1)]
     assert A.label_completion("Compute: (2 - 5) - 3\n", "2 - 5 = -3\n-3 - 3 = -6\nThe answer is -6") == (
-        [POSITIVE, POSITIVE],
+        [POSITIVE, POSITIVE, POSITIVE],
         1,
     )
     for bad in ("Compute: 3 +\n", "Compute: 3 / 4\n", "Compute: __import__('os')"):
@@ -110,7 +130,7 @@ def test_the_generators_data_pretraining_facts_and_solutions_all_wrong_or_all_ri
     facts = A.pretrain_examples(3000, 0)
     lefts = [A.parse_problem(r["prompt"])[0][0] for r in facts]
     assert min(lefts) == low and max(lefts) == high
-    assert all(r["outcome"] == 1 and r["step_labels"] == [POSITIVE] for r in facts)
+    assert all(r["outcome"] == 1 and r["step_labels"] == [POSITIVE, POSITIVE] for r in facts)  # step, answer
     for problem in A.format_examples(300, 1, correct=False) + A.format_examples(300, 1, correct=True):
         assert {op for _, op, _ in A.parse_problem(problem["prompt"])} <= {"+", "-"}
     wrong, right = A.format_examples(500, 2, correct=False), A.format_examples(500, 2, correct=True)

@@ -227,11 +227,12 @@ class Arithmetic(_TaskBuilder):
     many checked equations: the verifiers' base), `wrong` (step-format solutions
         whose answer is wrong), `right` (the same, right)."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("3.0.0")
     RELEASE_NOTES = {
         "1.1.0": "A validation split.",
         "2.0.0": "PRM800K's labels: neutral is a right but restated step; steps after the first negative are not "
         "labelled. The study's generator data: facts, wrong, right.",
+        "3.0.0": "The final answer line is a labelled step (negative when the answer is wrong).",
     }
     BUILDER_CONFIGS = [
         TaskConfig(name=kind, kind=kind) for kind in ("default", "facts", "checked", "wrong", "right", "rlvr", "sums")

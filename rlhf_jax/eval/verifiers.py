@@ -1,23 +1,21 @@
 """Reading a process reward model (PRM800K style: an LM that, at the last token of each
 step, puts its probability on three label tokens: negative, neutral, positive).
 
-A solution's steps are its non-blank lines but a final "The answer is" line (as
-`tasks.arithmetic.label_solution` reads them). From the PRM's class probabilities
+A solution's steps are its non-blank lines, the final "The answer is" line included (as
+`tasks.arithmetic.label_solution` labels them). From the PRM's class probabilities
 p_s = (p_neg, p_neu, p_pos) of steps s = 1..S, a solution's score (`SCORES`):
 
     product      prod_s p_pos(s)                 Lightman et al.: P(every step is good)
     min          min_s p_pos(s)
     first_error  prod_s (1 - p_neg(s))           P(no step is the first error): neutral passes
 
-and a solution without a step scores 0 (it shows no work). As a token-level reward
-(`step_rewards`), the product telescoped over the steps: r_s = q_s - q_(s-1) with
+and a solution without a step (an empty one, or one cut off before its first line ends)
+scores 0. As a token-level reward (`step_rewards`), the product telescoped over the steps: r_s = q_s - q_(s-1) with
 q_s = prod_(u <= s) p_pos(u), q_0 = 1, at each step's last token; the r_s sum to
 product - 1, and a step is charged with the drop in P(all good so far) it causes.
 """
 
 from __future__ import annotations
-
-import re
 
 import jax
 import numpy as np
@@ -33,19 +31,16 @@ SCORES = {  # reading -> (P(good step), how the steps combine)
 }
 PRM_LABEL_TEXT = ("-", "=", "+")  # the label tokens of negative, neutral, positive
 PRM_MAX_STEPS = 8  # a PRM reads a solution's first 8 steps
-_ANSWER = re.compile(r"^\s*The answer is\s+(-?\d+)\s*$")
 
 
 def step_char_ends(text: str) -> list[int]:
-    """The index of the last non-space character of each step line of `text`."""
+    """The index of the last non-space character of each step line (non-blank line) of `text`."""
     ends, at = [], 0
     for line in text.split("\n"):
         if line.strip():
-            ends.append((at + len(line.rstrip()) - 1, line))
+            ends.append(at + len(line.rstrip()) - 1)
         at += len(line) + 1
-    if ends and _ANSWER.match(ends[-1][1]):
-        ends = ends[:-1]
-    return [e for e, _ in ends]
+    return ends
 
 
 def token_of_chars(char_ends: list[int], token_lengths: list[int]) -> list[int | None]:

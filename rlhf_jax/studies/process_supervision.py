@@ -46,8 +46,8 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
                     accuracy (plots/: its training curves, the PRMs' calibration)
 
 Reward models train for reward_epochs passes over their labels (the paper: 2 epochs). A
-solution's steps are its non-blank lines but a final "The answer is" line (as
-`tasks.arithmetic.label_solution` reads them); a PRM scores a solution without steps 0.
+solution's steps are its non-blank lines, its final "The answer is" line among them (as
+`tasks.arithmetic.label_solution` labels them); a PRM scores a solution without steps 0.
 """
 
 from __future__ import annotations

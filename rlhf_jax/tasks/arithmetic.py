@@ -12,7 +12,12 @@ step a line, "3 + 4 = 7", "7 * 2 = 14", "14 - 5 = 9", then "The answer is 9". St
               arithmetic on the wrong operands (an operation skipped, changed or invented);
     NO_STEP   every line after the first NEGATIVE one: not labelled, as in PRM800K.
 
-The outcome label is whether the final answer equals the expression's value.
+The final "The answer is" line is a step too, as PRM800K rates the step that states the
+answer: POSITIVE when it states the expression's value, NEGATIVE otherwise (a solution
+that stops early, or one that states another number). Without it a solution that stopped
+an operation short had every step labelled good and a wrong answer, and a PRM's product
+ranked such solutions first (docs/notes.md). The outcome label is whether the final answer
+equals the expression's value, so a wrong outcome always holds a NEGATIVE step.
 
 Data of the process-supervision study (`ArithmeticConfig.ops` "+-" keeps every running
 value within two digits): `pretrain_examples`, one-operation problems over the whole
@@ -116,8 +121,9 @@ def final_answer(solution: str) -> int | None:
 
 
 def label_solution(expression_steps, solution: str) -> tuple[list[int], int]:
-    """(a PRM label per step line, the ORM label) of a solution to the given problem: see
-    the module docstring (NO_STEP after the first NEGATIVE line)."""
+    """(a PRM label per line, the final answer line included, and the ORM label) of a
+    solution to the given problem: see the module docstring (NO_STEP after the first
+    NEGATIVE line)."""
     true_answer, true_values = evaluate(expression_steps)
     lines = [line for line in solution.strip().splitlines() if line.strip()]
     step_lines = lines[:-1] if lines and _ANSWER.match(lines[-1]) else lines
@@ -140,7 +146,10 @@ def label_solution(expression_steps, solution: str) -> tuple[list[int], int]:
                 continue
         labels.append(NEUTRAL if step in done else NEGATIVE)
     answer = final_answer(solution)
-    return labels, int(answer is not None and answer == true_answer)
+    right = answer is not None and answer == true_answer
+    if answer is not None:  # the answer line: rated as a step
+        labels.append(NO_STEP if labels and labels[-1] in (NEGATIVE, NO_STEP) else POSITIVE if right else NEGATIVE)
+    return labels, int(right)
 
 
 def parse_problem(prompt_text: str) -> list[tuple[int | None, str, int]]:
