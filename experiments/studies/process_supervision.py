@@ -23,7 +23,8 @@ Gates, on one validation cell per generator (seed 0, the pool and every held-out
 from the validation problems) before any test cell: the generator's accuracy in 20-60%;
 the ORM above its majority-class baseline; the ORM, the PRM and the last active PRM each
 ranking right above wrong solutions within a problem's pool at AUROC >= 0.75. The report:
-best-of-256 accuracy per selector with intervals over seeds; the curves against N; each
+best-of-256 accuracy per selector (beyond the paper: the vote weighted by the ORM's and the
+PRM's P(right), Uesato et al. 2022's) with intervals over seeds; the curves against N; each
 active round's PRM; the verifiers' AUROC; the RL runs' held-out accuracy. Variant: smoke
 (the tiny sizes, one seed: the tests' size).
 """
@@ -37,7 +38,16 @@ from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 SEEDS = (0, 1, 2)
 GROUPS = {"wrong": "", "right": "right"}  # group -> variant of experiments/process_supervision.py
 VALIDATION = {g: f"{g}_validation" for g in GROUPS}  # each generator's gates, measured on validation (seed 0)
-SELECTORS = ("orm", "prm_uniform.product", "prm_uniform.min", "prm_uniform.first_error", "majority", "random")
+SELECTORS = (
+    "orm",
+    "prm_uniform.product",
+    "prm_uniform.min",
+    "prm_uniform.first_error",
+    "majority",
+    "random",
+    "orm+vote",
+    "prm_uniform.product+vote",
+)  # +vote: the answer with the most P(right), Uesato et al. 2022
 
 MARGIN = 0.02
 MARGIN_WHY = "4 of the 200 held-out problems"
