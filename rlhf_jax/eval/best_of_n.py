@@ -97,10 +97,11 @@ def curves(
     for each of `vote_weights` (name -> [P, M] weights >= 0), the weighted vote."""
     correct = np.asarray(correct_PxM, np.float64)
     P, M = correct.shape
-    vote_weights = vote_weights or {}
+    scores = {name: np.asarray(s, np.float64) for name, s in scores.items()}
+    vote_weights = {name: np.asarray(w, np.float64) for name, w in (vote_weights or {}).items()}
     for name, s in {**scores, **vote_weights}.items():
-        if np.shape(s) != (P, M):
-            raise ValueError(f"best-of-N: scores {name!r} have shape {np.shape(s)}, expected {(P, M)}")
+        if s.shape != (P, M):
+            raise ValueError(f"best-of-N: scores {name!r} have shape {s.shape}, expected {(P, M)}")
     ids, right = answer_ids(answers_PxM, truth_P)
     rng = np.random.default_rng(seed)
     voted = [f"{name}+vote" for name in vote_weights]
@@ -110,10 +111,9 @@ def curves(
         idx = subsets(rng, P, M, int(n), draws)
         c = correct[rows, idx]
         for name, s in scores.items():
-            out[name][int(n)] = float(argmax_accuracy(np.asarray(s, np.float64)[rows, idx], c).mean())
+            out[name][int(n)] = float(argmax_accuracy(s[rows, idx], c).mean())
         for name, w in vote_weights.items():
-            weights = np.asarray(w, np.float64)[rows, idx]
-            out[f"{name}+vote"][int(n)] = float(majority_accuracy(ids[rows, idx], right, weights).mean())
+            out[f"{name}+vote"][int(n)] = float(majority_accuracy(ids[rows, idx], right, w[rows, idx]).mean())
         out["majority"][int(n)] = float(majority_accuracy(ids[rows, idx], right).mean())
         out["random"][int(n)] = float(c.mean())
         out["pass@N"][int(n)] = float(c.max(-1).mean())

@@ -10,9 +10,10 @@ p_s = (p_neg, p_neu, p_pos) of steps s = 1..S, a solution's score (`SCORES`):
     first_error  prod_s (1 - p_neg(s))           P(no step is the first error): neutral passes
 
 and a solution without a step (an empty one, or one cut off before its first line ends)
-scores 0. As a token-level reward (`step_rewards`), the product telescoped over the steps: r_s = q_s - q_(s-1) with
-q_s = prod_(u <= s) p_pos(u), q_0 = 1, at each step's last token; the r_s sum to
-product - 1, and a step is charged with the drop in P(all good so far) it causes.
+scores 0. As a token-level reward (`step_rewards`), the product telescoped over the
+steps: r_s = q_s - q_(s-1) with q_s = prod_(u <= s) p_pos(u), q_0 = 1, at each step's last
+token; the r_s sum to product - 1, and a step is charged with the drop in P(all good so
+far) it causes.
 """
 
 from __future__ import annotations

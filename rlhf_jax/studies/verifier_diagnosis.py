@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -63,14 +64,6 @@ def by_steps(scores, correct, steps) -> float:
     return float(np.average(values, weights=weights)) if values else float("nan")
 
 
-def copies(texts) -> np.ndarray:
-    """[N] how many times each text occurs among `texts`."""
-    index = {}
-    for t in texts:
-        index[t] = index.get(t, 0) + 1
-    return np.asarray([index[t] for t in texts])
-
-
 def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int, first_wrong=None, texts=None) -> dict:
     """first_wrong: [N] bool, the solution's first step is wrong; texts: [N] the solutions
     (both optional; grouped by problem, P problems of equal pools)."""
@@ -82,7 +75,7 @@ def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int,
     scale = float(S.std(1).mean()) or 1.0
     out = {
         "auroc": auroc(scores, correct),
-        "auroc_within_problems": auroc_within_groups(scores.reshape(P, -1), correct.reshape(P, -1)),
+        "auroc_within_problems": auroc_within_groups(S, Y),
         "auroc_by_steps": by_steps(scores, correct, steps),
         "corr_steps": rank_corr(scores, steps),
         "spread_between_problems": float(S.mean(1).std()),
@@ -96,9 +89,8 @@ def readings(scores: np.ndarray, correct: np.ndarray, steps: np.ndarray, P: int,
         out["pick_first_step_wrong"] = float(np.asarray(first_wrong)[picks].mean())
     if texts is not None:
         n = len(scores) // P
-        out["pick_copies"] = float(
-            np.mean([copies(texts[p * n : (p + 1) * n])[i - p * n] for p, i in enumerate(picks)])
-        )
+        pools = [Counter(texts[p * n : (p + 1) * n]) for p in range(P)]
+        out["pick_copies"] = float(np.mean([pools[p][texts[i]] for p, i in enumerate(picks)]))
     return out
 
 
