@@ -59,6 +59,24 @@ def test_step_rewards_telescope_the_product_and_charge_the_step_that_drops_it():
     np.testing.assert_allclose(V.step_rewards(p, np.zeros((1, 3), bool)), [[-1.0, 0.0, 0.0]])  # no step: 0 - 1
 
 
+def test_a_verifier_scores_each_distinct_solution_once_and_its_copies_alike():
+    calls = []
+
+    def score(prompts, solutions):
+        calls.append(list(zip(prompts, solutions, strict=True)))
+        return {"len": np.asarray([len(p) + len(s) for p, s in zip(prompts, solutions, strict=True)]),
+                "rows": np.asarray([[len(s), 0] for s in solutions])}  # fmt: skip
+
+    prompts = ["a", "a", "bb", "a", "bb"]
+    solutions = ["xy", "xy", "xy", "z", "xy"]  # ("a", "xy") twice, ("bb", "xy") twice: same text, other problem
+    out = V.once_each(score, prompts, solutions)
+    assert calls == [[("a", "xy"), ("bb", "xy"), ("a", "z")]]
+    np.testing.assert_array_equal(out["len"], [3, 3, 4, 2, 4])
+    np.testing.assert_array_equal(out["rows"], [[2, 0], [2, 0], [2, 0], [1, 0], [2, 0]])
+    with pytest.raises(ValueError):
+        V.once_each(score, prompts, solutions[:-1])
+
+
 def test_rl_step_rewards_land_on_the_sampled_token_that_ends_each_step(tokenizer):  # noqa: F811
     import types
 

@@ -138,6 +138,19 @@ class PRMJudge:
         return {**prm_scores(probs, valid), "probs": probs, "valid": valid, "step_rewards": step_rewards(probs, valid)}
 
 
+def once_each(score, prompts, solutions) -> dict[str, np.ndarray]:
+    """`score(prompts, solutions)` (-> arrays whose first axis is the pair) called on each
+    distinct (prompt, solution) pair once, its rows copied to the repeats: a pool of
+    sampled solutions repeats its common ones (the process study's: ~58 distinct texts of
+    256 per problem), and a copy scores what its original scores."""
+
+    first: dict[tuple[str, str], int] = {}
+    which = np.asarray([first.setdefault(pair, len(first)) for pair in zip(prompts, solutions, strict=True)])
+    pairs = list(first)
+    out = score([p for p, _ in pairs], [s for _, s in pairs])
+    return {k: np.asarray(v)[which] for k, v in out.items()}
+
+
 def prm_label_ids(tokenizer) -> tuple[int, ...]:
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in PRM_LABEL_TEXT]
     if any(len(i) != 1 for i in ids):

@@ -67,7 +67,7 @@ from rlhf_jax.eval.best_of_n import curves
 from rlhf_jax.eval.judges import RewardModelJudge
 from rlhf_jax.eval.metrics import auroc, auroc_within_groups
 from rlhf_jax.eval.policies import sample_texts
-from rlhf_jax.eval.verifiers import SCORES, PRMJudge, calibration
+from rlhf_jax.eval.verifiers import SCORES, PRMJudge, calibration, once_each
 from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
@@ -186,7 +186,7 @@ def clean(text: str) -> str:
 class Scorer:
     """A trained ORM (scalar head) or PRM (an LM reading label tokens, `eval.verifiers`)
     over solutions: `scorer(prompts, solutions)` -> {"orm": logits} or the PRM judge's
-    readings, `batch` at a time."""
+    readings, `batch` at a time, each distinct pair once (`once_each`)."""
 
     def __init__(self, directory: str, kind: str, tokenizer, P: int, C: int, batch: int = 256):
 
@@ -202,8 +202,8 @@ class Scorer:
 
     def __call__(self, prompts, solutions) -> dict[str, np.ndarray]:
         if self.kind == "prm":
-            return self.judge(prompts, solutions)
-        return {"orm": self.judge(prompts, solutions)}
+            return once_each(self.judge, prompts, solutions)
+        return once_each(lambda p, s: {"orm": self.judge(p, s)}, prompts, solutions)
 
 
 # ----------------------------------------------------------------------------- stages
