@@ -176,6 +176,7 @@ def test_the_verifiers_start_from_the_base_or_from_the_generator(tmp_path):
 
 def test_a_generators_test_cells_wait_for_its_gates_on_validation(tmp_path):
     from experiments.studies import process_supervision as study_module
+    from rlhf_jax.studies import claims as study_claims
     from rlhf_jax.studies import study as study_lib
 
     study, records = study_module.get_config(), tmp_path / "records"
@@ -189,7 +190,8 @@ def test_a_generators_test_cells_wait_for_its_gates_on_validation(tmp_path):
     metrics = {"generator_accuracy": 0.4, "reward_models.orm.test_accuracy": 0.8,
                "reward_models.orm.test_majority_baseline": 0.6, "verifiers.orm.auroc_within_problems": 0.8,
                "verifiers.prm_uniform.product.auroc_within_problems": 0.8,
-               f"verifiers.{last}.auroc_within_problems": 0.8}  # fmt: skip
+               f"verifiers.{last}.auroc_within_problems": 0.8, "best_of_n.random.256": 0.5,
+               **{f"best_of_n.{v}.256": 0.6 for v in ("orm", "prm_uniform.product", last)}}  # fmt: skip
     for cell in study.cells[:2]:
         ok = cell.group == "right_validation"  # the wrong generator's PRM ranks at chance
         rec = {
@@ -201,6 +203,15 @@ def test_a_generators_test_cells_wait_for_its_gates_on_validation(tmp_path):
         (records / f"{cell.name}.json").write_text(json.dumps(rec))
     assert planned() == [f"cells/right.seed{s}" for s in study_module.SEEDS]
     assert study.withheld(str(records)) == {"wrong": ["wrong: PRM verifies"]}
+    # verifiers that rank well within problems but whose argmax over the pool is no better than random:
+    # the argmax claims wait, the weighted votes' are still tested
+    rec = json.loads((records / "right_validation.seed0.json").read_text())
+    rec["metrics"].update({f"best_of_n.{v}.256": 0.51 for v in ("orm", "prm_uniform.product", last)})
+    (records / "right_validation.seed0.json").write_text(json.dumps(rec))
+    validation = [json.loads((records / f"{c.name}.json").read_text()) for c in study.cells[:2]]
+    failed = [g.name for g in study.gates if not study_claims.gate_status(g, [], validation)["passed"]]
+    assert failed == ["wrong: PRM verifies"] + [f"right: {v} picks from 256" for v in ("ORM", "PRM", "active PRM")]
+    assert planned() == [f"cells/right.seed{s}" for s in study_module.SEEDS]
     with pytest.raises(ValueError, match=r"--cell wrong.seed1: its claims' gates on validation fail .*PRM verifies"):
         study_lib.plan(study, str(tmp_path), str(records), only="wrong.seed1")
 

@@ -12,9 +12,9 @@ seed's base model (shared by its two generators) learns the one-operation facts 
 beside them, to check an equation, "Check: a op b = c" (task arithmetic_checked); then
 each cell: generator (wrong: 600 steps, right: 300, so that each is right 25-40% of the
 time on validation), a pool of 256 solutions to each of 200 held-out problems, an ORM and
-a PRM from the generator on the same 8,000 uniformly drawn labelled solutions (classes
-weighted by their inverse frequency), a PRM from 4 active-learning rounds of 2,000
-(convincing wrong answers), best-of-N for N in 1..256 (200 subsets per N and problem; at
+a PRM from the generator on the same 32,000 uniformly drawn labelled solutions (classes
+weighted by their inverse frequency), a PRM from 2 active-learning rounds of 16,000 (a
+selector on uniform labels, then its convincing wrong answers), best-of-N for N in 1..256 (200 subsets per N and problem; at
 N = 256 the whole pool). Beyond the paper, in `wrong`'s test cells only: RLOO (k = 4, 100
 steps of 64 completions) from the generator against the verifiable reward, the ORM, the
 PRM's product score and its per-step rewards.
@@ -22,9 +22,12 @@ PRM's product score and its per-step rewards.
 Gates, on one validation cell per generator (seed 0, the pool and every held-out solution
 from the validation problems) before any test cell: the generator's accuracy in 20-60%;
 the ORM above its majority-class baseline; the ORM, the PRM and the last active PRM each
-ranking right above wrong solutions within a problem's pool at AUROC >= 0.75. The report:
-best-of-256 accuracy per selector (beyond the paper: the vote weighted by the ORM's and the
-PRM's P(right), Uesato et al. 2022's) with intervals over seeds; the curves against N; each
+ranking right above wrong solutions within a problem's pool at AUROC >= 0.75, and each
+picking from the whole pool better than random choice (best-of-256 - random >= 0.02: a
+ranking at AUROC 0.78 still put a wrong solution on top for 93.5% of problems); the
+argmax claims wait on the last, the weighted votes' (Uesato et al. 2022) do not. The
+report: best-of-256 accuracy per selector (the argmax, majority voting and the vote
+weighted by the ORM's and the PRM's P(right)) with intervals over seeds; the curves against N; each
 active round's PRM; the verifiers' AUROC; the RL runs' held-out accuracy. Variant: smoke
 (the tiny sizes, one seed: the tests' size).
 """
@@ -57,7 +60,7 @@ WHO = {"wrong": "wrong-answer generator, the paper's", "right": "right-answer ge
 READS = {"ORM": "orm", "PRM": PRM, "active PRM": ACTIVE}
 
 
-def gates(group: str, last: int) -> tuple[Gate, ...]:
+def gates(group: str, top: int, last: int) -> tuple[Gate, ...]:
     """The instrument's gates for one generator, on its validation cell: the pool and the
     verifiers' held-out solutions from the validation problems."""
     val = VALIDATION[group]
@@ -69,6 +72,14 @@ def gates(group: str, last: int) -> tuple[Gate, ...]:
                     Arm(val, f"verifiers.{reading}.auroc_within_problems"), low=AUROC,
                     reason="0.5 is chance; the last run's verifiers: 0.52-0.56, picking below random")  # fmt: skip
 
+    def picks(name):
+        reading = READS[name].format(last=last)
+        return Gate(f"{group}: {name} picks from {top}", f"best-of-{top} by the {name} - random choice",
+                    Diff(Arm(val, f"best_of_n.{reading}.{top}"), Arm(val, f"best_of_n.random.{top}")), low=MARGIN,
+                    reason="its argmax is right only where a right solution tops every wrong one of the pool; at "
+                    "AUROC 0.78 within problems a PRM did for 6.5% of problems: best-of-256 0.065, random 0.517 "
+                    "(docs/notes.md, 2026-12-07); two argmaxes below random compare nothing")  # fmt: skip
+
     return (
         Gate(f"{group}: generator headroom", "the generator's accuracy at T = 1",
              Arm(val, "generator_accuracy"), low=0.2, high=0.6,
@@ -77,6 +88,7 @@ def gates(group: str, last: int) -> tuple[Gate, ...]:
              Diff(Arm(val, "reward_models.orm.test_accuracy"), Arm(val, "reward_models.orm.test_majority_baseline")),
              low=0.02, reason="an ORM at its baseline predicts one class for every solution"),
         *(verifies(name) for name in READS),
+        *(picks(name) for name in READS),
     )  # fmt: skip
 
 
@@ -87,27 +99,40 @@ def claims(group: str, ns: tuple[int, ...], last: int) -> tuple[Claim, ...]:
     def best(selector, n=top):
         return Arm(group, f"best_of_n.{selector}.{n}")
 
-    g = {k: f"{group}: {k}" for k in ("generator headroom", "ORM above majority class", "ORM verifies",
-                                      "PRM verifies", "active PRM verifies")}  # fmt: skip
+    def sound(verifier):  # its gates: ranks within a problem, and picks from the largest pool
+        return (f"{group}: {verifier} verifies", f"{group}: {verifier} picks from {top}")
+
+    headroom = f"{group}: generator headroom"
+    orm = (f"{group}: ORM above majority class", *sound("ORM"))
     lead = tuple(
         Trend(tuple((math.log2(n), Diff(best(PRM, n), best(other, n))) for n in ns), f"slope of PRM - {other} over "
               "log2 N")
         for other in ("orm", "majority")
     )  # fmt: skip
     who = WHO[group]
-    both = (g["generator headroom"], g["ORM above majority class"], g["ORM verifies"], g["PRM verifies"])
     return (
         Claim(f"{group}: prm over orm", f"best-of-{top} by the PRM beats the ORM ({who})",
-              (Diff(best(PRM), best("orm"), "PRM - ORM"),), +1, MARGIN, MARGIN_WHY, both),
+              (Diff(best(PRM), best("orm"), "PRM - ORM"),), +1, MARGIN, MARGIN_WHY,
+              (headroom, *orm, *sound("PRM"))),
         Claim(f"{group}: prm over majority", f"best-of-{top} by the PRM beats majority voting ({who})",
               (Diff(best(PRM), best("majority"), "PRM - majority"),), +1, MARGIN, MARGIN_WHY,
-              (g["generator headroom"], g["PRM verifies"])),
+              (headroom, *sound("PRM"))),
         Claim(f"{group}: lead grows with N", f"the PRM's lead over the ORM and majority voting grows with N ({who})",
-              lead, +1, MARGIN / math.log2(top), f"{MARGIN_WHY} across N = 1 to {top}", both),
+              lead, +1, MARGIN / math.log2(top), f"{MARGIN_WHY} across N = 1 to {top}",
+              (headroom, *orm, *sound("PRM"))),
+        Claim(f"{group}: prm vote equals orm vote", f"the vote weighted by the PRM's and by the ORM's P(right) are "
+              f"right equally often at N = {top} (Uesato et al. 2022: outcome and process supervision give similar "
+              f"final-answer error; {who})", (Diff(best(PRM + "+vote"), best("orm+vote"), "PRM vote - ORM vote"),), 0,
+              MARGIN, MARGIN_WHY, (headroom, f"{group}: ORM above majority class", f"{group}: ORM verifies",
+                                   f"{group}: PRM verifies")),
+        Claim(f"{group}: prm vote over majority", f"the vote weighted by the PRM's P(right) beats majority voting at "
+              f"N = {top} (Uesato et al. 2022's RM-weighted decoding; {who})",
+              (Diff(best(PRM + "+vote"), best("majority"), "PRM vote - majority"),), +1, MARGIN, MARGIN_WHY,
+              (headroom, f"{group}: PRM verifies")),
         Claim(f"{group}: active over uniform", f"a PRM on active-learning labels (convincing wrong answers) beats one "
               f"on uniform labels at equal labels, best-of-{top} ({who})",
               (Diff(best(ACTIVE.format(last=last)), best(PRM), "active PRM - PRM"),), +1, MARGIN, MARGIN_WHY,
-              (g["generator headroom"], g["PRM verifies"], g["active PRM verifies"])),
+              (headroom, *sound("PRM"), *sound("active PRM"))),
     )  # fmt: skip
 
 
@@ -161,7 +186,7 @@ def get_config(variant: str | None = None) -> StudyConfig:
         curves=(),
         figures=figures,
         claims=tuple(c for g in groups for c in claims(g, some.ns, some.rounds - 1)),
-        gates=tuple(x for g in groups for x in gates(g, some.rounds - 1)),
+        gates=tuple(x for g in groups for x in gates(g, max(some.ns), some.rounds - 1)),
         withhold=not smoke,  # the tiny models pass no gate; the smoke run checks the path
         description="Process against outcome supervision with best-of-N (experiments/studies/process_supervision.py).",
     )
