@@ -7,7 +7,7 @@ from-scratch ceiling; every fine-tune with its size's learning rate and steps:
 
     python -m rlhf_jax.main --config experiments/weak_to_strong.py:band --workdir /tmp/rlhf_jax_w2s
 
-Variants (comma-separated): the task, one of contains, majority, sorted, band, parity (digit
+Variants (comma-separated): the task, one of contains, majority, sorted, band, near, parity (digit
 strings, `tasks.classification`; the default: band) or preference (the summarisation
 task's comparisons, with models pretrained on its SFT data); validation (every accuracy on
 the validation strings: a run that chooses settings or measures gates); tiny (seconds; the

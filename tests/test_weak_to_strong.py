@@ -83,6 +83,7 @@ def test_no_evaluated_tasks_answer_appears_in_the_pretraining_text():
     rows = classification.pretrain_examples(400, seed=3)
     rules = {"contains": lambda f, d: int(int(f["sevens"]) > 0), "majority": lambda f, d: int(2 * int(f["odds"]) > 9),
              "sorted": lambda f, d: int(f["descents"] == "0"), "band": lambda f, d: int(38 <= int(f["sum"]) <= 43),
+             "near": lambda f, d: int(39 <= int(f["sum"]) <= 42),
              "parity": lambda f, d: int(int(f["sum"]) % 2 == 0)}  # fmt: skip
     for row in rows:
         digits = [int(t) for t in row["prompt"].split()]
@@ -106,6 +107,10 @@ def test_no_evaluated_tasks_answer_appears_in_the_pretraining_text():
     assert classification.question("band", "1 2 3") == {"prompt": "1 2 3", "completion": " ; sum"}
     band = [classification.label("band", e["text"]) for e in classification.examples("band", 200, seed=1)]
     assert sum(band) == 100  # balanced by construction
+    near = [(classification.label("near", e["text"]), sum(map(int, e["text"].split())))
+            for e in classification.examples("near", 200, seed=1)]  # fmt: skip
+    assert sum(y for y, _ in near) == 100 and {v for y, v in near if y} <= set(range(39, 43))
+    assert {v for y, v in near if not y} <= {35, 36, 37, 38, 43, 44, 45, 46}  # negatives just outside the band
 
 
 def test_every_question_fits_after_the_related_pretraining_and_zero_shot_reads_the_stated_fact():

@@ -6,6 +6,8 @@ hard ones). Labels are balanced by construction.
     majority   are there more odd digits than even ones?
     sorted     are the digits in non-decreasing order?
     band       is the digit sum within 38..43 (`BAND`)?
+    near       is the digit sum within 39..42 (`NEAR`), against strings whose sum lies
+               just outside it (35..38, 43..46): an error of one in the sum decides
     parity     is the digit sum even?                             (hardest)
 
 Pretraining text (`pretrain_examples`), the "broad family of related properties" that
@@ -15,7 +17,8 @@ None of them is a task's answer; each task is composed from one of them (`COMPOS
 
     contains  <- sevens (how many 7s) > 0        majority <- 2 odds (how many odd) > length
     sorted    <- descents (neighbours falling) = 0
-    band      <- sum (the digit sum) in BAND     parity   <- sum even
+    band      <- sum (the digit sum) in BAND     near     <- sum in NEAR
+    parity    <- sum even
 
 with max, min, first and last beside them. A classifier reads a string with its task
 asked in the words of that fact (`question`: prompt "3 1 4 ...", completion " ; sum"),
@@ -32,14 +35,16 @@ from collections.abc import Callable
 import numpy as np
 
 BAND = (38, 43)  # the band task's digit sums: about a quarter of 9-digit strings, around the mean 40.5
+NEAR, NEAR_OUT = (39, 42), 4  # the near task's digit sums; its negatives' sums lie within NEAR_OUT of them
 TASKS = {
     "contains": lambda d: int(7 in d),
     "majority": lambda d: int(sum(x % 2 for x in d) * 2 > len(d)),
     "sorted": lambda d: int(all(a <= b for a, b in zip(d, d[1:], strict=False))),
     "band": lambda d: int(BAND[0] <= sum(d) <= BAND[1]),
+    "near": lambda d: int(NEAR[0] <= sum(d) <= NEAR[1]),
     "parity": lambda d: int(sum(d) % 2 == 0),
 }
-DIFFICULTY = ("contains", "majority", "sorted", "band", "parity")
+DIFFICULTY = ("contains", "majority", "sorted", "band", "near", "parity")
 RELATED = {
     "sevens": lambda d: str(d.count(7)),
     "odds": lambda d: str(sum(x % 2 for x in d)),
@@ -56,6 +61,7 @@ COMPOSED: dict[str, tuple[str, Callable[[int, int], int]]] = {
     "majority": ("odds", lambda v, n: int(2 * v > n)),
     "sorted": ("descents", lambda v, n: int(v == 0)),
     "band": ("sum", lambda v, n: int(BAND[0] <= v <= BAND[1])),
+    "near": ("sum", lambda v, n: int(NEAR[0] <= v <= NEAR[1])),
     "parity": ("sum", lambda v, n: int(v % 2 == 0)),
 }
 COMPOSED_FROM = {task: fact for task, (fact, _) in COMPOSED.items()}
@@ -69,6 +75,8 @@ def _draw(rng: np.random.Generator, task: str, length: int, want: int) -> list[i
         elif task == "contains" and want == 0:
             digits = np.where(digits == 7, 8, digits)
         digits = digits.tolist()
+        if task == "near" and not NEAR[0] - NEAR_OUT <= sum(digits) <= NEAR[1] + NEAR_OUT:
+            continue  # a negative far from the band is told by any rough sum
         if TASKS[task](digits) == want:
             return digits
     raise RuntimeError(f"could not draw a {task} example with label {want}")
