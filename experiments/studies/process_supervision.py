@@ -14,10 +14,10 @@ each cell: generator (wrong: 600 steps, right: 300, so that each is right 25-40%
 time on validation), a pool of 256 solutions to each of 200 held-out problems, an ORM and
 a PRM from the generator on the same 32,000 uniformly drawn labelled solutions (classes
 weighted by their inverse frequency), a PRM from 2 active-learning rounds of 16,000 (a
-selector on uniform labels, then its convincing wrong answers), best-of-N for N in 1..256 (200 subsets per N and problem; at
-N = 256 the whole pool). Beyond the paper, in `wrong`'s test cells only: RLOO (k = 4, 100
-steps of 64 completions) from the generator against the verifiable reward, the ORM, the
-PRM's product score and its per-step rewards.
+selector on uniform labels, then its convincing wrong answers), best-of-N for N in 1..256
+(200 subsets per N and problem; at N = 256 the whole pool). Beyond the paper, in
+`wrong`'s test cells only: RLOO (k = 4, 100 steps of 64 completions) from the generator
+against the verifiable reward, the ORM, the PRM's product score and its per-step rewards.
 
 Gates, on one validation cell per generator (seed 0, the pool and every held-out solution
 from the validation problems) before any test cell: the generator's accuracy in 20-60%;
