@@ -211,13 +211,18 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     """With training replaced by a recorder (every model predicts 0.6 for class 1) and the
     gold labels of the students' splits all 0, only the ceilings and the from-scratch run
     are fitted to gold labels on those splits; every student gets the weak labels (soft,
-    hardened, or the previous bootstrap step's)."""
+    hardened, or the previous bootstrap step's). Four sizes: bootstrapping chains from
+    supervisors 0 and 1."""
     cfg = experiment.get_config("tiny,band")
+    top = cfg.sizes[-1]
+    fourth = dataclasses.replace(top, name="pretrain_digits_related_d32l1",
+                                 model=dataclasses.replace(top.model, d_model=32, d_ff=64))  # fmt: skip
+    cfg = dataclasses.replace(cfg, sizes=(*cfg.sizes, fourth))
     S = len(cfg.sizes)
     rates = tuple((i + 1) * 1e-3 for i in range(S))  # each size its own learning rate
     cfg = dataclasses.replace(cfg, fits=tuple(dataclasses.replace(cfg.fit, learning_rate=r) for r in rates))
     widths = [s.model.d_model for s in cfg.sizes]
-    fits, seen, rate_of = [], {}, []
+    fits, seen, rate_of, where = [], {}, [], []
     real_splits = pipeline.task_splits
 
     def splits(*args, **kwargs):
@@ -230,6 +235,7 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     def fake_fit(model, params, inputs, targets, fit, seed):
         fits.append((next(n for n, s in seen.items() if s.inputs is inputs), np.asarray(targets), fit.aux_alpha))
         rate_of.append((widths.index(model.cfg.d_model), fit.learning_rate))
+        where.append((fits[-1][0], rate_of[-1][0]))
         return params, 0.0
 
     monkeypatch.setattr(pipeline, "task_splits", splits)
@@ -240,7 +246,8 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     assert len(gold_fits) == (S - 1) + 1  # the ceilings and the from-scratch run
     students = [f for f in fits if f[0] != "A" and not np.array_equal(f[1], gold_fits[0][1])]
     n_pairs = S * (S - 1) // 2
-    assert len(students) == 3 * n_pairs + (S - 2)  # naive, aux, hard for every pair; the bootstrap steps
+    # naive, aux, hard for every pair; the bootstrap steps (from each supervisor i, one for each size past i + 1)
+    assert len(students) == 3 * n_pairs + (S - 2) * (S - 1) // 2
     for split, targets, _ in students:
         assert split in ("B", "B2", "B3")
         assert np.allclose(targets, [0.4, 0.6]) or np.array_equal(targets, pipeline.one_hot(np.ones(len(targets), int)))
@@ -249,6 +256,9 @@ def test_no_student_reads_the_gold_labels_of_its_split(tmp_path, monkeypatch):
     assert summary["pgr"]["naive"]["0-1"] is None  # every model the same: no gap to recover
     assert {rates[size] == r for size, r in rate_of} == {True} and {size for size, _ in rate_of} == set(range(S))
     assert (tmp_path / "runs" / "weak0.json").exists()
+    # each bootstrap step (split, size): 0 -> 1 (B) -> 2 (B2) -> 3 (B3), and 1 -> 2 (B) -> 3 (B2)
+    assert sorted(w for w in where if w[0] in ("B2", "B3")) == [("B2", 2), ("B2", 3), ("B3", 3)]
+    assert set(summary["accuracy"]["bootstrap"]) == {"0-1", "0-2", "0-3", "1-2", "1-3"}
     before = len(fits)
     assert pipeline.run(cfg, str(tmp_path)) == json.loads((tmp_path / "summary.json").read_text())
     assert len(fits) == before  # a finished run fits nothing again

@@ -9,11 +9,16 @@ Fixed on the validation split before any test cell: the four sizes of
 properties (never a task's answer) and shared by every seed; groups `band` (is the digit
 sum within 38..43?, asked " ; sum": the task whose ceiling rose at every size) and
 `sorted` (asked " ; descents": the smallest size well below the others, the three larger
-at 0.99-1.00); 500 labels a split (at 2,000, a model from scratch learns band to 0.94-0.98
+at 0.99-1.00) and `near` (is the digit sum within 39..42, against sums just outside it,
+asked " ; sum": added by an amendment after band's and sorted's test cells, whose ladders left
+few pairs with a gap; on validation size 0 is at chance, 0.51-0.54 at every learning rate,
+and sizes 1-3 reach 0.84, 0.96 and 0.999, so its pairs from supervisor 1 carry the
+comparisons); 500 labels a split (at 2,000, a model from scratch learns band to 0.94-0.98
 and every tuned size reaches 0.96: no gap), each size's learning rate chosen on
 validation; seeds 0-4 of the fine-tuning (head, order, task data); every (weak, strong)
 pair naive, with the auxiliary confidence loss (alpha 0.75, warmed up over 20% of the
-steps), on hardened labels, and bootstrapped through the intermediate sizes; the largest
+steps), on hardened labels, and bootstrapped through the intermediate sizes from each
+supervisor with a size between it and the student; the largest
 size from scratch. The preference task is left out: on validation (seed 0, 2,000 pairs) the
 largest size pretrained on its SFT data reaches 0.643 and the same size from scratch 0.719
 (the earlier study's test cells: the same), so no latent capability is there to elicit.
@@ -32,7 +37,7 @@ from rlhf_jax.studies.claims import Arm, Claim, Diff, Gate, Trend
 from rlhf_jax.studies.study import Cell, Figure, Metric, StudyConfig
 
 SEEDS = (0, 1, 2, 3, 4)
-GROUPS = {"band": "band", "sorted": "sorted"}  # group -> task
+GROUPS = {"band": "band", "sorted": "sorted", "near": "near"}  # group -> task
 VALIDATION = {g: f"{g}_validation" for g in GROUPS}
 METHODS = ("naive", "aux", "hard", "bootstrap")
 
@@ -88,15 +93,16 @@ def claims(groups, sizes: int) -> tuple[Claim, ...]:
         return tuple(f"{g} ladder {j}" for j in range(1, sizes))
 
     every = [(g, i, j) for g in groups for i, j in pairs(sizes)]
+    chains = [(g, i, j) for g, i, j in every if j >= i + 2]  # a size between supervisor and student
     naive = tuple(Diff(pgr("naive", g, i, j), 0.0, f"{g} {i}-{j}", pair_gates(g, i, j)) for g, i, j in every)
     aux = tuple(Diff(pgr("aux", g, i, j), pgr("naive", g, i, j), f"{g} {i}-{j}: aux - naive", pair_gates(g, i, j))
                 for g, i, j in every)  # fmt: skip
-    boot = tuple(Diff(pgr("bootstrap", g, 0, j), pgr("naive", g, 0, j), f"{g} 0-{j}: bootstrap - naive",
-                      (*pair_gates(g, 0, j), *ladder(g))) for g in groups for j in range(2, sizes))  # fmt: skip
-    size = tuple(Trend(tuple((float(j), Diff(pgr("naive", g, 0, j), 0.0)) for j in range(1, sizes)),
-                       f"{g}: slope of naive PGR 0-j over j",
-                       (*(x for j in range(1, sizes) for x in pair_gates(g, 0, j)), *ladder(g)))
-                 for g in groups)  # fmt: skip
+    boot = tuple(Diff(pgr("bootstrap", g, i, j), pgr("naive", g, i, j), f"{g} {i}-{j}: bootstrap - naive",
+                      (*pair_gates(g, i, j), *ladder(g))) for g, i, j in chains)  # fmt: skip
+    size = tuple(Trend(tuple((float(j), Diff(pgr("naive", g, i, j), 0.0)) for j in range(i + 1, sizes)),
+                       f"{g}: slope of naive PGR {i}-j over j",
+                       (*(x for j in range(i + 1, sizes) for x in pair_gates(g, i, j)), *ladder(g)))
+                 for g in groups for i in range(sizes - 2))  # fmt: skip
     top = sizes - 1
     latent = tuple(Diff(Arm(g, f"accuracy.ceiling.{top}"), Arm(g, "accuracy.scratch"), f"{g}: pretrained - scratch")
                    for g in groups)  # fmt: skip
@@ -107,8 +113,9 @@ def claims(groups, sizes: int) -> tuple[Claim, ...]:
               PGR_WHY),
         Claim("bootstrapping", "bootstrapping through the intermediate sizes raises PGR over naive fine-tuning",
               boot, +1, PGR_MARGIN, PGR_WHY),
-        Claim("pgr grows with size", "PGR grows with the strong student's size (naive, from the smallest supervisor; "
-              "slope per size step)", size, +1, PGR_MARGIN / 2, f"{PGR_WHY} across the two size steps"),
+        Claim("pgr grows with size", "PGR grows with the strong student's size (naive, from each supervisor with "
+              "two or more students; slope per size step)", size, +1, PGR_MARGIN / 2,
+              f"{PGR_WHY} over two size steps, per step"),
         Claim("latent capability", f"the pretrained size {top} fine-tuned on gold labels beats the same size trained "
               "from scratch", latent, +1, 0.01, "10 of the 1,000 test strings"),
     )  # fmt: skip

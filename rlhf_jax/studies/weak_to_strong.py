@@ -18,9 +18,10 @@ B, B2, B3 of n_split examples and a test split:
     naive<i>-<j>   size j on B with weak<i>'s soft labels (cross-entropy), for every i < j
     aux<i>-<j>     the same with the auxiliary confidence loss (alpha aux_alpha, warmed up)
     hard<i>-<j>    the same with weak<i>'s hardened labels (argmax)
-    boot0-<j>      bootstrapping: size 1 as naive0-1, then each size k > 1 on B<k>
-                   labelled by size k-1's bootstrapped model (a model labels only data it
-                   did not train on)
+    boot<i>-<j>    bootstrapping from supervisor i through every intermediate size: size
+                   i+1 as naive<i>-<i+1>, then each size k > i+1 on split B<k-i> labelled
+                   by size k-1's bootstrapped model (a model labels only data it did not
+                   train on), for every i with at least one size between it and j
     scratch        the largest size from random weights on B's gold labels (does
                    pretraining matter?)
     zero_shot      each pretrained LM's own answer (digit tasks: the value it states for
@@ -216,7 +217,9 @@ class Runs:
         path = os.path.join(self.dir, f"{name}.json")
         if os.path.exists(path):
             with open(path) as f:
-                return json.load(f)
+                done = json.load(f)
+            if set(predict_on) <= set(done["probs"]):  # else made before a later run needed its predictions: again
+                return done
 
         t = time.time()
         lm_model, lm_params = self.lms[size]
@@ -298,16 +301,20 @@ def run(cfg: WeakToStrongConfig, workdir: str, dirs: dict[str, str] | None = Non
         for i in range(S - 1):
             targets = harden(weak_probs[i]) if kind == "hard" else weak_probs[i]
             for j in range(i + 1, S):
-                more = ("B2",) if (kind, i, j) == ("naive", 0, 1) and "bootstrap" in cfg.runs else ()
+                first_step = kind == "naive" and j == i + 1 and j < S - 1  # a bootstrap chain's first step
+                more = ("B2",) if first_step and "bootstrap" in cfg.runs else ()
                 out = runs.run(f"{kind}{i}-{j}", j, "B", targets, predict_on=more, aux=kind == "aux")
                 acc[kind][f"{i}-{j}"] = out["test_accuracy"]
     if "bootstrap" in cfg.runs:
-        previous = runs.run("naive0-1", 1, "B", weak_probs[0], predict_on=("B2",))  # the naive run when there is one
-        acc["bootstrap"] = {"0-1": previous["test_accuracy"]}
-        for k in range(2, S):
-            here, after = SPLITS[k], (SPLITS[k + 1],) if k + 1 < S else ()
-            previous = runs.run(f"boot0-{k}", k, here, np.asarray(previous["probs"][here], np.float32), after)
-            acc["bootstrap"][f"0-{k}"] = previous["test_accuracy"]
+        acc["bootstrap"] = {}
+        for i in range(S - 2):
+            # the chain's first step is the naive run (made above when naive runs)
+            previous = runs.run(f"naive{i}-{i + 1}", i + 1, "B", weak_probs[i], predict_on=("B2",))
+            acc["bootstrap"][f"{i}-{i + 1}"] = previous["test_accuracy"]
+            for k in range(i + 2, S):
+                here, after = SPLITS[k - i], (SPLITS[k - i + 1],) if k + 1 < S else ()
+                boot = runs.run(f"boot{i}-{k}", k, here, np.asarray(previous["probs"][here], np.float32), after)
+                acc["bootstrap"][f"{i}-{k}"], previous = boot["test_accuracy"], boot
     if "scratch" in cfg.runs:
         acc["scratch"] = runs.run("scratch", S - 1, "B", gold["B"], scratch=True)["test_accuracy"]
     pgrs = {}
