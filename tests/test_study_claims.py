@@ -91,6 +91,11 @@ def test_a_failed_or_unmeasured_gate_makes_the_claim_not_tested():
     two = (Diff(Arm("a", "m"), Arm("b", "m")), Diff(Arm("a", "m"), 0.5, gates=("rm",)))
     ev = study_claims.evaluate((claim(comparisons=two),), (low,), recs)["claims"][0]
     assert ev["verdict"] == "agrees" and [r["verdict"] for r in ev["comparisons"]] == ["agrees", "not tested"]
+    # a gate named twice by a comparison (a trend over pairs sharing a supervisor) is listed once
+    twice = (Diff(Arm("a", "m"), 0.5, gates=("rm", "rm")),)
+    assert study_claims.evaluate((claim(comparisons=twice),), (low,), recs)["claims"][0]["comparisons"][0][
+        "failed_gates"
+    ] == ["rm"]
 
 
 def test_many_comparisons_combine_all_for_agreement_and_holm_against():

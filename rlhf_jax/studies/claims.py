@@ -318,7 +318,7 @@ def evaluate_claim(claim: Claim, records: list[dict], gates: dict[str, dict]) ->
     rows = []
     for c in claim.comparisons:
         values = comparison_values(records, c)
-        own_failed = [g for g in c.gates if not gates.get(g, {}).get("passed")]
+        own_failed = [g for g in dict.fromkeys(c.gates) if not gates.get(g, {}).get("passed")]  # each gate once
         rows.append({"name": c.name, "values": values, "failed_gates": own_failed, **paired(values.values())})
     tested = [r for r in rows if not r["failed_gates"] and r["n"] >= 2] if not failed else []
     for r, p in zip(tested, holm([r["p"] for r in tested]), strict=True):
