@@ -295,3 +295,25 @@ def test_the_study_at_smoke_size_labels_exactly_picks_convincing_wrong_answers_a
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| wrong | 1 |" in report and "Best-of-N accuracy, wrong (mean [95% interval] over seeds):" in report
     assert (tmp_path / "study" / "plots" / "best_of_n_wrong.png").exists()
+
+    # the test cell trained nothing its validation twin had: each stage resumed at its last
+    # step from the twin's checkpoint, to the same weights, labels and losses; its held-out
+    # solutions are its own split's
+    twin = tmp_path / "study" / "cells" / "wrong_validation.seed0"
+    theirs = json.loads((twin / "summary.json").read_text())
+    for name in ("generator", "orm", "prm_uniform", "prm_active0", "prm_active1"):
+        mine = summary["generator"] if name == "generator" else summary["reward_models"][name]
+        assert mine["resumed_from"] == [mine["steps"]], name
+        assert (workdir / name / "hf" / "model.safetensors").read_bytes() == (
+            twin / name / "hf" / "model.safetensors"
+        ).read_bytes(), name
+    assert summary["reward_models"]["orm"]["train_loss"] == theirs["reward_models"]["orm"]["train_loss"]
+    for labels in ("uniform", "active1"):
+        assert (workdir / "labels" / labels / "solutions.jsonl").read_text() == (
+            twin / "labels" / labels / "solutions.jsonl"
+        ).read_text()
+    assert (workdir / "labels" / "uniform" / "held_out.jsonl").read_text() == "".join(
+        json.dumps(x) + "\n" for x in pool[:: cfg.pool]
+    )
+    validation = [json.loads(line) for line in open(twin / "labels" / "uniform" / "held_out.jsonl")]
+    assert not {x["prompt"] for x in validation} & {x["prompt"] for x in pool}

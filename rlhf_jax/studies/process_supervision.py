@@ -45,6 +45,10 @@ Each step a resumable stage in DIR (SIGKILL anywhere, rerun the same command):
                     held-out figures; the generator's accuracy; each RL run's held-out
                     accuracy (plots/: its training curves, the PRMs' calibration)
 
+A run given twins (`run`; a study's other cells of the seed) starts from a finished twin's
+generator, labels and verifiers where its config differs from this one's only in names, the
+held-out split and NOT_TRAINED (a seed's validation and test cells): see `twins`.
+
 Reward models train for reward_epochs passes over their labels (the paper: 2 epochs). A
 solution's steps are its non-blank lines, its final "The answer is" line among them (as
 `tasks.arithmetic.label_solution` labels them); a PRM scores a solution without steps 0.
@@ -72,6 +76,7 @@ from rlhf_jax.experiment import ExperimentConfig
 from rlhf_jax.loops.common import load_scalar
 from rlhf_jax.loops.data import task_data
 from rlhf_jax.models.hf import load_hf
+from rlhf_jax.studies import twins as twins_lib
 from rlhf_jax.studies.records import loss_ends
 from rlhf_jax.tasks.arithmetic import final_answer, label_completion
 from rlhf_jax.workdir import checkpoint_dir, read_jsonl, write_json, write_jsonl
@@ -84,6 +89,9 @@ STAGES = ("facts", "generator", "orm", "prm", "policy")  # ProcessConfig's stage
 # the stages whose held-out rows are the study's problems (the base model's are its own
 # task's one-operation facts and checks): one split for all of them, the pool's
 HELD_OUT_STAGES = STAGES[1:]
+# ProcessConfig's fields that no stage before the RL stages reads (the evaluation's; the RL
+# stages'): runs that differ only in these can share their generator, labels and verifiers
+NOT_TRAINED = ("test_problems", "pool", "ns", "draws", "policy", "rl_rewards")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,21 +315,34 @@ def make_pool(cfg: ProcessConfig, gen: Generator, workdir: str) -> list[dict]:
     return read_jsonl(path)
 
 
-def make_uniform(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]) -> None:
+def make_uniform(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict], twin: str = "") -> None:
+    """The uniform labels (a twin's, when its generator is this one: `twins`)."""
     here = label_dir(workdir, "uniform")
     if os.path.exists(os.path.join(here, "solutions.jsonl")):
         return
     rows = gen.order[: cfg.labelled]
     write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
-    write_jsonl(os.path.join(here, "solutions.jsonl"), gen.sample(rows, "train", 1, seed=cfg.seed * 1000 + 2))
+    if twin:
+        solutions = read_jsonl(os.path.join(label_dir(twin, "uniform"), "solutions.jsonl"))
+    else:
+        solutions = gen.sample(rows, "train", 1, seed=cfg.seed * 1000 + 2)
+    write_jsonl(os.path.join(here, "solutions.jsonl"), solutions)
 
 
-def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: list[dict]) -> None:
-    """Round r's labels (cumulative); see the module docstring."""
+def make_active(cfg: ProcessConfig, gen: Generator, workdir: str, r: int, pool: list[dict], twin: str = "") -> None:
+    """Round r's labels (cumulative); see the module docstring. twin: a run whose round
+    r - 1 PRM is this one's (`twins`), whose labels are copied."""
     here = label_dir(workdir, f"active{r}")
     if os.path.exists(os.path.join(here, "solutions.jsonl")):
         return
     per_round = cfg.labelled // cfg.rounds
+    if twin and r > 0:
+        write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
+        write_jsonl(
+            os.path.join(here, "solutions.jsonl"),
+            read_jsonl(os.path.join(label_dir(twin, f"active{r}"), "solutions.jsonl")),
+        )
+        return
     if r == 0:
         new = read_jsonl(os.path.join(label_dir(workdir, "uniform"), "solutions.jsonl"))[:per_round]
         earlier: list[dict] = []
@@ -381,9 +402,12 @@ def best_of_n(cfg: ProcessConfig, gen: Generator, workdir: str, pool: list[dict]
     }
 
 
-def run(cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = "") -> dict:
+def run(cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = "", twins: tuple[str, ...] = ()) -> dict:
     """Every stage not done yet, then the best-of-N evaluation; DIR/summary.json.
-    data_dir, base_dir: as in `stage_configs`."""
+    data_dir, base_dir: as in `stage_configs`. twins: sibling runs' directories (a study's
+    other cells of the seed); the first finished one of this config up to its name and
+    held-out split lends its trained stages and labels (`twins`), stage by stage until one
+    differs: a seed's test cell does not train again what its validation cell trained."""
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -391,10 +415,18 @@ def run(cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = ""
     t0 = time.time()
     configs = stage_configs(cfg, workdir, data_dir, base_dir)
     results, seconds = {}, {}
+    twin = twins_lib.find(config_lib.to_dict(cfg), workdir, twins, aside=NOT_TRAINED)
 
     def stage(name: str) -> bool:
+        nonlocal twin
         t = time.time()
         directory = base_dir if name == "facts" and base_dir else os.path.join(workdir, name)
+        if twin and name != "facts":  # the base is shared already
+            theirs = twins_lib.trained(twin, name, config_lib.to_dict(configs[name]), workdir)
+            if theirs:
+                twins_lib.adopt(directory, theirs)
+            else:  # the stages after it depend on it: they train here too
+                twin = ""
         results[name] = pipeline.run_stage(name, configs[name], directory)
         if name in configs and configs[name].train.kind in ("orm", "prm"):
             results[name] = {**results[name], **loss_ends(directory)}
@@ -407,13 +439,13 @@ def run(cfg: ProcessConfig, workdir: str, data_dir: str = "", base_dir: str = ""
     gen = Generator(cfg, configs, workdir)
     t = time.time()
     pool = make_pool(cfg, gen, workdir)
-    make_uniform(cfg, gen, workdir, pool)
+    make_uniform(cfg, gen, workdir, pool, twin)
     seconds["sampling"] = round(time.time() - t, 1)
     for name in ("orm", "prm_uniform"):
         if not stage(name):
             return {"stopped": True, "stage": name}
     for r in range(cfg.rounds):
-        make_active(cfg, gen, workdir, r, pool)
+        make_active(cfg, gen, workdir, r, pool, twin)
         if not stage(f"prm_active{r}"):
             return {"stopped": True, "stage": f"prm_active{r}"}
     t = time.time()

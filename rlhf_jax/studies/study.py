@@ -346,7 +346,11 @@ def _run_cell(study: StudyConfig, placed: Placed, records: str) -> dict:
     cell = placed.cell
     own_directory(placed.directory, config_lib.to_dict(cell.seeded))
     if isinstance(cell.pipeline, ProcessConfig):
-        summary = process_supervision.run(cell.seeded, placed.directory, placed.data_dir, placed.dirs["facts"])
+        siblings = tuple(os.path.join(os.path.dirname(placed.directory), c.name) for c in study.cells
+                         if c.seed == cell.seed and c.name != cell.name)  # fmt: skip
+        summary = process_supervision.run(
+            cell.seeded, placed.directory, placed.data_dir, placed.dirs["facts"], siblings
+        )
         if summary.get("stopped"):
             return summary
         tree, curve = process_supervision.study_figures(summary)
