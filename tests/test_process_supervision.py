@@ -12,6 +12,7 @@ from test_batching import tokenizer  # noqa: F401 - the fixture
 from experiments import process_supervision as experiment
 from rlhf_jax.batches import NEGATIVE, NEUTRAL, NO_STEP, POSITIVE
 from rlhf_jax.eval import verifiers as V
+from rlhf_jax.studies import process_samples
 from rlhf_jax.studies import process_supervision as PS
 
 
@@ -37,7 +38,7 @@ def test_a_prms_three_readings_on_hand_made_steps():
 def test_steps_are_non_blank_lines_the_answer_among_them_and_their_last_tokens_are_found(tokenizer):  # noqa: F811
     raw = "3 + 4 = 7\n\n7 - 2 = 5  \nThe answer is 5"
     assert [raw[e] for e in V.step_char_ends(raw)] == ["7", "5", "5"]  # the answer line is a step
-    solution = PS.clean(raw)
+    solution = process_samples.clean(raw)
     assert solution == "3 + 4 = 7\n7 - 2 = 5  \nThe answer is 5"
     assert V.step_char_ends("3 + 4 = 7") == [8]  # no answer line: every line a step
     assert V.token_of_chars([0, 2, 3, 9], [2, 1, 4]) == [0, 1, 2, None]  # tokens of 2, 1 and 4 characters

@@ -9,6 +9,7 @@ pipelines of several stages the studies run.
     provenance.py   the grid's and claims' digests, --amend, discarded records
     iterated.py     iterated online RLHF (Bai et al. 2022)
     process_supervision.py  process vs outcome supervision (Lightman et al. 2023)
+    process_samples.py      its generator's labelled samples, label sets and verifier scores
     twins.py        a run's stages started from a finished sibling's of the same training
     weak_to_strong.py       weak-to-strong generalisation (Burns et al. 2023)
 """

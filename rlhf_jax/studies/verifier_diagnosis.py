@@ -43,7 +43,8 @@ import numpy as np
 from rlhf_jax.batches import NEGATIVE
 from rlhf_jax.config import load_experiment
 from rlhf_jax.eval.metrics import auroc, auroc_within_groups
-from rlhf_jax.studies.process_supervision import Generator, ProcessConfig, Scorer, stage_configs
+from rlhf_jax.studies.process_samples import Generator, Scorer
+from rlhf_jax.studies.process_supervision import ProcessConfig, stage_configs
 from rlhf_jax.workdir import read_jsonl, write_json
 
 
