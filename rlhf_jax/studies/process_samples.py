@@ -110,15 +110,10 @@ def make_active(cfg, gen: Generator, workdir: str, r: int, pool: list[dict], twi
         return
     per_round = cfg.labelled // cfg.rounds
     if twin and r > 0:
-        write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
-        write_jsonl(
-            os.path.join(here, "solutions.jsonl"),
-            read_jsonl(os.path.join(label_dir(twin, f"active{r}"), "solutions.jsonl")),
-        )
-        return
-    if r == 0:
-        new = read_jsonl(os.path.join(label_dir(workdir, "uniform"), "solutions.jsonl"))[:per_round]
-        earlier: list[dict] = []
+        solutions = read_jsonl(os.path.join(label_dir(twin, f"active{r}"), "solutions.jsonl"))
+    elif r == 0:
+        uniform = read_jsonl(os.path.join(label_dir(workdir, "uniform"), "solutions.jsonl"))
+        solutions = [{**x, "round": 0} for x in uniform[:per_round]]
     else:
         start = cfg.labelled + (r - 1) * per_round
         rows = gen.order[start : start + per_round]
@@ -132,8 +127,9 @@ def make_active(cfg, gen: Generator, workdir: str, r: int, pool: list[dict], twi
             pick = max(wrong or mine, key=lambda j: scores[j])
             new.append({**candidates[pick], "prm_score": float(scores[pick]), "wrong_candidates": len(wrong)})
         earlier = read_jsonl(os.path.join(label_dir(workdir, f"active{r - 1}"), "solutions.jsonl"))
+        solutions = earlier + [{**x, "round": r} for x in new]
     write_jsonl(os.path.join(here, "held_out.jsonl"), pool[:: cfg.pool])
-    write_jsonl(os.path.join(here, "solutions.jsonl"), earlier + [{**x, "round": r} for x in new])
+    write_jsonl(os.path.join(here, "solutions.jsonl"), solutions)
 
 
 def wrong_share(directory: str) -> float:

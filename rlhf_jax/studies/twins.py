@@ -41,10 +41,12 @@ def same_training(theirs: dict, ours: dict, their_dir: str, our_dir: str) -> boo
     return _normal(theirs, their_dir, our_dir) == _normal(ours, our_dir, our_dir)
 
 
-def _read(path: str) -> dict | None:
-    if not os.path.exists(path):
+def _finished_config(directory: str) -> dict | None:
+    """The config (config.json) of the finished run (summary.json written) in directory."""
+    config = os.path.join(directory, "config.json")
+    if not (os.path.exists(config) and os.path.exists(os.path.join(directory, "summary.json"))):
         return None
-    with open(path) as f:
+    with open(config) as f:
         return json.load(f)
 
 
@@ -52,10 +54,8 @@ def trained(their_dir: str, stage: str, ours: dict, our_dir: str) -> str:
     """The twin's directory of `stage` when it is a finished run of the same training as
     `ours` (the stage's resolved config here); "" otherwise."""
     directory = os.path.join(their_dir, stage)
-    theirs = _read(os.path.join(directory, "config.json"))
-    if theirs is None or not os.path.exists(os.path.join(directory, "summary.json")):
-        return ""
-    return directory if same_training(theirs, ours, their_dir, our_dir) else ""
+    theirs = _finished_config(directory)
+    return directory if theirs is not None and same_training(theirs, ours, their_dir, our_dir) else ""
 
 
 def find(ours: dict, workdir: str, candidates: tuple[str, ...], aside: tuple[str, ...] = ()) -> str:
@@ -63,14 +63,15 @@ def find(ours: dict, workdir: str, candidates: tuple[str, ...], aside: tuple[str
     summary.json) a run whose config (config.json) equals `ours` (this run's resolved
     config) up to names, held-out splits and the top-level keys `aside` (those no shared
     stage reads: the evaluation's, or stages compared one by one); "" when none has."""
-    ours = {k: v for k, v in ours.items() if k not in aside}
+
+    def kept(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in aside}
+
     for their_dir in candidates:
         if os.path.abspath(their_dir) == os.path.abspath(workdir):
             continue
-        theirs = _read(os.path.join(their_dir, "config.json"))
-        if theirs is None or not os.path.exists(os.path.join(their_dir, "summary.json")):
-            continue
-        if same_training({k: v for k, v in theirs.items() if k not in aside}, ours, their_dir, workdir):
+        theirs = _finished_config(their_dir)
+        if theirs is not None and same_training(kept(theirs), kept(ours), their_dir, workdir):
             return their_dir
     return ""
 
