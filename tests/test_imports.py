@@ -7,7 +7,7 @@ Every `import` in the package counts, the ones inside functions too. Layers, low
        mesh, batches
     1  models, workdir, checkpoint
     2  losses, rollout, sampling, train_step, tasks, data   maths, decoding, data
-    3  experiment, eval                                     the config schema, evaluation
+    3  experiment, rl_section, eval                         the config schema, evaluation
     4  preflight, loops                                     one loop per train.kind
     5  pipeline, dry_run, aot, studies, docs             runs of several loops; compiling them; studies
     6  main                                                 the command line
@@ -31,7 +31,7 @@ LAYERS = [
     {"errors", "config", "compiles", "hugepages", "platforms", "mesh", "batches"},
     {"models", "workdir", "checkpoint"},
     {"losses", "rollout", "rollout_corrections", "roofline", "sampling", "train_step", "tasks", "data"},
-    {"experiment", "eval"},
+    {"experiment", "rl_section", "eval"},
     {"preflight", "loops"},
     {
         "pipeline",
